@@ -1,0 +1,279 @@
+//! The embedded simulator: a machine with power state, boot flags and transition delays.
+//!
+//! It exists so that ovbmc can be demonstrated and tested with every IPMI client on a machine
+//! with no cloud. Its behaviour follows what a cloud instance does: power transitions take a
+//! while (configurable), and during a transition a new action is refused as busy, as Nova
+//! refuses an action while `task_state` is set.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{BackendError, BoxFuture, Machine};
+use ipmi_proto::machine::{BootDevice, BootFlags, MachineError, PowerAction, PowerState};
+
+/// Simulator settings.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Name for logs.
+    pub name: String,
+    /// Power state at start.
+    pub initial_power: PowerState,
+    /// How long a power-on (and the "on" half of a cycle or reset) takes.
+    pub power_on_delay: Duration,
+    /// How long a power-off takes (hard off is quicker than soft in real life; we use one figure).
+    pub power_off_delay: Duration,
+    /// Delay before each answer (simulates a slow control plane).
+    pub api_latency: Duration,
+    /// System UUID (RFC 4122 byte order).
+    pub uuid: [u8; 16],
+}
+
+impl SimConfig {
+    /// Defaults with a UUID derived from the name, so it is stable across restarts.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            initial_power: PowerState::Off,
+            power_on_delay: Duration::from_millis(0),
+            power_off_delay: Duration::from_millis(0),
+            api_latency: Duration::ZERO,
+            uuid: name_uuid(name),
+        }
+    }
+}
+
+/// A version-8-style UUID from a name (FNV-1a mixing; stable, not cryptographic).
+fn name_uuid(name: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, chunk) in out.chunks_mut(8).enumerate() {
+        for b in name.bytes().chain([i as u8]) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        chunk.copy_from_slice(&h.to_be_bytes());
+    }
+    out[6] = (out[6] & 0x0f) | 0x80; // version 8 (RFC 9562 custom)
+    out[8] = (out[8] & 0x3f) | 0x80; // RFC 4122 variant
+    out
+}
+
+#[derive(Debug)]
+struct State {
+    /// Settled power state.
+    power: PowerState,
+    /// A transition in progress: the state it ends in and when.
+    transition: Option<(PowerState, Instant)>,
+    boot: BootFlags,
+    /// The device the last boot used (for tests and logs).
+    last_boot_device: BootDevice,
+    boots: u64,
+}
+
+impl State {
+    /// Settle a transition whose time has come.
+    fn settle(&mut self, now: Instant) {
+        if let Some((to, at)) = self.transition
+            && now >= at
+        {
+            self.power = to;
+            self.transition = None;
+        }
+    }
+
+    fn boot(&mut self) {
+        self.last_boot_device = self.boot.effective_device();
+        self.boot = self.boot.after_boot();
+        self.boots += 1;
+    }
+}
+
+/// A simulated machine.
+#[derive(Debug)]
+pub struct SimMachine {
+    cfg: SimConfig,
+    state: Mutex<State>,
+}
+
+impl SimMachine {
+    /// A new simulated machine.
+    pub fn new(cfg: SimConfig) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State {
+                power: cfg.initial_power,
+                transition: None,
+                boot: BootFlags::default(),
+                last_boot_device: BootDevice::NoOverride,
+                boots: 0,
+            }),
+            cfg,
+        })
+    }
+
+    /// The device the most recent boot used, and how many boots happened.
+    pub fn last_boot(&self) -> (BootDevice, u64) {
+        let s = self.lock();
+        (s.last_boot_device, s.boots)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A poisoned lock only means a panic elsewhere; the state itself stays consistent
+        // because every update is a plain assignment.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn latency(&self) {
+        if !self.cfg.api_latency.is_zero() {
+            tokio::time::sleep(self.cfg.api_latency).await;
+        }
+    }
+
+    fn do_power(&self, action: PowerAction) -> Result<(), BackendError> {
+        let now = Instant::now();
+        let mut s = self.lock();
+        s.settle(now);
+        if let Some((to, _)) = s.transition {
+            return Err(BackendError::new(
+                MachineError::Busy,
+                format!("{}: powering {} in progress", self.cfg.name, on_off(to)),
+            ));
+        }
+        let on = self.cfg.power_on_delay;
+        let off = self.cfg.power_off_delay;
+        match (action, s.power) {
+            // Idempotent, as Ironic expects: on when on and off when off succeed.
+            (PowerAction::On, PowerState::On) => {}
+            (PowerAction::Off | PowerAction::Soft, PowerState::Off) => {}
+            (PowerAction::On, PowerState::Off) => {
+                s.boot();
+                s.transition = Some((PowerState::On, now + on));
+            }
+            (PowerAction::Off | PowerAction::Soft, PowerState::On) => {
+                s.transition = Some((PowerState::Off, now + off));
+            }
+            // A reset of an off machine powers it on (as Nova's hard reboot of SHUTOFF does);
+            // a cycle while off is "not supported in present state" (IPMI v2.0 §28.3).
+            (PowerAction::Reset, _) => {
+                s.boot();
+                s.power = PowerState::On;
+                if !on.is_zero() {
+                    s.power = PowerState::Off;
+                    s.transition = Some((PowerState::On, now + on));
+                }
+            }
+            (PowerAction::Cycle, PowerState::Off) => {
+                return Err(BackendError::new(
+                    MachineError::NotInPresentState,
+                    format!("{}: power cycle while off", self.cfg.name),
+                ));
+            }
+            (PowerAction::Cycle, PowerState::On) => {
+                s.boot();
+                if !(on + off).is_zero() {
+                    s.power = PowerState::Off;
+                    s.transition = Some((PowerState::On, now + on + off));
+                }
+            }
+            (PowerAction::Diag, PowerState::On) => {}
+            (PowerAction::Diag, PowerState::Off) => {
+                return Err(BackendError::new(
+                    MachineError::NotInPresentState,
+                    format!("{}: diagnostic interrupt while off", self.cfg.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn on_off(p: PowerState) -> &'static str {
+    match p {
+        PowerState::On => "on",
+        PowerState::Off => "off",
+    }
+}
+
+impl Machine for SimMachine {
+    fn power_state(&self) -> BoxFuture<'_, Result<PowerState, BackendError>> {
+        Box::pin(async move {
+            self.latency().await;
+            let mut s = self.lock();
+            s.settle(Instant::now());
+            // Report the state the machine is actually in: a machine powering off still runs.
+            Ok(s.power)
+        })
+    }
+
+    fn power(&self, action: PowerAction) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move {
+            self.latency().await;
+            self.do_power(action)
+        })
+    }
+
+    fn boot_flags(&self) -> BoxFuture<'_, Result<BootFlags, BackendError>> {
+        Box::pin(async move {
+            self.latency().await;
+            Ok(self.lock().boot)
+        })
+    }
+
+    fn set_boot_flags(&self, flags: BootFlags) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move {
+            self.latency().await;
+            self.lock().boot = flags;
+            Ok(())
+        })
+    }
+
+    fn uuid(&self) -> [u8; 16] {
+        self.cfg.uuid
+    }
+
+    fn name(&self) -> String {
+        self.cfg.name.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_time_boot_flags_clear_after_power_on() {
+        let m = SimMachine::new(SimConfig::new("t"));
+        m.set_boot_flags(BootFlags::new(BootDevice::Pxe, false, true))
+            .await
+            .unwrap();
+        m.power(PowerAction::On).await.unwrap();
+        assert_eq!(m.last_boot().0, BootDevice::Pxe);
+        let f = m.boot_flags().await.unwrap();
+        assert!(!f.valid() && f.efi());
+        assert_eq!(m.power_state().await.unwrap(), PowerState::On);
+    }
+
+    #[tokio::test]
+    async fn persistent_flags_survive_boots_and_cycle_off_is_refused() {
+        let m = SimMachine::new(SimConfig::new("t"));
+        let e = m.power(PowerAction::Cycle).await.unwrap_err();
+        assert_eq!(e.kind, MachineError::NotInPresentState);
+        m.set_boot_flags(BootFlags::new(BootDevice::Disk, true, false))
+            .await
+            .unwrap();
+        m.power(PowerAction::Reset).await.unwrap();
+        m.power(PowerAction::Cycle).await.unwrap();
+        assert_eq!(m.last_boot(), (BootDevice::Disk, 2));
+        assert!(m.boot_flags().await.unwrap().valid());
+    }
+
+    #[tokio::test]
+    async fn transition_answers_busy() {
+        let mut cfg = SimConfig::new("t");
+        cfg.power_on_delay = Duration::from_secs(60);
+        let m = SimMachine::new(cfg);
+        m.power(PowerAction::On).await.unwrap();
+        assert_eq!(m.power_state().await.unwrap(), PowerState::Off);
+        let e = m.power(PowerAction::Off).await.unwrap_err();
+        assert_eq!(e.kind, MachineError::Busy);
+    }
+}
