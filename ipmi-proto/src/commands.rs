@@ -1,0 +1,731 @@
+//! IPMI commands: request data in, completion code and response data out.
+//!
+//! Minimum privileges follow the spec's command table (IPMI v2.0 Appendix G) as OpenIPMI
+//! encodes it (`lanserv/priv_table.c`); see the protocol notes §3.2.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::config::BmcConfig;
+use crate::crypto::CipherSuite;
+use crate::endpoint::BmcState;
+use crate::machine::{
+    BootFlags, MachineError, MachineReply, MachineRequest, MachineResult, PowerAction, PowerState,
+};
+use crate::session::{Privilege, RetryKey};
+use crate::wire::IpmiRequest;
+
+/// Completion codes (IPMI v2.0 §5.2, Table 5-2).
+pub mod cc {
+    /// Command completed normally.
+    pub const OK: u8 = 0x00;
+    /// Node busy: the command could not be processed now; clients retry.
+    pub const NODE_BUSY: u8 = 0xc0;
+    /// Invalid or unsupported command.
+    pub const INVALID_COMMAND: u8 = 0xc1;
+    /// Timeout while processing the command.
+    pub const TIMEOUT: u8 = 0xc3;
+    /// Request data length invalid.
+    pub const BAD_LENGTH: u8 = 0xc7;
+    /// Parameter out of range.
+    pub const OUT_OF_RANGE: u8 = 0xc9;
+    /// Requested sensor, data or record not present.
+    pub const NOT_PRESENT: u8 = 0xcb;
+    /// Invalid data field in request.
+    pub const INVALID_FIELD: u8 = 0xcc;
+    /// Insufficient privilege level.
+    pub const INSUFFICIENT_PRIVILEGE: u8 = 0xd4;
+    /// Command not supported in present state.
+    pub const NOT_IN_PRESENT_STATE: u8 = 0xd5;
+    /// Sub-function disabled or unavailable.
+    pub const UNAVAILABLE: u8 = 0xd6;
+    /// Unspecified error.
+    pub const UNSPECIFIED: u8 = 0xff;
+    /// Set/Get System Boot Options: parameter not supported.
+    pub const PARAM_NOT_SUPPORTED: u8 = 0x80;
+    /// Set Session Privilege Level: requested level exceeds the user or channel limit.
+    pub const PRIV_EXCEEDS_LIMIT: u8 = 0x81;
+    /// Close Session: invalid session ID.
+    pub const INVALID_SESSION_ID: u8 = 0x87;
+    /// Close Session: invalid session handle.
+    pub const INVALID_SESSION_HANDLE: u8 = 0x88;
+}
+
+/// Network functions (IPMI v2.0 Table 5-1).
+pub mod netfn {
+    /// Chassis.
+    pub const CHASSIS: u8 = 0x00;
+    /// Sensor/Event.
+    pub const SENSOR: u8 = 0x04;
+    /// Application.
+    pub const APP: u8 = 0x06;
+    /// Storage.
+    pub const STORAGE: u8 = 0x0a;
+    /// Transport.
+    pub const TRANSPORT: u8 = 0x0c;
+    /// Group extension (PICMG, VITA, DCMI).
+    pub const GROUP: u8 = 0x2c;
+}
+
+/// The channel number we report (a LAN channel; 1 is what most BMCs use).
+const CHANNEL: u8 = 1;
+
+/// The response header fields of a request, kept while the machine works.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Header {
+    rs_addr: u8,
+    netfn: u8,
+    rs_lun: u8,
+    rq_addr: u8,
+    rq_seq: u8,
+    rq_lun: u8,
+    cmd: u8,
+}
+
+impl Header {
+    pub(crate) fn of(r: &IpmiRequest<'_>) -> Self {
+        Self {
+            rs_addr: r.rs_addr,
+            netfn: r.netfn,
+            rs_lun: r.rs_lun,
+            rq_addr: r.rq_addr,
+            rq_seq: r.rq_seq,
+            rq_lun: r.rq_lun,
+            cmd: r.cmd,
+        }
+    }
+
+    pub(crate) fn encode_response(&self, cc: u8, data: &[u8], out: &mut Vec<u8>) {
+        IpmiRequest {
+            rs_addr: self.rs_addr,
+            netfn: self.netfn,
+            rs_lun: self.rs_lun,
+            rq_addr: self.rq_addr,
+            rq_seq: self.rq_seq,
+            rq_lun: self.rq_lun,
+            cmd: self.cmd,
+            data: &[],
+        }
+        .encode_response(cc, data, out)
+    }
+}
+
+/// How to turn a machine result into a response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PendingKind {
+    ChassisStatus,
+    Control(PowerAction),
+    GetBootFlags,
+    SetBootFlags,
+}
+
+/// A request waiting for the machine.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub(crate) sid: u32,
+    pub(crate) peer: SocketAddr,
+    pub(crate) header: Header,
+    pub(crate) key: RetryKey,
+    pub(crate) kind: PendingKind,
+}
+
+/// What the session knows when a command runs.
+#[derive(Debug)]
+pub(crate) struct CmdContext {
+    pub(crate) sid: u32,
+    pub(crate) privilege: Privilege,
+    pub(crate) max_privilege: Privilege,
+    pub(crate) user_id: u8,
+    pub(crate) user_count: usize,
+    pub(crate) active_sessions: usize,
+    pub(crate) max_sessions: usize,
+    pub(crate) now: Instant,
+}
+
+/// Something to do once the response is on its way.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum After {
+    None,
+    CloseSession(u32),
+    ResetBmc,
+}
+
+/// The result of dispatching a command.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Reply { cc: u8, data: Vec<u8>, after: After },
+    Machine { request: MachineRequest, kind: PendingKind },
+    #[allow(dead_code)]
+    Drop,
+}
+
+fn reply(cc: u8, data: Vec<u8>) -> Outcome {
+    Outcome::Reply {
+        cc,
+        data,
+        after: After::None,
+    }
+}
+
+fn ok(data: Vec<u8>) -> Outcome {
+    reply(cc::OK, data)
+}
+
+fn err(code: u8) -> Outcome {
+    reply(code, Vec::new())
+}
+
+/// Commands allowed without a session (IPMI v2.0 §13.14 and Appendix G): Get Channel
+/// Authentication Capabilities and Get Channel Cipher Suites. Everything else is dropped.
+pub(crate) fn sessionless(req: &IpmiRequest<'_>) -> Option<(u8, Vec<u8>)> {
+    if req.netfn != netfn::APP {
+        return None;
+    }
+    match req.cmd {
+        0x38 => Some(auth_caps(req.data)),
+        0x54 => Some(cipher_suites(req.data)),
+        _ => None,
+    }
+}
+
+/// Get Channel Authentication Capabilities (IPMI v2.0 §22.13). We advertise IPMI v2.0 only,
+/// no IPMI 1.5 authentication types, non-null user names only, no anonymous login.
+fn auth_caps(data: &[u8]) -> (u8, Vec<u8>) {
+    if data.len() != 2 {
+        return (cc::BAD_LENGTH, Vec::new());
+    }
+    let chan = data[0] & 0x0f;
+    if chan != 0x0e && chan != CHANNEL {
+        return (cc::INVALID_FIELD, Vec::new());
+    }
+    if Privilege::from_u8(data[1] & 0x0f).is_none() {
+        return (cc::INVALID_FIELD, Vec::new());
+    }
+    let v2 = data[0] & 0x80 != 0;
+    // Byte 2 bit 7 only when the v2.0 data was asked for; a 1.5-only client then sees no
+    // usable authentication type and stops cleanly.
+    (
+        cc::OK,
+        vec![
+            CHANNEL,
+            if v2 { 0x80 } else { 0x00 },
+            0x04,
+            if v2 { 0x02 } else { 0x00 },
+            0,
+            0,
+            0,
+            0,
+        ],
+    )
+}
+
+/// Get Channel Cipher Suites (IPMI v2.0 §22.15): the record stream in 16-byte pages. Only
+/// the suites we complete are listed, so a client that picks from the list cannot pick a
+/// weak one.
+fn cipher_suites(data: &[u8]) -> (u8, Vec<u8>) {
+    if data.len() != 3 {
+        return (cc::BAD_LENGTH, Vec::new());
+    }
+    let chan = data[0] & 0x0f;
+    if chan != 0x0e && chan != CHANNEL {
+        return (cc::INVALID_FIELD, Vec::new());
+    }
+    let mut stream = Vec::new();
+    if data[1] & 0x3f == 0 {
+        if data[2] & 0x80 != 0 {
+            // Records: C0, suite ID, auth, integrity | 40h, confidentiality | 80h.
+            for s in CipherSuite::ALL {
+                let (a, i, c) = s.algorithms();
+                stream.extend_from_slice(&[0xc0, s.id(), a, 0x40 | i, 0x80 | c]);
+            }
+        } else {
+            // "List supported algorithms": each algorithm once, tagged by kind.
+            let mut seen = Vec::new();
+            for s in CipherSuite::ALL {
+                let (a, i, c) = s.algorithms();
+                for v in [a, 0x40 | i, 0x80 | c] {
+                    if !seen.contains(&v) {
+                        seen.push(v);
+                    }
+                }
+            }
+            seen.sort_by_key(|v| (v >> 6, v & 0x3f));
+            stream.push(0xc0);
+            stream.extend_from_slice(&seen);
+        }
+    }
+    let index = (data[2] & 0x3f) as usize;
+    let start = (index * 16).min(stream.len());
+    let end = (start + 16).min(stream.len());
+    let mut out = vec![CHANNEL];
+    out.extend_from_slice(&stream[start..end]);
+    (cc::OK, out)
+}
+
+/// The minimum privilege for a known command, or `None` if we do not implement it.
+fn min_privilege(netfn: u8, cmd: u8) -> Option<Privilege> {
+    use Privilege::*;
+    Some(match (netfn, cmd) {
+        (netfn::APP, 0x01 | 0x04 | 0x08 | 0x37 | 0x38 | 0x3b | 0x3d | 0x41 | 0x42 | 0x54) => User,
+        (netfn::APP, 0x3c) => Callback,
+        (netfn::APP, 0x44 | 0x46) => Operator,
+        (netfn::APP, 0x02 | 0x03) => Administrator,
+        (netfn::CHASSIS, 0x00 | 0x01) => User,
+        (netfn::CHASSIS, 0x02 | 0x04 | 0x08 | 0x09) => Operator,
+        (netfn::STORAGE, 0x20 | 0x22 | 0x23 | 0x40 | 0x42 | 0x43) => User,
+        (netfn::TRANSPORT, 0x02) => Operator,
+        _ => return None,
+    })
+}
+
+/// Dispatch an in-session request.
+pub(crate) fn dispatch(
+    req: &IpmiRequest<'_>,
+    ctx: &mut CmdContext,
+    cfg: &BmcConfig,
+    wire_guid: &[u8; 16],
+    bmc: &mut BmcState,
+) -> Outcome {
+    let Some(min) = min_privilege(req.netfn, req.cmd) else {
+        // Unknown commands, and the netFn 2Ch probes ipmitool sends at start-up, get C1:
+        // a success would switch ipmitool into PICMG/VITA mode (protocol notes §8.7).
+        return err(cc::INVALID_COMMAND);
+    };
+    if ctx.privilege < min {
+        return err(cc::INSUFFICIENT_PRIVILEGE);
+    }
+    let d = req.data;
+    match (req.netfn, req.cmd) {
+        (netfn::APP, 0x01) => get_device_id(d, cfg),
+        (netfn::APP, 0x02 | 0x03) => {
+            if !d.is_empty() {
+                return err(cc::BAD_LENGTH);
+            }
+            Outcome::Reply {
+                cc: cc::OK,
+                data: Vec::new(),
+                after: After::ResetBmc,
+            }
+        }
+        // Get Self Test Results: 55h = no error (IPMI v2.0 §20.4).
+        (netfn::APP, 0x04) => ok(vec![0x55, 0x00]),
+        (netfn::APP, 0x08 | 0x37) => {
+            if !d.is_empty() {
+                return err(cc::BAD_LENGTH);
+            }
+            ok(wire_guid.to_vec())
+        }
+        (netfn::APP, 0x38) => {
+            let (c, data) = auth_caps(d);
+            reply(c, data)
+        }
+        (netfn::APP, 0x54) => {
+            let (c, data) = cipher_suites(d);
+            reply(c, data)
+        }
+        (netfn::APP, 0x3b) => set_session_privilege(d, ctx),
+        (netfn::APP, 0x3c) => close_session(d, ctx),
+        (netfn::APP, 0x3d) => get_session_info(d, ctx),
+        (netfn::APP, 0x41) => {
+            if d.len() != 2 {
+                return err(cc::BAD_LENGTH);
+            }
+            // Always available, per-message and user-level auth enabled; limit ADMINISTRATOR.
+            ok(vec![0x02, 0x04])
+        }
+        (netfn::APP, 0x42) => {
+            if d.len() != 1 {
+                return err(cc::BAD_LENGTH);
+            }
+            let chan = d[0] & 0x0f;
+            if chan != 0x0e && chan != CHANNEL {
+                return err(cc::INVALID_FIELD);
+            }
+            // 802.3 LAN, IPMB-1.0 protocol, multi-session; IANA 7154 (IPMI forum).
+            let active = ctx.active_sessions.min(0x3f) as u8;
+            ok(vec![CHANNEL, 0x04, 0x01, 0x80 | active, 0xf2, 0x1b, 0x00, 0x00, 0x00])
+        }
+        (netfn::APP, 0x44) => get_user_access(d, ctx, cfg),
+        (netfn::APP, 0x46) => get_user_name(d, cfg),
+        (netfn::CHASSIS, 0x00) => {
+            // Get Chassis Capabilities: no intrusion/lockout; FRU/SDR/SEL/SM at the BMC (20h).
+            ok(vec![0x00, 0x20, 0x20, 0x20, 0x20])
+        }
+        (netfn::CHASSIS, 0x01) => {
+            if !d.is_empty() {
+                return err(cc::BAD_LENGTH);
+            }
+            Outcome::Machine {
+                request: MachineRequest::PowerState,
+                kind: PendingKind::ChassisStatus,
+            }
+        }
+        (netfn::CHASSIS, 0x02) => {
+            if d.len() != 1 {
+                return err(cc::BAD_LENGTH);
+            }
+            let Some(action) = PowerAction::from_control(d[0]).filter(|_| d[0] & 0xf0 == 0)
+            else {
+                return err(cc::INVALID_FIELD);
+            };
+            Outcome::Machine {
+                request: MachineRequest::Power(action),
+                kind: PendingKind::Control(action),
+            }
+        }
+        (netfn::CHASSIS, 0x04) => chassis_identify(d, ctx.now, bmc),
+        (netfn::CHASSIS, 0x08) => set_boot_option(d, bmc),
+        (netfn::CHASSIS, 0x09) => get_boot_option(d, bmc),
+        (netfn::STORAGE, _) => storage(req.cmd, d),
+        (netfn::TRANSPORT, 0x02) => {
+            // Get LAN Configuration Parameters: revision-only queries answer; the rest of
+            // the LAN configuration belongs to the host, not to this virtual BMC.
+            if d.len() != 4 {
+                return err(cc::BAD_LENGTH);
+            }
+            if d[0] & 0x80 != 0 || d[1] == 0 {
+                ok(vec![0x11, 0x00][..if d[0] & 0x80 != 0 { 1 } else { 2 }].to_vec())
+            } else {
+                err(cc::PARAM_NOT_SUPPORTED)
+            }
+        }
+        _ => err(cc::INVALID_COMMAND),
+    }
+}
+
+/// Get Device ID (IPMI v2.0 §20.1): all 15 bytes including the auxiliary revision, the length
+/// FreeIPMI's template expects.
+fn get_device_id(d: &[u8], cfg: &BmcConfig) -> Outcome {
+    if !d.is_empty() {
+        return err(cc::BAD_LENGTH);
+    }
+    let id = &cfg.identity;
+    let m = id.manufacturer_id.to_le_bytes();
+    let p = id.product_id.to_le_bytes();
+    ok(vec![
+        0x20,                     // device ID
+        0x01,                     // no device SDRs; device revision 1
+        id.firmware_major & 0x7f, // available; firmware major
+        id.firmware_minor_bcd,
+        0x02, // IPMI 2.0
+        // Additional device support: chassis device, SEL device, SDR repository device — the
+        // storage commands below answer for those.
+        0x80 | 0x04 | 0x02,
+        m[0],
+        m[1],
+        m[2] & 0x0f,
+        p[0],
+        p[1],
+        0,
+        0,
+        0,
+        0,
+    ])
+}
+
+/// Set Session Privilege Level (IPMI v2.0 §22.18).
+fn set_session_privilege(d: &[u8], ctx: &mut CmdContext) -> Outcome {
+    if d.len() != 1 {
+        return err(cc::BAD_LENGTH);
+    }
+    let want = d[0] & 0x0f;
+    if want == 0 {
+        return ok(vec![ctx.privilege as u8]);
+    }
+    let Some(p) = Privilege::from_u8(want).filter(|p| *p >= Privilege::User) else {
+        // 80h: requested level not available for this user.
+        return err(0x80);
+    };
+    if p > ctx.max_privilege {
+        return err(cc::PRIV_EXCEEDS_LIMIT);
+    }
+    ctx.privilege = p;
+    ok(vec![p as u8])
+}
+
+/// Close Session (IPMI v2.0 §22.19). Closing the own session is always allowed; another
+/// session needs ADMINISTRATOR.
+fn close_session(d: &[u8], ctx: &CmdContext) -> Outcome {
+    if d.len() != 4 && d.len() != 5 {
+        return err(cc::BAD_LENGTH);
+    }
+    let sid = u32::from_le_bytes(d[..4].try_into().unwrap());
+    if sid == 0 {
+        // By handle: we number sessions by ID only; handle 0 means "this session" nowhere.
+        return err(cc::INVALID_SESSION_HANDLE);
+    }
+    if sid != ctx.sid && ctx.privilege < Privilege::Administrator {
+        return err(cc::INSUFFICIENT_PRIVILEGE);
+    }
+    Outcome::Reply {
+        cc: cc::OK,
+        data: Vec::new(),
+        after: After::CloseSession(sid),
+    }
+}
+
+/// Get Session Info (IPMI v2.0 §22.20) for the current session.
+fn get_session_info(d: &[u8], ctx: &CmdContext) -> Outcome {
+    if d.is_empty() {
+        return err(cc::BAD_LENGTH);
+    }
+    if d[0] != 0 {
+        return err(cc::NOT_PRESENT);
+    }
+    ok(vec![
+        1,
+        ctx.max_sessions.min(0x3f) as u8,
+        ctx.active_sessions.min(0x3f) as u8,
+        ctx.user_id,
+        ctx.privilege as u8,
+        0x10 | CHANNEL, // IPMI v2.0/RMCP+ session on channel 1
+    ])
+}
+
+/// Get User Access (IPMI v2.0 §22.27). User ID 1 is the (disabled) null user; configured
+/// users are IDs 2 and up. A small maximum keeps `ipmitool user list` short.
+fn get_user_access(d: &[u8], ctx: &CmdContext, cfg: &BmcConfig) -> Outcome {
+    if d.len() != 2 {
+        return err(cc::BAD_LENGTH);
+    }
+    let id = (d[1] & 0x3f) as usize;
+    let max = ctx.user_count + 1;
+    if id == 0 || id > max {
+        return err(cc::INVALID_FIELD);
+    }
+    let limit = if id == 1 {
+        0x0f // no access
+    } else {
+        0x10 | cfg.users[id - 2].max_privilege as u8 // IPMI messaging enabled
+    };
+    ok(vec![
+        max as u8,
+        0x40 | (ctx.user_count as u8 & 0x3f),
+        0x01,
+        limit,
+    ])
+}
+
+/// Get User Name (IPMI v2.0 §22.29): 16 bytes, NUL padded.
+fn get_user_name(d: &[u8], cfg: &BmcConfig) -> Outcome {
+    if d.len() != 1 {
+        return err(cc::BAD_LENGTH);
+    }
+    let id = (d[0] & 0x3f) as usize;
+    let mut name = vec![0u8; 16];
+    match id {
+        1 => {}
+        i if i >= 2 && i - 2 < cfg.users.len() => {
+            let n = cfg.users[i - 2].name.as_bytes();
+            name[..n.len()].copy_from_slice(n);
+        }
+        _ => return err(cc::INVALID_FIELD),
+    }
+    ok(name)
+}
+
+/// Chassis Identify (IPMI v2.0 §28.5): optional interval (default 15 s, 0 = off) and
+/// optional force-on.
+fn chassis_identify(d: &[u8], now: Instant, bmc: &mut BmcState) -> Outcome {
+    if d.len() > 2 {
+        return err(cc::BAD_LENGTH);
+    }
+    let interval = d.first().copied().unwrap_or(15);
+    let force = d.get(1).is_some_and(|b| b & 1 != 0);
+    bmc.identify_forced = force;
+    bmc.identify_until = (!force && interval > 0).then(|| now + Duration::from_secs(interval as u64));
+    ok(Vec::new())
+}
+
+/// Set System Boot Options (IPMI v2.0 §28.12). Parameter 5 goes to the machine.
+fn set_boot_option(d: &[u8], bmc: &mut BmcState) -> Outcome {
+    if d.is_empty() {
+        return err(cc::BAD_LENGTH);
+    }
+    let param = d[0] & 0x7f;
+    let data = &d[1..];
+    let want_len = match param {
+        0..=3 => 1,
+        4 => 2,
+        5 => 5,
+        6 => 9,
+        _ => return err(cc::PARAM_NOT_SUPPORTED),
+    };
+    if data.len() != want_len {
+        return err(cc::BAD_LENGTH);
+    }
+    match param {
+        0 => {
+            // Set in progress: 00 complete, 01 in progress, 10 commit write; 11 reserved.
+            // "Commit" has nothing to do: every write takes effect at once.
+            let v = data[0] & 0x03;
+            if v == 0x03 {
+                return err(cc::INVALID_FIELD);
+            }
+            bmc.boot_params.insert(0, vec![if v == 0x02 { 0 } else { v }]);
+            ok(Vec::new())
+        }
+        4 => {
+            // Boot info acknowledge: byte 1 is the write mask for byte 2.
+            let cur = bmc.boot_params.get(&4).map_or(0, |v| v[0]);
+            let mask = data[0];
+            bmc.boot_params
+                .insert(4, vec![(cur & !mask) | (data[1] & mask)]);
+            ok(Vec::new())
+        }
+        5 => Outcome::Machine {
+            request: MachineRequest::SetBootFlags(BootFlags(data.try_into().unwrap())),
+            kind: PendingKind::SetBootFlags,
+        },
+        _ => {
+            let mut v = data.to_vec();
+            if param == 3 {
+                v[0] &= 0x1f;
+            }
+            bmc.boot_params.insert(param, v);
+            ok(Vec::new())
+        }
+    }
+}
+
+/// Get System Boot Options (IPMI v2.0 §28.13): parameter version 1, selector, data.
+fn get_boot_option(d: &[u8], bmc: &BmcState) -> Outcome {
+    if d.len() != 3 {
+        return err(cc::BAD_LENGTH);
+    }
+    let param = d[0] & 0x7f;
+    let data = match param {
+        5 => {
+            return Outcome::Machine {
+                request: MachineRequest::GetBootFlags,
+                kind: PendingKind::GetBootFlags,
+            };
+        }
+        0 | 1 | 2 | 3 => bmc.boot_params.get(&param).cloned().unwrap_or(vec![0]),
+        4 => vec![0, bmc.boot_params.get(&4).map_or(0, |v| v[0])],
+        6 => bmc.boot_params.get(&6).cloned().unwrap_or(vec![0; 9]),
+        _ => return err(cc::PARAM_NOT_SUPPORTED),
+    };
+    let mut out = vec![0x01, param];
+    out.extend_from_slice(&data);
+    ok(out)
+}
+
+/// The one SDR record we hold: a Management Controller Device Locator (type 12h, IPMI v2.0
+/// §43.9) for this BMC. With no record at all, ipmitool's SDR iterator tries to *clear and
+/// rebuild* the repository (protocol notes §8.5); one honest record avoids that.
+fn sdr_record() -> Vec<u8> {
+    let name = b"ovbmc";
+    let mut r = vec![
+        0x01, 0x00, // record ID 1
+        0x51, // SDR version
+        0x12, // MC device locator
+        (11 + name.len()) as u8,
+        0x20, // slave address
+        0x00, // channel 0
+        0x00, // no event generation, no global init
+        0x86, // capabilities: chassis device, SEL device, SDR repository device
+        0x00,
+        0x00,
+        0x00,
+        0x06, // entity: system management module
+        0x01, // instance
+        0x00, // OEM
+        0xc0 | name.len() as u8,
+    ];
+    r.extend_from_slice(name);
+    r
+}
+
+/// Storage commands: the SDR repository with its one record, an empty SEL.
+fn storage(cmd: u8, d: &[u8]) -> Outcome {
+    match cmd {
+        // Get SDR Repository Info: 1 record, no free space, reserve supported (§33.9).
+        0x20 => ok(vec![0x51, 0x01, 0x00, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0x02]),
+        // Reserve SDR Repository / Reserve SEL: a fixed reservation ID; nothing is writable.
+        0x22 | 0x42 => ok(vec![0x01, 0x00]),
+        0x23 => {
+            // Get SDR: reservation (2), record ID (2), offset (1), bytes to read (1).
+            if d.len() != 6 {
+                return err(cc::BAD_LENGTH);
+            }
+            let id = u16::from_le_bytes([d[2], d[3]]);
+            if id != 0 && id != 1 {
+                return err(cc::NOT_PRESENT);
+            }
+            let rec = sdr_record();
+            let off = d[4] as usize;
+            if off > rec.len() {
+                return err(cc::OUT_OF_RANGE);
+            }
+            let n = if d[5] == 0xff {
+                rec.len() - off
+            } else {
+                (d[5] as usize).min(rec.len() - off)
+            };
+            let mut out = vec![0xff, 0xff]; // next record ID: none
+            out.extend_from_slice(&rec[off..off + n]);
+            ok(out)
+        }
+        // Get SEL Info: version 51h, no entries, no free space, no timestamps (§31.2).
+        0x40 => ok(vec![0x51, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02]),
+        // Get SEL Entry: there are none.
+        0x43 => err(cc::NOT_PRESENT),
+        _ => err(cc::INVALID_COMMAND),
+    }
+}
+
+/// Turn a machine result into completion code and data.
+pub(crate) fn machine_reply(
+    kind: &PendingKind,
+    result: MachineResult,
+    bmc: &mut BmcState,
+    now: Instant,
+) -> (u8, Vec<u8>) {
+    match (kind, result) {
+        (PendingKind::ChassisStatus, Ok(MachineReply::PowerState(p))) => {
+            let on = (p == PowerState::On) as u8;
+            let identify = if bmc.identify_forced {
+                0x20
+            } else if bmc.identify_until.is_some_and(|t| now < t) {
+                0x10
+            } else {
+                0x00
+            };
+            // Byte 1: power on bit, restore policy "previous" (01b at bits 6:5), as a cloud
+            // instance resumes its state. Byte 3 bit 6: identify state supported.
+            (
+                cc::OK,
+                vec![
+                    0x20 | on,
+                    if bmc.last_power_on_by_ipmi { 0x10 } else { 0x00 },
+                    0x40 | identify,
+                    0x00,
+                ],
+            )
+        }
+        (PendingKind::Control(a), Ok(_)) => {
+            if matches!(a, PowerAction::On | PowerAction::Cycle | PowerAction::Reset) {
+                bmc.last_power_on_by_ipmi = true;
+            }
+            (cc::OK, Vec::new())
+        }
+        (PendingKind::SetBootFlags, Ok(_)) => (cc::OK, Vec::new()),
+        (PendingKind::GetBootFlags, Ok(MachineReply::BootFlags(f))) => {
+            let mut out = vec![0x01, 0x05];
+            out.extend_from_slice(&f.0);
+            (cc::OK, out)
+        }
+        (_, Ok(_)) => (cc::UNSPECIFIED, Vec::new()),
+        (_, Err(e)) => (
+            match e {
+                MachineError::Busy => cc::NODE_BUSY,
+                MachineError::NotInPresentState => cc::NOT_IN_PRESENT_STATE,
+                MachineError::Unsupported => cc::UNAVAILABLE,
+                MachineError::Failed => cc::UNSPECIFIED,
+                MachineError::Timeout => cc::TIMEOUT,
+            },
+            Vec::new(),
+        ),
+    }
+}

@@ -1,0 +1,168 @@
+//! What one BMC is configured with: its users, optional BMC key, identity and limits.
+
+use std::time::Duration;
+
+use zeroize::Zeroizing;
+
+use crate::session::Privilege;
+
+/// A BMC user (IPMI v2.0 §6.9). The password is the RAKP key Kuid.
+#[derive(Clone)]
+pub struct User {
+    /// User name, 1–16 bytes, compared exactly.
+    pub name: String,
+    /// Password, 1–20 bytes (the IPMI 2.0 limit, §13.31), zeroized on drop.
+    pub password: Zeroizing<Vec<u8>>,
+    /// The highest privilege this user may hold.
+    pub max_privilege: Privilege,
+}
+
+impl core::fmt::Debug for User {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .field("password", &"<redacted>")
+            .field("max_privilege", &self.max_privilege)
+            .finish()
+    }
+}
+
+/// Why a user or BMC key cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// User names are 1 to 16 bytes (RAKP 1 ULENm, IPMI v2.0 Table 13-11).
+    #[error("user name must be 1 to 16 bytes, got {0}")]
+    UserNameLength(usize),
+    /// Passwords are 1 to 20 bytes in IPMI 2.0; an empty one is refused (no null passwords).
+    #[error("password must be 1 to 20 bytes, got {0}")]
+    PasswordLength(usize),
+    /// The BMC key Kg is 1 to 20 bytes.
+    #[error("BMC key (Kg) must be 1 to 20 bytes, got {0}")]
+    KgLength(usize),
+    /// No user is configured: nobody could log in.
+    #[error("no user configured")]
+    NoUsers,
+}
+
+impl User {
+    /// A checked user.
+    pub fn new(
+        name: &str,
+        password: Zeroizing<Vec<u8>>,
+        max_privilege: Privilege,
+    ) -> Result<Self, ConfigError> {
+        if name.is_empty() || name.len() > 16 {
+            return Err(ConfigError::UserNameLength(name.len()));
+        }
+        if password.is_empty() || password.len() > 20 {
+            return Err(ConfigError::PasswordLength(password.len()));
+        }
+        Ok(Self {
+            name: name.to_string(),
+            password,
+            max_privilege,
+        })
+    }
+}
+
+/// Limits and timers (defaults follow IPMI v2.0 §6.12 and OpenBMC's session manager).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Active sessions per BMC; Open Session beyond this answers status 01.
+    pub max_sessions: usize,
+    /// Half-open (unauthenticated) sessions per BMC; beyond this the oldest is evicted, so a
+    /// flood cannot lock out a real client and memory stays bounded.
+    pub max_half_open: usize,
+    /// A handshake not finished within this is dropped (and counted as a failed login if the
+    /// client had been sent a RAKP 2).
+    pub setup_timeout: Duration,
+    /// An active session with no valid packet for this long is closed (spec default 60 s).
+    pub idle_timeout: Duration,
+    /// How long a reply is kept for answering client retries.
+    pub reply_cache_ttl: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_sessions: 32,
+            max_half_open: 1024,
+            setup_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            reply_cache_ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Get Device ID identity (IPMI v2.0 §20.1).
+#[derive(Clone, Debug)]
+pub struct DeviceIdentity {
+    /// Manufacturer IANA number (20 bits). Default 0: ipmitool prints "Unknown".
+    pub manufacturer_id: u32,
+    /// Product ID.
+    pub product_id: u16,
+    /// Firmware major revision (7 bits).
+    pub firmware_major: u8,
+    /// Firmware minor revision as two BCD digits.
+    pub firmware_minor_bcd: u8,
+}
+
+impl Default for DeviceIdentity {
+    fn default() -> Self {
+        Self {
+            manufacturer_id: 0,
+            product_id: 0x0b4c, // "ovbmc"-ish; any stable value will do
+            firmware_major: 0,
+            firmware_minor_bcd: 0x10,
+        }
+    }
+}
+
+/// Everything one virtual BMC needs.
+#[derive(Clone, Debug)]
+pub struct BmcConfig {
+    /// Users that may log in.
+    pub users: Vec<User>,
+    /// BMC key Kg (IPMI v2.0 §13.31); `None` means SIK is keyed with the user's password.
+    pub kg: Option<Zeroizing<Vec<u8>>>,
+    /// System GUID in RFC 4122 byte order (for Nova, the instance UUID).
+    pub uuid: [u8; 16],
+    /// Get Device ID contents.
+    pub identity: DeviceIdentity,
+    /// Limits and timers.
+    pub limits: Limits,
+}
+
+impl BmcConfig {
+    /// A checked configuration.
+    pub fn new(users: Vec<User>, uuid: [u8; 16]) -> Result<Self, ConfigError> {
+        if users.is_empty() {
+            return Err(ConfigError::NoUsers);
+        }
+        Ok(Self {
+            users,
+            kg: None,
+            uuid,
+            identity: DeviceIdentity::default(),
+            limits: Limits::default(),
+        })
+    }
+
+    /// The GUID as sent on the wire (Get System GUID, RAKP 2): the RFC 4122 bytes reversed,
+    /// the "IPMI" encoding ipmitool's `mc guid` decodes (IPMI v2.0 §22.14, ipmitool
+    /// `ipmi_mc_print_guid`).
+    pub fn wire_guid(&self) -> [u8; 16] {
+        let mut g = self.uuid;
+        g.reverse();
+        g
+    }
+
+    /// Set the BMC key.
+    pub fn with_kg(mut self, kg: Zeroizing<Vec<u8>>) -> Result<Self, ConfigError> {
+        if kg.is_empty() || kg.len() > 20 {
+            return Err(ConfigError::KgLength(kg.len()));
+        }
+        self.kg = Some(kg);
+        Ok(self)
+    }
+}

@@ -1,0 +1,959 @@
+//! One virtual BMC as a sans-I/O state machine.
+//!
+//! The runtime feeds it datagrams with [`Endpoint::handle`] and gets back either a datagram to
+//! send or a [`MachineRequest`] to run; it answers the latter with [`Endpoint::complete`].
+//! Time and randomness come in as arguments, so every exchange is reproducible in tests.
+//!
+//! Receive pipeline (IPMI v2.0 §13.6, §13.28, ovbmc protocol notes §5.4): RMCP → session
+//! header → session-less commands and RAKP set-up, or session lookup → AuthCode (constant time)
+//! → sequence window → decrypt and pad check → IPMI checksums → privilege → command.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use zeroize::Zeroizing;
+
+use crate::commands::{self, After, CmdContext, Outcome, Pending};
+use crate::config::BmcConfig;
+use crate::crypto::{CipherSuite, SessionKeys, rakp2_auth, rakp3_auth};
+use crate::machine::{MachineRequest, MachineResult};
+use crate::session::{Privilege, ReplyCache, RetryKey, SeqWindow};
+use crate::wire::{self, Datagram, IpmiRequest, V15Packet, V20Packet, payload};
+
+/// A source of random bytes (session IDs, Rc, IVs). The runtime passes the OS CSPRNG; tests
+/// pass a seeded generator.
+pub trait Entropy {
+    /// Fill `buf` with random bytes.
+    fn fill(&mut self, buf: &mut [u8]);
+}
+
+/// Identifies a [`MachineRequest`] until its [`Endpoint::complete`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ticket(pub u64);
+
+/// What [`Endpoint::handle`] asks the runtime to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send `data` to `to`.
+    Transmit {
+        /// Destination (the request's source).
+        to: SocketAddr,
+        /// The datagram.
+        data: Vec<u8>,
+    },
+    /// Run `request` against the machine, then call [`Endpoint::complete`] with `ticket`.
+    Machine {
+        /// Pass back to `complete`.
+        ticket: Ticket,
+        /// What to do.
+        request: MachineRequest,
+    },
+}
+
+/// RMCP+ status codes (IPMI v2.0 §13.24).
+pub mod status {
+    /// No errors.
+    pub const OK: u8 = 0x00;
+    /// Insufficient resources to create a session.
+    pub const NO_RESOURCES: u8 = 0x01;
+    /// Invalid session ID.
+    pub const INVALID_SESSION_ID: u8 = 0x02;
+    /// Invalid role.
+    pub const INVALID_ROLE: u8 = 0x09;
+    /// Unauthorized role or privilege level requested.
+    pub const UNAUTHORIZED_ROLE: u8 = 0x0a;
+    /// Invalid name length.
+    pub const INVALID_NAME_LENGTH: u8 = 0x0c;
+    /// Unauthorized name.
+    pub const UNAUTHORIZED_NAME: u8 = 0x0d;
+    /// Invalid integrity check value.
+    pub const INVALID_ICV: u8 = 0x0f;
+    /// No cipher suite match with proposed security algorithms.
+    pub const NO_CIPHER_MATCH: u8 = 0x11;
+    /// Illegal or unrecognized parameter.
+    pub const ILLEGAL_PARAMETER: u8 = 0x12;
+}
+
+/// Why a login failed, for logs and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LoginFailure {
+    /// Open Session proposed algorithms we do not complete (cipher suite 0, MD5, RC4, ...).
+    NoCipherMatch,
+    /// RAKP 1 named a user that does not exist (or the null user).
+    UnknownUser,
+    /// RAKP 1 asked for a role above the user's limit, or an invalid one.
+    BadRole,
+    /// RAKP 3 carried a wrong AuthCode: the client's password is wrong.
+    BadRakp3,
+    /// The client went silent after RAKP 2: ipmitool does this when the RAKP 2 HMAC does not
+    /// verify, i.e. when its password is wrong.
+    AbandonedAfterRakp2,
+}
+
+impl LoginFailure {
+    /// A short label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::NoCipherMatch => "no_cipher_match",
+            Self::UnknownUser => "unknown_user",
+            Self::BadRole => "bad_role",
+            Self::BadRakp3 => "bad_password",
+            Self::AbandonedAfterRakp2 => "abandoned_after_rakp2",
+        }
+    }
+}
+
+/// Why a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// The client sent Close Session.
+    Closed,
+    /// No valid packet within the idle timeout.
+    IdleTimeout,
+    /// Cold or Warm Reset of the BMC.
+    BmcReset,
+}
+
+/// Things worth a log line or a metric, pulled with [`Endpoint::poll_event`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A session became active.
+    SessionOpened {
+        /// BMC session ID.
+        sid: u32,
+        /// Client address.
+        peer: SocketAddr,
+        /// User name.
+        user: String,
+        /// Negotiated suite.
+        suite: CipherSuite,
+    },
+    /// A session ended.
+    SessionClosed {
+        /// BMC session ID.
+        sid: u32,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A login failed.
+    LoginFailed {
+        /// Client address.
+        peer: SocketAddr,
+        /// The user name the client gave (lossy UTF-8), empty if none yet.
+        user: String,
+        /// Why.
+        reason: LoginFailure,
+    },
+    /// A half-open session was evicted to make room (a sign of a flood).
+    HalfOpenEvicted {
+        /// Client address of the evicted session.
+        peer: SocketAddr,
+    },
+}
+
+/// Counters, for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams handled.
+    pub datagrams: u64,
+    /// Datagrams dropped as malformed, unauthenticated, replayed or not allowed.
+    pub dropped: u64,
+    /// In-session requests answered from the reply cache.
+    pub retries_answered: u64,
+    /// Successful logins.
+    pub logins: u64,
+    /// Failed logins.
+    pub login_failures: u64,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Open Session answered; waiting for RAKP 1.
+    Opened,
+    /// RAKP 2 sent; waiting for RAKP 3.
+    Rakp2Sent(Box<Handshake>),
+    /// Authenticated.
+    Active(Box<Active>),
+}
+
+#[derive(Debug)]
+struct Handshake {
+    user: usize,
+    rm: [u8; 16],
+    rc: [u8; 16],
+    role: u8,
+    /// The RAKP 1 payload and our RAKP 2, to answer an identical retransmission identically.
+    rakp1: Vec<u8>,
+    rakp2: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Active {
+    keys: SessionKeys,
+    user: usize,
+    privilege: Privilege,
+    max_privilege: Privilege,
+    window: SeqWindow,
+    out_seq: u32,
+    cache: ReplyCache,
+    /// RAKP 3 payload and our RAKP 4, for a client whose RAKP 4 got lost.
+    rakp3: Vec<u8>,
+    rakp4: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Session {
+    sid_m: u32,
+    peer: SocketAddr,
+    suite: CipherSuite,
+    /// Requested maximum privilege from Open Session (0 = highest available).
+    open_max: u8,
+    created: Instant,
+    last_seen: Instant,
+    state: State,
+}
+
+/// BMC state that is not per session.
+#[derive(Debug, Default)]
+pub(crate) struct BmcState {
+    /// Boot option parameters kept in the BMC (0, 1, 2, 3, 4, 6); parameter 5 lives in the
+    /// machine so that the backend can act on it at the next boot.
+    pub(crate) boot_params: HashMap<u8, Vec<u8>>,
+    /// Chassis Identify: on until this instant, or forced on.
+    pub(crate) identify_until: Option<Instant>,
+    pub(crate) identify_forced: bool,
+    /// Last power-on came from an IPMI command (Get Chassis Status byte 2 bit 4).
+    pub(crate) last_power_on_by_ipmi: bool,
+}
+
+/// One virtual BMC.
+pub struct Endpoint {
+    cfg: BmcConfig,
+    wire_guid: [u8; 16],
+    sessions: HashMap<u32, Session>,
+    /// Half-open sessions in creation order, for eviction (entries may be stale).
+    half_open: VecDeque<u32>,
+    pending: HashMap<Ticket, Pending>,
+    next_ticket: u64,
+    bmc: BmcState,
+    events: VecDeque<Event>,
+    stats: Stats,
+}
+
+const MAX_EVENTS: usize = 1024;
+
+impl core::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("sessions", &self.sessions.len())
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// A BMC with no sessions.
+    pub fn new(cfg: BmcConfig) -> Self {
+        Self {
+            wire_guid: cfg.wire_guid(),
+            cfg,
+            sessions: HashMap::new(),
+            half_open: VecDeque::new(),
+            pending: HashMap::new(),
+            next_ticket: 1,
+            bmc: BmcState::default(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BmcConfig {
+        &self.cfg
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Number of active and half-open sessions.
+    pub fn session_counts(&self) -> (usize, usize) {
+        let active = self
+            .sessions
+            .values()
+            .filter(|s| matches!(s.state, State::Active(_)))
+            .count();
+        (active, self.sessions.len() - active)
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn event(&mut self, e: Event) {
+        if self.events.len() == MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+    }
+
+    /// Handle one datagram from `peer`.
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        datagram: &[u8],
+        rng: &mut dyn Entropy,
+    ) -> Option<Output> {
+        self.stats.datagrams += 1;
+        let out = match wire::decode_datagram(datagram) {
+            Ok(Datagram::AsfPing { tag }) => {
+                let mut out = Vec::with_capacity(28);
+                wire::encode_asf_pong(tag, &mut out);
+                Some(Output::Transmit { to: peer, data: out })
+            }
+            Ok(Datagram::V15(p)) => self.handle_v15(peer, &p),
+            Ok(Datagram::V20(p)) if p.session_id == 0 => self.handle_setup(now, peer, &p, rng),
+            Ok(Datagram::V20(p)) => self.handle_in_session(now, peer, datagram, &p, rng),
+            Err(_) => None,
+        };
+        if out.is_none() {
+            self.stats.dropped += 1;
+        }
+        out
+    }
+
+    /// IPMI 1.5 format: only session-less Get Channel Authentication Capabilities (and Get
+    /// Channel Cipher Suites) are served; IPMI 1.5 sessions are not offered at all (their
+    /// AuthCodes are weak, see the protocol notes §11.4).
+    fn handle_v15(&mut self, peer: SocketAddr, p: &V15Packet<'_>) -> Option<Output> {
+        if p.auth_type != 0 || p.session_id != 0 {
+            return None;
+        }
+        let req = IpmiRequest::decode(p.message).ok()?;
+        let (cc, data) = commands::sessionless(&req)?;
+        let mut msg = Vec::with_capacity(32);
+        req.encode_response(cc, &data, &mut msg);
+        let mut out = Vec::with_capacity(msg.len() + 14);
+        wire::encode_v15_sessionless(&msg, &mut out);
+        Some(Output::Transmit { to: peer, data: out })
+    }
+
+    fn handle_setup(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        p: &V20Packet<'_>,
+        rng: &mut dyn Entropy,
+    ) -> Option<Output> {
+        if p.encrypted || p.authenticated {
+            return None;
+        }
+        let reply = match p.payload_type {
+            payload::IPMI => {
+                let req = IpmiRequest::decode(p.payload).ok()?;
+                let (cc, data) = commands::sessionless(&req)?;
+                let mut msg = Vec::with_capacity(32);
+                req.encode_response(cc, &data, &mut msg);
+                let mut out = Vec::with_capacity(msg.len() + 16);
+                let at = wire::begin_v20(&mut out, payload::IPMI, false, false, 0, 0);
+                out.extend_from_slice(&msg);
+                wire::finish_v20(&mut out, at);
+                return Some(Output::Transmit { to: peer, data: out });
+            }
+            payload::OPEN_SESSION_REQUEST => {
+                (payload::OPEN_SESSION_RESPONSE, self.open_session(now, peer, p.payload, rng)?)
+            }
+            payload::RAKP1 => (payload::RAKP2, self.rakp1(now, peer, p.payload, rng)?),
+            payload::RAKP3 => (payload::RAKP4, self.rakp3(now, peer, p.payload)?),
+            _ => return None,
+        };
+        let mut out = Vec::with_capacity(reply.1.len() + 16);
+        let at = wire::begin_v20(&mut out, reply.0, false, false, 0, 0);
+        out.extend_from_slice(&reply.1);
+        wire::finish_v20(&mut out, at);
+        Some(Output::Transmit { to: peer, data: out })
+    }
+
+    /// Open Session Request → Response (IPMI v2.0 §13.17–13.18). Every refusal is answered
+    /// with a status code in the full 36-byte layout, which every client parses.
+    fn open_session(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        p: &[u8],
+        rng: &mut dyn Entropy,
+    ) -> Option<Vec<u8>> {
+        let tag = *p.first()?;
+        let sid_m = p.get(4..8).map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()));
+        let refuse = |status: u8| {
+            let mut r = vec![0u8; 36];
+            r[0] = tag;
+            r[1] = status;
+            r[4..8].copy_from_slice(&sid_m.to_le_bytes());
+            Some(r)
+        };
+        if p.len() != 32 || sid_m == 0 {
+            return refuse(status::ILLEGAL_PARAMETER);
+        }
+        // Each algorithm record: type, 00 00, length 08, algorithm, 00 00 00 (Table 13-9).
+        let alg = |i: usize, ty: u8| -> Option<u8> {
+            let r = &p[8 + 8 * i..16 + 8 * i];
+            (r[0] == ty && r[3] == 8).then_some(r[4] & 0x3f)
+        };
+        let (Some(a), Some(i), Some(c)) = (alg(0, 0), alg(1, 1), alg(2, 2)) else {
+            return refuse(status::ILLEGAL_PARAMETER);
+        };
+        let Some(suite) = CipherSuite::from_algorithms(a, i, c) else {
+            // Suite 0 and everything else we do not complete: status 11 is the one Ironic's
+            // cipher-suite fallback recognises ("no matching cipher suite").
+            self.stats.login_failures += 1;
+            self.event(Event::LoginFailed {
+                peer,
+                user: String::new(),
+                reason: LoginFailure::NoCipherMatch,
+            });
+            return refuse(status::NO_CIPHER_MATCH);
+        };
+        let open_max = p[1] & 0x0f;
+        if open_max > 4 {
+            return refuse(status::INVALID_ROLE);
+        }
+        let (active, _) = self.session_counts();
+        if active >= self.cfg.limits.max_sessions {
+            return refuse(status::NO_RESOURCES);
+        }
+        self.make_room_for_half_open();
+        let sid_c = self.new_session_id(rng);
+        self.sessions.insert(
+            sid_c,
+            Session {
+                sid_m,
+                peer,
+                suite,
+                open_max,
+                created: now,
+                last_seen: now,
+                state: State::Opened,
+            },
+        );
+        self.half_open.push_back(sid_c);
+        let granted = if open_max == 0 { 4 } else { open_max };
+        let mut r = Vec::with_capacity(36);
+        r.extend_from_slice(&[tag, status::OK, granted, 0]);
+        r.extend_from_slice(&sid_m.to_le_bytes());
+        r.extend_from_slice(&sid_c.to_le_bytes());
+        let (a, i, c) = suite.algorithms();
+        for (ty, alg) in [(0u8, a), (1, i), (2, c)] {
+            r.extend_from_slice(&[ty, 0, 0, 8, alg, 0, 0, 0]);
+        }
+        Some(r)
+    }
+
+    fn make_room_for_half_open(&mut self) {
+        let half_open = self.sessions.len() - self.session_counts().0;
+        if half_open < self.cfg.limits.max_half_open {
+            return;
+        }
+        while let Some(sid) = self.half_open.pop_front() {
+            if let Some(s) = self.sessions.get(&sid)
+                && !matches!(s.state, State::Active(_))
+            {
+                let peer = s.peer;
+                self.sessions.remove(&sid);
+                self.event(Event::HalfOpenEvicted { peer });
+                return;
+            }
+        }
+    }
+
+    /// A random, non-zero BMC session ID not in use (IPMI v2.0 §13.17: SIDc is the BMC's
+    /// choice; random IDs make off-path injection a 32-bit guess).
+    fn new_session_id(&mut self, rng: &mut dyn Entropy) -> u32 {
+        loop {
+            let mut b = [0u8; 4];
+            rng.fill(&mut b);
+            let id = u32::from_le_bytes(b);
+            if id != 0 && !self.sessions.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// RAKP 1 → RAKP 2 (IPMI v2.0 §13.20–13.21). Always answered: a silent drop makes
+    /// ipmitool retry four times and then send a session-ID-0 packet (protocol notes §4.4).
+    fn rakp1(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        p: &[u8],
+        rng: &mut dyn Entropy,
+    ) -> Option<Vec<u8>> {
+        if p.len() < 8 {
+            return None;
+        }
+        let tag = p[0];
+        let sid_c = u32::from_le_bytes(p[4..8].try_into().unwrap());
+        let Some(sess) = self.sessions.get(&sid_c) else {
+            return Some(rakp_error(tag, status::INVALID_SESSION_ID, 0));
+        };
+        let sid_m = sess.sid_m;
+        if sess.peer != peer {
+            return Some(rakp_error(tag, status::INVALID_SESSION_ID, 0));
+        }
+        match &sess.state {
+            State::Opened => {}
+            // An identical retransmission gets the identical answer.
+            State::Rakp2Sent(h) if h.rakp1 == p => return Some(h.rakp2.clone()),
+            State::Rakp2Sent(_) => {}
+            State::Active(_) => return Some(rakp_error(tag, status::INVALID_SESSION_ID, sid_m)),
+        }
+        if p.len() < 28 {
+            return Some(self.fail_rakp1(sid_c, peer, tag, status::INVALID_NAME_LENGTH, "", None));
+        }
+        let ulen = p[27] as usize;
+        if ulen > 16 || p.len() != 28 + ulen {
+            return Some(self.fail_rakp1(sid_c, peer, tag, status::INVALID_NAME_LENGTH, "", None));
+        }
+        let name = &p[28..];
+        let shown = String::from_utf8_lossy(name).into_owned();
+        let role = p[24];
+        let Some(requested) = Privilege::from_u8(role & 0x0f) else {
+            return Some(self.fail_rakp1(
+                sid_c,
+                peer,
+                tag,
+                status::INVALID_ROLE,
+                &shown,
+                Some(LoginFailure::BadRole),
+            ));
+        };
+        let Some(user) = self
+            .cfg
+            .users
+            .iter()
+            .position(|u| !name.is_empty() && u.name.as_bytes() == name)
+        else {
+            return Some(self.fail_rakp1(
+                sid_c,
+                peer,
+                tag,
+                status::UNAUTHORIZED_NAME,
+                &shown,
+                Some(LoginFailure::UnknownUser),
+            ));
+        };
+        if requested > self.cfg.users[user].max_privilege {
+            return Some(self.fail_rakp1(
+                sid_c,
+                peer,
+                tag,
+                status::UNAUTHORIZED_ROLE,
+                &shown,
+                Some(LoginFailure::BadRole),
+            ));
+        }
+        let mut rm = [0u8; 16];
+        rm.copy_from_slice(&p[8..24]);
+        let mut rc = [0u8; 16];
+        rng.fill(&mut rc);
+        let sess = self.sessions.get_mut(&sid_c)?;
+        let auth = rakp2_auth(
+            sess.suite,
+            &self.cfg.users[user].password,
+            sid_m,
+            sid_c,
+            &rm,
+            &rc,
+            &self.wire_guid,
+            role,
+            name,
+        );
+        let mut r = Vec::with_capacity(40 + auth.len());
+        r.extend_from_slice(&[tag, status::OK, 0, 0]);
+        r.extend_from_slice(&sid_m.to_le_bytes());
+        r.extend_from_slice(&rc);
+        r.extend_from_slice(&self.wire_guid);
+        r.extend_from_slice(&auth);
+        sess.last_seen = now;
+        sess.state = State::Rakp2Sent(Box::new(Handshake {
+            user,
+            rm,
+            rc,
+            role,
+            rakp1: p.to_vec(),
+            rakp2: r.clone(),
+        }));
+        Some(r)
+    }
+
+    fn fail_rakp1(
+        &mut self,
+        sid_c: u32,
+        peer: SocketAddr,
+        tag: u8,
+        st: u8,
+        user: &str,
+        why: Option<LoginFailure>,
+    ) -> Vec<u8> {
+        let sid_m = self.sessions.remove(&sid_c).map_or(0, |s| s.sid_m);
+        if let Some(reason) = why {
+            self.stats.login_failures += 1;
+            self.event(Event::LoginFailed {
+                peer,
+                user: user.to_string(),
+                reason,
+            });
+        }
+        rakp_error(tag, st, sid_m)
+    }
+
+    /// RAKP 3 → RAKP 4 (IPMI v2.0 §13.22–13.23); on success the session becomes active at
+    /// USER privilege until Set Session Privilege Level raises it.
+    fn rakp3(&mut self, now: Instant, peer: SocketAddr, p: &[u8]) -> Option<Vec<u8>> {
+        if p.len() < 8 {
+            return None;
+        }
+        let tag = p[0];
+        let sid_c = u32::from_le_bytes(p[4..8].try_into().unwrap());
+        let Some(sess) = self.sessions.get_mut(&sid_c) else {
+            return Some(rakp_error(tag, status::INVALID_SESSION_ID, 0));
+        };
+        if sess.peer != peer {
+            return Some(rakp_error(tag, status::INVALID_SESSION_ID, 0));
+        }
+        let sid_m = sess.sid_m;
+        let h = match &sess.state {
+            State::Rakp2Sent(h) => h,
+            State::Active(a) if a.rakp3 == p => return Some(a.rakp4.clone()),
+            _ => return Some(rakp_error(tag, status::INVALID_SESSION_ID, sid_m)),
+        };
+        let user = &self.cfg.users[h.user];
+        if p[1] != 0 {
+            // The console reports its own failure (e.g. it could not verify RAKP 2).
+            let name = user.name.clone();
+            self.sessions.remove(&sid_c);
+            self.stats.login_failures += 1;
+            self.event(Event::LoginFailed {
+                peer,
+                user: name,
+                reason: LoginFailure::AbandonedAfterRakp2,
+            });
+            return None;
+        }
+        let expect = rakp3_auth(sess.suite, &user.password, &h.rc, sid_m, h.role, user.name.as_bytes());
+        if !crate::crypto::ct_eq(&expect, &p[8..]) {
+            let name = user.name.clone();
+            self.sessions.remove(&sid_c);
+            self.stats.login_failures += 1;
+            self.event(Event::LoginFailed {
+                peer,
+                user: name,
+                reason: LoginFailure::BadRakp3,
+            });
+            return Some(rakp_error(tag, status::INVALID_ICV, sid_m));
+        }
+        let kg: &[u8] = self.cfg.kg.as_deref().map_or(&user.password[..], |k| &k[..]);
+        let keys = SessionKeys::derive(sess.suite, kg, &h.rm, &h.rc, h.role, user.name.as_bytes());
+        let icv = keys.rakp4_icv(&h.rm, sid_c, &self.wire_guid);
+        let mut r = Vec::with_capacity(8 + icv.len());
+        r.extend_from_slice(&[tag, status::OK, 0, 0]);
+        r.extend_from_slice(&sid_m.to_le_bytes());
+        r.extend_from_slice(&icv);
+        // The session's ceiling: the RAKP 1 role, the Open Session request, the user's limit.
+        let mut max = Privilege::from_u8(h.role & 0x0f).unwrap_or(Privilege::User);
+        if let Some(o) = Privilege::from_u8(sess.open_max) {
+            max = max.min(o);
+        }
+        max = max.min(user.max_privilege);
+        let user_idx = h.user;
+        let name = user.name.clone();
+        let suite = sess.suite;
+        sess.last_seen = now;
+        sess.state = State::Active(Box::new(Active {
+            keys,
+            user: user_idx,
+            privilege: Privilege::User.min(max),
+            max_privilege: max,
+            window: SeqWindow::default(),
+            out_seq: 0,
+            cache: ReplyCache::default(),
+            rakp3: p.to_vec(),
+            rakp4: r.clone(),
+        }));
+        self.stats.logins += 1;
+        self.event(Event::SessionOpened {
+            sid: sid_c,
+            peer,
+            user: name,
+            suite,
+        });
+        Some(r)
+    }
+
+    fn handle_in_session(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        datagram: &[u8],
+        p: &V20Packet<'_>,
+        rng: &mut dyn Entropy,
+    ) -> Option<Output> {
+        let sid_c = p.session_id;
+        let sess = self.sessions.get_mut(&sid_c)?;
+        let State::Active(act) = &mut sess.state else {
+            return None;
+        };
+        // Suites 3 and 17 protect every packet: anything less is not from our client.
+        if !p.encrypted || !p.authenticated || sess.peer != peer {
+            return None;
+        }
+        let (covered, code) =
+            wire::split_trailer(datagram, p.trailer.len(), sess.suite.icv_len()).ok()?;
+        if !act.keys.verify_integrity(covered, code) {
+            return None;
+        }
+        if !act.window.check(p.seq) {
+            return None;
+        }
+        act.window.accept(p.seq);
+        sess.last_seen = now;
+        let plain: Zeroizing<Vec<u8>> = act.keys.decrypt(p.payload)?;
+        if p.payload_type != payload::IPMI {
+            // SOL and OEM payloads are not offered (Activate Payload answers C1).
+            return None;
+        }
+        let req = IpmiRequest::decode(&plain).ok()?;
+        let key = RetryKey {
+            rq_seq: req.rq_seq,
+            netfn: req.netfn,
+            cmd: req.cmd,
+            data: req.data.to_vec(),
+        };
+        if let Some(msg) = act.cache.get(&key, now, self.cfg.limits.reply_cache_ttl) {
+            // A client retry: answer again, never execute twice (protocol notes §3.3).
+            let msg = msg.to_vec();
+            self.stats.retries_answered += 1;
+            let data = seal(sess, &msg, rng);
+            return Some(Output::Transmit { to: peer, data });
+        }
+        if self
+            .pending
+            .values()
+            .any(|pd| pd.sid == sid_c && pd.key == key)
+        {
+            // The first copy is still with the machine; its answer will serve this retry.
+            return None;
+        }
+        let State::Active(act) = &mut sess.state else {
+            return None;
+        };
+        let mut ctx = CmdContext {
+            sid: sid_c,
+            privilege: act.privilege,
+            max_privilege: act.max_privilege,
+            user_id: act.user as u8 + 2,
+            user_count: self.cfg.users.len(),
+            active_sessions: 0,
+            max_sessions: self.cfg.limits.max_sessions,
+            now,
+        };
+        ctx.active_sessions = self
+            .sessions
+            .values()
+            .filter(|s| matches!(s.state, State::Active(_)))
+            .count();
+        let outcome = commands::dispatch(&req, &mut ctx, &self.cfg, &self.wire_guid, &mut self.bmc);
+        let sess = self.sessions.get_mut(&sid_c)?;
+        let State::Active(act) = &mut sess.state else {
+            return None;
+        };
+        act.privilege = ctx.privilege;
+        match outcome {
+            Outcome::Reply { cc, data, after } => {
+                let mut msg = Vec::with_capacity(data.len() + 8);
+                req.encode_response(cc, &data, &mut msg);
+                let out = seal(sess, &msg, rng);
+                if let State::Active(act) = &mut sess.state {
+                    act.cache.put(key, now, msg);
+                }
+                self.after(after);
+                Some(Output::Transmit { to: peer, data: out })
+            }
+            Outcome::Machine { request, kind } => {
+                let ticket = Ticket(self.next_ticket);
+                self.next_ticket += 1;
+                self.pending.insert(
+                    ticket,
+                    Pending {
+                        sid: sid_c,
+                        peer,
+                        header: commands::Header::of(&req),
+                        key,
+                        kind,
+                    },
+                );
+                Some(Output::Machine { ticket, request })
+            }
+            Outcome::Drop => None,
+        }
+    }
+
+    fn after(&mut self, after: After) {
+        match after {
+            After::None => {}
+            After::CloseSession(sid) => {
+                if self.sessions.remove(&sid).is_some() {
+                    self.event(Event::SessionClosed {
+                        sid,
+                        reason: CloseReason::Closed,
+                    });
+                }
+            }
+            After::ResetBmc => {
+                // A virtual BMC "resets" by forgetting every session (protocol notes §8.3).
+                let sids: Vec<u32> = self.sessions.keys().copied().collect();
+                for sid in sids {
+                    self.sessions.remove(&sid);
+                    self.event(Event::SessionClosed {
+                        sid,
+                        reason: CloseReason::BmcReset,
+                    });
+                }
+                self.half_open.clear();
+                self.pending.clear();
+            }
+        }
+    }
+
+    /// Answer a [`MachineRequest`]: returns the datagram for the client, unless its session
+    /// is gone. The reply is cached, so a retry that arrives later is answered from it.
+    pub fn complete(
+        &mut self,
+        now: Instant,
+        ticket: Ticket,
+        result: MachineResult,
+        rng: &mut dyn Entropy,
+    ) -> Option<Output> {
+        let pd = self.pending.remove(&ticket)?;
+        let (cc, data) = commands::machine_reply(&pd.kind, result, &mut self.bmc, now);
+        let sess = self.sessions.get_mut(&pd.sid)?;
+        let mut msg = Vec::with_capacity(data.len() + 8);
+        pd.header.encode_response(cc, &data, &mut msg);
+        let out = seal(sess, &msg, rng);
+        if let State::Active(act) = &mut sess.state {
+            act.cache.put(pd.key, now, msg);
+        }
+        Some(Output::Transmit {
+            to: pd.peer,
+            data: out,
+        })
+    }
+
+    /// Expire half-open and idle sessions. Call at least every second or at
+    /// [`Endpoint::poll_timeout`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let limits = &self.cfg.limits;
+        let mut expired = Vec::new();
+        for (&sid, s) in &self.sessions {
+            let age = now.saturating_duration_since(s.last_seen);
+            match &s.state {
+                State::Active(_) if age >= limits.idle_timeout => expired.push((sid, None)),
+                State::Opened if age >= limits.setup_timeout => expired.push((sid, None)),
+                State::Rakp2Sent(h) if age >= limits.setup_timeout => {
+                    expired.push((sid, Some((s.peer, self.cfg.users[h.user].name.clone()))))
+                }
+                _ => {}
+            }
+        }
+        for (sid, failed) in expired {
+            let was_active = matches!(
+                self.sessions.remove(&sid).map(|s| s.state),
+                Some(State::Active(_))
+            );
+            if was_active {
+                self.event(Event::SessionClosed {
+                    sid,
+                    reason: CloseReason::IdleTimeout,
+                });
+            } else if let Some((peer, user)) = failed {
+                self.stats.login_failures += 1;
+                self.event(Event::LoginFailed {
+                    peer,
+                    user,
+                    reason: LoginFailure::AbandonedAfterRakp2,
+                });
+            }
+        }
+        if self.half_open.len() > 2 * self.cfg.limits.max_half_open {
+            let sessions = &self.sessions;
+            self.half_open.retain(|sid| {
+                sessions
+                    .get(sid)
+                    .is_some_and(|s| !matches!(s.state, State::Active(_)))
+            });
+        }
+        if self.bmc.identify_until.is_some_and(|t| now >= t) {
+            self.bmc.identify_until = None;
+        }
+    }
+
+    /// The earliest instant at which [`Endpoint::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let l = &self.cfg.limits;
+        self.sessions
+            .values()
+            .map(|s| {
+                s.last_seen
+                    + match s.state {
+                        State::Active(_) => l.idle_timeout,
+                        _ => l.setup_timeout,
+                    }
+            })
+            .chain(self.bmc.identify_until)
+            .min()
+    }
+
+    /// Requests still waiting for [`Endpoint::complete`].
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The time a session was created (for tests of expiry).
+    #[doc(hidden)]
+    pub fn session_created(&self, sid: u32) -> Option<Instant> {
+        self.sessions.get(&sid).map(|s| s.created)
+    }
+}
+
+/// A RAKP 2/4 error answer: tag, status, reserved, SIDm (IPMI v2.0 Tables 13-12/13-14).
+fn rakp_error(tag: u8, st: u8, sid_m: u32) -> Vec<u8> {
+    let mut r = vec![tag, st, 0, 0];
+    r.extend_from_slice(&sid_m.to_le_bytes());
+    r
+}
+
+/// Wrap an IPMI message for the client: AES-CBC-128 with a fresh IV, the next outbound
+/// sequence number (starting at 1, skipping 0), the console's session ID and the integrity
+/// trailer.
+fn seal(sess: &mut Session, msg: &[u8], rng: &mut dyn Entropy) -> Vec<u8> {
+    let State::Active(act) = &mut sess.state else {
+        return Vec::new();
+    };
+    act.out_seq = act.out_seq.wrapping_add(1);
+    if act.out_seq == 0 {
+        act.out_seq = 1;
+    }
+    let mut iv = [0u8; 16];
+    rng.fill(&mut iv);
+    let mut out = Vec::with_capacity(16 + 16 + msg.len() + 16 + 20);
+    let at = wire::begin_v20(&mut out, payload::IPMI, true, true, sess.sid_m, act.out_seq);
+    act.keys.encrypt(&iv, msg, &mut out);
+    wire::finish_v20(&mut out, at);
+    let keys = &act.keys;
+    wire::append_trailer(&mut out, |c| keys.integrity(c));
+    out
+}

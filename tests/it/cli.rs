@@ -1,0 +1,150 @@
+//! The `ovbmc` process itself: its command line, refusal to run without a password, signal
+//! handling and log format. No IPMI client needed, so these always run.
+
+use std::time::Duration;
+
+use crate::support::{Bmc, BmcConfig, CLIENT_TIMEOUT, PasswordSource, ovbmc_bin, run};
+
+/// The options the README documents are all in `--help`.
+#[test]
+fn help_lists_the_documented_options() {
+    let r = run(&ovbmc_bin(), &["--help".into()], &[], CLIENT_TIMEOUT);
+    let out = r.expect_success();
+    for opt in [
+        "--backend",
+        "--bind",
+        "--port",
+        "--instance",
+        "--user",
+        "--password-file",
+        "--sim-power-on-ms",
+        "--sim-power-off-ms",
+        "--sim-initial-power",
+        "--log-format",
+    ] {
+        assert!(out.contains(opt), "--help does not mention {opt}:\n{r}");
+    }
+}
+
+/// There is no default password: without `--password-file` or `OVBMC_PASSWORD` ovbmc exits
+/// non-zero and says why, instead of serving a BMC anyone can log in to.
+#[test]
+fn refuses_to_start_without_a_password() {
+    let mut bmc = Bmc::spawn(BmcConfig {
+        password_source: PasswordSource::None,
+        ..BmcConfig::default()
+    });
+    let status = bmc
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("ovbmc kept running without a password:\n{}", bmc.log()));
+    assert!(!status.success(), "exit status {status}:\n{}", bmc.log());
+    assert!(
+        bmc.log().to_lowercase().contains("password"),
+        "the error does not mention the password:\n{}",
+        bmc.log()
+    );
+}
+
+/// An empty password file is refused too (IPMI would accept an empty key, which is no
+/// protection at all).
+#[test]
+fn refuses_an_empty_password() {
+    let mut bmc = Bmc::spawn(BmcConfig {
+        password: String::new(),
+        ..BmcConfig::default()
+    });
+    let status = bmc
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("ovbmc runs with an empty password:\n{}", bmc.log()));
+    assert!(!status.success(), "exit status {status}:\n{}", bmc.log());
+}
+
+/// `OVBMC_PASSWORD` works in place of `--password-file` (containers pass secrets that way).
+#[test]
+fn password_from_environment_is_accepted() {
+    let bmc = Bmc::start_with(BmcConfig {
+        password_source: PasswordSource::Env,
+        ..BmcConfig::default()
+    });
+    // Log in with it when ipmitool is there; starting up is what this test is about.
+    if let Some(ipmitool) = crate::support::find_program("ipmitool") {
+        let r = run(
+            &ipmitool,
+            &[
+                "-I".into(),
+                "lanplus".into(),
+                "-H".into(),
+                bmc.addr.to_string(),
+                "-p".into(),
+                bmc.port.to_string(),
+                "-U".into(),
+                bmc.cfg.user.clone(),
+                "-f".into(),
+                bmc.password_file.display().to_string(),
+                "power".into(),
+                "status".into(),
+            ],
+            &[],
+            CLIENT_TIMEOUT,
+        );
+        assert_eq!(r.expect_success().trim(), "Chassis Power is off", "{r}");
+    }
+}
+
+/// SIGTERM (what systemd, docker and Kubernetes send) stops ovbmc promptly with status 0.
+#[test]
+fn sigterm_shuts_down_cleanly() {
+    shuts_down_on("TERM");
+}
+
+/// SIGINT (Ctrl-C) too.
+#[test]
+fn sigint_shuts_down_cleanly() {
+    shuts_down_on("INT");
+}
+
+fn shuts_down_on(signal: &str) {
+    let mut bmc = Bmc::start();
+    bmc.signal(signal);
+    let status = bmc
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("ovbmc ignored SIG{signal} for 10 s:\n{}", bmc.log()));
+    assert!(
+        status.success(),
+        "SIG{signal} gave exit status {status}:\n{}",
+        bmc.log()
+    );
+}
+
+/// `--log-format json` writes one JSON object per line (for log collectors).
+#[test]
+fn json_log_format_writes_json_lines() {
+    let bmc = Bmc::start_with(BmcConfig {
+        extra_args: vec!["--log-format".into(), "json".into()],
+        ..BmcConfig::default()
+    });
+    let log = bmc.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "no log lines at all");
+    for l in lines {
+        serde_json::from_str::<serde_json::Value>(l)
+            .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}\n--- log ---\n{log}"));
+    }
+}
+
+/// The password never appears in the log, whatever the log format.
+#[test]
+fn password_is_not_logged() {
+    let bmc = Bmc::start_with(BmcConfig {
+        extra_args: vec!["--log-format".into(), "json".into()],
+        ..BmcConfig::default()
+    });
+    let text = Bmc::start();
+    for b in [&bmc, &text] {
+        assert!(
+            !b.log().contains(&b.cfg.password),
+            "the password is in the log:\n{}",
+            b.log()
+        );
+    }
+}
