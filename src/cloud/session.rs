@@ -1,0 +1,801 @@
+//! One cloud session shared by every BMC: one Keystone token, one HTTP client, and one cached,
+//! coalesced view of the project's servers.
+//!
+//! * Token: issued with `POST /v3/auth/tokens` (Keystone API v3, "Password authentication with
+//!   scoped authorization" / "Authenticating with an Application Credential"), re-issued before
+//!   it expires and once when a request gets 401.
+//! * View: one `GET /servers/detail` (Nova API, "List Servers Detailed") answers the status of
+//!   every bound instance at once. A view is reused while it is younger than the TTL and newer
+//!   than our last own action ([`Session::invalidate`]); callers that need a refresh at the same
+//!   time queue on one lock and share the single request made by the first of them, so the
+//!   number of Nova requests per poll cycle does not grow with the number of BMCs.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::CloudError;
+use super::config::{Auth, CloudConfig, DomainRef, ProjectRef, UserRef};
+use super::secret::Secret;
+
+/// The newest compute API microversion we ask for. Everything we read (`status`,
+/// `OS-EXT-STS:task_state`, `OS-EXT-STS:power_state`, `metadata`, `fault`, `image`) exists
+/// from 2.1 on; 2.17 adds `trigger_crash_dump`; 2.69 may return `status: UNKNOWN` for servers
+/// in a down cell, which we treat as busy. 2.96 is 2024.1 (Caracal); we negotiate down to what
+/// the cloud offers (Nova API reference, "Microversions").
+pub const PREFERRED_MICROVERSION: (u32, u32) = (2, 96);
+
+/// Tunables (tests shorten them).
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout; every future we start ends by itself within this.
+    pub request_timeout: Duration,
+    /// How long a server view is reused.
+    pub cache_ttl: Duration,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            cache_ttl: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A token and what came with it.
+#[derive(Clone, Debug)]
+struct Token {
+    value: Secret,
+    /// When to issue a new one (well before `expires_at`).
+    refresh_at: Instant,
+    compute_url: String,
+    image_url: Option<String>,
+}
+
+/// One server as Nova lists it; only the fields we use. Parsed leniently: a field with an
+/// unexpected type is treated as absent rather than failing the whole list.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Server {
+    /// Instance UUID.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// API status (`ACTIVE`, `SHUTOFF`, `RESCUE`, `ERROR`, `REBOOT`, ...).
+    pub status: String,
+    /// `OS-EXT-STS:task_state`: set while Nova works on the instance.
+    pub task_state: Option<String>,
+    /// `OS-EXT-STS:power_state`: 1 running, 4 shutdown, ...
+    pub power_state: Option<i64>,
+    /// Instance metadata.
+    pub metadata: HashMap<String, String>,
+    /// `fault.message`, shown for ERROR instances.
+    pub fault: Option<String>,
+    /// Image the instance was built (or rebuilt) from; `None` when volume-backed.
+    pub image_id: Option<String>,
+}
+
+impl Server {
+    /// Parse one element of `servers`; `None` when it has no id.
+    pub fn from_json(v: &Value) -> Option<Self> {
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let metadata = v
+            .get("metadata")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(Self {
+            id: s("id")?,
+            name: s("name").unwrap_or_default(),
+            status: s("status").unwrap_or_default(),
+            task_state: s("OS-EXT-STS:task_state"),
+            power_state: v.get("OS-EXT-STS:power_state").and_then(Value::as_i64),
+            metadata,
+            fault: v
+                .get("fault")
+                .and_then(|f| f.get("message"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            image_id: v
+                .get("image")
+                .and_then(|i| i.get("id"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        })
+    }
+}
+
+/// The servers of the project at one moment.
+#[derive(Debug)]
+pub struct View {
+    /// When the request that produced this view was sent: anything we did before this is
+    /// reflected in it.
+    pub started: Instant,
+    /// Servers by id.
+    pub servers: HashMap<String, Server>,
+}
+
+#[derive(Default)]
+struct Cache {
+    view: Option<Arc<View>>,
+    /// The last failed refresh: when it started and why, shared with every caller that was
+    /// waiting for it (failures coalesce too).
+    failed: Option<(Instant, CloudError)>,
+}
+
+/// Logs one line per cause, not per packet: a warning when a cause first appears for a subject,
+/// nothing while it repeats, and an info line when the subject works again.
+#[derive(Default)]
+pub struct LogOnce(Mutex<HashMap<String, String>>);
+
+impl LogOnce {
+    /// Report a failure of `subject`.
+    pub fn failed(&self, subject: &str, cause: &str, message: &dyn std::fmt::Display) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if m.get(subject).map(String::as_str) != Some(cause) {
+            m.insert(subject.to_string(), cause.to_string());
+            tracing::warn!("{subject}: {message}");
+        }
+    }
+
+    /// Report a success of `subject`.
+    pub fn ok(&self, subject: &str) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if m.remove(subject).is_some() {
+            tracing::info!("{subject}: working again");
+        }
+    }
+}
+
+/// Counters, for tests and the log.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Keystone token requests.
+    pub token_requests: AtomicU64,
+    /// Server list requests (pages count one each).
+    pub list_requests: AtomicU64,
+}
+
+/// The shared cloud session.
+pub struct Session {
+    cfg: CloudConfig,
+    opts: SessionOptions,
+    http: reqwest::Client,
+    token: tokio::sync::Mutex<Option<Token>>,
+    microversion: Mutex<(u32, u32)>,
+    cache: tokio::sync::Mutex<Cache>,
+    /// Views started before this instant are stale (we changed something since).
+    invalidated_at: Mutex<Instant>,
+    /// Log de-duplication.
+    pub log: LogOnce,
+    /// Counters.
+    pub stats: Stats,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("origin", &self.cfg.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The message inside an OpenStack error body: Nova wraps it as `{"conflictingRequest":
+/// {"message": ..., "code": 409}}`, Keystone as `{"error": {"message": ...}}`.
+fn error_message(body: &str) -> String {
+    let from_json = serde_json::from_str::<Value>(body).ok().and_then(|v| {
+        v.as_object()?.values().find_map(|inner| {
+            inner
+                .get("message")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+    });
+    let mut m = from_json.unwrap_or_else(|| body.trim().to_string());
+    if m.len() > 300 {
+        let mut cut = 300;
+        while !m.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        m.truncate(cut);
+        m.push('…');
+    }
+    m
+}
+
+fn transport_error(what: &str, e: reqwest::Error) -> CloudError {
+    if e.is_timeout() {
+        CloudError::Timeout {
+            what: what.to_string(),
+        }
+    } else {
+        // reqwest's Display names the URL (never a token: tokens travel in headers only).
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            src = s.source();
+        }
+        CloudError::Transport {
+            what: what.to_string(),
+            message: msg,
+        }
+    }
+}
+
+/// Parse Keystone's `expires_at` (ISO 8601 UTC, e.g. `2025-01-31T12:00:00.000000Z`) into seconds
+/// since the epoch. `None` when it does not look like that.
+pub fn parse_utc(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        if t.bytes().all(|c| c.is_ascii_digit()) {
+            t.parse().ok()
+        } else {
+            None
+        }
+    };
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm), proleptic Gregorian.
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + h * 3600 + mi * 60 + se).ok()
+}
+
+#[derive(Deserialize)]
+struct TokenBody {
+    token: TokenInner,
+}
+
+#[derive(Deserialize)]
+struct TokenInner {
+    expires_at: String,
+    #[serde(default)]
+    catalog: Vec<CatalogEntry>,
+}
+
+#[derive(Deserialize)]
+struct CatalogEntry {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    endpoints: Vec<Endpoint>,
+}
+
+#[derive(Deserialize)]
+struct Endpoint {
+    interface: String,
+    url: String,
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    region_id: Option<String>,
+}
+
+fn domain_json(d: &DomainRef) -> Value {
+    match d {
+        DomainRef::Id(id) => json!({ "id": id }),
+        DomainRef::Name(n) => json!({ "name": n }),
+    }
+}
+
+fn user_json(u: &UserRef) -> Value {
+    match u {
+        UserRef::Id(id) => json!({ "id": id }),
+        UserRef::Name { name, domain } => json!({ "name": name, "domain": domain_json(domain) }),
+    }
+}
+
+/// The body of `POST /v3/auth/tokens`.
+fn auth_body(auth: &Auth) -> Value {
+    match auth {
+        Auth::Password {
+            user,
+            password,
+            project,
+        } => {
+            let mut u = user_json(user);
+            u["password"] = Value::String(password.expose().to_string());
+            let project = match project {
+                ProjectRef::Id(id) => json!({ "id": id }),
+                ProjectRef::Name { name, domain } => {
+                    json!({ "name": name, "domain": domain_json(domain) })
+                }
+            };
+            json!({ "auth": {
+                "identity": { "methods": ["password"], "password": { "user": u } },
+                "scope": { "project": project },
+            }})
+        }
+        Auth::ApplicationCredential { id, name, secret } => {
+            let mut c = json!({ "secret": secret.expose() });
+            if let Some(id) = id {
+                c["id"] = json!(id);
+            } else if let Some((n, user)) = name {
+                c["name"] = json!(n);
+                c["user"] = user_json(user);
+            }
+            // No scope: an application credential is bound to its project.
+            json!({ "auth": { "identity": {
+                "methods": ["application_credential"], "application_credential": c,
+            }}})
+        }
+    }
+}
+
+fn find_endpoint(
+    catalog: &[CatalogEntry],
+    kind: &str,
+    interface: &str,
+    region: Option<&str>,
+) -> Option<String> {
+    catalog
+        .iter()
+        .filter(|c| c.kind == kind)
+        .flat_map(|c| c.endpoints.iter())
+        .find(|e| {
+            e.interface == interface
+                && region.is_none_or(|r| {
+                    e.region.as_deref() == Some(r) || e.region_id.as_deref() == Some(r)
+                })
+        })
+        .map(|e| e.url.trim_end_matches('/').to_string())
+}
+
+/// `(max, min)` from a compute version document.
+fn version_range(v: &Value) -> Option<((u32, u32), (u32, u32))> {
+    let ver = v.get("version")?;
+    Some((
+        parse_version(ver.get("version")?.as_str()?)?,
+        parse_version(ver.get("min_version")?.as_str()?)?,
+    ))
+}
+
+/// Parse `"2.96"`.
+fn parse_version(s: &str) -> Option<(u32, u32)> {
+    let (a, b) = s.split_once('.')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+impl Session {
+    /// Build the HTTP client (rustls with the ring provider, `OS_CACERT` trusted in addition to
+    /// the system roots). Does not talk to the cloud yet.
+    pub fn new(cfg: CloudConfig, opts: SessionOptions) -> Result<Self, CloudError> {
+        // reqwest is built with `rustls-no-provider`: pick ring (no C toolchain or cmake
+        // needed, unlike aws-lc-rs). Installing fails only if a provider is already installed,
+        // which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(opts.connect_timeout)
+            .timeout(opts.request_timeout)
+            .user_agent(concat!("ovbmc/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &cfg.cacert {
+            let pem = std::fs::read(path).map_err(|e| {
+                CloudError::Config(format!("cacert {}: {e}", path.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                CloudError::Config(format!("cacert {}: {e}", path.display()))
+            })?;
+            b = b.tls_certs_merge(certs);
+        }
+        if !cfg.verify_tls {
+            tracing::warn!("{}: TLS certificate verification is OFF", cfg.origin);
+            b = b.danger_accept_invalid_certs(true);
+        }
+        let http = b
+            .build()
+            .map_err(|e| CloudError::Config(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            cfg,
+            opts,
+            http,
+            token: tokio::sync::Mutex::new(None),
+            microversion: Mutex::new(PREFERRED_MICROVERSION),
+            cache: tokio::sync::Mutex::new(Cache::default()),
+            invalidated_at: Mutex::new(Instant::now()),
+            log: LogOnce::default(),
+            stats: Stats::default(),
+        })
+    }
+
+    /// Where the credentials came from.
+    pub fn origin(&self) -> &str {
+        &self.cfg.origin
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &SessionOptions {
+        &self.opts
+    }
+
+    /// The compute microversion in use.
+    pub fn microversion(&self) -> (u32, u32) {
+        *self.microversion.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Authenticate and agree on a microversion: what `build_machines` does first, so that bad
+    /// credentials are a start-up error and not a runtime one.
+    pub async fn connect(&self) -> Result<(), CloudError> {
+        let tok = self.token().await?;
+        // GET on the versioned compute root returns {"version": {"version": max,
+        // "min_version": min, ...}} (Nova API reference, "Show Details of Specific API Version").
+        // A catalog URL may carry a project id after /v2.1: strip it for this request.
+        let root = match tok.compute_url.find("/v2.1") {
+            Some(i) => format!("{}/", &tok.compute_url[..i + 5]),
+            None => format!("{}/", tok.compute_url),
+        };
+        let got = async {
+            let r = self
+                .http
+                .get(&root)
+                .headers(self.auth_headers(&tok).unwrap_or_default())
+                .send()
+                .await
+                .map_err(|e| transport_error("Nova version document", e))?;
+            let v: Value = r
+                .json()
+                .await
+                .map_err(|e| transport_error("Nova version document", e))?;
+            version_range(&v).ok_or_else(|| CloudError::Decode {
+                what: "Nova version document".into(),
+                message: "no version/min_version".into(),
+            })
+        }
+        .await;
+        match got {
+            Ok((max, min)) => {
+                let mv = PREFERRED_MICROVERSION.min(max);
+                if mv < min {
+                    return Err(CloudError::Config(format!(
+                        "Nova at {} supports microversions {}.{}..{}.{}, none we can use",
+                        tok.compute_url, min.0, min.1, max.0, max.1
+                    )));
+                }
+                *self.microversion.lock().unwrap_or_else(|e| e.into_inner()) = mv;
+                tracing::info!(
+                    "{}: Nova {} (microversions up to {}.{}), using {}.{}",
+                    self.cfg.origin,
+                    tok.compute_url,
+                    max.0,
+                    max.1,
+                    mv.0,
+                    mv.1
+                );
+            }
+            Err(e) => tracing::warn!(
+                "{}: could not read Nova's version document ({e}); assuming microversion {}.{}",
+                self.cfg.origin,
+                PREFERRED_MICROVERSION.0,
+                PREFERRED_MICROVERSION.1
+            ),
+        }
+        Ok(())
+    }
+
+    fn auth_headers(&self, tok: &Token) -> Option<HeaderMap> {
+        let mut h = HeaderMap::new();
+        let mut t = HeaderValue::from_str(tok.value.expose()).ok()?;
+        t.set_sensitive(true);
+        h.insert("x-auth-token", t);
+        let (a, b) = self.microversion();
+        // Both spellings: the legacy header and the generic one (Nova API reference,
+        // "Microversions"); Nova accepts either.
+        h.insert(
+            "x-openstack-nova-api-version",
+            HeaderValue::from_str(&format!("{a}.{b}")).ok()?,
+        );
+        h.insert(
+            "openstack-api-version",
+            HeaderValue::from_str(&format!("compute {a}.{b}")).ok()?,
+        );
+        Some(h)
+    }
+
+    /// A valid token: the cached one, or a new one when it is due for renewal. Concurrent
+    /// callers wait on the lock and share the one issued.
+    async fn token(&self) -> Result<Token, CloudError> {
+        let mut slot = self.token.lock().await;
+        if let Some(t) = slot.as_ref()
+            && Instant::now() < t.refresh_at
+        {
+            return Ok(t.clone());
+        }
+        let t = self.issue_token().await?;
+        *slot = Some(t.clone());
+        Ok(t)
+    }
+
+    /// Forget `failed` (after a 401), unless a newer token already replaced it.
+    async fn drop_token(&self, failed: &Secret) {
+        let mut slot = self.token.lock().await;
+        if slot.as_ref().is_some_and(|t| &t.value == failed) {
+            *slot = None;
+        }
+    }
+
+    async fn issue_token(&self) -> Result<Token, CloudError> {
+        const WHAT: &str = "Keystone token request";
+        self.stats.token_requests.fetch_add(1, Ordering::Relaxed);
+        let url = format!("{}/auth/tokens", self.cfg.auth_url);
+        let r = self
+            .http
+            .post(&url)
+            .json(&auth_body(&self.cfg.auth))
+            .send()
+            .await
+            .map_err(|e| transport_error(WHAT, e))?;
+        let status = r.status();
+        if !status.is_success() {
+            let body = r.text().await.unwrap_or_default();
+            return Err(CloudError::Http {
+                what: format!("{WHAT} for {}", self.cfg.origin),
+                status: status.as_u16(),
+                message: error_message(&body),
+            });
+        }
+        let value = r
+            .headers()
+            .get("x-subject-token")
+            .and_then(|v| v.to_str().ok())
+            .map(Secret::new)
+            .ok_or_else(|| CloudError::Decode {
+                what: WHAT.into(),
+                message: "no X-Subject-Token header".into(),
+            })?;
+        let body: TokenBody = r.json().await.map_err(|e| CloudError::Decode {
+            what: WHAT.into(),
+            message: e.to_string(),
+        })?;
+        let region = self.cfg.region.as_deref();
+        let iface = self.cfg.interface.as_str();
+        let compute_url = find_endpoint(&body.token.catalog, "compute", iface, region)
+            .ok_or_else(|| CloudError::NoEndpoint {
+                service: "compute".into(),
+                interface: iface.into(),
+                region: region.unwrap_or("any").into(),
+            })?;
+        let image_url = find_endpoint(&body.token.catalog, "image", iface, region);
+        // Renew at half the remaining lifetime, at most 10 minutes before expiry, so a token
+        // never expires under a request (Keystone's default lifetime is one hour).
+        let now_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let left = parse_utc(&body.token.expires_at)
+            .map(|e| e.saturating_sub(now_unix))
+            .unwrap_or(300);
+        let renew_in = if left > 1200 { left - 600 } else { left / 2 };
+        tracing::debug!(
+            "{}: new token, expires in {left} s, renewing in {renew_in} s",
+            self.cfg.origin
+        );
+        Ok(Token {
+            value,
+            refresh_at: Instant::now() + Duration::from_secs(renew_in),
+            compute_url,
+            image_url,
+        })
+    }
+
+    /// Send an authenticated request to a service endpoint (`compute` or `image`) and return
+    /// the response body on success. A 401 drops the token and retries exactly once with a new
+    /// one (the token may have been revoked or expired early).
+    pub async fn call(
+        &self,
+        what: &str,
+        method: Method,
+        service: Service,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, CloudError> {
+        let mut retried = false;
+        loop {
+            let tok = self.token().await?;
+            let base = match service {
+                Service::Compute => tok.compute_url.clone(),
+                Service::Image => tok.image_url.clone().ok_or_else(|| CloudError::NoEndpoint {
+                    service: "image".into(),
+                    interface: self.cfg.interface.clone(),
+                    region: self.cfg.region.clone().unwrap_or_else(|| "any".into()),
+                })?,
+            };
+            let url = if path.starts_with("http://") || path.starts_with("https://") {
+                path.to_string()
+            } else {
+                format!("{base}{path}")
+            };
+            let headers = self.auth_headers(&tok).ok_or_else(|| CloudError::Decode {
+                what: what.into(),
+                message: "token is not a valid header value".into(),
+            })?;
+            let mut req = self.http.request(method.clone(), &url).headers(headers);
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let r = req.send().await.map_err(|e| transport_error(what, e))?;
+            let status = r.status();
+            if status == StatusCode::UNAUTHORIZED && !retried {
+                retried = true;
+                tracing::info!("{what}: token refused (401), re-authenticating once");
+                self.drop_token(&tok.value).await;
+                continue;
+            }
+            let text = r.text().await.map_err(|e| transport_error(what, e))?;
+            if !status.is_success() {
+                return Err(CloudError::Http {
+                    what: what.into(),
+                    status: status.as_u16(),
+                    message: error_message(&text),
+                });
+            }
+            if text.trim().is_empty() {
+                return Ok(Value::Null);
+            }
+            return serde_json::from_str(&text).map_err(|e| CloudError::Decode {
+                what: what.into(),
+                message: e.to_string(),
+            });
+        }
+    }
+
+    /// Every server of the project, following pagination (`servers_links` rel `next`).
+    pub async fn list_servers(&self) -> Result<HashMap<String, Server>, CloudError> {
+        let mut out = HashMap::new();
+        let mut next = "/servers/detail".to_string();
+        // Nova pages at its max_limit (1000 by default); 100 pages is far beyond any project.
+        for _ in 0..100 {
+            self.stats.list_requests.fetch_add(1, Ordering::Relaxed);
+            let v = self
+                .call("Nova server list", Method::GET, Service::Compute, &next, None)
+                .await?;
+            let servers = v
+                .get("servers")
+                .and_then(Value::as_array)
+                .ok_or_else(|| CloudError::Decode {
+                    what: "Nova server list".into(),
+                    message: "no \"servers\" array".into(),
+                })?;
+            for s in servers.iter().filter_map(Server::from_json) {
+                out.insert(s.id.clone(), s);
+            }
+            let link = v
+                .get("servers_links")
+                .and_then(Value::as_array)
+                .and_then(|l| {
+                    l.iter().find(|x| x.get("rel").and_then(Value::as_str) == Some("next"))
+                })
+                .and_then(|x| x.get("href"))
+                .and_then(Value::as_str);
+            match link {
+                Some(href) if !servers.is_empty() => next = href.to_string(),
+                _ => return Ok(out),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Mark every view taken so far as stale (after one of our own actions).
+    pub fn invalidate(&self) {
+        *self.invalidated_at.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// A view no older than the TTL and no older than our last action; `max_age` tightens the
+    /// TTL (e.g. when waiting for a transition to finish).
+    pub async fn view(&self, max_age: Option<Duration>) -> Result<Arc<View>, CloudError> {
+        let now = Instant::now();
+        let age = max_age.map_or(self.opts.cache_ttl, |a| a.min(self.opts.cache_ttl));
+        let inv = *self.invalidated_at.lock().unwrap_or_else(|e| e.into_inner());
+        let not_before = now.checked_sub(age).map_or(inv, |t| t.max(inv));
+        let mut c = self.cache.lock().await;
+        if let Some(v) = &c.view
+            && v.started >= not_before
+        {
+            return Ok(v.clone());
+        }
+        if let Some((t, e)) = &c.failed
+            && *t >= not_before
+        {
+            return Err(e.clone());
+        }
+        let started = Instant::now();
+        match self.list_servers().await {
+            Ok(servers) => {
+                self.log.ok("Nova server list");
+                let v = Arc::new(View { started, servers });
+                c.view = Some(v.clone());
+                c.failed = None;
+                Ok(v)
+            }
+            Err(e) => {
+                self.log.failed("Nova server list", &e.cause(), &e);
+                c.failed = Some((started, e.clone()));
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Which catalog endpoint a request goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    /// Nova.
+    Compute,
+    /// Glance.
+    Image,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_parsing() {
+        assert_eq!(parse_utc("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_utc("2025-01-31T12:00:00.000000Z"),
+            Some(1_738_324_800)
+        );
+        assert_eq!(parse_utc("2024-02-29T00:00:01Z"), Some(1_709_164_801));
+        assert_eq!(parse_utc("garbage"), None);
+        assert_eq!(parse_utc("2025-13-01T00:00:00Z"), None);
+        assert_eq!(parse_utc("２０２５-01-01T00:00:00Z"), None);
+    }
+
+    #[test]
+    fn error_bodies() {
+        assert_eq!(
+            error_message(r#"{"conflictingRequest": {"message": "busy", "code": 409}}"#),
+            "busy"
+        );
+        assert_eq!(error_message(r#"{"error": {"message": "no", "code": 401}}"#), "no");
+        assert_eq!(error_message("plain"), "plain");
+    }
+
+    #[test]
+    fn auth_bodies_have_the_keystone_shape() {
+        let b = auth_body(&Auth::Password {
+            user: UserRef::Name {
+                name: "u".into(),
+                domain: DomainRef::Name("Default".into()),
+            },
+            password: Secret::new("p"),
+            project: ProjectRef::Id("pid".into()),
+        });
+        assert_eq!(b["auth"]["identity"]["password"]["user"]["password"], "p");
+        assert_eq!(b["auth"]["scope"]["project"]["id"], "pid");
+        let b = auth_body(&Auth::ApplicationCredential {
+            id: Some("cid".into()),
+            name: None,
+            secret: Secret::new("s"),
+        });
+        assert_eq!(b["auth"]["identity"]["methods"][0], "application_credential");
+        assert_eq!(b["auth"]["identity"]["application_credential"]["id"], "cid");
+        assert!(b["auth"].get("scope").is_none());
+    }
+}
