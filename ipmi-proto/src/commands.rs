@@ -153,8 +153,15 @@ pub(crate) enum After {
 /// The result of dispatching a command.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    Reply { cc: u8, data: Vec<u8>, after: After },
-    Machine { request: MachineRequest, kind: PendingKind },
+    Reply {
+        cc: u8,
+        data: Vec<u8>,
+        after: After,
+    },
+    Machine {
+        request: MachineRequest,
+        kind: PendingKind,
+    },
     #[allow(dead_code)]
     Drop,
 }
@@ -343,7 +350,17 @@ pub(crate) fn dispatch(
             }
             // 802.3 LAN, IPMB-1.0 protocol, multi-session; IANA 7154 (IPMI forum).
             let active = ctx.active_sessions.min(0x3f) as u8;
-            ok(vec![CHANNEL, 0x04, 0x01, 0x80 | active, 0xf2, 0x1b, 0x00, 0x00, 0x00])
+            ok(vec![
+                CHANNEL,
+                0x04,
+                0x01,
+                0x80 | active,
+                0xf2,
+                0x1b,
+                0x00,
+                0x00,
+                0x00,
+            ])
         }
         (netfn::APP, 0x44) => get_user_access(d, ctx, cfg),
         (netfn::APP, 0x46) => get_user_name(d, cfg),
@@ -364,8 +381,7 @@ pub(crate) fn dispatch(
             if d.len() != 1 {
                 return err(cc::BAD_LENGTH);
             }
-            let Some(action) = PowerAction::from_control(d[0]).filter(|_| d[0] & 0xf0 == 0)
-            else {
+            let Some(action) = PowerAction::from_control(d[0]).filter(|_| d[0] & 0xf0 == 0) else {
                 return err(cc::INVALID_FIELD);
             };
             Outcome::Machine {
@@ -533,7 +549,8 @@ fn chassis_identify(d: &[u8], now: Instant, bmc: &mut BmcState) -> Outcome {
     let interval = d.first().copied().unwrap_or(15);
     let force = d.get(1).is_some_and(|b| b & 1 != 0);
     bmc.identify_forced = force;
-    bmc.identify_until = (!force && interval > 0).then(|| now + Duration::from_secs(interval as u64));
+    bmc.identify_until =
+        (!force && interval > 0).then(|| now + Duration::from_secs(interval as u64));
     ok(Vec::new())
 }
 
@@ -562,7 +579,8 @@ fn set_boot_option(d: &[u8], bmc: &mut BmcState) -> Outcome {
             if v == 0x03 {
                 return err(cc::INVALID_FIELD);
             }
-            bmc.boot_params.insert(0, vec![if v == 0x02 { 0 } else { v }]);
+            bmc.boot_params
+                .insert(0, vec![if v == 0x02 { 0 } else { v }]);
             ok(Vec::new())
         }
         4 => {
@@ -617,7 +635,8 @@ fn get_boot_option(d: &[u8], bmc: &BmcState) -> Outcome {
 fn sdr_record() -> Vec<u8> {
     let name = b"ovbmc";
     let mut r = vec![
-        0x01, 0x00, // record ID 1
+        0x01,
+        0x00, // record ID 1
         0x51, // SDR version
         0x12, // MC device locator
         (11 + name.len()) as u8,
@@ -641,7 +660,9 @@ fn sdr_record() -> Vec<u8> {
 fn storage(cmd: u8, d: &[u8]) -> Outcome {
     match cmd {
         // Get SDR Repository Info: 1 record, no free space, reserve supported (§33.9).
-        0x20 => ok(vec![0x51, 0x01, 0x00, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0x02]),
+        0x20 => ok(vec![
+            0x51, 0x01, 0x00, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0x02,
+        ]),
         // Reserve SDR Repository / Reserve SEL: a fixed reservation ID; nothing is writable.
         0x22 | 0x42 => ok(vec![0x01, 0x00]),
         0x23 => {
@@ -698,7 +719,11 @@ pub(crate) fn machine_reply(
                 cc::OK,
                 vec![
                     0x20 | on,
-                    if bmc.last_power_on_by_ipmi { 0x10 } else { 0x00 },
+                    if bmc.last_power_on_by_ipmi {
+                        0x10
+                    } else {
+                        0x00
+                    },
                     0x40 | identify,
                     0x00,
                 ],

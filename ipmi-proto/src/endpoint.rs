@@ -313,7 +313,10 @@ impl Endpoint {
             Ok(Datagram::AsfPing { tag }) => {
                 let mut out = Vec::with_capacity(28);
                 wire::encode_asf_pong(tag, &mut out);
-                Some(Output::Transmit { to: peer, data: out })
+                Some(Output::Transmit {
+                    to: peer,
+                    data: out,
+                })
             }
             Ok(Datagram::V15(p)) => self.handle_v15(peer, &p),
             Ok(Datagram::V20(p)) if p.session_id == 0 => self.handle_setup(now, peer, &p, rng),
@@ -339,7 +342,10 @@ impl Endpoint {
         req.encode_response(cc, &data, &mut msg);
         let mut out = Vec::with_capacity(msg.len() + 14);
         wire::encode_v15_sessionless(&msg, &mut out);
-        Some(Output::Transmit { to: peer, data: out })
+        Some(Output::Transmit {
+            to: peer,
+            data: out,
+        })
     }
 
     fn handle_setup(
@@ -362,11 +368,15 @@ impl Endpoint {
                 let at = wire::begin_v20(&mut out, payload::IPMI, false, false, 0, 0);
                 out.extend_from_slice(&msg);
                 wire::finish_v20(&mut out, at);
-                return Some(Output::Transmit { to: peer, data: out });
+                return Some(Output::Transmit {
+                    to: peer,
+                    data: out,
+                });
             }
-            payload::OPEN_SESSION_REQUEST => {
-                (payload::OPEN_SESSION_RESPONSE, self.open_session(now, peer, p.payload, rng)?)
-            }
+            payload::OPEN_SESSION_REQUEST => (
+                payload::OPEN_SESSION_RESPONSE,
+                self.open_session(now, peer, p.payload, rng)?,
+            ),
             payload::RAKP1 => (payload::RAKP2, self.rakp1(now, peer, p.payload, rng)?),
             payload::RAKP3 => (payload::RAKP4, self.rakp3(now, peer, p.payload)?),
             _ => return None,
@@ -375,7 +385,10 @@ impl Endpoint {
         let at = wire::begin_v20(&mut out, reply.0, false, false, 0, 0);
         out.extend_from_slice(&reply.1);
         wire::finish_v20(&mut out, at);
-        Some(Output::Transmit { to: peer, data: out })
+        Some(Output::Transmit {
+            to: peer,
+            data: out,
+        })
     }
 
     /// Open Session Request → Response (IPMI v2.0 §13.17–13.18). Every refusal is answered
@@ -388,7 +401,9 @@ impl Endpoint {
         rng: &mut dyn Entropy,
     ) -> Option<Vec<u8>> {
         let tag = *p.first()?;
-        let sid_m = p.get(4..8).map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()));
+        let sid_m = p
+            .get(4..8)
+            .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()));
         let refuse = |status: u8| {
             let mut r = vec![0u8; 36];
             r[0] = tag;
@@ -644,7 +659,14 @@ impl Endpoint {
             });
             return None;
         }
-        let expect = rakp3_auth(sess.suite, &user.password, &h.rc, sid_m, h.role, user.name.as_bytes());
+        let expect = rakp3_auth(
+            sess.suite,
+            &user.password,
+            &h.rc,
+            sid_m,
+            h.role,
+            user.name.as_bytes(),
+        );
         if !crate::crypto::ct_eq(&expect, &p[8..]) {
             let name = user.name.clone();
             self.sessions.remove(&sid_c);
@@ -656,7 +678,11 @@ impl Endpoint {
             });
             return Some(rakp_error(tag, status::INVALID_ICV, sid_m));
         }
-        let kg: &[u8] = self.cfg.kg.as_deref().map_or(&user.password[..], |k| &k[..]);
+        let kg: &[u8] = self
+            .cfg
+            .kg
+            .as_deref()
+            .map_or(&user.password[..], |k| &k[..]);
         let keys = SessionKeys::derive(sess.suite, kg, &h.rm, &h.rc, h.role, user.name.as_bytes());
         let icv = keys.rakp4_icv(&h.rm, sid_c, &self.wire_guid);
         let mut r = Vec::with_capacity(8 + icv.len());
@@ -781,7 +807,10 @@ impl Endpoint {
                     act.cache.put(key, now, msg);
                 }
                 self.after(after);
-                Some(Output::Transmit { to: peer, data: out })
+                Some(Output::Transmit {
+                    to: peer,
+                    data: out,
+                })
             }
             Outcome::Machine { request, kind } => {
                 let ticket = Ticket(self.next_ticket);

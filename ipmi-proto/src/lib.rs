@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod commands;
 pub mod config;
 pub mod crypto;
@@ -16,3 +17,6 @@ pub mod wire;
 
 pub use config::{BmcConfig, Limits, User};
 pub use endpoint::{Endpoint, Entropy, Event, Output, Ticket};
+
+#[cfg(test)]
+mod tests;

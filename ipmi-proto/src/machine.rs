@@ -210,7 +210,11 @@ impl fmt::Display for BootFlags {
             "{}{}{}{}",
             self.device().name(),
             if self.valid() { "" } else { " (not valid)" },
-            if self.persistent() { " persistent" } else { " next-boot" },
+            if self.persistent() {
+                " persistent"
+            } else {
+                " next-boot"
+            },
             if self.efi() { " efi" } else { " legacy" }
         )
     }

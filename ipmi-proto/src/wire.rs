@@ -183,8 +183,10 @@ fn decode_v20(d: &[u8]) -> Result<V20Packet<'_>, DecodeError> {
     } else {
         rest
     };
-    let (rest, (session_id, seq, len)) =
-        trunc((le_u32, le_u32, le_u16).parse(rest), "IPMI 2.0 session header")?;
+    let (rest, (session_id, seq, len)) = trunc(
+        (le_u32, le_u32, le_u16).parse(rest),
+        "IPMI 2.0 session header",
+    )?;
     let (trailer, payload) = trunc(take(len as usize).parse(rest), "IPMI 2.0 payload")?;
     Ok(V20Packet {
         encrypted: ptype & 0x80 != 0,
@@ -238,7 +240,9 @@ pub fn begin_v20(
 ) -> usize {
     out.extend_from_slice(&RMCP_IPMI_HEADER);
     out.push(0x06);
-    out.push(payload_type | if encrypted { 0x80 } else { 0 } | if authenticated { 0x40 } else { 0 });
+    out.push(
+        payload_type | if encrypted { 0x80 } else { 0 } | if authenticated { 0x40 } else { 0 },
+    );
     out.extend_from_slice(&session_id.to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
     let at = out.len();
@@ -350,7 +354,12 @@ impl<'a> IpmiRequest<'a> {
         out.extend_from_slice(&[self.rq_addr, (self.netfn | 1) << 2 | (self.rq_lun & 3)]);
         out.push(checksum(&out[start..]));
         let body = out.len();
-        out.extend_from_slice(&[self.rs_addr, self.rq_seq << 2 | (self.rs_lun & 3), self.cmd, cc]);
+        out.extend_from_slice(&[
+            self.rs_addr,
+            self.rq_seq << 2 | (self.rs_lun & 3),
+            self.cmd,
+            cc,
+        ]);
         out.extend_from_slice(data);
         out.push(checksum(&out[body..]));
     }
@@ -416,7 +425,10 @@ mod tests {
     #[test]
     fn asf_ping_gets_the_pong_ipmi_sim_sends() {
         let ping = hex::decode("0600ff06000011be80c40000").unwrap();
-        assert_eq!(decode_datagram(&ping).unwrap(), Datagram::AsfPing { tag: 0xc4 });
+        assert_eq!(
+            decode_datagram(&ping).unwrap(),
+            Datagram::AsfPing { tag: 0xc4 }
+        );
         let mut out = Vec::new();
         encode_asf_pong(0xc4, &mut out);
         assert_eq!(out.len(), 28);
