@@ -619,7 +619,7 @@ fn get_boot_option(d: &[u8], bmc: &BmcState) -> Outcome {
                 kind: PendingKind::GetBootFlags,
             };
         }
-        0 | 1 | 2 | 3 => bmc.boot_params.get(&param).cloned().unwrap_or(vec![0]),
+        0..=3 => bmc.boot_params.get(&param).cloned().unwrap_or(vec![0]),
         4 => vec![0, bmc.boot_params.get(&4).map_or(0, |v| v[0])],
         6 => bmc.boot_params.get(&6).cloned().unwrap_or(vec![0; 9]),
         _ => return err(cc::PARAM_NOT_SUPPORTED),

@@ -235,7 +235,7 @@ impl SessionKeys {
     /// Decrypt an AES-CBC-128 payload (IV ‖ ciphertext), check the confidentiality pad
     /// (n ≤ 15 and the pad bytes are exactly 01..n, as OpenBMC checks) and return the plaintext.
     pub fn decrypt(&self, payload: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-        if payload.len() < 32 || payload.len() % 16 != 0 {
+        if payload.len() < 32 || !payload.len().is_multiple_of(16) {
             return None;
         }
         let (iv, ct) = payload.split_at(16);

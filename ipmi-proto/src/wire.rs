@@ -203,11 +203,11 @@ fn decode_v20(d: &[u8]) -> Result<V20Packet<'_>, DecodeError> {
 /// offset 4 through Next Header) and the AuthCode, after checking the integrity pad (0–3 FF
 /// bytes making the covered length a multiple of 4), the pad length and Next Header = 07
 /// (IPMI v2.0 §13.28.4, Table 13-8).
-pub fn split_trailer<'a>(
-    datagram: &'a [u8],
+pub fn split_trailer(
+    datagram: &[u8],
     trailer_len: usize,
     icv_len: usize,
-) -> Result<(&'a [u8], &'a [u8]), DecodeError> {
+) -> Result<(&[u8], &[u8]), DecodeError> {
     if trailer_len < icv_len + 2 || datagram.len() < 4 + trailer_len {
         return Err(DecodeError::Truncated("session trailer"));
     }
