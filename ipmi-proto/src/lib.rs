@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod crypto;
 pub mod endpoint;
+pub mod fuzzing;
 pub mod machine;
 pub mod session;
 pub mod wire;

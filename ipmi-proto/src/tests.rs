@@ -594,3 +594,21 @@ fn garbage_never_panics_and_is_dropped() {
         let _ = p.send(&d);
     }
 }
+
+/// Every committed fuzz input (seeds and past crashes) runs as an ordinary test.
+#[test]
+fn fuzz_corpora_replay() {
+    let root = format!("{}/../fuzz/corpus", env!("CARGO_MANIFEST_DIR"));
+    let mut n = 0;
+    for (target, run) in [
+        ("decoders", crate::fuzzing::decoders as fn(&[u8])),
+        ("endpoint", crate::fuzzing::endpoint_sequence),
+    ] {
+        for e in std::fs::read_dir(format!("{root}/{target}")).unwrap() {
+            let path = e.unwrap().path();
+            run(&std::fs::read(&path).unwrap());
+            n += 1;
+        }
+    }
+    assert!(n > 50, "only {n} corpus files");
+}
