@@ -184,12 +184,12 @@ fn err(code: u8) -> Outcome {
 
 /// Commands allowed without a session (IPMI v2.0 §13.14 and Appendix G): Get Channel
 /// Authentication Capabilities and Get Channel Cipher Suites. Everything else is dropped.
-pub(crate) fn sessionless(req: &IpmiRequest<'_>) -> Option<(u8, Vec<u8>)> {
+pub(crate) fn sessionless(req: &IpmiRequest<'_>, kg_set: bool) -> Option<(u8, Vec<u8>)> {
     if req.netfn != netfn::APP {
         return None;
     }
     match req.cmd {
-        0x38 => Some(auth_caps(req.data)),
+        0x38 => Some(auth_caps(req.data, kg_set)),
         0x54 => Some(cipher_suites(req.data)),
         _ => None,
     }
@@ -197,7 +197,7 @@ pub(crate) fn sessionless(req: &IpmiRequest<'_>) -> Option<(u8, Vec<u8>)> {
 
 /// Get Channel Authentication Capabilities (IPMI v2.0 §22.13). We advertise IPMI v2.0 only,
 /// no IPMI 1.5 authentication types, non-null user names only, no anonymous login.
-fn auth_caps(data: &[u8]) -> (u8, Vec<u8>) {
+fn auth_caps(data: &[u8], kg_set: bool) -> (u8, Vec<u8>) {
     if data.len() != 2 {
         return (cc::BAD_LENGTH, Vec::new());
     }
@@ -216,7 +216,8 @@ fn auth_caps(data: &[u8]) -> (u8, Vec<u8>) {
         vec![
             CHANNEL,
             if v2 { 0x80 } else { 0x00 },
-            0x04,
+            // Non-null user names only; bit 5 tells the client a BMC key Kg is in use.
+            if kg_set { 0x24 } else { 0x04 },
             if v2 { 0x02 } else { 0x00 },
             0,
             0,
@@ -323,7 +324,7 @@ pub(crate) fn dispatch(
             ok(wire_guid.to_vec())
         }
         (netfn::APP, 0x38) => {
-            let (c, data) = auth_caps(d);
+            let (c, data) = auth_caps(d, cfg.kg.is_some());
             reply(c, data)
         }
         (netfn::APP, 0x54) => {

@@ -337,7 +337,7 @@ impl Endpoint {
             return None;
         }
         let req = IpmiRequest::decode(p.message).ok()?;
-        let (cc, data) = commands::sessionless(&req)?;
+        let (cc, data) = commands::sessionless(&req, self.cfg.kg.is_some())?;
         let mut msg = Vec::with_capacity(32);
         req.encode_response(cc, &data, &mut msg);
         let mut out = Vec::with_capacity(msg.len() + 14);
@@ -361,7 +361,7 @@ impl Endpoint {
         let reply = match p.payload_type {
             payload::IPMI => {
                 let req = IpmiRequest::decode(p.payload).ok()?;
-                let (cc, data) = commands::sessionless(&req)?;
+                let (cc, data) = commands::sessionless(&req, self.cfg.kg.is_some())?;
                 let mut msg = Vec::with_capacity(32);
                 req.encode_response(cc, &data, &mut msg);
                 let mut out = Vec::with_capacity(msg.len() + 16);
