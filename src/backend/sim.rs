@@ -42,7 +42,7 @@ impl SimConfig {
     }
 }
 
-/// A version-8-style UUID from a name (FNV-1a mixing; stable, not cryptographic).
+/// A UUID from a name (FNV-1a mixing; stable, not cryptographic).
 fn name_uuid(name: &str) -> [u8; 16] {
     let mut out = [0u8; 16];
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -53,7 +53,8 @@ fn name_uuid(name: &str) -> [u8; 16] {
         }
         chunk.copy_from_slice(&h.to_be_bytes());
     }
-    out[6] = (out[6] & 0x0f) | 0x80; // version 8 (RFC 9562 custom)
+    // Version 4 layout: ipmitool's GUID auto-detection only knows versions 1 to 5.
+    out[6] = (out[6] & 0x0f) | 0x40;
     out[8] = (out[8] & 0x3f) | 0x80; // RFC 4122 variant
     out
 }
