@@ -1,0 +1,347 @@
+//! `ovbmc-bench`: a load generator speaking real RMCP+ (suites 3 and 17) to one or more BMCs.
+//!
+//! Each client loops: Get Channel Authentication Capabilities, Open Session, RAKP 1/3, Set
+//! Session Privilege Level, K commands, Close Session (`--mode login`), or logs in once and
+//! sends commands (`--mode hold`). It reports sessions/s, commands/s, p50/p99 latency,
+//! errors, and — with `--pid` — the target's CPU time and RSS from /proc, per request and per
+//! session. Bounded in time and count, and loopback only: it refuses any other target.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use ipmi_proto::Entropy;
+use ipmi_proto::client::Client;
+use ipmi_proto::crypto::CipherSuite;
+use ipmi_proto::session::Privilege;
+use tokio::net::UdpSocket;
+
+#[derive(Debug, Parser)]
+#[command(name = "ovbmc-bench", about = "RMCP+ load generator (loopback only)")]
+struct Args {
+    /// Target BMCs, ADDR:PORT; repeat, or give a port range with --ports.
+    #[arg(long, required = true)]
+    target: Vec<SocketAddr>,
+    /// Also target ports PORT..PORT+N-1 of the first target's address.
+    #[arg(long)]
+    ports: Option<u16>,
+    /// IPMI user.
+    #[arg(long, default_value = "admin")]
+    user: String,
+    /// File with the IPMI password.
+    #[arg(long)]
+    password_file: std::path::PathBuf,
+    /// Cipher suite: 3 or 17.
+    #[arg(long, default_value_t = 17)]
+    suite: u8,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Seconds to run (at most 600).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Commands per session (login mode).
+    #[arg(long, default_value_t = 3)]
+    commands: usize,
+    /// login: log in, run commands, close, repeat. hold: log in once, then only commands.
+    #[arg(long, default_value = "login")]
+    mode: String,
+    /// Command to send: device-id (answered in the BMC) or chassis-status (goes through the
+    /// machine backend).
+    #[arg(long, default_value = "chassis-status")]
+    command: String,
+    /// PID of the target process, for CPU and RSS figures.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Rng(u64);
+
+impl Entropy for Rng {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for b in buf {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            *b = self.0 as u8;
+        }
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    sessions: u64,
+    commands: u64,
+    errors: u64,
+    latencies_us: Vec<u32>,
+}
+
+/// CPU ticks (utime + stime, all threads; USER_HZ is 100 on Linux) and RSS/peak in KiB.
+fn proc_figures(pid: u32) -> Option<(u64, u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Some((ticks, kib("VmRSS:"), kib("VmHWM:")))
+}
+
+async fn exchange(sock: &UdpSocket, d: &[u8], buf: &mut [u8]) -> anyhow::Result<usize> {
+    sock.send(d).await?;
+    let n = tokio::time::timeout(Duration::from_secs(1), sock.recv(buf))
+        .await
+        .context("timeout")??;
+    Ok(n)
+}
+
+async fn login(
+    sock: &UdpSocket,
+    c: &mut Client,
+    rng: &mut Rng,
+    buf: &mut [u8],
+) -> anyhow::Result<()> {
+    exchange(sock, &c.auth_caps_request(), buf).await?;
+    let n = exchange(sock, &c.open_session_request(), buf).await?;
+    let rakp1 = c.handle_open_session_response(&buf[..n], rng)?;
+    let n = exchange(sock, &rakp1, buf).await?;
+    let rakp3 = c.handle_rakp2(&buf[..n])?;
+    let n = exchange(sock, &rakp3, buf).await?;
+    c.handle_rakp4(&buf[..n])?;
+    let d = c.request(0x06, 0x3b, &[4], rng);
+    let n = exchange(sock, &d, buf).await?;
+    let (_, cc, _) = c.response(&buf[..n])?;
+    if cc != 0 {
+        bail!("set session privilege: cc {cc:#04x}");
+    }
+    Ok(())
+}
+
+async fn command(
+    sock: &UdpSocket,
+    c: &mut Client,
+    rng: &mut Rng,
+    buf: &mut [u8],
+    cmd: (u8, u8),
+    t: &mut Tally,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let d = c.request(cmd.0, cmd.1, &[], rng);
+    let n = exchange(sock, &d, buf).await?;
+    let (_, cc, _) = c.response(&buf[..n])?;
+    if cc != 0 {
+        bail!("cc {cc:#04x}");
+    }
+    t.latencies_us
+        .push(start.elapsed().as_micros().min(u32::MAX as u128) as u32);
+    t.commands += 1;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn client_loop(
+    target: SocketAddr,
+    suite: CipherSuite,
+    user: String,
+    password: Arc<Vec<u8>>,
+    hold: bool,
+    k: usize,
+    cmd: (u8, u8),
+    stop: Arc<AtomicBool>,
+    seed: u64,
+) -> Tally {
+    let mut t = Tally::default();
+    let mut rng = Rng(seed | 1);
+    let bind: SocketAddr = if target.is_ipv6() {
+        "[::1]:0".parse().unwrap()
+    } else {
+        "127.0.0.1:0".parse().unwrap()
+    };
+    let Ok(sock) = UdpSocket::bind(bind).await else {
+        t.errors += 1;
+        return t;
+    };
+    if sock.connect(target).await.is_err() {
+        t.errors += 1;
+        return t;
+    }
+    let mut buf = vec![0u8; 1024];
+    let mut logged_in: Option<Client> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let mut c = match logged_in.take() {
+            Some(c) => c,
+            None => {
+                let mut c = Client::new(suite, &user, &password, Privilege::Administrator)
+                    .with_console_id(seed as u32 | 1);
+                if let Err(e) = login(&sock, &mut c, &mut rng, &mut buf).await {
+                    if t.errors == 0 {
+                        eprintln!("login to {target} failed: {e:#}");
+                    }
+                    t.errors += 1;
+                    continue;
+                }
+                t.sessions += 1;
+                c
+            }
+        };
+        let mut ok = true;
+        for _ in 0..k {
+            if command(&sock, &mut c, &mut rng, &mut buf, cmd, &mut t)
+                .await
+                .is_err()
+            {
+                t.errors += 1;
+                ok = false;
+                break;
+            }
+        }
+        if hold && ok {
+            logged_in = Some(c);
+        } else if ok {
+            let sid = c.bmc_session_id().to_le_bytes();
+            let d = c.request(0x06, 0x3c, &sid, &mut rng);
+            if exchange(&sock, &d, &mut buf).await.is_err() {
+                t.errors += 1;
+            }
+        }
+    }
+    t
+}
+
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let mut targets = a.target.clone();
+    if let Some(n) = a.ports {
+        let base = targets[0];
+        targets = (0..n)
+            .map(|i| SocketAddr::new(base.ip(), base.port() + i))
+            .collect();
+    }
+    if let Some(t) = targets.iter().find(|t| !t.ip().is_loopback()) {
+        bail!("{t} is not a loopback address: ovbmc-bench only loads this machine");
+    }
+    if a.duration == 0 || a.duration > 600 || a.clients == 0 || a.clients > 10_000 {
+        bail!("--duration must be 1..=600 s and --clients 1..=10000");
+    }
+    let suite = match a.suite {
+        3 => CipherSuite::Suite3,
+        17 => CipherSuite::Suite17,
+        s => bail!("cipher suite {s}: only 3 and 17"),
+    };
+    let cmd = match a.command.as_str() {
+        "device-id" => (0x06, 0x01),
+        "chassis-status" => (0x00, 0x01),
+        c => bail!("unknown command {c}"),
+    };
+    let password = Arc::new(ovbmc::secrets::read_secret_file(&a.password_file)?.to_vec());
+    let hold = a.mode == "hold";
+    let stop = Arc::new(AtomicBool::new(false));
+    let before = a.pid.and_then(proc_figures);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    let mut seed = [0u8; 8];
+    getrandom::fill(&mut seed)?;
+    let seed = u64::from_le_bytes(seed);
+    for i in 0..a.clients {
+        tasks.push(tokio::spawn(client_loop(
+            targets[i % targets.len()],
+            suite,
+            a.user.clone(),
+            password.clone(),
+            hold,
+            a.commands,
+            cmd,
+            stop.clone(),
+            seed.wrapping_add(i as u64 * 0x9e37_79b9),
+        )));
+    }
+    tokio::time::sleep(Duration::from_secs(a.duration)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = Tally::default();
+    for t in tasks {
+        let t = t.await?;
+        total.sessions += t.sessions;
+        total.commands += t.commands;
+        total.errors += t.errors;
+        total.latencies_us.extend(t.latencies_us);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let after = a.pid.and_then(proc_figures);
+    total.latencies_us.sort_unstable();
+    let (p50, p99) = (
+        percentile(&total.latencies_us, 0.50),
+        percentile(&total.latencies_us, 0.99),
+    );
+    let cpu_s = match (before, after) {
+        (Some(b), Some(a)) => Some((a.0 - b.0) as f64 / 100.0),
+        _ => None,
+    };
+    // Requests the server handled: the set-up messages (auth caps, open, RAKP 1, RAKP 3, set
+    // privilege, close = 6 per session) and the commands.
+    let requests = total.commands + total.sessions * 6;
+    let cpu_per_req_us = cpu_s.map(|c| c * 1e6 / requests.max(1) as f64);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "suite": a.suite, "clients": a.clients, "targets": targets.len(),
+                "mode": a.mode, "command": a.command, "seconds": secs,
+                "sessions": total.sessions, "commands": total.commands, "errors": total.errors,
+                "sessions_per_s": total.sessions as f64 / secs,
+                "commands_per_s": total.commands as f64 / secs,
+                "p50_us": p50, "p99_us": p99,
+                "server_cpu_s": cpu_s, "server_cpu_us_per_request": cpu_per_req_us,
+                "server_rss_kib": after.map(|a| a.1), "server_peak_rss_kib": after.map(|a| a.2),
+            })
+        );
+    } else {
+        println!(
+            "suite {} | {} clients on {} targets | mode {} | {:.1} s",
+            a.suite,
+            a.clients,
+            targets.len(),
+            a.mode,
+            secs
+        );
+        println!(
+            "sessions {} ({:.0}/s)  commands {} ({:.0}/s)  errors {}",
+            total.sessions,
+            total.sessions as f64 / secs,
+            total.commands,
+            total.commands as f64 / secs,
+            total.errors
+        );
+        println!("command latency p50 {p50} µs  p99 {p99} µs");
+        if let (Some(c), Some(af)) = (cpu_s, after) {
+            println!(
+                "server CPU {c:.2} s = {:.1} µs per request ({requests} requests); RSS {} KiB (peak {} KiB)",
+                cpu_per_req_us.unwrap_or(0.0),
+                af.1,
+                af.2
+            );
+        }
+    }
+    Ok(())
+}
