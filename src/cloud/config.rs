@@ -401,8 +401,11 @@ fn from_value(v: Value, origin: String) -> Result<CloudConfig, CloudError> {
         .map_err(bad)?;
     // Default domain for user and project names: domain_* then default_domain, else Keystone's
     // built-in `default` domain (the one devstack and most single-domain clouds use).
-    let fallback_domain = match (a.domain_id.take(), a.domain_name.take(), a.default_domain.take())
-    {
+    let fallback_domain = match (
+        a.domain_id.take(),
+        a.domain_name.take(),
+        a.default_domain.take(),
+    ) {
         (Some(id), _, _) => DomainRef::Id(id),
         (None, Some(n), _) => DomainRef::Name(n),
         (None, None, Some(id)) => DomainRef::Id(id),
@@ -466,7 +469,9 @@ fn from_value(v: Value, origin: String) -> Result<CloudConfig, CloudError> {
                 project,
             }
         }
-        "v3applicationcredential" | "applicationcredential" | "application_credential"
+        "v3applicationcredential"
+        | "applicationcredential"
+        | "application_credential"
         | "v3_application_credential" => {
             let secret = Secret::new(app_secret.ok_or_else(|| {
                 bad("application credential auth needs application_credential_secret".into())
@@ -477,8 +482,10 @@ fn from_value(v: Value, origin: String) -> Result<CloudConfig, CloudError> {
                 (false, Some(n)) => Some((
                     n,
                     user.ok_or_else(|| {
-                        bad("an application credential given by name needs username or user_id"
-                            .into())
+                        bad(
+                            "an application credential given by name needs username or user_id"
+                                .into(),
+                        )
                     })?,
                 )),
                 (false, None) => {
@@ -631,7 +638,13 @@ clouds:
         );
         // The password never shows in Debug output.
         assert!(!format!("{c:?}").contains("s3cret"));
-        let a = load_from(Some("app"), &candidate_files("clouds", None, &[d]), &[], &env).unwrap();
+        let a = load_from(
+            Some("app"),
+            &candidate_files("clouds", None, &[d]),
+            &[],
+            &env,
+        )
+        .unwrap();
         assert_eq!(a.auth_url, "https://keystone.example/v3");
         assert_eq!(a.cacert, Some(PathBuf::from("/etc/ssl/cloud.pem")));
         match a.auth {
@@ -664,7 +677,12 @@ clouds:
         let dirs = vec![d1.clone(), d2.clone()];
         let secure = candidate_files("secure", None, &dirs);
         // d1 comes before d2: clouds.yml in d1 wins over clouds.yaml in d2.
-        let c = load_from(Some("lab"), &candidate_files("clouds", None, &dirs), &secure, &pw);
+        let c = load_from(
+            Some("lab"),
+            &candidate_files("clouds", None, &dirs),
+            &secure,
+            &pw,
+        );
         assert_eq!(c.unwrap().region.as_deref(), Some("One"));
         // OS_CLIENT_CONFIG_FILE is tried before the search path.
         std::fs::write(&over, CLOUDS.replace("RegionOne", "Over")).unwrap();
@@ -730,12 +748,17 @@ clouds:
             ("OS_USER_DOMAIN_NAME", "D"),
         ]);
         let c = load_from(None, &[], &[], &env).unwrap();
-        assert!(matches!(c.auth, Auth::ApplicationCredential { name: Some(_), .. }));
+        assert!(matches!(
+            c.auth,
+            Auth::ApplicationCredential { name: Some(_), .. }
+        ));
         // Missing pieces give a clear error, not a panic.
         let env = env_of(&[("OS_AUTH_URL", "http://k/v3"), ("OS_USERNAME", "u")]);
         let e = load_from(None, &[], &[], &env).unwrap_err().to_string();
         assert!(e.contains("password"), "{e}");
-        let e = load_from(None, &[], &[], &env_of(&[])).unwrap_err().to_string();
+        let e = load_from(None, &[], &[], &env_of(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--os-cloud"), "{e}");
     }
 }

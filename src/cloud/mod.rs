@@ -1,20 +1,411 @@
-//! OpenStack: Keystone v3 + Nova client and the Nova backend. (Being written.)
+//! OpenStack: a Keystone v3 + Nova client and the Nova backend.
+//!
+//! * [`config`]: credentials from clouds.yaml or `OS_*`, found as openstacksdk finds them.
+//! * [`session`]: one token, one HTTP client and one cached, coalesced server view for all BMCs.
+//! * [`machine`]: [`NovaMachine`](machine::NovaMachine), the [`Machine`](crate::backend::Machine)
+//!   for one instance: power mapping, expected state, boot strategies.
+//!
+//! See `docs/nova.md` for the design.
+
+pub mod config;
+pub mod machine;
+pub mod secret;
+pub mod session;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod fake_tests;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use ipmi_proto::machine::MachineError;
+use reqwest::Method;
+use serde_json::Value;
 
 use crate::backend::SharedMachine;
+use machine::{MachineOptions, NovaMachine};
+use session::{Service, Session, SessionOptions};
+
+/// How "boot from network" is done on a cloud whose instances have no PXE boot order switch
+/// (see `docs/nova.md` for the trade-offs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum BootStrategy {
+    /// Instance metadata `libvirt:pxe-first` = "1" for PXE, "" for disk, as OVB's patched Nova
+    /// reads it when it builds the guest.
+    #[default]
+    Metadata,
+    /// PXE: the next power-on/reset rescues the instance with the iPXE image; disk: unrescue.
+    Rescue,
+    /// PXE: the next power-on/reset rebuilds the instance with the iPXE image first (this wipes
+    /// the instance's root disk); disk: a plain start/reboot.
+    Rebuild,
+}
 
 /// Command-line options for the Nova backend.
 #[derive(Debug, Clone, clap::Args)]
 pub struct NovaArgs {
-    /// Cloud name in clouds.yaml (as openstacksdk looks it up).
-    #[arg(long = "os-cloud", env = "OS_CLOUD")]
+    /// Cloud name in clouds.yaml (looked up as openstacksdk does). Without it, the OS_*
+    /// variables (OS_AUTH_URL, OS_USERNAME, ...) are used.
+    #[arg(long = "os-cloud", env = "OS_CLOUD", value_name = "NAME")]
     pub os_cloud: Option<String>,
+    /// A clouds.yaml to try before the standard locations.
+    #[arg(
+        long = "os-client-config-file",
+        env = "OS_CLIENT_CONFIG_FILE",
+        value_name = "PATH"
+    )]
+    pub os_client_config_file: Option<PathBuf>,
+    /// Region for the catalog lookup, overriding the cloud's region_name / OS_REGION_NAME.
+    #[arg(long = "os-region-name", value_name = "REGION")]
+    pub os_region_name: Option<String>,
+    /// How a PXE boot device is carried out.
+    #[arg(long = "boot-strategy", value_enum, default_value_t = BootStrategy::Metadata)]
+    pub boot_strategy: BootStrategy,
+    /// The iPXE image (Glance name or id) for the rescue and rebuild strategies.
+    #[arg(long = "ipxe-image", value_name = "NAME_OR_ID")]
+    pub ipxe_image: Option<String>,
+    /// How long one Nova server list is reused for status answers, in milliseconds.
+    #[arg(long = "nova-cache-ttl-ms", default_value_t = 2000, value_name = "MS")]
+    pub nova_cache_ttl_ms: u64,
+    /// Timeout of each Keystone/Nova/Glance request, in seconds.
+    #[arg(long = "nova-timeout", default_value_t = 30, value_name = "SECS")]
+    pub nova_timeout_secs: u64,
+    /// How long the state we were asked for is reported while Nova has not confirmed it, in
+    /// seconds (a real libvirt clean shutdown may take 60 s or more).
+    #[arg(
+        long = "nova-confirm-timeout",
+        default_value_t = 300,
+        value_name = "SECS"
+    )]
+    pub nova_confirm_timeout_secs: u64,
 }
 
-/// Resolve each instance (UUID or unique name) and build one machine per instance, all sharing
-/// one cloud session.
+impl Default for NovaArgs {
+    fn default() -> Self {
+        Self {
+            os_cloud: None,
+            os_client_config_file: None,
+            os_region_name: None,
+            boot_strategy: BootStrategy::Metadata,
+            ipxe_image: None,
+            nova_cache_ttl_ms: 2000,
+            nova_timeout_secs: 30,
+            nova_confirm_timeout_secs: 300,
+        }
+    }
+}
+
+/// Why a cloud request failed. Messages never contain a secret.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum CloudError {
+    /// The credentials or options are missing or invalid.
+    #[error("{0}")]
+    Config(String),
+    /// The Keystone catalog has no endpoint for the service, interface and region.
+    #[error(
+        "no {service} endpoint with interface {interface} in region {region} in the Keystone catalog"
+    )]
+    NoEndpoint {
+        /// Service type (`compute`, `image`).
+        service: String,
+        /// Interface asked for.
+        interface: String,
+        /// Region asked for.
+        region: String,
+    },
+    /// No answer within the request timeout.
+    #[error("{what}: no answer in time")]
+    Timeout {
+        /// The request.
+        what: String,
+    },
+    /// The connection failed (refused, reset, TLS, DNS).
+    #[error("{what}: {message}")]
+    Transport {
+        /// The request.
+        what: String,
+        /// The transport error chain.
+        message: String,
+    },
+    /// The service answered with an error status.
+    #[error("{what}: HTTP {status}: {message}")]
+    Http {
+        /// The request.
+        what: String,
+        /// HTTP status.
+        status: u16,
+        /// The service's message.
+        message: String,
+    },
+    /// The answer was not what the API reference documents.
+    #[error("{what}: unexpected answer: {message}")]
+    Decode {
+        /// The request.
+        what: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl CloudError {
+    /// What the BMC answers: 409 (Nova: "Cannot 'os-stop' instance while it is in
+    /// task_state powering-off"), 429 and 503 and timeouts are worth a retry (busy); the rest
+    /// is a failure.
+    pub fn kind(&self) -> MachineError {
+        match self {
+            Self::Timeout { .. } => MachineError::Busy,
+            Self::Http {
+                status: 409 | 429 | 503,
+                ..
+            } => MachineError::Busy,
+            _ => MachineError::Failed,
+        }
+    }
+
+    /// A short key for the cause, so the same failure is logged once and not per packet.
+    pub fn cause(&self) -> String {
+        match self {
+            Self::Config(_) => "config".into(),
+            Self::NoEndpoint { .. } => "endpoint".into(),
+            Self::Timeout { .. } => "timeout".into(),
+            Self::Transport { .. } => "transport".into(),
+            Self::Http { status, .. } => format!("http{status}"),
+            Self::Decode { .. } => "decode".into(),
+        }
+    }
+}
+
+/// Is `s` an 8-4-4-4-12 hex UUID?
+pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
+    let s = s.trim();
+    let groups: Vec<&str> = s.split('-').collect();
+    if groups.iter().map(|g| g.len()).collect::<Vec<_>>() != [8, 4, 4, 4, 12] {
+        // Nova also accepts the 32-digit form without dashes.
+        if s.len() != 32 {
+            return None;
+        }
+    }
+    let hex: String = s.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Authenticate and open the shared session described by `args`.
+pub async fn connect(args: &NovaArgs) -> anyhow::Result<Arc<Session>> {
+    let env = config::process_env();
+    let mut cfg = config::load(
+        args.os_cloud.as_deref(),
+        args.os_client_config_file.as_deref(),
+        &env,
+    )?;
+    if let Some(r) = &args.os_region_name {
+        cfg.region = Some(r.clone());
+    }
+    let opts = SessionOptions {
+        cache_ttl: Duration::from_millis(args.nova_cache_ttl_ms),
+        request_timeout: Duration::from_secs(args.nova_timeout_secs.max(1)),
+        ..SessionOptions::default()
+    };
+    let origin = cfg.origin.clone();
+    let session = Arc::new(Session::new(cfg, opts)?);
+    session
+        .connect()
+        .await
+        .with_context(|| format!("cannot open a session with {origin}"))?;
+    Ok(session)
+}
+
+/// Resolve `--ipxe-image` (a Glance id or exact, unique name) to an image id (Glance API v2,
+/// "List images" with the `name` filter / "Show image").
+pub async fn resolve_image(session: &Session, name_or_id: &str) -> anyhow::Result<String> {
+    // The catalog's image URL is usually unversioned (http://glance:9292) but may end in /v2.
+    let base = session.endpoint(Service::Image).await?;
+    let prefix = if base.ends_with("/v2") { "" } else { "/v2" };
+    if parse_uuid(name_or_id).is_some() {
+        let path = format!("{prefix}/images/{name_or_id}");
+        match session
+            .call("Glance image", Method::GET, Service::Image, &path, None)
+            .await
+        {
+            Ok(_) => return Ok(name_or_id.to_string()),
+            Err(CloudError::Http { status: 404, .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let path = format!("{prefix}/images?name={}", percent_encode(name_or_id));
+    let v = session
+        .call(
+            "Glance image list",
+            Method::GET,
+            Service::Image,
+            &path,
+            None,
+        )
+        .await?;
+    let ids: Vec<String> = v
+        .get("images")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter(|i| i.get("name").and_then(Value::as_str) == Some(name_or_id))
+                .filter_map(|i| i.get("id").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    match ids.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => anyhow::bail!("--ipxe-image {name_or_id:?}: no such image in Glance"),
+        many => anyhow::bail!(
+            "--ipxe-image {name_or_id:?} is ambiguous: {} images have that name ({}); pass the id",
+            many.len(),
+            many.join(", ")
+        ),
+    }
+}
+
+/// Percent-encode a query value (RFC 3986 unreserved characters pass through).
+fn percent_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Resolve each instance (UUID or exact, unique name) and build one machine per instance, all
+/// sharing one cloud session. Errors (bad credentials, missing or ambiguous instance, missing
+/// iPXE image) are start-up errors with a message that says what to fix.
 pub async fn build_machines(
-    _args: &NovaArgs,
-    _instances: &[String],
+    args: &NovaArgs,
+    instances: &[String],
 ) -> anyhow::Result<Vec<SharedMachine>> {
-    anyhow::bail!("the Nova backend is not built yet; use --backend sim")
+    let session = connect(args).await?;
+    let opts = machine_options(&session, args).await?;
+    let machines = build_on(&session, &opts, instances).await?;
+    Ok(machines.into_iter().map(|m| m as SharedMachine).collect())
+}
+
+/// The machine options `args` ask for (resolving the iPXE image through Glance).
+pub async fn machine_options(session: &Session, args: &NovaArgs) -> anyhow::Result<MachineOptions> {
+    let ipxe_image = match (args.boot_strategy, &args.ipxe_image) {
+        (BootStrategy::Metadata, None) => None,
+        (BootStrategy::Metadata, Some(i)) => {
+            tracing::warn!("--ipxe-image {i:?} is ignored with --boot-strategy metadata");
+            None
+        }
+        (s, None) => anyhow::bail!(
+            "--boot-strategy {} needs --ipxe-image NAME_OR_ID",
+            if s == BootStrategy::Rescue {
+                "rescue"
+            } else {
+                "rebuild"
+            }
+        ),
+        (_, Some(i)) => Some(resolve_image(session, i).await?),
+    };
+    Ok(MachineOptions {
+        strategy: args.boot_strategy,
+        ipxe_image,
+        confirm_timeout: Duration::from_secs(args.nova_confirm_timeout_secs.max(1)),
+        ..MachineOptions::default()
+    })
+}
+
+/// Build machines on an open session.
+pub async fn build_on(
+    session: &Arc<Session>,
+    opts: &MachineOptions,
+    instances: &[String],
+) -> anyhow::Result<Vec<Arc<NovaMachine>>> {
+    let view = session
+        .view(Some(Duration::ZERO))
+        .await
+        .context("cannot list the project's servers")?;
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for want in instances {
+        let by_id = parse_uuid(want).and_then(|_| {
+            view.servers
+                .values()
+                .find(|s| s.id.eq_ignore_ascii_case(want.trim()))
+        });
+        let server = match by_id {
+            Some(s) => s,
+            None => {
+                let named: Vec<_> = view.servers.values().filter(|s| s.name == *want).collect();
+                match named.as_slice() {
+                    [one] => *one,
+                    [] => anyhow::bail!(
+                        "instance {want:?}: no server with that id or name in {} ({} servers \
+                         visible)",
+                        session.origin(),
+                        view.servers.len()
+                    ),
+                    many => {
+                        let mut ids: Vec<&str> = many.iter().map(|s| s.id.as_str()).collect();
+                        ids.sort_unstable();
+                        anyhow::bail!(
+                            "instance {want:?} is ambiguous: {} servers have that name ({}); \
+                             use the id",
+                            many.len(),
+                            ids.join(", ")
+                        )
+                    }
+                }
+            }
+        };
+        if !seen.insert(server.id.clone()) {
+            tracing::warn!(
+                "instance {want:?} ({}) is bound to more than one BMC",
+                server.id
+            );
+        }
+        let uuid = parse_uuid(&server.id)
+            .with_context(|| format!("instance {want:?}: Nova id {:?} is not a UUID", server.id))?;
+        tracing::info!(
+            "BMC for {} ({}): {}, task {}",
+            server.name,
+            server.id,
+            server.status,
+            server.task_state.as_deref().unwrap_or("none")
+        );
+        out.push(NovaMachine::new(
+            session.clone(),
+            server.id.clone(),
+            server.name.clone(),
+            uuid,
+            opts.clone(),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids() {
+        let u = parse_uuid("db0e40b6-f87f-4b6d-9e52-93f2031863ab").unwrap();
+        assert_eq!(u[0], 0xdb);
+        assert_eq!(u[15], 0xab);
+        assert_eq!(parse_uuid("db0e40b6f87f4b6d9e5293f2031863ab"), Some(u));
+        assert_eq!(parse_uuid("baremetal_0"), None);
+        assert_eq!(parse_uuid("db0e40b6-f87f-4b6d-9e52-93f2031863aX"), None);
+        assert_eq!(percent_encode("a b/é"), "a%20b%2F%C3%A9");
+    }
 }

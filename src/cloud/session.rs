@@ -396,12 +396,10 @@ impl Session {
             .timeout(opts.request_timeout)
             .user_agent(concat!("ovbmc/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &cfg.cacert {
-            let pem = std::fs::read(path).map_err(|e| {
-                CloudError::Config(format!("cacert {}: {e}", path.display()))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                CloudError::Config(format!("cacert {}: {e}", path.display()))
-            })?;
+            let pem = std::fs::read(path)
+                .map_err(|e| CloudError::Config(format!("cacert {}: {e}", path.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| CloudError::Config(format!("cacert {}: {e}", path.display())))?;
             b = b.tls_certs_merge(certs);
         }
         if !cfg.verify_tls {
@@ -574,11 +572,13 @@ impl Session {
         })?;
         let region = self.cfg.region.as_deref();
         let iface = self.cfg.interface.as_str();
-        let compute_url = find_endpoint(&body.token.catalog, "compute", iface, region)
-            .ok_or_else(|| CloudError::NoEndpoint {
-                service: "compute".into(),
-                interface: iface.into(),
-                region: region.unwrap_or("any").into(),
+        let compute_url =
+            find_endpoint(&body.token.catalog, "compute", iface, region).ok_or_else(|| {
+                CloudError::NoEndpoint {
+                    service: "compute".into(),
+                    interface: iface.into(),
+                    region: region.unwrap_or("any").into(),
+                }
             })?;
         let image_url = find_endpoint(&body.token.catalog, "image", iface, region);
         // Renew at half the remaining lifetime, at most 10 minutes before expiry, so a token
@@ -603,6 +603,19 @@ impl Session {
         })
     }
 
+    /// The catalog URL of a service.
+    pub async fn endpoint(&self, service: Service) -> Result<String, CloudError> {
+        let tok = self.token().await?;
+        match service {
+            Service::Compute => Ok(tok.compute_url),
+            Service::Image => tok.image_url.ok_or_else(|| CloudError::NoEndpoint {
+                service: "image".into(),
+                interface: self.cfg.interface.clone(),
+                region: self.cfg.region.clone().unwrap_or_else(|| "any".into()),
+            }),
+        }
+    }
+
     /// Send an authenticated request to a service endpoint (`compute` or `image`) and return
     /// the response body on success. A 401 drops the token and retries exactly once with a new
     /// one (the token may have been revoked or expired early).
@@ -619,11 +632,14 @@ impl Session {
             let tok = self.token().await?;
             let base = match service {
                 Service::Compute => tok.compute_url.clone(),
-                Service::Image => tok.image_url.clone().ok_or_else(|| CloudError::NoEndpoint {
-                    service: "image".into(),
-                    interface: self.cfg.interface.clone(),
-                    region: self.cfg.region.clone().unwrap_or_else(|| "any".into()),
-                })?,
+                Service::Image => tok
+                    .image_url
+                    .clone()
+                    .ok_or_else(|| CloudError::NoEndpoint {
+                        service: "image".into(),
+                        interface: self.cfg.interface.clone(),
+                        region: self.cfg.region.clone().unwrap_or_else(|| "any".into()),
+                    })?,
             };
             let url = if path.starts_with("http://") || path.starts_with("https://") {
                 path.to_string()
@@ -672,15 +688,21 @@ impl Session {
         for _ in 0..100 {
             self.stats.list_requests.fetch_add(1, Ordering::Relaxed);
             let v = self
-                .call("Nova server list", Method::GET, Service::Compute, &next, None)
+                .call(
+                    "Nova server list",
+                    Method::GET,
+                    Service::Compute,
+                    &next,
+                    None,
+                )
                 .await?;
-            let servers = v
-                .get("servers")
-                .and_then(Value::as_array)
-                .ok_or_else(|| CloudError::Decode {
-                    what: "Nova server list".into(),
-                    message: "no \"servers\" array".into(),
-                })?;
+            let servers =
+                v.get("servers")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| CloudError::Decode {
+                        what: "Nova server list".into(),
+                        message: "no \"servers\" array".into(),
+                    })?;
             for s in servers.iter().filter_map(Server::from_json) {
                 out.insert(s.id.clone(), s);
             }
@@ -688,7 +710,8 @@ impl Session {
                 .get("servers_links")
                 .and_then(Value::as_array)
                 .and_then(|l| {
-                    l.iter().find(|x| x.get("rel").and_then(Value::as_str) == Some("next"))
+                    l.iter()
+                        .find(|x| x.get("rel").and_then(Value::as_str) == Some("next"))
                 })
                 .and_then(|x| x.get("href"))
                 .and_then(Value::as_str);
@@ -702,7 +725,10 @@ impl Session {
 
     /// Mark every view taken so far as stale (after one of our own actions).
     pub fn invalidate(&self) {
-        *self.invalidated_at.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        *self
+            .invalidated_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Instant::now();
     }
 
     /// A view no older than the TTL and no older than our last action; `max_age` tightens the
@@ -710,7 +736,10 @@ impl Session {
     pub async fn view(&self, max_age: Option<Duration>) -> Result<Arc<View>, CloudError> {
         let now = Instant::now();
         let age = max_age.map_or(self.opts.cache_ttl, |a| a.min(self.opts.cache_ttl));
-        let inv = *self.invalidated_at.lock().unwrap_or_else(|e| e.into_inner());
+        let inv = *self
+            .invalidated_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let not_before = now.checked_sub(age).map_or(inv, |t| t.max(inv));
         let mut c = self.cache.lock().await;
         if let Some(v) = &c.view
@@ -773,7 +802,10 @@ mod tests {
             error_message(r#"{"conflictingRequest": {"message": "busy", "code": 409}}"#),
             "busy"
         );
-        assert_eq!(error_message(r#"{"error": {"message": "no", "code": 401}}"#), "no");
+        assert_eq!(
+            error_message(r#"{"error": {"message": "no", "code": 401}}"#),
+            "no"
+        );
         assert_eq!(error_message("plain"), "plain");
     }
 
@@ -794,7 +826,10 @@ mod tests {
             name: None,
             secret: Secret::new("s"),
         });
-        assert_eq!(b["auth"]["identity"]["methods"][0], "application_credential");
+        assert_eq!(
+            b["auth"]["identity"]["methods"][0],
+            "application_credential"
+        );
         assert_eq!(b["auth"]["identity"]["application_credential"]["id"], "cid");
         assert!(b["auth"].get("scope").is_none());
     }

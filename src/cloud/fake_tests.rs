@@ -1,0 +1,307 @@
+//! Backend tests against the in-process fake cloud ([`super::fake`]).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::fake::Fake;
+use super::machine::{BOOT_KEY, MachineOptions, NovaMachine, PXE_FIRST_KEY};
+use super::session::{Session, SessionOptions};
+use super::{BootStrategy, build_on, config};
+use crate::backend::Machine;
+use ipmi_proto::machine::{BootDevice, BootFlags, MachineError, PowerAction, PowerState};
+
+const A: &str = "00000000-0000-4000-8000-00000000000a";
+const B: &str = "00000000-0000-4000-8000-00000000000b";
+
+async fn session(f: &Fake, opts: SessionOptions) -> Arc<Session> {
+    let dir = std::env::temp_dir().join(format!(
+        "ovbmc-fake-{}-{}",
+        std::process::id(),
+        f.addr.port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("clouds.yaml");
+    std::fs::write(&file, f.clouds_yaml()).unwrap();
+    let cfg = config::load_from(Some("fake"), &[file], &[], &|_| None).unwrap();
+    let s = Arc::new(Session::new(cfg, opts).unwrap());
+    s.connect().await.unwrap();
+    s
+}
+
+fn fast() -> SessionOptions {
+    SessionOptions {
+        cache_ttl: Duration::from_millis(50),
+        request_timeout: Duration::from_secs(5),
+        ..SessionOptions::default()
+    }
+}
+
+fn mopts(strategy: BootStrategy) -> MachineOptions {
+    MachineOptions {
+        strategy,
+        ipxe_image: Some("ipxe".into()),
+        confirm_timeout: Duration::from_secs(10),
+        settle_poll: Duration::from_millis(20),
+    }
+}
+
+async fn machine(f: &Fake, strategy: BootStrategy) -> Arc<NovaMachine> {
+    let s = session(f, fast()).await;
+    build_on(&s, &mopts(strategy), &[A.to_string()])
+        .await
+        .unwrap()
+        .remove(0)
+}
+
+/// Poll the BMC (which drives the fake's transitions) until `cond` holds.
+async fn poll_until<F: FnMut() -> bool>(m: &NovaMachine, mut cond: F) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < end, "condition not reached");
+        let _ = m.power_state().await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+}
+
+/// Poll until `cond` holds (no timing assertions: only a generous deadline).
+async fn eventually<F: FnMut() -> bool>(mut cond: F) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < end, "condition not reached");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn revoked_token_reauthenticates_once() {
+    let f = Fake::start().await;
+    f.add_server(A, "a", "ACTIVE");
+    let m = machine(&f, BootStrategy::Metadata).await;
+    assert_eq!(f.lock().issued, 1);
+    // The token is revoked: the next request gets 401, then one new token, then success.
+    f.lock().valid_tokens.clear();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(m.power_state().await.unwrap(), PowerState::On);
+    assert_eq!(f.lock().issued, 2);
+    // 401 even with a fresh token: exactly one retry, then a failure (no loop).
+    f.inject("servers/detail", 401, 5);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let e = m.power_state().await.unwrap_err();
+    assert_eq!(e.kind, MachineError::Failed);
+    assert_eq!(f.lock().issued, 3);
+    assert_eq!(f.count("servers/detail"), 1 + 2 + 2);
+}
+
+#[tokio::test]
+async fn conflict_is_busy_and_server_error_is_failed() {
+    let f = Fake::start().await;
+    f.add_server(A, "a", "ACTIVE");
+    let m = machine(&f, BootStrategy::Metadata).await;
+    f.inject("/action", 409, 1);
+    let e = m.power(PowerAction::Off).await.unwrap_err();
+    assert_eq!(e.kind, MachineError::Busy);
+    assert!(e.message.contains("injected 409"), "{}", e.message);
+    f.inject("servers/detail", 500, 1);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let e = m.power_state().await.unwrap_err();
+    assert_eq!(e.kind, MachineError::Failed);
+    // The failure is not cached beyond its own request: the next poll recovers.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(m.power_state().await.unwrap(), PowerState::On);
+}
+
+#[tokio::test]
+async fn slow_cloud_times_out_as_busy() {
+    let f = Fake::start().await;
+    f.add_server(A, "a", "ACTIVE");
+    let s = session(
+        &f,
+        SessionOptions {
+            request_timeout: Duration::from_millis(300),
+            ..fast()
+        },
+    )
+    .await;
+    let m = build_on(&s, &mopts(BootStrategy::Metadata), &[A.to_string()])
+        .await
+        .unwrap()
+        .remove(0);
+    f.inject_delay("servers/detail", Duration::from_secs(3), 1);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let e = m.power_state().await.unwrap_err();
+    assert_eq!(e.kind, MachineError::Busy);
+    assert!(e.message.contains("no answer in time"), "{}", e.message);
+}
+
+#[tokio::test]
+async fn many_bmcs_share_one_list_request() {
+    let f = Fake::start().await;
+    let ids: Vec<String> = (0..8)
+        .map(|i| format!("00000000-0000-4000-8000-0000000001{i:02}"))
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        f.add_server(id, &format!("n{i}"), "ACTIVE");
+    }
+    let s = session(
+        &f,
+        SessionOptions {
+            cache_ttl: Duration::from_secs(30),
+            ..fast()
+        },
+    )
+    .await;
+    let ms = build_on(&s, &mopts(BootStrategy::Metadata), &ids)
+        .await
+        .unwrap();
+    let before = s.stats.list_requests.load(Ordering::Relaxed);
+    // An action invalidates the view: every BMC then needs a new one at the same moment.
+    s.invalidate();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        for m in &ms {
+            let m = m.clone();
+            tasks.push(tokio::spawn(async move { m.power_state().await }));
+        }
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), PowerState::On);
+    }
+    assert_eq!(s.stats.list_requests.load(Ordering::Relaxed) - before, 1);
+}
+
+#[tokio::test]
+async fn accepted_off_is_reported_until_nova_confirms() {
+    let f = Fake::start().await;
+    f.add_server(A, "a", "ACTIVE");
+    f.lock().task_lists = 3;
+    let m = machine(&f, BootStrategy::Metadata).await;
+    m.power(PowerAction::Off).await.unwrap();
+    // Nova still says ACTIVE (powering-off): we say off, never a stale "on".
+    for _ in 0..3 {
+        assert_eq!(m.power_state().await.unwrap(), PowerState::Off);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    // Off again during the transition: accepted without a call.
+    m.power(PowerAction::Off).await.unwrap();
+    assert_eq!(f.count("/action"), 1);
+    eventually(|| f.server(A)["status"] == "SHUTOFF").await;
+    assert_eq!(m.power_state().await.unwrap(), PowerState::Off);
+    // Off when off: no call.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    m.power(PowerAction::Soft).await.unwrap();
+    assert_eq!(f.count("/action"), 1);
+}
+
+#[tokio::test]
+async fn one_time_pxe_is_consumed_after_the_boot() {
+    let f = Fake::start().await;
+    f.add_server(A, "a", "SHUTOFF");
+    f.lock().task_lists = 2;
+    let m = machine(&f, BootStrategy::Metadata).await;
+    let pxe = BootFlags::new(BootDevice::Pxe, false, true);
+    m.set_boot_flags(pxe).await.unwrap();
+    let meta = f.server(A)["metadata"].clone();
+    assert_eq!(meta[PXE_FIRST_KEY], "1");
+    assert_eq!(meta[BOOT_KEY], "a004000000");
+    assert_eq!(m.boot_flags().await.unwrap(), pxe);
+    m.power(PowerAction::On).await.unwrap();
+    // Consumed at once as far as IPMI is concerned (valid bit clear, EFI kept) ...
+    let after = m.boot_flags().await.unwrap();
+    assert!(!after.valid() && after.efi());
+    // ... but pxe-first stays until Nova has booted the guest.
+    assert_eq!(f.server(A)["metadata"][PXE_FIRST_KEY], "1");
+    eventually(|| f.server(A)["metadata"][PXE_FIRST_KEY] == "").await;
+    assert_eq!(f.server(A)["metadata"][BOOT_KEY], "2004000000");
+    eventually(|| !m.busy()).await;
+    assert_eq!(m.power_state().await.unwrap(), PowerState::On);
+}
+
+#[tokio::test]
+async fn persistent_flags_are_seen_by_a_second_bmc_and_not_rewritten() {
+    let f = Fake::start().await;
+    f.add_server(A, "a", "ACTIVE");
+    let m1 = machine(&f, BootStrategy::Metadata).await;
+    let m2 = machine(&f, BootStrategy::Metadata).await;
+    let disk = BootFlags::new(BootDevice::Disk, true, false);
+    m1.set_boot_flags(disk).await.unwrap();
+    // The second session sees it once its cached view is older than the TTL.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(m2.boot_flags().await.unwrap(), disk);
+    let writes = f.count("/metadata");
+    m2.set_boot_flags(disk).await.unwrap();
+    assert_eq!(f.count("/metadata"), writes);
+}
+
+#[tokio::test]
+async fn rescue_strategy_leaves_rescue_before_stopping() {
+    let f = Fake::start().await;
+    f.add_server(A, "a", "SHUTOFF");
+    f.lock().task_lists = 1;
+    let m = machine(&f, BootStrategy::Rescue).await;
+    m.set_boot_flags(BootFlags::new(BootDevice::Pxe, true, false))
+        .await
+        .unwrap();
+    m.power(PowerAction::On).await.unwrap();
+    poll_until(&m, || f.server(A)["status"] == "RESCUE").await;
+    assert!(f.lock().log.iter().any(|l| l.contains("/action")));
+    // Nova refuses metadata writes while rescued: the flags are kept and written later.
+    let disk = BootFlags::new(BootDevice::Disk, true, false);
+    eventually(|| !m.busy()).await;
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    m.set_boot_flags(disk).await.unwrap();
+    assert_eq!(m.boot_flags().await.unwrap(), disk);
+    m.power(PowerAction::Off).await.unwrap();
+    assert_eq!(m.power_state().await.unwrap(), PowerState::Off);
+    eventually(|| f.server(A)["status"] == "SHUTOFF").await;
+    eventually(|| f.server(A)["metadata"][BOOT_KEY] == "c008000000").await;
+    eventually(|| !m.busy()).await;
+    assert_eq!(m.power_state().await.unwrap(), PowerState::Off);
+}
+
+#[tokio::test]
+async fn error_state_and_task_state() {
+    let f = Fake::start().await;
+    f.add_server(A, "a", "ACTIVE");
+    let m = machine(&f, BootStrategy::Metadata).await;
+    {
+        let mut st = f.lock();
+        let s = st.servers.get_mut(A).unwrap();
+        s["OS-EXT-STS:task_state"] = json!("migrating");
+    }
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(
+        m.power(PowerAction::Off).await.unwrap_err().kind,
+        MachineError::Busy
+    );
+    {
+        let mut st = f.lock();
+        let s = st.servers.get_mut(A).unwrap();
+        s["OS-EXT-STS:task_state"] = json!(null);
+        s["status"] = json!("ERROR");
+        s["fault"] = json!({"message": "No valid host was found", "code": 500});
+    }
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let e = m.power_state().await.unwrap_err();
+    assert_eq!(e.kind, MachineError::Failed);
+    assert!(e.message.contains("No valid host"), "{}", e.message);
+}
+
+#[tokio::test]
+async fn instance_resolution() {
+    let f = Fake::start().await;
+    f.add_server(A, "twin", "ACTIVE");
+    f.add_server(B, "twin", "ACTIVE");
+    let s = session(&f, fast()).await;
+    let o = mopts(BootStrategy::Metadata);
+    let e = build_on(&s, &o, &["twin".into()]).await.unwrap_err();
+    assert!(e.to_string().contains("ambiguous"), "{e}");
+    assert!(e.to_string().contains(A), "{e}");
+    let e = build_on(&s, &o, &["ghost".into()]).await.unwrap_err();
+    assert!(e.to_string().contains("no server"), "{e}");
+    let m = build_on(&s, &o, &[B.to_uppercase()]).await.unwrap();
+    assert_eq!(m[0].uuid()[15], 0x0b);
+    assert_eq!(m[0].name(), "twin");
+}

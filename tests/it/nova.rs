@@ -1,0 +1,407 @@
+//! The lab tier: ovbmc's Nova backend against the real Keystone + Nova of
+//! `shared/lab/openstack` (servers `baremetal_0` and `baremetal_1`, images `lab-disk` and
+//! `ipxe-boot`).
+//!
+//! The lab must already be up (`$OVBMC_LAB/openstack/setup` then `up`; CI does this before
+//! `cargo test`). It is detected by its clouds.yaml (`$OSLAB_STATE/clouds.yaml`, by default
+//! `~/.cache/oslab/state/clouds.yaml`) and Keystone answering on 127.0.0.1:15000. Without it each
+//! test prints `SKIP nova tier: <why>` and passes, unless `OVBMC_REQUIRE_LABS=1`.
+//!
+//! Each lab server is used by one test at a time (a mutex per server); tests poll with
+//! deadlines and never assert on timing.
+
+use std::io::Write as _;
+use std::net::{TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ipmi_proto::machine::BootDevice;
+use ovbmc::backend::Machine;
+use ovbmc::backend::{BootFlags, PowerAction, PowerState};
+use ovbmc::cloud::machine::{BOOT_KEY, NovaMachine, PXE_FIRST_KEY};
+use ovbmc::cloud::session::{Server, Session};
+use ovbmc::cloud::{BootStrategy, NovaArgs, build_on, connect, machine_options};
+
+/// How long a lab transition may take before a test fails (the lab's are about 1–4 s).
+const DEADLINE: Duration = Duration::from_secs(90);
+
+static BAREMETAL_0: Mutex<()> = Mutex::new(());
+static BAREMETAL_1: Mutex<()> = Mutex::new(());
+
+fn hold(m: &'static Mutex<()>) -> MutexGuard<'static, ()> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The lab's clouds.yaml, or why the tier is skipped.
+fn lab() -> Option<PathBuf> {
+    let why = match probe() {
+        Ok(p) => return Some(p),
+        Err(why) => why,
+    };
+    if std::env::var("OVBMC_REQUIRE_LABS").as_deref() == Ok("1") {
+        panic!("nova tier required (OVBMC_REQUIRE_LABS=1) but unavailable: {why}");
+    }
+    println!("SKIP nova tier: {why}");
+    None
+}
+
+fn probe() -> Result<PathBuf, String> {
+    let lab_dir = std::env::var("OVBMC_LAB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/lab"));
+    let state = match std::env::var("OSLAB_STATE") {
+        Ok(s) => PathBuf::from(s),
+        Err(_) => {
+            let home = std::env::var("HOME").map_err(|_| "HOME is not set".to_string())?;
+            Path::new(&home).join(".cache/oslab/state")
+        }
+    };
+    let clouds = state.join("clouds.yaml");
+    if !clouds.exists() {
+        return Err(format!(
+            "{} not found (run {}/openstack/setup and up)",
+            clouds.display(),
+            lab_dir.display()
+        ));
+    }
+    TcpStream::connect_timeout(&"127.0.0.1:15000".parse().unwrap(), Duration::from_secs(2))
+        .map_err(|e| format!("Keystone not answering on 127.0.0.1:15000 ({e}); is the lab up?"))?;
+    Ok(clouds)
+}
+
+fn args(clouds: &Path, strategy: BootStrategy) -> NovaArgs {
+    NovaArgs {
+        os_cloud: Some("lab".into()),
+        os_client_config_file: Some(clouds.to_path_buf()),
+        boot_strategy: strategy,
+        ipxe_image: (strategy != BootStrategy::Metadata).then(|| "ipxe-boot".into()),
+        nova_cache_ttl_ms: 500,
+        ..NovaArgs::default()
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+async fn machine(clouds: &Path, strategy: BootStrategy, name: &str) -> Arc<NovaMachine> {
+    let a = args(clouds, strategy);
+    let s = connect(&a).await.expect("lab session");
+    let o = machine_options(&s, &a).await.expect("options");
+    build_on(&s, &o, &[name.to_string()])
+        .await
+        .expect("bind instance")
+        .remove(0)
+}
+
+/// The server as Nova shows it now (a new list, bypassing the cache).
+async fn nova(s: &Session, id: &str) -> Server {
+    let v = s.view(Some(Duration::ZERO)).await.expect("server list");
+    v.servers.get(id).cloned().expect("server in list")
+}
+
+/// Poll Nova until `cond` holds for the server, or fail after the deadline.
+async fn until(s: &Session, id: &str, what: &str, cond: impl Fn(&Server) -> bool) -> Server {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let srv = nova(s, id).await;
+        if cond(&srv) {
+            return srv;
+        }
+        assert!(
+            Instant::now() < end,
+            "{what}: not reached; Nova shows {} / task {:?} / {:?}",
+            srv.status,
+            srv.task_state,
+            srv.metadata
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn settled(status: &'static str) -> impl Fn(&Server) -> bool {
+    move |s| s.status == status && s.task_state.is_none()
+}
+
+/// Retry a power action while the machine answers busy (a previous transition is finishing).
+async fn power(m: &NovaMachine, a: PowerAction) {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        match m.power(a).await {
+            Ok(()) => return,
+            Err(e) if Instant::now() < end => {
+                println!("power {a}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("power {a}: {e}"),
+        }
+    }
+}
+
+/// Bring the server to ACTIVE with disk boot, whatever an earlier (failed) run left.
+async fn reset_to_active(m: &NovaMachine) {
+    let s = m.session().clone();
+    let id = m.instance_id().to_string();
+    let srv = until(&s, &id, "no task", |s| s.task_state.is_none()).await;
+    let end = Instant::now() + DEADLINE;
+    while m.busy() {
+        assert!(Instant::now() < end, "background action did not finish");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if srv.status == "RESCUE" {
+        power(m, PowerAction::Off).await;
+        until(&s, &id, "SHUTOFF", settled("SHUTOFF")).await;
+    }
+    let disk = BootFlags::new(BootDevice::Disk, true, false);
+    m.set_boot_flags(disk).await.expect("set disk");
+    power(m, PowerAction::On).await;
+    until(&s, &id, "ACTIVE", settled("ACTIVE")).await;
+}
+
+#[test]
+fn nova_power_and_one_time_pxe_metadata_strategy() {
+    let Some(clouds) = lab() else { return };
+    let _g = hold(&BAREMETAL_1);
+    runtime().block_on(async {
+        let m = machine(&clouds, BootStrategy::Metadata, "baremetal_1").await;
+        let s = m.session().clone();
+        let id = m.instance_id().to_string();
+        reset_to_active(&m).await;
+        assert_eq!(m.power_state().await.unwrap(), PowerState::On);
+
+        // Off: reported at once, although Nova is still powering off.
+        power(&m, PowerAction::Off).await;
+        assert_eq!(m.power_state().await.unwrap(), PowerState::Off);
+        until(&s, &id, "SHUTOFF", settled("SHUTOFF")).await;
+        assert_eq!(m.power_state().await.unwrap(), PowerState::Off);
+        // Off when off: nothing to do.
+        m.power(PowerAction::Off).await.expect("idempotent off");
+
+        // One-time PXE: pxe-first "1" until the boot, then consumed.
+        let pxe = BootFlags::new(BootDevice::Pxe, false, false);
+        m.set_boot_flags(pxe).await.unwrap();
+        let srv = nova(&s, &id).await;
+        assert_eq!(
+            srv.metadata.get(PXE_FIRST_KEY).map(String::as_str),
+            Some("1")
+        );
+        assert_eq!(
+            srv.metadata.get(BOOT_KEY).map(String::as_str),
+            Some("8004000000")
+        );
+        power(&m, PowerAction::On).await;
+        assert_eq!(m.power_state().await.unwrap(), PowerState::On);
+        assert!(!m.boot_flags().await.unwrap().valid());
+        let srv = until(&s, &id, "pxe consumed", |s| {
+            s.status == "ACTIVE" && s.metadata.get(PXE_FIRST_KEY).map(String::as_str) == Some("")
+        })
+        .await;
+        assert_eq!(
+            srv.metadata.get(BOOT_KEY).map(String::as_str),
+            Some("0004000000")
+        );
+
+        // Reset of a running instance: a HARD reboot, ending ACTIVE.
+        power(&m, PowerAction::Reset).await;
+        assert_eq!(m.power_state().await.unwrap(), PowerState::On);
+        until(&s, &id, "rebooted", settled("ACTIVE")).await;
+    });
+}
+
+#[test]
+fn nova_rescue_strategy() {
+    let Some(clouds) = lab() else { return };
+    let _g = hold(&BAREMETAL_1);
+    runtime().block_on(async {
+        let m = machine(&clouds, BootStrategy::Rescue, "baremetal_1").await;
+        let s = m.session().clone();
+        let id = m.instance_id().to_string();
+        reset_to_active(&m).await;
+        // PXE + reset: the instance is rescued with the iPXE image.
+        m.set_boot_flags(BootFlags::new(BootDevice::Pxe, true, false))
+            .await
+            .unwrap();
+        power(&m, PowerAction::Reset).await;
+        until(&s, &id, "RESCUE", settled("RESCUE")).await;
+        assert_eq!(m.power_state().await.unwrap(), PowerState::On);
+        // Disk + off while rescued: unrescue, then stop; the flags reach Nova afterwards.
+        let disk = BootFlags::new(BootDevice::Disk, true, false);
+        m.set_boot_flags(disk).await.unwrap();
+        assert_eq!(m.boot_flags().await.unwrap(), disk);
+        power(&m, PowerAction::Off).await;
+        assert_eq!(m.power_state().await.unwrap(), PowerState::Off);
+        until(&s, &id, "SHUTOFF with disk flags", |s| {
+            settled("SHUTOFF")(s)
+                && s.metadata.get(BOOT_KEY).map(String::as_str) == Some("c008000000")
+        })
+        .await;
+        power(&m, PowerAction::On).await;
+        until(&s, &id, "ACTIVE", settled("ACTIVE")).await;
+    });
+}
+
+/// A running `ovbmc --backend nova`, killed on drop.
+struct Bmc {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Drop for Bmc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn start_bmc(clouds: &Path, dir: &Path, port: u16, instance: &str) -> Bmc {
+    let log = dir.join(format!("ovbmc-{port}.log"));
+    let out = std::fs::File::create(&log).expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_ovbmc"))
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args([
+            "--instance",
+            instance,
+            "--backend",
+            "nova",
+            "--os-cloud",
+            "lab",
+        ])
+        .args(["--user", "admin", "--password-file"])
+        .arg(dir.join("pw"))
+        .env("OS_CLIENT_CONFIG_FILE", clouds)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("log"))
+        .stderr(out)
+        .spawn()
+        .expect("spawn ovbmc");
+    Bmc { child, port, log }
+}
+
+/// Run ipmitool against the BMC until it succeeds and `want` is in its output (the BMC may
+/// still be starting, or answer busy while Nova finishes a transition).
+fn ipmitool(bmc: &mut Bmc, dir: &Path, args: &[&str], want: &str) -> String {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        if let Ok(Some(st)) = bmc.child.try_wait() {
+            let log = std::fs::read_to_string(&bmc.log).unwrap_or_default();
+            panic!("ovbmc exited ({st}):\n{log}");
+        }
+        let out = Command::new("ipmitool")
+            .args([
+                "-I",
+                "lanplus",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &bmc.port.to_string(),
+            ])
+            .args(["-U", "admin", "-f"])
+            .arg(dir.join("pw"))
+            .args(["-C", "17", "-R", "1", "-N", "2"])
+            .args(args)
+            .output()
+            .expect("run ipmitool");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() && text.contains(want) {
+            return text;
+        }
+        if Instant::now() >= end {
+            let log = std::fs::read_to_string(&bmc.log).unwrap_or_default();
+            panic!("ipmitool {args:?}: wanted {want:?}, got:\n{text}\novbmc log:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn ipmitool_drives_nova_and_a_restart_keeps_boot_flags() {
+    let Some(clouds) = lab() else { return };
+    if Command::new("ipmitool").arg("-V").output().is_err() {
+        if std::env::var("OVBMC_REQUIRE_CLIENTS").as_deref() == Ok("1") {
+            panic!("ipmitool required but not installed");
+        }
+        println!("SKIP nova tier (ipmitool part): ipmitool not installed");
+        return;
+    }
+    let _g = hold(&BAREMETAL_0);
+    let dir = std::env::temp_dir().join(format!("ovbmc-it-nova-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::File::create(dir.join("pw"))
+        .and_then(|mut f| f.write_all(b"nova-lab-pw"))
+        .unwrap();
+    let rt = runtime();
+    let m = rt.block_on(machine(&clouds, BootStrategy::Metadata, "baremetal_0"));
+    let s = m.session().clone();
+    let id = m.instance_id().to_string();
+    rt.block_on(reset_to_active(&m));
+
+    let port = free_port();
+    let mut bmc = start_bmc(&clouds, &dir, port, "baremetal_0");
+    ipmitool(&mut bmc, &dir, &["power", "status"], "Chassis Power is on");
+    ipmitool(&mut bmc, &dir, &["power", "off"], "Down/Off");
+    // Right after an accepted off, status must not say on.
+    ipmitool(&mut bmc, &dir, &["power", "status"], "Chassis Power is off");
+    rt.block_on(until(&s, &id, "SHUTOFF", settled("SHUTOFF")));
+    ipmitool(
+        &mut bmc,
+        &dir,
+        &["chassis", "bootdev", "pxe", "options=persistent"],
+        "Set Boot Device to pxe",
+    );
+    let srv = rt.block_on(nova(&s, &id));
+    assert_eq!(
+        srv.metadata.get(PXE_FIRST_KEY).map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(
+        srv.metadata.get(BOOT_KEY).map(String::as_str),
+        Some("c004000000")
+    );
+    ipmitool(&mut bmc, &dir, &["power", "on"], "Up/On");
+    ipmitool(&mut bmc, &dir, &["power", "status"], "Chassis Power is on");
+    rt.block_on(until(&s, &id, "ACTIVE", settled("ACTIVE")));
+
+    // A new ovbmc reads the flags back from the instance.
+    drop(bmc);
+    let mut bmc = start_bmc(&clouds, &dir, free_port(), "baremetal_0");
+    let out = ipmitool(
+        &mut bmc,
+        &dir,
+        &["chassis", "bootparam", "get", "5"],
+        "Force PXE",
+    );
+    assert!(out.contains("all future boots"), "{out}");
+    // Back to disk for the next run.
+    ipmitool(
+        &mut bmc,
+        &dir,
+        &["chassis", "bootdev", "disk", "options=persistent"],
+        "Set Boot Device to disk",
+    );
+    let srv = rt.block_on(nova(&s, &id));
+    assert_eq!(
+        srv.metadata.get(PXE_FIRST_KEY).map(String::as_str),
+        Some("")
+    );
+    drop(bmc);
+    let _ = std::fs::remove_dir_all(&dir);
+}
