@@ -1,30 +1,39 @@
-//! Command line: `ovbmc --bind ADDR [--port 623] --instance NAME`.
+//! Command line: `ovbmc --bind ADDR [--port 623] --instance NAME` for one BMC, or
+//! `ovbmc --config FLEET.toml` for many (see `docs/configuration.md`), and
+//! `ovbmc routes --dry-run` to review the policy routing ovbmc would set up.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::cloud::NovaArgs;
 
 /// A virtual BMC: IPMI 2.0 / RMCP+ over UDP for OpenStack Nova instances (or a simulator).
 #[derive(Debug, Parser)]
 #[command(name = "ovbmc", version, about, long_about = None)]
+// `ovbmc routes ...` has its own options; the serving flags' requirements do not apply to it.
+#[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    /// A fleet file (TOML) listing many BMCs; see docs/configuration.md. Replaces --bind,
+    /// --instance and the other per-BMC flags. Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// IP address to answer IPMI on (the BMC address, e.g. 192.0.2.45).
-    #[arg(long)]
-    pub bind: IpAddr,
+    #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+    pub bind: Option<IpAddr>,
 
     /// UDP port.
-    #[arg(long, default_value_t = 623)]
+    #[arg(long, default_value_t = 623, conflicts_with = "config")]
     pub port: u16,
 
     /// The machine: a Nova instance name or UUID (or any name with --backend sim).
-    #[arg(long)]
-    pub instance: String,
+    #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+    pub instance: Option<String>,
 
     /// What the BMC controls.
-    #[arg(long, value_enum, default_value_t = BackendKind::Nova)]
+    #[arg(long, value_enum, default_value_t = BackendKind::Nova, conflicts_with = "config")]
     pub backend: BackendKind,
 
     /// IPMI user name.
@@ -33,7 +42,7 @@ pub struct Cli {
 
     /// File holding the IPMI password (one trailing newline is ignored). Without it the
     /// password comes from the OVBMC_PASSWORD environment variable. There is no default.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "config")]
     pub password_file: Option<PathBuf>,
 
     /// Highest privilege the user may take: USER, OPERATOR or ADMINISTRATOR.
@@ -41,25 +50,36 @@ pub struct Cli {
     pub user_privilege: ipmi_proto::session::Privilege,
 
     /// File holding the BMC key Kg (ipmitool -k/-y); by default SIK is keyed by the password.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "config")]
     pub kg_file: Option<PathBuf>,
 
     /// How long a request waits for the backend before the client is answered "node busy"
-    /// (the call continues in the background).
-    #[arg(long, default_value_t = 700)]
-    pub backend_timeout_ms: u64,
+    /// (the call continues in the background). Overrides `[defaults] backend_timeout_ms`.
+    /// [default: 700]
+    #[arg(long, value_name = "MS")]
+    pub backend_timeout_ms: Option<u64>,
 
     /// Simulator: milliseconds a power-on takes.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, conflicts_with = "config")]
     pub sim_power_on_ms: u64,
 
     /// Simulator: milliseconds a power-off takes.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, conflicts_with = "config")]
     pub sim_power_off_ms: u64,
 
     /// Simulator: power state at start.
-    #[arg(long, value_enum, default_value_t = OnOff::Off)]
+    #[arg(long, value_enum, default_value_t = OnOff::Off, conflicts_with = "config")]
     pub sim_initial_power: OnOff,
+
+    /// Per-address policy routing: `auto` adds `ip rule from ADDR table N` and a default
+    /// route via the address's own interface in table N, so that each reply leaves through
+    /// the NIC that owns its source address (needs CAP_NET_ADMIN); `off` leaves routing to
+    /// the host. Overrides `[routing] mode`. [default: off]
+    #[arg(long, value_enum)]
+    pub routing: Option<RoutingMode>,
+
+    #[command(flatten)]
+    pub route_opts: RoutingArgs,
 
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -67,6 +87,67 @@ pub struct Cli {
 
     #[command(flatten)]
     pub nova: NovaArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands (serving needs none).
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the `ip` commands the policy routing for these BMCs amounts to (read-only: it
+    /// inspects the host's addresses and routes but changes nothing).
+    Routes(RoutesArgs),
+}
+
+/// `ovbmc routes`.
+#[derive(Debug, Args)]
+pub struct RoutesArgs {
+    /// Only print (the only mode for now; required so that a later mode that applies the
+    /// routes cannot be started by accident).
+    #[arg(long, required = true)]
+    pub dry_run: bool,
+
+    /// The fleet file whose addresses to route.
+    #[arg(long, value_name = "FILE", required_unless_present = "bind")]
+    pub config: Option<PathBuf>,
+
+    /// An address to route (repeatable), instead of --config.
+    #[arg(long, conflicts_with = "config")]
+    pub bind: Vec<IpAddr>,
+
+    #[command(flatten)]
+    pub routing: RoutingArgs,
+}
+
+/// Policy-routing options (command line; each overrides the fleet file's `[routing]` key).
+#[derive(Debug, Clone, Default, Args)]
+pub struct RoutingArgs {
+    /// Routing table numbers are this plus the interface index (unless a BMC sets `table`).
+    /// [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub route_table_base: Option<u32>,
+
+    /// Priority (preference) of the `ip rule`s; must come before the main table's 32766.
+    /// [default: 1000]
+    #[arg(long, value_name = "PRIO")]
+    pub route_priority: Option<u32>,
+
+    /// Add BMC addresses that are not on the host (`ip addr add ADDR/PREFIX dev IF`, the
+    /// interface from the BMC's `interface` key or the interface whose subnet holds it) and
+    /// remove them at exit. Without it a missing address is an error.
+    #[arg(long)]
+    pub add_address: bool,
+}
+
+/// `--routing`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum RoutingMode {
+    /// Leave routing to the host.
+    #[default]
+    Off,
+    /// Per-address rules and tables (for a BMC host with one NIC per BMC address).
+    Auto,
 }
 
 /// Backends.

@@ -1,7 +1,8 @@
-//! The `ovbmc` daemon: parse the command line, build the machines, bind, serve until
-//! SIGTERM or SIGINT (a thin shell in the mini-redis style; all protocol work is in
-//! `ipmi-proto`).
+//! The `ovbmc` daemon: parse the command line (or a fleet file), build the machines, set up
+//! policy routing, bind, serve until SIGTERM or SIGINT, reload on SIGHUP (a thin shell in
+//! the mini-redis style; all protocol work is in `ipmi-proto`).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,10 +13,18 @@ use clap::Parser as _;
 use ipmi_proto::{BmcConfig, User};
 use ovbmc::backend::SharedMachine;
 use ovbmc::backend::sim::{SimConfig, SimMachine};
-use ovbmc::cli::{BackendKind, Cli, LogFormat, OnOff};
-use ovbmc::server::{self, BmcSpec, ServerOptions};
+use ovbmc::cli::{
+    BackendKind, Cli, Command, LogFormat, OnOff, RoutesArgs, RoutingArgs, RoutingMode,
+};
+use ovbmc::cloud::session::Session;
+use ovbmc::cloud::{BootStrategy, NovaArgs};
+use ovbmc::config::{BmcEntry, CloudSection, Fleet, PasswordSource, RouteHints, SimSettings};
+use ovbmc::net::iproute::IpCommand;
+use ovbmc::net::{RouteRequest, Router, RoutingSettings};
+use ovbmc::server::{self, BmcSpec, BoundBmc, Server, ServerOptions};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
+use zeroize::Zeroizing;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -30,7 +39,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    let result = match &cli.command {
+        Some(Command::Routes(args)) => routes_dry_run(args),
+        None => rt.block_on(run(cli)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -43,8 +56,11 @@ fn main() -> ExitCode {
 fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("OVBMC_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
+    // Colour only on a terminal: journald, container logs and CI files get plain text.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => b.init(),
@@ -52,57 +68,440 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let password = ovbmc::secrets::ipmi_password(cli.password_file.as_deref())?;
-    let user = User::new(&cli.user, password, cli.user_privilege).context("IPMI user")?;
-    let machine: SharedMachine = match cli.backend {
-        BackendKind::Sim => {
-            let mut c = SimConfig::new(&cli.instance);
-            c.power_on_delay = Duration::from_millis(cli.sim_power_on_ms);
-            c.power_off_delay = Duration::from_millis(cli.sim_power_off_ms);
-            c.initial_power = match cli.sim_initial_power {
-                OnOff::On => ipmi_proto::machine::PowerState::On,
-                OnOff::Off => ipmi_proto::machine::PowerState::Off,
-            };
-            SimMachine::new(c) as Arc<_>
+/// The fleet the command line describes: the `--config` file, or one BMC from the flags.
+fn load_fleet(cli: &Cli) -> anyhow::Result<Fleet> {
+    if let Some(path) = &cli.config {
+        let fleet = Fleet::load(path)?;
+        for i in &fleet.inline_passwords {
+            warn!(
+                "bmc #{i} in {} uses insecure_inline_password: anyone who can read the file \
+                 has the password; prefer password_file or password_env",
+                path.display()
+            );
         }
-        BackendKind::Nova => {
-            let mut v = ovbmc::cloud::build_machines(&cli.nova, std::slice::from_ref(&cli.instance))
-                .await
-                .context("Nova backend")?;
-            v.pop().context("no machine built")?
-        }
-    };
-    let mut cfg = BmcConfig::new(vec![user], machine.uuid())?;
-    if let Some(f) = &cli.kg_file {
-        cfg = cfg.with_kg(ovbmc::secrets::read_secret_file(f)?)?;
+        return Ok(fleet);
     }
-    let spec = BmcSpec {
-        addr: SocketAddr::new(cli.bind, cli.port),
-        config: cfg,
-        machine,
+    // Read once, here: the file may be a pipe (`--password-file <(printf secret)`), which
+    // cannot be read a second time. (A SIGHUP reads it again, which works for a real file.)
+    let password = ovbmc::secrets::ipmi_password(cli.password_file.as_deref())?;
+    let (Some(bind), Some(instance)) = (cli.bind, cli.instance.clone()) else {
+        anyhow::bail!("--bind and --instance are required without --config");
     };
-    let bound = server::bind_all(vec![spec])?;
-    let shutdown = CancellationToken::new();
-    let opts = ServerOptions {
-        backend_budget: Duration::from_millis(cli.backend_timeout_ms),
+    Ok(Fleet {
+        bmcs: vec![BmcEntry {
+            index: 0,
+            addr: SocketAddr::new(bind, cli.port),
+            instance,
+            backend: cli.backend,
+            user: cli.user.clone(),
+            password: PasswordSource::Preloaded(password),
+            privilege: cli.user_privilege,
+            kg_file: cli.kg_file.clone(),
+            boot_strategy: None,
+            sim: SimSettings {
+                power_on_ms: cli.sim_power_on_ms,
+                power_off_ms: cli.sim_power_off_ms,
+                initial_power: cli.sim_initial_power,
+            },
+            route: RouteHints::default(),
+        }],
+        backend_timeout_ms: None,
+        cloud: CloudSection::default(),
+        routing: Default::default(),
+        inline_passwords: Vec::new(),
+    })
+}
+
+/// Routing mode and settings: a command-line flag wins over the file's `[routing]` key,
+/// which wins over the default.
+fn routing_settings(
+    mode: Option<RoutingMode>,
+    args: &RoutingArgs,
+    fleet: Option<&Fleet>,
+) -> (RoutingMode, RoutingSettings) {
+    let file = fleet.map(|f| f.routing.clone()).unwrap_or_default();
+    let file_mode = file
+        .mode
+        .as_deref()
+        .and_then(|m| <RoutingMode as clap::ValueEnum>::from_str(m, true).ok());
+    let d = RoutingSettings::default();
+    (
+        mode.or(file_mode).unwrap_or_default(),
+        RoutingSettings {
+            table_base: args
+                .route_table_base
+                .or(file.table_base)
+                .unwrap_or(d.table_base),
+            priority: args.route_priority.or(file.priority).unwrap_or(d.priority),
+            add_address: args.add_address || file.add_address.unwrap_or(false),
+        },
+    )
+}
+
+fn route_requests<'a>(entries: impl IntoIterator<Item = &'a BmcEntry>) -> Vec<RouteRequest> {
+    entries
+        .into_iter()
+        .map(|e| RouteRequest {
+            addr: Some(e.addr.ip()),
+            gateway: e.route.gateway,
+            interface: e.route.interface.clone(),
+            table: e.route.table,
+            prefix: e.route.prefix,
+        })
+        .collect()
+}
+
+/// `ovbmc routes --dry-run`: print what `--routing auto` would do on this host.
+fn routes_dry_run(args: &RoutesArgs) -> anyhow::Result<()> {
+    let fleet = args.config.as_deref().map(Fleet::load).transpose()?;
+    let reqs = match &fleet {
+        Some(f) => route_requests(&f.bmcs),
+        None => args.bind.iter().map(|a| RouteRequest::new(*a)).collect(),
     };
-    let serve = tokio::spawn(server::run(bound, opts, shutdown.clone()));
-    wait_for_signal().await?;
-    info!("shutting down");
-    shutdown.cancel();
-    serve.await.context("server task")?;
+    let (_, settings) = routing_settings(None, &args.routing, fleet.as_ref());
+    let router = Router::new(Box::new(IpCommand::default()), settings);
+    let ops = router.preview(&reqs)?;
+    println!("# ovbmc --routing auto on this host would run:");
+    for (op, present) in &ops {
+        if *present {
+            println!("# already present: {}", op.command(true));
+        } else {
+            println!("{}", op.command(true));
+        }
+    }
+    println!("# and at exit (only what it added):");
+    for (op, present) in ops.iter().rev() {
+        if !*present {
+            println!("{}", op.command(false));
+        }
+    }
     Ok(())
 }
 
-/// SIGTERM (container runtimes, systemd) or SIGINT (a terminal).
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// One BMC with its secrets read: what a reload compares to decide whether a BMC changed.
+#[derive(PartialEq, Eq)]
+struct Loaded {
+    entry: BmcEntry,
+    password: Zeroizing<Vec<u8>>,
+    kg: Option<Zeroizing<Vec<u8>>>,
+}
+
+fn load_entry(e: &BmcEntry) -> anyhow::Result<Loaded> {
+    let what = || {
+        if e.index == 0 {
+            String::new()
+        } else {
+            format!("bmc #{} ({}): ", e.index, e.addr)
+        }
+    };
+    let password = e
+        .password
+        .load()
+        .with_context(|| format!("{}reading the IPMI password", what()))?;
+    let kg = match &e.kg_file {
+        Some(f) => Some(
+            ovbmc::secrets::read_secret_file(f).with_context(|| format!("{}kg_file", what()))?,
+        ),
+        None => None,
+    };
+    // The position in the file is not part of a BMC's identity: moving an entry is no change.
+    let mut entry = e.clone();
+    entry.index = 0;
+    Ok(Loaded {
+        entry,
+        password,
+        kg,
+    })
+}
+
+/// The cloud side: the merged options and, once a Nova BMC needed it, the shared session
+/// (kept across reloads, so adding a BMC does not log in again).
+struct Cloud {
+    args: NovaArgs,
+    session: Option<Arc<Session>>,
+}
+
+impl Cloud {
+    fn new(cli: &NovaArgs, c: &CloudSection) -> Self {
+        let mut args = cli.clone();
+        // [cloud] keys override the flags (and OS_CLOUD, which is often exported anyway).
+        if c.os_cloud.is_some() {
+            args.os_cloud = c.os_cloud.clone();
+        }
+        if c.os_client_config_file.is_some() {
+            args.os_client_config_file = c.os_client_config_file.clone();
+        }
+        if c.os_region_name.is_some() {
+            args.os_region_name = c.os_region_name.clone();
+        }
+        if let Some(s) = &c.boot_strategy
+            && let Ok(s) = <BootStrategy as clap::ValueEnum>::from_str(s, true)
+        {
+            args.boot_strategy = s;
+        }
+        if c.ipxe_image.is_some() {
+            args.ipxe_image = c.ipxe_image.clone();
+        }
+        if let Some(v) = c.nova_cache_ttl_ms {
+            args.nova_cache_ttl_ms = v;
+        }
+        if let Some(v) = c.nova_timeout_secs {
+            args.nova_timeout_secs = v;
+        }
+        if let Some(v) = c.nova_confirm_timeout_secs {
+            args.nova_confirm_timeout_secs = v;
+        }
+        Self {
+            args,
+            session: None,
+        }
+    }
+
+    /// Build a machine per entry (same order). Nova instances are resolved in one server
+    /// list per boot strategy, all on one session; any failure fails the whole batch.
+    async fn machines(&mut self, entries: &[&Loaded]) -> anyhow::Result<Vec<SharedMachine>> {
+        let mut out: Vec<Option<SharedMachine>> = vec![None; entries.len()];
+        // Grouped by boot strategy (BootStrategy is not Hash; there are three at most).
+        let mut nova: Vec<(BootStrategy, Vec<usize>)> = Vec::new();
+        for (i, l) in entries.iter().enumerate() {
+            let e = &l.entry;
+            match e.backend {
+                BackendKind::Sim => {
+                    let mut c = SimConfig::new(&e.instance);
+                    c.power_on_delay = Duration::from_millis(e.sim.power_on_ms);
+                    c.power_off_delay = Duration::from_millis(e.sim.power_off_ms);
+                    c.initial_power = match e.sim.initial_power {
+                        OnOff::On => ipmi_proto::machine::PowerState::On,
+                        OnOff::Off => ipmi_proto::machine::PowerState::Off,
+                    };
+                    out[i] = Some(SimMachine::new(c) as Arc<_>);
+                }
+                BackendKind::Nova => {
+                    let s = e.boot_strategy.unwrap_or(self.args.boot_strategy);
+                    match nova.iter_mut().find(|(k, _)| *k == s) {
+                        Some((_, v)) => v.push(i),
+                        None => nova.push((s, vec![i])),
+                    }
+                }
+            }
+        }
+        if !nova.is_empty() {
+            let session = match &self.session {
+                Some(s) => s.clone(),
+                None => {
+                    let s = ovbmc::cloud::connect(&self.args)
+                        .await
+                        .context("Nova backend")?;
+                    self.session = Some(s.clone());
+                    s
+                }
+            };
+            for (strategy, idx) in nova {
+                let mut args = self.args.clone();
+                args.boot_strategy = strategy;
+                let opts = ovbmc::cloud::machine_options(&session, &args)
+                    .await
+                    .context("Nova backend")?;
+                let names: Vec<String> = idx
+                    .iter()
+                    .map(|i| entries[*i].entry.instance.clone())
+                    .collect();
+                let built = ovbmc::cloud::build_on(&session, &opts, &names)
+                    .await
+                    .context("Nova backend")?;
+                for (i, m) in idx.into_iter().zip(built) {
+                    out[i] = Some(m as SharedMachine);
+                }
+            }
+        }
+        out.into_iter()
+            .map(|m| m.context("internal: a BMC got no machine"))
+            .collect()
+    }
+}
+
+fn spec(l: &Loaded, machine: SharedMachine) -> anyhow::Result<BmcSpec> {
+    let e = &l.entry;
+    let user = User::new(&e.user, l.password.clone(), e.privilege).context("IPMI user")?;
+    let mut cfg = BmcConfig::new(vec![user], machine.uuid())?;
+    if let Some(kg) = &l.kg {
+        cfg = cfg.with_kg(kg.clone())?;
+    }
+    Ok(BmcSpec {
+        addr: e.addr,
+        config: cfg,
+        machine,
+    })
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Handlers first: a SIGHUP or SIGTERM that arrives once "serving" is logged must find
+    // them in place (the default action of both is to kill the process, skipping the
+    // routing cleanup).
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup())?;
+    let fleet = load_fleet(&cli)?;
+    let (mode, settings) = routing_settings(
+        cli.routing,
+        &cli.route_opts,
+        cli.config.as_ref().map(|_| &fleet),
+    );
+    let opts = ServerOptions {
+        backend_budget: Duration::from_millis(
+            cli.backend_timeout_ms
+                .or(fleet.backend_timeout_ms)
+                .unwrap_or(700),
+        ),
+    };
+    let mut cloud = Cloud::new(&cli.nova, &fleet.cloud);
+
+    // Everything that can fail happens before the first BMC serves: secrets, machines
+    // (Nova lookups), routing (which may add the addresses), sockets.
+    let loaded: Vec<Loaded> = fleet
+        .bmcs
+        .iter()
+        .map(load_entry)
+        .collect::<Result<_, _>>()?;
+    let refs: Vec<&Loaded> = loaded.iter().collect();
+    let machines = cloud.machines(&refs).await?;
+    let specs = loaded
+        .iter()
+        .zip(machines)
+        .map(|(l, m)| spec(l, m))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut router = match mode {
+        RoutingMode::Auto => {
+            let mut r = Router::new(Box::new(IpCommand::default()), settings);
+            tokio::task::block_in_place(|| r.sync(&route_requests(&fleet.bmcs)))
+                .context("policy routing (--routing auto)")?;
+            Some(r)
+        }
+        RoutingMode::Off => None,
+    };
+    // On error the router is dropped here, which removes what it added.
+    let bound = server::bind_all(specs)?;
+    let shutdown = CancellationToken::new();
+    let mut server = Server::new(opts, shutdown.clone());
+    for b in bound {
+        server.start(b);
+    }
+    let mut current: HashMap<SocketAddr, Loaded> =
+        loaded.into_iter().map(|l| (l.entry.addr, l)).collect();
+    info!(bmcs = current.len(), routing = ?mode, "serving");
+
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                match reload(&cli, &mut current, &mut server, &mut cloud, router.as_mut()).await {
+                    Ok(summary) => info!("reload: {summary}"),
+                    Err(e) => error!("reload failed, still serving the previous fleet: {e:#}"),
+                }
+            }
+        }
+    }
+    info!("shutting down");
+    server.drain().await;
+    if let Some(r) = router.as_mut() {
+        tokio::task::block_in_place(|| r.teardown());
     }
     Ok(())
+}
+
+/// SIGHUP: read the fleet again; start added BMCs, stop removed ones, restart changed ones
+/// (on their own sockets), and leave unchanged ones running with their sessions. Either
+/// the whole new fleet is prepared (secrets, machines, routes, sockets) or nothing changes.
+async fn reload(
+    cli: &Cli,
+    current: &mut HashMap<SocketAddr, Loaded>,
+    server: &mut Server,
+    cloud: &mut Cloud,
+    router: Option<&mut Router>,
+) -> anyhow::Result<String> {
+    let what = cli.config.as_deref().map_or_else(
+        || "the command line".to_string(),
+        |p| p.display().to_string(),
+    );
+    info!("SIGHUP: reloading {what}");
+    let fleet = load_fleet(cli)?;
+    if Cloud::new(&cli.nova, &fleet.cloud).args.os_cloud != cloud.args.os_cloud {
+        warn!("reload: [cloud] changes take effect at the next restart");
+    }
+    let loaded: Vec<Loaded> = fleet
+        .bmcs
+        .iter()
+        .map(load_entry)
+        .collect::<Result<_, _>>()?;
+    let mut keep = 0;
+    let mut added = Vec::new();
+    let mut changed = Vec::new();
+    for l in loaded {
+        match current.get(&l.entry.addr) {
+            Some(old) if *old == l => keep += 1,
+            Some(_) => changed.push(l),
+            None => added.push(l),
+        }
+    }
+    let new_addrs: Vec<SocketAddr> = fleet.bmcs.iter().map(|e| e.addr).collect();
+    let removed: Vec<SocketAddr> = current
+        .keys()
+        .filter(|a| !new_addrs.contains(a))
+        .copied()
+        .collect();
+
+    let todo: Vec<&Loaded> = added.iter().chain(changed.iter()).collect();
+    let machines = cloud.machines(&todo).await?;
+    let mut specs = todo
+        .iter()
+        .zip(machines)
+        .map(|(l, m)| spec(l, m))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let changed_specs = specs.split_off(added.len());
+    let mut router = router;
+    if let Some(r) = &mut router {
+        tokio::task::block_in_place(|| r.sync(&route_requests(&fleet.bmcs)))
+            .context("policy routing")?;
+    }
+    let bound = match server::bind_all(specs) {
+        Ok(b) => b,
+        Err(e) => {
+            // Put the routing back as the running fleet needs it.
+            if let Some(r) = &mut router {
+                let old: Vec<&BmcEntry> = current.values().map(|l| &l.entry).collect();
+                if let Err(e) = tokio::task::block_in_place(|| r.sync(&route_requests(old))) {
+                    error!("reload: could not restore the routing: {e}");
+                }
+            }
+            return Err(e);
+        }
+    };
+    let n_changed = changed.len();
+
+    for a in &removed {
+        server.stop(*a).await;
+        current.remove(a);
+    }
+    for (l, s) in changed.into_iter().zip(changed_specs) {
+        let addr = l.entry.addr;
+        let b = match server.stop(addr).await {
+            Some(sock) => BoundBmc::from_socket(sock, s),
+            None => server::bind_all(vec![s])?.remove(0),
+        };
+        server.start(b);
+        current.insert(addr, l);
+    }
+    let n_added = added.len();
+    for (l, b) in added.into_iter().zip(bound) {
+        server.start(b);
+        current.insert(l.entry.addr, l);
+    }
+    Ok(format!(
+        "{n_added} added, {} removed, {keep} unchanged, {n_changed} restarted with new \
+         settings; {} BMCs",
+        removed.len(),
+        server.addrs().len()
+    ))
 }

@@ -5,11 +5,10 @@
 //! BMC address as the source address, which per-address policy routing and ipmitool (it
 //! `connect()`s its UDP socket) both depend on.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use ipmi_proto::endpoint::{Event, LoginFailure};
 use ipmi_proto::machine::{MachineError, MachineReply, MachineRequest, MachineResult};
 use ipmi_proto::{BmcConfig, Endpoint, Entropy, Output, Ticket};
@@ -71,6 +70,12 @@ impl BoundBmc {
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.socket.local_addr()
     }
+
+    /// A BMC on a socket that is already bound (the one [`Server::stop`] handed back), so
+    /// that a reload can change a BMC's settings without giving up its address even briefly.
+    pub fn from_socket(socket: UdpSocket, spec: BmcSpec) -> Self {
+        Self { socket, spec }
+    }
 }
 
 /// Bind a UDP socket for `addr`.
@@ -92,12 +97,20 @@ pub fn bind_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 pub fn bind_all(specs: Vec<BmcSpec>) -> anyhow::Result<Vec<BoundBmc>> {
     let mut out = Vec::with_capacity(specs.len());
     for spec in specs {
-        let socket = bind_socket(spec.addr).with_context(|| {
-            format!(
-                "cannot bind UDP {} for instance {}",
+        let socket = bind_socket(spec.addr).map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::AddrNotAvailable {
+                " (the address is not on this host: add it, or use --routing auto with \
+                 --add-address)"
+            } else if e.kind() == std::io::ErrorKind::PermissionDenied {
+                " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+            } else {
+                ""
+            };
+            anyhow::Error::new(e).context(format!(
+                "cannot bind UDP {} for instance {}{hint}",
                 spec.addr,
                 spec.machine.name()
-            )
+            ))
         })?;
         out.push(BoundBmc { socket, spec });
     }
@@ -106,23 +119,84 @@ pub fn bind_all(specs: Vec<BmcSpec>) -> anyhow::Result<Vec<BoundBmc>> {
 
 /// Serve until `shutdown` is cancelled, then wait (bounded) for in-flight machine calls.
 pub async fn run(bmcs: Vec<BoundBmc>, opts: ServerOptions, shutdown: CancellationToken) {
-    let tracker = TaskTracker::new();
+    let mut server = Server::new(opts, shutdown.clone());
     for b in bmcs {
-        let local = b.socket.local_addr().ok();
-        info!(
-            addr = ?local,
-            instance = %b.spec.machine.name(),
-            "listening"
-        );
-        tracker.spawn(serve_bmc(b, opts.clone(), shutdown.clone(), tracker.clone()));
+        server.start(b);
     }
-    tracker.close();
     shutdown.cancelled().await;
-    if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
-        .await
-        .is_err()
-    {
-        warn!("shutdown: some machine calls did not finish within 10 s");
+    server.drain().await;
+}
+
+/// A running BMC: its own cancellation token (a child of the server's) and its task, which
+/// hands its socket back when it stops.
+struct Running {
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<UdpSocket>,
+}
+
+/// A set of BMC tasks that can grow and shrink while it runs (fleet reloads): each BMC has a
+/// child [`CancellationToken`], so one can be stopped without touching the others, and
+/// cancelling the parent stops them all.
+pub struct Server {
+    opts: ServerOptions,
+    shutdown: CancellationToken,
+    /// BMC tasks and machine calls, waited for (bounded) at the end.
+    tracker: TaskTracker,
+    running: HashMap<SocketAddr, Running>,
+}
+
+impl Server {
+    /// An empty server; `shutdown` stops every BMC it will run.
+    pub fn new(opts: ServerOptions, shutdown: CancellationToken) -> Self {
+        Self {
+            opts,
+            shutdown,
+            tracker: TaskTracker::new(),
+            running: HashMap::new(),
+        }
+    }
+
+    /// Start serving `b`, keyed by its bound address. A BMC already running on that address
+    /// is an error in the caller (addresses are unique); the old one is stopped first.
+    pub fn start(&mut self, b: BoundBmc) {
+        let key = b.socket.local_addr().unwrap_or(b.spec.addr);
+        info!(addr = %key, instance = %b.spec.machine.name(), "listening");
+        let cancel = self.shutdown.child_token();
+        let task = self.tracker.spawn(serve_bmc(
+            b,
+            self.opts.clone(),
+            cancel.clone(),
+            self.tracker.clone(),
+        ));
+        if let Some(old) = self.running.insert(key, Running { cancel, task }) {
+            warn!(addr = %key, "a BMC was already running on this address; stopping it");
+            old.cancel.cancel();
+        }
+    }
+
+    /// Stop the BMC on `addr` and return its socket (still bound), or `None` if none ran
+    /// there. Its in-flight machine calls finish in the background.
+    pub async fn stop(&mut self, addr: SocketAddr) -> Option<UdpSocket> {
+        let r = self.running.remove(&addr)?;
+        r.cancel.cancel();
+        r.task.await.ok()
+    }
+
+    /// The addresses being served.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.running.keys().copied().collect()
+    }
+
+    /// Stop everything and wait (at most 10 s) for in-flight machine calls.
+    pub async fn drain(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!("shutdown: some machine calls did not finish within 10 s");
+        }
     }
 }
 
@@ -131,9 +205,8 @@ async fn serve_bmc(
     opts: ServerOptions,
     shutdown: CancellationToken,
     tracker: TaskTracker,
-) {
+) -> UdpSocket {
     let BoundBmc { socket, spec } = b;
-    let socket = Arc::new(socket);
     let machine = spec.machine;
     let name = machine.name();
     let local = socket.local_addr().ok();
@@ -185,6 +258,7 @@ async fn serve_bmc(
         }
     }
     info!(instance = %name, addr = ?local, "stopped");
+    socket
 }
 
 /// Run one machine call; answer busy if it takes longer than `budget`, but let it finish in
@@ -273,13 +347,17 @@ fn log_event(name: &str, local: Option<SocketAddr>, ev: Event, evicted: &mut u64
             peer,
             user,
             suite,
-        } => debug!(instance = %name, %peer, %user, sid = format_args!("{sid:#010x}"), suite = suite.id(), "session opened"),
+        } => {
+            debug!(instance = %name, %peer, %user, sid = format_args!("{sid:#010x}"), suite = suite.id(), "session opened")
+        }
         Event::SessionClosed { sid, reason } => {
             debug!(instance = %name, sid = format_args!("{sid:#010x}"), ?reason, "session closed")
         }
         Event::LoginFailed { peer, user, reason } => {
             let hint = match reason {
-                LoginFailure::AbandonedAfterRakp2 => " (the client did not accept our RAKP 2: wrong password?)",
+                LoginFailure::AbandonedAfterRakp2 => {
+                    " (the client did not accept our RAKP 2: wrong password?)"
+                }
                 LoginFailure::NoCipherMatch => " (only cipher suites 3 and 17 are offered)",
                 _ => "",
             };

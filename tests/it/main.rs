@@ -8,7 +8,10 @@
 mod support;
 
 mod cli;
+mod fleet;
 mod freeipmi;
 mod ipmitool;
+mod nova;
 mod pyghmi;
 mod rmcp;
+mod routing;
