@@ -91,6 +91,38 @@ fn password_from_environment_is_accepted() {
     }
 }
 
+/// The password file may be a pipe, read once: `--password-file /dev/stdin` or the shell's
+/// `--password-file <(pass show bmc)`, which keep the password off the disk.
+#[test]
+fn password_file_may_be_a_pipe() {
+    let bmc = Bmc::start_with(BmcConfig {
+        password_source: PasswordSource::Pipe,
+        ..BmcConfig::default()
+    });
+    if let Some(ipmitool) = crate::support::find_program("ipmitool") {
+        let r = run(
+            &ipmitool,
+            &[
+                "-I".into(),
+                "lanplus".into(),
+                "-H".into(),
+                bmc.addr.to_string(),
+                "-p".into(),
+                bmc.port.to_string(),
+                "-U".into(),
+                bmc.cfg.user.clone(),
+                "-f".into(),
+                bmc.password_file.display().to_string(),
+                "power".into(),
+                "status".into(),
+            ],
+            &[],
+            CLIENT_TIMEOUT,
+        );
+        assert_eq!(r.expect_success().trim(), "Chassis Power is off", "{r}");
+    }
+}
+
 /// SIGTERM (what systemd, docker and Kubernetes send) stops ovbmc promptly with status 0.
 #[test]
 fn sigterm_shuts_down_cleanly() {
@@ -130,6 +162,18 @@ fn json_log_format_writes_json_lines() {
         serde_json::from_str::<serde_json::Value>(l)
             .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}\n--- log ---\n{log}"));
     }
+}
+
+/// A text log written to a file or a pipe (journald, docker, a CI log) carries no terminal
+/// colour escapes.
+#[test]
+fn text_log_has_no_colour_escapes_when_not_a_terminal() {
+    let bmc = Bmc::start();
+    assert!(
+        !bmc.log().contains('\u{1b}'),
+        "ANSI escapes in a log that goes to a file:\n{:?}",
+        bmc.log()
+    );
 }
 
 /// The password never appears in the log, whatever the log format.

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::support::{
-    Bmc, BmcConfig, CLIENT_TIMEOUT, PASSWORD, Ran, assert_contains, assert_field, client, run,
+    Bmc, BmcConfig, CLIENT_TIMEOUT, LossyRelay, PASSWORD, Ran, assert_contains, assert_field,
+    client, run,
 };
 
 const TIER: &str = "ipmitool";
@@ -26,6 +27,8 @@ struct Ipmitool<'a> {
     password: Option<String>,
     /// Extra options placed before the command words (e.g. Ironic's `-R 1 -N 5`).
     extra: Vec<String>,
+    /// Talk to this port instead of the BMC's (a relay in front of it).
+    port: u16,
 }
 
 impl<'a> Ipmitool<'a> {
@@ -40,6 +43,7 @@ impl<'a> Ipmitool<'a> {
             level: None,
             password: None,
             extra: Vec::new(),
+            port: bmc.port,
         })
     }
 
@@ -63,6 +67,11 @@ impl<'a> Ipmitool<'a> {
         self
     }
 
+    fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
     fn args(&self, words: &[&str]) -> Vec<String> {
         let mut a: Vec<String> = vec![
             "-I".into(),
@@ -70,7 +79,7 @@ impl<'a> Ipmitool<'a> {
             "-H".into(),
             self.bmc.addr.to_string(),
             "-p".into(),
-            self.bmc.port.to_string(),
+            self.port.to_string(),
             "-U".into(),
             self.user.clone(),
         ];
@@ -472,6 +481,85 @@ fn ironic_command_line_shape_and_one_time_boot() {
     assert_contains(&r, "- Boot Flag Invalid");
 }
 
+/// Every boot device Ironic sets, both ways it sets them (raw param-5 writes for UEFI nodes,
+/// `chassis bootdev` for legacy ones), reads back as the `Boot Device Selector` text Ironic's
+/// `get_boot_device` maps back to the device.
+#[test]
+fn ironic_boot_devices_read_back_as_ironic_parses_them() {
+    let bmc = Bmc::start();
+    let Some(t) = Ipmitool::new(&bmc, None) else {
+        return;
+    };
+    let t = t.level("ADMINISTRATOR");
+    // (Ironic's name, raw device byte, ipmitool bootdev word, what bootparam 5 prints)
+    let devices = [
+        ("pxe", "0x04", "pxe", "Force PXE"),
+        ("disk", "0x08", "disk", "Force Boot from default Hard-Drive"),
+        ("cdrom", "0x14", "cdrom", "Force Boot from CD/DVD"),
+        ("bios", "0x18", "bios", "Force Boot into BIOS Setup"),
+        (
+            "safe",
+            "0x0c",
+            "safe",
+            "Force Boot from default Hard-Drive, request Safe-Mode",
+        ),
+    ];
+    for (name, byte, word, text) in devices {
+        for (flags, persistent) in [("0xe0", true), ("0xa0", false)] {
+            t.ok(&["raw", "0x00", "0x08", "0x03", "0x08"]);
+            t.ok(&[
+                "raw", "0x00", "0x08", "0x05", flags, byte, "0x00", "0x00", "0x00",
+            ]);
+            let r = t.ok(&["chassis", "bootparam", "get", "5"]);
+            assert_contains(&r, &format!("- Boot Device Selector : {text}\n"));
+            assert_eq!(
+                r.stdout.contains("Options apply to all future boots"),
+                persistent,
+                "{name} (UEFI, persistent={persistent}):\n{r}"
+            );
+            assert_contains(&r, "- BIOS EFI boot");
+        }
+        let r = t.ok(&["chassis", "bootdev", word]);
+        assert_contains(&r, &format!("Set Boot Device to {word}"));
+        let r = t.ok(&["chassis", "bootparam", "get", "5"]);
+        assert_contains(&r, &format!("- Boot Device Selector : {text}\n"));
+        assert_contains(&r, "- Options apply to only next boot");
+        assert_contains(&r, "- BIOS PC Compatible (legacy) boot");
+    }
+}
+
+/// Ironic's other calls: inject NMI (`power diag`), vendor passthru `send_raw` of Get Device
+/// ID, `bmc_reset` (`mc reset warm|cold`), sensor collection (`sdr -v`). After a BMC reset the
+/// BMC still accepts new sessions.
+#[test]
+fn ironic_nmi_raw_bmc_reset_and_sensor_commands() {
+    let bmc = Bmc::start_with(BmcConfig {
+        initial_power: "on",
+        ..BmcConfig::default()
+    });
+    let Some(t) = Ipmitool::new(&bmc, None) else {
+        return;
+    };
+    let t = t.level("ADMINISTRATOR");
+    let r = t.ok(&["power", "diag"]);
+    assert_contains(&r, "Chassis Power Control: Diag");
+    t.expect_power("on");
+
+    let r = t.ok(&["raw", "0x06", "0x01"]);
+    assert!(
+        r.stdout.split_whitespace().count() >= 11,
+        "Get Device ID answer too short:\n{r}"
+    );
+
+    t.ok(&["sdr", "-v"]);
+
+    for kind in ["warm", "cold"] {
+        let r = t.ok(&["mc", "reset", kind]);
+        assert_contains(&r, &format!("Sent {kind} reset command to MC"));
+        t.expect_power("on");
+    }
+}
+
 /// `-P` on the command line and `-E` (IPMI_PASSWORD / IPMITOOL_PASSWORD in the environment,
 /// Ironic's `store_cred_in_env`) authenticate like `-f`.
 #[test]
@@ -496,6 +584,64 @@ fn password_from_command_line_and_environment_work() {
         CLIENT_TIMEOUT,
     );
     assert_eq!(r.expect_success().trim(), "Chassis Power is off", "{r}");
+}
+
+/// Without `-C`, ipmitool reads the BMC's cipher suite list and takes the best one, 17.
+#[test]
+fn negotiation_picks_cipher_suite_17() {
+    let bmc = Bmc::start();
+    let Some(t) = Ipmitool::new(&bmc, None) else {
+        return;
+    };
+    let r = t.ok(&["-v", "power", "status"]);
+    assert!(
+        r.stderr.contains("Using best available cipher suite 17"),
+        "ipmitool did not choose suite 17:\n{r}"
+    );
+}
+
+/// A Chassis Control whose answer is lost is retried by ipmitool (same rqSeq, new session
+/// sequence number). The BMC must answer the retry from its cache, not run the action again:
+/// here a second "power on" during the 20 s power-on would be refused as busy (C0), which
+/// ipmitool reports as a failure (protocol doc §3.3, §7.2).
+#[test]
+fn retried_power_on_is_answered_from_cache_not_run_twice() {
+    let bmc = Bmc::start_with(BmcConfig {
+        power_on_ms: 20_000,
+        ..BmcConfig::default()
+    });
+    let Some(t) = Ipmitool::new(&bmc, Some(3)) else {
+        return;
+    };
+    // Learn how many datagrams a one-command session sends: the command is the one before
+    // the last (Close Session).
+    let relay = LossyRelay::start(&bmc, None);
+    Ipmitool::new(&bmc, Some(3))
+        .expect("checked above")
+        .port(relay.port)
+        .expect_power("off");
+    let calibration = relay.finish();
+    assert!(calibration.requests >= 3, "{calibration:?}");
+    let command = calibration.requests - 1;
+
+    let relay = LossyRelay::start(&bmc, Some(command));
+    let r = t
+        .port(relay.port)
+        .extra(&["-R", "3", "-N", "2"])
+        .run(&["power", "on"]);
+    let stats = relay.finish();
+    assert_eq!(
+        stats.dropped, 1,
+        "the answer was not dropped: {stats:?}\n{r}"
+    );
+    // One retry of the command; more only if the machine was so loaded that ipmitool gave up
+    // waiting (2 s) for some other answer too.
+    assert!(
+        stats.requests > calibration.requests,
+        "ipmitool did not retry: {stats:?}\n{r}"
+    );
+    r.expect_success();
+    assert_contains(&r, "Chassis Power Control: Up/On");
 }
 
 /// Two BMCs with different instance names report different system GUIDs (ipmitool and

@@ -111,6 +111,10 @@ pub enum PasswordSource {
     File,
     /// The `OVBMC_PASSWORD` environment variable.
     Env,
+    /// `--password-file /dev/stdin` with the password written into a pipe: the
+    /// `echo pw | ovbmc --password-file /dev/stdin` and `--password-file <(...)` idioms, where
+    /// the file can be read only once.
+    Pipe,
     /// Not at all (to test that ovbmc refuses to start).
     None,
 }
@@ -208,7 +212,11 @@ impl Bmc {
             // Never inherit credentials from the developer's shell.
             .env_remove("OVBMC_PASSWORD")
             .env_remove("OVBMC_USER")
-            .stdin(Stdio::null())
+            .stdin(if cfg.password_source == PasswordSource::Pipe {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log);
         match cfg.password_source {
@@ -218,11 +226,20 @@ impl Bmc {
             PasswordSource::Env => {
                 cmd.env("OVBMC_PASSWORD", &cfg.password);
             }
+            PasswordSource::Pipe => {
+                cmd.arg("--password-file").arg("/dev/stdin");
+            }
             PasswordSource::None => {}
         }
-        let child = cmd
+        let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", ovbmc_bin().display()));
+        if let Some(mut stdin) = child.stdin.take() {
+            // Dropping the handle closes the pipe: ovbmc sees the password, then EOF.
+            stdin
+                .write_all(cfg.password.as_bytes())
+                .expect("write the password to ovbmc's stdin");
+        }
         Self {
             child: Some(child),
             addr,
@@ -264,10 +281,7 @@ impl Bmc {
         let request = get_channel_auth_caps_request(0x04);
         loop {
             if let Some(status) = self.try_wait() {
-                panic!(
-                    "ovbmc exited during start-up with {status}\n--- ovbmc log ---\n{}",
-                    self.log()
-                );
+                panic!("ovbmc exited during start-up with {status} (its log follows)");
             }
             if self.log().contains("listening") {
                 return;
@@ -283,9 +297,8 @@ impl Bmc {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "ovbmc did not answer on {} within {STARTUP_TIMEOUT:?}\n--- ovbmc log ---\n{}",
-                    self.socket_addr(),
-                    self.log()
+                    "ovbmc did not answer on {} within {STARTUP_TIMEOUT:?} (its log follows)",
+                    self.socket_addr()
                 );
             }
             thread::sleep(Duration::from_millis(50));
@@ -331,10 +344,10 @@ impl Drop for Bmc {
             let _ = c.kill();
             let _ = c.wait();
         }
-        // When a test fails, show what the server said; a passing test stays quiet.
+        // When a test fails, show what the server said (captured with the test's output, so it
+        // is printed under that test's failure); a passing test stays quiet.
         if thread::panicking() {
-            let _ = writeln!(
-                std::io::stderr(),
+            eprintln!(
                 "--- ovbmc log ({}:{}) ---\n{}--- end of ovbmc log ---",
                 self.addr,
                 self.port,
@@ -579,4 +592,87 @@ pub fn field(text: &str, key: &str) -> Option<String> {
         let (k, v) = l.split_once(':')?;
         (k.trim() == key).then(|| v.trim().to_string())
     })
+}
+
+/// A UDP relay between one client and a BMC that can drop the BMC's answer to the n-th
+/// client datagram, once: a lost response as the network would lose it, so that the client
+/// retries. IPMI clients have one request outstanding at a time, so "the answer to the n-th
+/// datagram" is well defined.
+pub struct LossyRelay {
+    pub port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<thread::JoinHandle<RelayStats>>,
+}
+
+/// What a [`LossyRelay`] saw.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RelayStats {
+    /// Datagrams from the client.
+    pub requests: usize,
+    /// Datagrams from the BMC that were dropped.
+    pub dropped: usize,
+}
+
+impl LossyRelay {
+    /// Relay on `bmc`'s address (another port) to `bmc`; drop the answer to client datagram
+    /// number `drop_answer_to` (1-based), if given.
+    pub fn start(bmc: &Bmc, drop_answer_to: Option<usize>) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        let sock = UdpSocket::bind((bmc.addr, 0)).expect("bind relay");
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("set_read_timeout");
+        let port = sock.local_addr().expect("local_addr").port();
+        let upstream = bmc.socket_addr();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = thread::spawn(move || {
+            let mut stats = RelayStats::default();
+            let mut client: Option<SocketAddr> = None;
+            let mut buf = [0u8; 2048];
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                if from == upstream {
+                    if drop_answer_to == Some(stats.requests) && stats.dropped == 0 {
+                        stats.dropped += 1;
+                        continue;
+                    }
+                    if let Some(c) = client {
+                        let _ = sock.send_to(&buf[..n], c);
+                    }
+                } else {
+                    client = Some(from);
+                    stats.requests += 1;
+                    let _ = sock.send_to(&buf[..n], upstream);
+                }
+            }
+            stats
+        });
+        Self {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop relaying and return what was seen.
+    pub fn finish(mut self) -> RelayStats {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .expect("thread")
+            .join()
+            .expect("relay thread panicked")
+    }
+}
+
+impl Drop for LossyRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
