@@ -43,7 +43,7 @@ fn lab() -> Option<PathBuf> {
     if std::env::var("OVBMC_REQUIRE_LABS").as_deref() == Ok("1") {
         panic!("nova tier required (OVBMC_REQUIRE_LABS=1) but unavailable: {why}");
     }
-    println!("SKIP nova tier: {why}");
+    crate::support::skip("nova", &why);
     None
 }
 
@@ -339,7 +339,7 @@ fn ipmitool_drives_nova_and_a_restart_keeps_boot_flags() {
         if std::env::var("OVBMC_REQUIRE_CLIENTS").as_deref() == Ok("1") {
             panic!("ipmitool required but not installed");
         }
-        println!("SKIP nova tier (ipmitool part): ipmitool not installed");
+        crate::support::skip("nova", "ipmitool not installed");
         return;
     }
     let _g = hold(&BAREMETAL_0);
