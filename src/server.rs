@@ -216,7 +216,7 @@ async fn serve_bmc(
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; 2048];
-    let mut evicted = 0u64;
+    let mut counters = [0u64; 2];
     loop {
         let out = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -254,7 +254,7 @@ async fn serve_bmc(
             None => {}
         }
         while let Some(ev) = ep.poll_event() {
-            log_event(&name, local, ev, &mut evicted);
+            log_event(&name, local, ev, &mut counters);
         }
     }
     info!(instance = %name, addr = ?local, "stopped");
@@ -340,7 +340,9 @@ async fn run_request(
     })
 }
 
-fn log_event(name: &str, local: Option<SocketAddr>, ev: Event, evicted: &mut u64) {
+/// Log one endpoint event. `counters` are [half-open evictions, refused locked-out logins],
+/// used to log floods once per thousand instead of once per packet.
+fn log_event(name: &str, local: Option<SocketAddr>, ev: Event, counters: &mut [u64; 2]) {
     match ev {
         Event::SessionOpened {
             sid,
@@ -364,10 +366,34 @@ fn log_event(name: &str, local: Option<SocketAddr>, ev: Event, evicted: &mut u64
             warn!(instance = %name, addr = ?local, %peer, user = %user, reason = reason.label(), "login failed{hint}")
         }
         Event::HalfOpenEvicted { peer } => {
-            *evicted += 1;
+            counters[0] += 1;
             // One line per 1000 evictions: a flood must not flood the log as well.
-            if *evicted % 1000 == 1 {
-                warn!(instance = %name, %peer, total = *evicted, "half-open session table full: evicting the oldest (login flood?)");
+            if counters[0] % 1000 == 1 {
+                warn!(instance = %name, %peer, total = counters[0], "half-open session table full: evicting the oldest (login flood?)");
+            }
+        }
+        Event::LockedOut {
+            source,
+            user,
+            until,
+        } => {
+            let secs = until
+                .saturating_duration_since(std::time::Instant::now())
+                .as_secs();
+            match (source, user) {
+                (Some(ip), _) => {
+                    warn!(instance = %name, source = %ip, seconds = secs, "too many failed logins: source locked out")
+                }
+                (_, Some(u)) => {
+                    warn!(instance = %name, user = %u, seconds = secs, "too many failed logins: user locked out")
+                }
+                _ => {}
+            }
+        }
+        Event::RefusedLockedOut { peer } => {
+            counters[1] += 1;
+            if counters[1] % 1000 == 1 {
+                info!(instance = %name, %peer, total = counters[1], "login refused: locked out");
             }
         }
     }

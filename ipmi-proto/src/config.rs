@@ -80,6 +80,18 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// How long a reply is kept for answering client retries.
     pub reply_cache_ttl: Duration,
+    /// Online guessing: this many failed logins from one source address within
+    /// `lockout_window` lock that source out for `lockout_duration` (0 disables).
+    pub source_lockout_threshold: u32,
+    /// Failed logins for one user (from any source) within `lockout_window` that lock the
+    /// user out for `lockout_duration` (0 disables). Higher than the per-source figure, so
+    /// one noisy source cannot lock the real operator out as easily.
+    pub user_lockout_threshold: u32,
+    /// The window failed logins are counted in.
+    pub lockout_window: Duration,
+    /// How long a lock-out lasts. While locked, Open Session (source) or RAKP 1 (user)
+    /// answers status 01 "insufficient resources", which Ironic treats as retryable.
+    pub lockout_duration: Duration,
 }
 
 impl Default for Limits {
@@ -90,6 +102,10 @@ impl Default for Limits {
             setup_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
             reply_cache_ttl: Duration::from_secs(10),
+            source_lockout_threshold: 10,
+            user_lockout_threshold: 30,
+            lockout_window: Duration::from_secs(60),
+            lockout_duration: Duration::from_secs(60),
         }
     }
 }

@@ -9,7 +9,7 @@
 //! → sequence window → decrypt and pad check → IPMI checksums → privilege → command.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use zeroize::Zeroizing;
@@ -145,6 +145,20 @@ pub enum Event {
         /// Why.
         reason: LoginFailure,
     },
+    /// A source address or a user reached the failed-login threshold and is locked out.
+    LockedOut {
+        /// The source, when a source was locked.
+        source: Option<IpAddr>,
+        /// The user, when a user was locked.
+        user: Option<String>,
+        /// Until when (relative to the `now` the endpoint is given).
+        until: Instant,
+    },
+    /// A login attempt was refused because its source or user is locked out.
+    RefusedLockedOut {
+        /// Client address.
+        peer: SocketAddr,
+    },
     /// A half-open session was evicted to make room (a sign of a flood).
     HalfOpenEvicted {
         /// Client address of the evicted session.
@@ -165,7 +179,63 @@ pub struct Stats {
     pub logins: u64,
     /// Failed logins.
     pub login_failures: u64,
+    /// Lock-outs imposed (source or user).
+    pub lockouts: u64,
+    /// Login attempts refused during a lock-out.
+    pub refused_locked_out: u64,
 }
+
+/// Failed-login bookkeeping for one source or one user.
+#[derive(Debug, Default, Clone, Copy)]
+struct Guard {
+    window_start: Option<Instant>,
+    failures: u32,
+    locked_until: Option<Instant>,
+}
+
+impl Guard {
+    fn locked(&self, now: Instant) -> bool {
+        self.locked_until.is_some_and(|t| now < t)
+    }
+
+    /// Count a failure; true if this one imposes a lock-out.
+    fn fail(
+        &mut self,
+        now: Instant,
+        threshold: u32,
+        window: std::time::Duration,
+        lock: std::time::Duration,
+    ) -> bool {
+        if threshold == 0 {
+            return false;
+        }
+        match self.window_start {
+            Some(t) if now.saturating_duration_since(t) < window => self.failures += 1,
+            _ => {
+                self.window_start = Some(now);
+                self.failures = 1;
+            }
+        }
+        if self.failures >= threshold {
+            self.locked_until = Some(now + lock);
+            self.window_start = None;
+            self.failures = 0;
+            return true;
+        }
+        false
+    }
+
+    fn stale(&self, now: Instant, window: std::time::Duration) -> bool {
+        !self.locked(now)
+            && self
+                .window_start
+                .is_none_or(|t| now.saturating_duration_since(t) >= window)
+    }
+}
+
+/// At most this many sources are tracked; beyond it the stalest are forgotten first (a
+/// spoofed-source flood must not grow memory without bound).
+const MAX_GUARDS: usize = 4096;
 
 #[derive(Debug)]
 enum State {
@@ -239,6 +309,8 @@ pub struct Endpoint {
     bmc: BmcState,
     events: VecDeque<Event>,
     stats: Stats,
+    sources: HashMap<IpAddr, Guard>,
+    users: HashMap<usize, Guard>,
 }
 
 const MAX_EVENTS: usize = 1024;
@@ -265,7 +337,65 @@ impl Endpoint {
             bmc: BmcState::default(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            sources: HashMap::new(),
+            users: HashMap::new(),
         }
+    }
+
+    /// Count a failed login against its source and, if known, its user; lock them out at
+    /// their thresholds (online-guessing defence, protocol notes §11.3).
+    fn login_failed(&mut self, now: Instant, peer: SocketAddr, user: String, reason: LoginFailure) {
+        self.stats.login_failures += 1;
+        let l = self.cfg.limits.clone();
+        if reason != LoginFailure::NoCipherMatch {
+            if self.sources.len() >= MAX_GUARDS && !self.sources.contains_key(&peer.ip()) {
+                self.sources.retain(|_, g| !g.stale(now, l.lockout_window));
+                if self.sources.len() >= MAX_GUARDS {
+                    // Still full of live entries: forget one unlocked entry, else skip.
+                    if let Some(ip) = self
+                        .sources
+                        .iter()
+                        .find(|(_, g)| !g.locked(now))
+                        .map(|(ip, _)| *ip)
+                    {
+                        self.sources.remove(&ip);
+                    }
+                }
+            }
+            if self.sources.len() < MAX_GUARDS || self.sources.contains_key(&peer.ip()) {
+                let g = self.sources.entry(peer.ip()).or_default();
+                if g.fail(
+                    now,
+                    l.source_lockout_threshold,
+                    l.lockout_window,
+                    l.lockout_duration,
+                ) {
+                    self.stats.lockouts += 1;
+                    self.event(Event::LockedOut {
+                        source: Some(peer.ip()),
+                        user: None,
+                        until: now + l.lockout_duration,
+                    });
+                }
+            }
+            if let Some(idx) = self.cfg.users.iter().position(|u| u.name == user) {
+                let g = self.users.entry(idx).or_default();
+                if g.fail(
+                    now,
+                    l.user_lockout_threshold,
+                    l.lockout_window,
+                    l.lockout_duration,
+                ) {
+                    self.stats.lockouts += 1;
+                    self.event(Event::LockedOut {
+                        source: None,
+                        user: Some(user.clone()),
+                        until: now + l.lockout_duration,
+                    });
+                }
+            }
+        }
+        self.event(Event::LoginFailed { peer, user, reason });
     }
 
     /// The configuration.
@@ -425,14 +555,14 @@ impl Endpoint {
         let Some(suite) = CipherSuite::from_algorithms(a, i, c) else {
             // Suite 0 and everything else we do not complete: status 11 is the one Ironic's
             // cipher-suite fallback recognises ("no matching cipher suite").
-            self.stats.login_failures += 1;
-            self.event(Event::LoginFailed {
-                peer,
-                user: String::new(),
-                reason: LoginFailure::NoCipherMatch,
-            });
+            self.login_failed(now, peer, String::new(), LoginFailure::NoCipherMatch);
             return refuse(status::NO_CIPHER_MATCH);
         };
+        if self.sources.get(&peer.ip()).is_some_and(|g| g.locked(now)) {
+            self.stats.refused_locked_out += 1;
+            self.event(Event::RefusedLockedOut { peer });
+            return refuse(status::NO_RESOURCES);
+        }
         let open_max = p[1] & 0x0f;
         if open_max > 4 {
             return refuse(status::INVALID_ROLE);
@@ -527,17 +657,34 @@ impl Endpoint {
             State::Active(_) => return Some(rakp_error(tag, status::INVALID_SESSION_ID, sid_m)),
         }
         if p.len() < 28 {
-            return Some(self.fail_rakp1(sid_c, peer, tag, status::INVALID_NAME_LENGTH, "", None));
+            return Some(self.fail_rakp1(
+                now,
+                sid_c,
+                peer,
+                tag,
+                status::INVALID_NAME_LENGTH,
+                "",
+                None,
+            ));
         }
         let ulen = p[27] as usize;
         if ulen > 16 || p.len() != 28 + ulen {
-            return Some(self.fail_rakp1(sid_c, peer, tag, status::INVALID_NAME_LENGTH, "", None));
+            return Some(self.fail_rakp1(
+                now,
+                sid_c,
+                peer,
+                tag,
+                status::INVALID_NAME_LENGTH,
+                "",
+                None,
+            ));
         }
         let name = &p[28..];
         let shown = String::from_utf8_lossy(name).into_owned();
         let role = p[24];
         let Some(requested) = Privilege::from_u8(role & 0x0f) else {
             return Some(self.fail_rakp1(
+                now,
                 sid_c,
                 peer,
                 tag,
@@ -553,6 +700,7 @@ impl Endpoint {
             .position(|u| !name.is_empty() && u.name.as_bytes() == name)
         else {
             return Some(self.fail_rakp1(
+                now,
                 sid_c,
                 peer,
                 tag,
@@ -561,8 +709,15 @@ impl Endpoint {
                 Some(LoginFailure::UnknownUser),
             ));
         };
+        if self.users.get(&user).is_some_and(|g| g.locked(now)) {
+            self.stats.refused_locked_out += 1;
+            self.event(Event::RefusedLockedOut { peer });
+            let sid_m = self.sessions.remove(&sid_c).map_or(0, |s| s.sid_m);
+            return Some(rakp_error(tag, status::NO_RESOURCES, sid_m));
+        }
         if requested > self.cfg.users[user].max_privilege {
             return Some(self.fail_rakp1(
+                now,
                 sid_c,
                 peer,
                 tag,
@@ -605,8 +760,10 @@ impl Endpoint {
         Some(r)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn fail_rakp1(
         &mut self,
+        now: Instant,
         sid_c: u32,
         peer: SocketAddr,
         tag: u8,
@@ -616,12 +773,7 @@ impl Endpoint {
     ) -> Vec<u8> {
         let sid_m = self.sessions.remove(&sid_c).map_or(0, |s| s.sid_m);
         if let Some(reason) = why {
-            self.stats.login_failures += 1;
-            self.event(Event::LoginFailed {
-                peer,
-                user: user.to_string(),
-                reason,
-            });
+            self.login_failed(now, peer, user.to_string(), reason);
         }
         rakp_error(tag, st, sid_m)
     }
@@ -651,12 +803,7 @@ impl Endpoint {
             // The console reports its own failure (e.g. it could not verify RAKP 2).
             let name = user.name.clone();
             self.sessions.remove(&sid_c);
-            self.stats.login_failures += 1;
-            self.event(Event::LoginFailed {
-                peer,
-                user: name,
-                reason: LoginFailure::AbandonedAfterRakp2,
-            });
+            self.login_failed(now, peer, name, LoginFailure::AbandonedAfterRakp2);
             return None;
         }
         let expect = rakp3_auth(
@@ -670,12 +817,7 @@ impl Endpoint {
         if !crate::crypto::ct_eq(&expect, &p[8..]) {
             let name = user.name.clone();
             self.sessions.remove(&sid_c);
-            self.stats.login_failures += 1;
-            self.event(Event::LoginFailed {
-                peer,
-                user: name,
-                reason: LoginFailure::BadRakp3,
-            });
+            self.login_failed(now, peer, name, LoginFailure::BadRakp3);
             return Some(rakp_error(tag, status::INVALID_ICV, sid_m));
         }
         let kg: &[u8] = self
@@ -909,12 +1051,7 @@ impl Endpoint {
                     reason: CloseReason::IdleTimeout,
                 });
             } else if let Some((peer, user)) = failed {
-                self.stats.login_failures += 1;
-                self.event(Event::LoginFailed {
-                    peer,
-                    user,
-                    reason: LoginFailure::AbandonedAfterRakp2,
-                });
+                self.login_failed(now, peer, user, LoginFailure::AbandonedAfterRakp2);
             }
         }
         if self.half_open.len() > 2 * self.cfg.limits.max_half_open {
@@ -925,6 +1062,9 @@ impl Endpoint {
                     .is_some_and(|s| !matches!(s.state, State::Active(_)))
             });
         }
+        let window = self.cfg.limits.lockout_window;
+        self.sources.retain(|_, g| !g.stale(now, window));
+        self.users.retain(|_, g| !g.stale(now, window));
         if self.bmc.identify_until.is_some_and(|t| now >= t) {
             self.bmc.identify_until = None;
         }

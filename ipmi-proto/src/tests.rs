@@ -612,3 +612,47 @@ fn fuzz_corpora_replay() {
     }
     assert!(n > 50, "only {n} corpus files");
 }
+
+#[test]
+fn repeated_failed_logins_lock_the_source_out_for_a_while() {
+    let mut p = Pair::new(admin("right"));
+    for _ in 0..10 {
+        let mut c = Client::new(
+            CipherSuite::Suite17,
+            "admin",
+            b"right",
+            Privilege::Administrator,
+        );
+        let r = p.reply(&c.open_session_request());
+        let rakp1 = c.handle_open_session_response(&r, &mut p.rng).unwrap();
+        let r = p.reply(&rakp1);
+        // A guesser that got RAKP 2 and sends a wrong RAKP 3.
+        let mut rakp3 = c.handle_rakp2(&r).unwrap();
+        let n = rakp3.len();
+        rakp3[n - 1] ^= 1;
+        p.reply(&rakp3);
+    }
+    let locked = (0..64).any(|_| matches!(p.ep.poll_event(), Some(Event::LockedOut { .. })));
+    assert!(locked, "tenth failure locks the source");
+    let mut c = Client::new(
+        CipherSuite::Suite17,
+        "admin",
+        b"right",
+        Privilege::Administrator,
+    );
+    assert_eq!(
+        p.login(&mut c),
+        Err(ClientError::Status(0x01)),
+        "even the right password waits"
+    );
+    p.now += Duration::from_secs(61);
+    p.ep.handle_timeout(p.now);
+    let mut c = Client::new(
+        CipherSuite::Suite17,
+        "admin",
+        b"right",
+        Privilege::Administrator,
+    );
+    p.login(&mut c).unwrap();
+    assert_eq!(p.ep.stats().lockouts, 1);
+}
