@@ -175,13 +175,9 @@ impl SimMachine {
                     s.transition = Some((PowerState::On, now + on + off));
                 }
             }
-            (PowerAction::Diag, PowerState::On) => {}
-            (PowerAction::Diag, PowerState::Off) => {
-                return Err(BackendError::new(
-                    MachineError::NotInPresentState,
-                    format!("{}: diagnostic interrupt while off", self.cfg.name),
-                ));
-            }
+            // Nothing to interrupt while off: accepted as a no-op, like the Nova backend (and
+            // virtualbmc), so that Ironic's inject_nmi of a powered-off node succeeds.
+            (PowerAction::Diag, PowerState::On | PowerState::Off) => {}
         }
         Ok(())
     }

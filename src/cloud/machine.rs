@@ -177,10 +177,14 @@ pub fn plan(
             BootStrategy::Rebuild if pxe => boot(start),
             _ => boot(restart),
         },
-        ("SHUTOFF", A::Cycle | A::Diag) => Err((
+        ("SHUTOFF", A::Cycle) => Err((
             MachineError::NotInPresentState,
             format!("power {action} while the instance is off"),
         )),
+        // An NMI to a machine that is off has no CPU to interrupt: accepted as a no-op, as
+        // virtualbmc does. Ironic's inject_nmi does not look at the power state, and an error
+        // would cost it a minute of retries and an HTTP 500.
+        ("SHUTOFF", A::Diag) => Ok(None),
         ("RESCUE", A::Reset | A::Cycle) => boot(rescued_restart),
         ("ACTIVE" | "RESCUE", A::Diag) => Ok(Some(Plan {
             steps: vec![CrashDump],
@@ -809,6 +813,7 @@ mod tests {
             steps(S::Metadata, A::Diag, "ACTIVE", false),
             Some(vec![CrashDump])
         );
+        assert_eq!(steps(S::Metadata, A::Diag, "SHUTOFF", false), None);
         assert_eq!(
             plan(S::Metadata, A::Cycle, "SHUTOFF", false).unwrap_err().0,
             MachineError::NotInPresentState

@@ -11,6 +11,7 @@ mod cli;
 mod fleet;
 mod freeipmi;
 mod ipmitool;
+mod ironic;
 mod nova;
 mod pyghmi;
 mod rmcp;
