@@ -342,6 +342,15 @@ impl Endpoint {
         }
     }
 
+    fn locked_out(&mut self, source: Option<IpAddr>, user: Option<String>, until: Instant) {
+        self.stats.lockouts += 1;
+        self.event(Event::LockedOut {
+            source,
+            user,
+            until,
+        });
+    }
+
     /// Count a failed login against its source and, if known, its user; lock them out at
     /// their thresholds (online-guessing defence, protocol notes §11.3).
     fn login_failed(&mut self, now: Instant, peer: SocketAddr, user: String, reason: LoginFailure) {
@@ -370,12 +379,7 @@ impl Endpoint {
                     l.lockout_window,
                     l.lockout_duration,
                 ) {
-                    self.stats.lockouts += 1;
-                    self.event(Event::LockedOut {
-                        source: Some(peer.ip()),
-                        user: None,
-                        until: now + l.lockout_duration,
-                    });
+                    self.locked_out(Some(peer.ip()), None, now + l.lockout_duration);
                 }
             }
             if let Some(idx) = self.cfg.users.iter().position(|u| u.name == user) {
@@ -386,12 +390,7 @@ impl Endpoint {
                     l.lockout_window,
                     l.lockout_duration,
                 ) {
-                    self.stats.lockouts += 1;
-                    self.event(Event::LockedOut {
-                        source: None,
-                        user: Some(user.clone()),
-                        until: now + l.lockout_duration,
-                    });
+                    self.locked_out(None, Some(user.clone()), now + l.lockout_duration);
                 }
             }
         }
