@@ -343,27 +343,25 @@ impl Fleet {
                     message: e.to_string().trim_end().to_string(),
                 })?;
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let section = |table: &mut toml::Table, name: &'static str| table.remove(name);
-        let defaults: RawDefaults = match section(&mut table, "defaults") {
-            Some(v) => v
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Section {
-                    path: p(),
-                    section: "defaults",
-                    message: e.message().to_string(),
-                })?,
-            None => RawDefaults::default(),
-        };
-        let cloud: CloudSection = match section(&mut table, "cloud") {
-            Some(v) => v
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Section {
-                    path: p(),
-                    section: "cloud",
-                    message: e.message().to_string(),
-                })?,
-            None => CloudSection::default(),
-        };
+        // A missing section is its defaults; a malformed one names itself in the error.
+        fn typed<T: serde::de::DeserializeOwned + Default>(
+            table: &mut toml::Table,
+            name: &'static str,
+            path: &Path,
+        ) -> Result<T, ConfigError> {
+            match table.remove(name) {
+                Some(v) => v
+                    .try_into()
+                    .map_err(|e: toml::de::Error| ConfigError::Section {
+                        path: path.to_path_buf(),
+                        section: name,
+                        message: e.message().to_string(),
+                    }),
+                None => Ok(T::default()),
+            }
+        }
+        let defaults: RawDefaults = typed(&mut table, "defaults", path)?;
+        let cloud: CloudSection = typed(&mut table, "cloud", path)?;
         if let Some(s) = &cloud.boot_strategy {
             parse_enum::<BootStrategy>(s).map_err(|message| ConfigError::Section {
                 path: p(),
@@ -371,16 +369,7 @@ impl Fleet {
                 message: format!("boot_strategy: {message}"),
             })?;
         }
-        let routing: RoutingSection = match section(&mut table, "routing") {
-            Some(v) => v
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Section {
-                    path: p(),
-                    section: "routing",
-                    message: e.message().to_string(),
-                })?,
-            None => RoutingSection::default(),
-        };
+        let routing: RoutingSection = typed(&mut table, "routing", path)?;
         if let Some(m) = &routing.mode {
             parse_enum::<RoutingMode>(m).map_err(|message| ConfigError::Section {
                 path: p(),
@@ -388,7 +377,7 @@ impl Fleet {
                 message: format!("mode: {message}"),
             })?;
         }
-        let entries = match section(&mut table, "bmc") {
+        let entries = match table.remove("bmc") {
             Some(toml::Value::Array(a)) => a,
             Some(_) => {
                 return Err(ConfigError::Section {
