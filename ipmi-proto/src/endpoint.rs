@@ -302,6 +302,9 @@ pub struct Endpoint {
     cfg: BmcConfig,
     wire_guid: [u8; 16],
     sessions: HashMap<u32, Session>,
+    /// How many of `sessions` are active, kept by `activate` and `remove_session` so that
+    /// counting needs no scan of the table on every packet.
+    active: usize,
     /// Half-open sessions in creation order, for eviction (entries may be stale).
     half_open: VecDeque<u32>,
     pending: HashMap<Ticket, Pending>,
@@ -331,6 +334,7 @@ impl Endpoint {
             wire_guid: cfg.wire_guid(),
             cfg,
             sessions: HashMap::new(),
+            active: 0,
             half_open: VecDeque::new(),
             pending: HashMap::new(),
             next_ticket: 1,
@@ -409,12 +413,16 @@ impl Endpoint {
 
     /// Number of active and half-open sessions.
     pub fn session_counts(&self) -> (usize, usize) {
-        let active = self
-            .sessions
-            .values()
-            .filter(|s| matches!(s.state, State::Active(_)))
-            .count();
-        (active, self.sessions.len() - active)
+        (self.active, self.sessions.len() - self.active)
+    }
+
+    /// Remove a session, keeping the active count.
+    fn remove_session(&mut self, sid: u32) -> Option<Session> {
+        let s = self.sessions.remove(&sid)?;
+        if matches!(s.state, State::Active(_)) {
+            self.active -= 1;
+        }
+        Some(s)
     }
 
     /// The next event, if any.
@@ -607,7 +615,7 @@ impl Endpoint {
                 && !matches!(s.state, State::Active(_))
             {
                 let peer = s.peer;
-                self.sessions.remove(&sid);
+                self.remove_session(sid);
                 self.event(Event::HalfOpenEvicted { peer });
                 return;
             }
@@ -655,19 +663,8 @@ impl Endpoint {
             State::Rakp2Sent(_) => {}
             State::Active(_) => return Some(rakp_error(tag, status::INVALID_SESSION_ID, sid_m)),
         }
-        if p.len() < 28 {
-            return Some(self.fail_rakp1(
-                now,
-                sid_c,
-                peer,
-                tag,
-                status::INVALID_NAME_LENGTH,
-                "",
-                None,
-            ));
-        }
-        let ulen = p[27] as usize;
-        if ulen > 16 || p.len() != 28 + ulen {
+        // ULENm (byte 28) is at most 16 and the payload is exactly 28 + ULENm bytes.
+        if p.len() < 28 || p[27] > 16 || p.len() != 28 + p[27] as usize {
             return Some(self.fail_rakp1(
                 now,
                 sid_c,
@@ -711,7 +708,7 @@ impl Endpoint {
         if self.users.get(&user).is_some_and(|g| g.locked(now)) {
             self.stats.refused_locked_out += 1;
             self.event(Event::RefusedLockedOut { peer });
-            let sid_m = self.sessions.remove(&sid_c).map_or(0, |s| s.sid_m);
+            let sid_m = self.remove_session(sid_c).map_or(0, |s| s.sid_m);
             return Some(rakp_error(tag, status::NO_RESOURCES, sid_m));
         }
         if requested > self.cfg.users[user].max_privilege {
@@ -770,7 +767,7 @@ impl Endpoint {
         user: &str,
         why: Option<LoginFailure>,
     ) -> Vec<u8> {
-        let sid_m = self.sessions.remove(&sid_c).map_or(0, |s| s.sid_m);
+        let sid_m = self.remove_session(sid_c).map_or(0, |s| s.sid_m);
         if let Some(reason) = why {
             self.login_failed(now, peer, user.to_string(), reason);
         }
@@ -801,7 +798,7 @@ impl Endpoint {
         if p[1] != 0 {
             // The console reports its own failure (e.g. it could not verify RAKP 2).
             let name = user.name.clone();
-            self.sessions.remove(&sid_c);
+            self.remove_session(sid_c);
             self.login_failed(now, peer, name, LoginFailure::AbandonedAfterRakp2);
             return None;
         }
@@ -815,7 +812,7 @@ impl Endpoint {
         );
         if !crate::crypto::ct_eq(&expect, &p[8..]) {
             let name = user.name.clone();
-            self.sessions.remove(&sid_c);
+            self.remove_session(sid_c);
             self.login_failed(now, peer, name, LoginFailure::BadRakp3);
             return Some(rakp_error(tag, status::INVALID_ICV, sid_m));
         }
@@ -851,6 +848,7 @@ impl Endpoint {
             rakp3: p.to_vec(),
             rakp4: r.clone(),
         }));
+        self.active += 1;
         self.stats.logins += 1;
         self.event(Event::SessionOpened {
             sid: sid_c,
@@ -924,15 +922,10 @@ impl Endpoint {
             max_privilege: act.max_privilege,
             user_id: act.user as u8 + 2,
             user_count: self.cfg.users.len(),
-            active_sessions: 0,
+            active_sessions: self.active,
             max_sessions: self.cfg.limits.max_sessions,
             now,
         };
-        ctx.active_sessions = self
-            .sessions
-            .values()
-            .filter(|s| matches!(s.state, State::Active(_)))
-            .count();
         let outcome = commands::dispatch(&req, &mut ctx, &self.cfg, &self.wire_guid, &mut self.bmc);
         let sess = self.sessions.get_mut(&sid_c)?;
         let State::Active(act) = &mut sess.state else {
@@ -976,7 +969,7 @@ impl Endpoint {
         match after {
             After::None => {}
             After::CloseSession(sid) => {
-                if self.sessions.remove(&sid).is_some() {
+                if self.remove_session(sid).is_some() {
                     self.event(Event::SessionClosed {
                         sid,
                         reason: CloseReason::Closed,
@@ -987,7 +980,7 @@ impl Endpoint {
                 // A virtual BMC "resets" by forgetting every session (protocol notes §8.3).
                 let sids: Vec<u32> = self.sessions.keys().copied().collect();
                 for sid in sids {
-                    self.sessions.remove(&sid);
+                    self.remove_session(sid);
                     self.event(Event::SessionClosed {
                         sid,
                         reason: CloseReason::BmcReset,
@@ -1041,7 +1034,7 @@ impl Endpoint {
         }
         for (sid, failed) in expired {
             let was_active = matches!(
-                self.sessions.remove(&sid).map(|s| s.state),
+                self.remove_session(sid).map(|s| s.state),
                 Some(State::Active(_))
             );
             if was_active {

@@ -307,6 +307,17 @@ impl Pair {
         c.handle_rakp4(&r)
     }
 
+    /// Log in up to RAKP 3, send it with its AuthCode corrupted, and return the RAKP 4.
+    fn bad_rakp3(&mut self, c: &mut Client) -> Vec<u8> {
+        let r = self.reply(&c.open_session_request());
+        let rakp1 = c.handle_open_session_response(&r, &mut self.rng).unwrap();
+        let r = self.reply(&rakp1);
+        let mut rakp3 = c.handle_rakp2(&r).unwrap();
+        let n = rakp3.len();
+        rakp3[n - 1] ^= 1;
+        self.reply(&rakp3)
+    }
+
     /// Run a command to the end, answering machine requests with `answer`.
     fn cmd(&mut self, c: &mut Client, netfn: u8, cmd: u8, data: &[u8]) -> (u8, Vec<u8>) {
         let d = c.request(netfn, cmd, data, &mut self.rng);
@@ -366,16 +377,8 @@ fn wrong_rakp3_gets_status_0f() {
         b"right",
         Privilege::Administrator,
     );
-    let r = p.reply(&c.open_session_request());
-    let rakp1 = c.handle_open_session_response(&r, &mut p.rng).unwrap();
-    let r = p.reply(&rakp1);
-    let mut rakp3 = c.handle_rakp2(&r).unwrap();
-    let n = rakp3.len();
-    rakp3[n - 1] ^= 1;
-    assert_eq!(
-        c.handle_rakp4(&p.reply(&rakp3)),
-        Err(ClientError::Status(0x0f))
-    );
+    let rakp4 = p.bad_rakp3(&mut c);
+    assert_eq!(c.handle_rakp4(&rakp4), Err(ClientError::Status(0x0f)));
 }
 
 #[test]
@@ -623,14 +626,8 @@ fn repeated_failed_logins_lock_the_source_out_for_a_while() {
             b"right",
             Privilege::Administrator,
         );
-        let r = p.reply(&c.open_session_request());
-        let rakp1 = c.handle_open_session_response(&r, &mut p.rng).unwrap();
-        let r = p.reply(&rakp1);
         // A guesser that got RAKP 2 and sends a wrong RAKP 3.
-        let mut rakp3 = c.handle_rakp2(&r).unwrap();
-        let n = rakp3.len();
-        rakp3[n - 1] ^= 1;
-        p.reply(&rakp3);
+        p.bad_rakp3(&mut c);
     }
     let locked = (0..64).any(|_| matches!(p.ep.poll_event(), Some(Event::LockedOut { .. })));
     assert!(locked, "tenth failure locks the source");
