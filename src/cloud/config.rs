@@ -98,6 +98,14 @@ pub struct CloudConfig {
     pub cacert: Option<PathBuf>,
     /// False when the config says `verify: false` / `insecure: true`.
     pub verify_tls: bool,
+    /// `compute_endpoint_override`: the Nova URL to use instead of the catalog's (openstacksdk
+    /// `CloudRegion.get_endpoint`, which also accepts the older `compute_endpoint`). For a BMC
+    /// that reaches Nova through NAT, a proxy or a tunnel, where the catalog URL is not
+    /// reachable. May contain `%(project_id)s`, filled from the token's project, as
+    /// keystoneauth does.
+    pub compute_endpoint_override: Option<String>,
+    /// `image_endpoint_override`: the same for Glance (used by `--ipxe-image`).
+    pub image_endpoint_override: Option<String>,
 }
 
 /// The directories openstacksdk searches, in its order: the working directory, the user config
@@ -309,6 +317,11 @@ fn env_value(env: &dyn Fn(&str) -> Option<String>) -> Value {
         ("OS_ENDPOINT_TYPE", "interface"),
         ("OS_CACERT", "cacert"),
         ("OS_INSECURE", "insecure"),
+        // openstacksdk turns every OS_FOO into the key `foo` (loader.py `_get_os_environ`).
+        ("OS_COMPUTE_ENDPOINT_OVERRIDE", "compute_endpoint_override"),
+        ("OS_COMPUTE_ENDPOINT", "compute_endpoint"),
+        ("OS_IMAGE_ENDPOINT_OVERRIDE", "image_endpoint_override"),
+        ("OS_IMAGE_ENDPOINT", "image_endpoint"),
     ] {
         if let Some(v) = env(var).filter(|v| !v.is_empty())
             && !cloud.contains_key(key)
@@ -376,6 +389,10 @@ struct RawCloud {
     verify: Option<Value>,
     insecure: Option<Value>,
     profile: Str,
+    compute_endpoint_override: Str,
+    compute_endpoint: Str,
+    image_endpoint_override: Str,
+    image_endpoint: Str,
 }
 
 fn truthy(v: &Value) -> bool {
@@ -525,6 +542,29 @@ fn from_value(v: Value, origin: String) -> Result<CloudConfig, CloudError> {
     }
     let verify_tls = !(raw.verify.as_ref().is_some_and(|v| !truthy(v))
         || raw.insecure.as_ref().is_some_and(truthy));
+    let override_url = |key: &str, over: Str, old: Str| -> Result<Option<String>, CloudError> {
+        match over.take().or(old.take()) {
+            None => Ok(None),
+            Some(u) => {
+                let u = u.trim().trim_end_matches('/').to_string();
+                if u.starts_with("http://") || u.starts_with("https://") {
+                    Ok(Some(u))
+                } else {
+                    Err(bad(format!("{key} {u:?} is not an http(s) URL")))
+                }
+            }
+        }
+    };
+    let compute_endpoint_override = override_url(
+        "compute_endpoint_override",
+        raw.compute_endpoint_override,
+        raw.compute_endpoint,
+    )?;
+    let image_endpoint_override = override_url(
+        "image_endpoint_override",
+        raw.image_endpoint_override,
+        raw.image_endpoint,
+    )?;
     Ok(CloudConfig {
         origin,
         auth_url,
@@ -533,6 +573,8 @@ fn from_value(v: Value, origin: String) -> Result<CloudConfig, CloudError> {
         interface,
         cacert: raw.cacert.take().map(PathBuf::from),
         verify_tls,
+        compute_endpoint_override,
+        image_endpoint_override,
     })
 }
 
@@ -714,6 +756,47 @@ clouds:
         let files = candidate_files("clouds", Some(Path::new("/x/c.yaml")), &dirs);
         assert_eq!(files[0], Path::new("/x/c.yaml"));
         assert!(files[1].ends_with("clouds.yaml"));
+    }
+
+    #[test]
+    fn endpoint_overrides() {
+        let d = tmpdir("override");
+        std::fs::write(
+            d.join("clouds.yaml"),
+            "clouds:\n  nat:\n    auth: {auth_url: http://k:5000, username: u, password: p, \
+             project_id: x}\n    compute_endpoint_override: http://10.0.0.1:8774/v2.1/%(project_id)s/\n    \
+             image_endpoint: https://glance.example\n  bad:\n    auth: {auth_url: http://k:5000, \
+             username: u, password: p, project_id: x}\n    compute_endpoint_override: nova:8774\n",
+        )
+        .unwrap();
+        let files = candidate_files("clouds", None, &[d]);
+        let c = load_from(Some("nat"), &files, &[], &env_of(&[])).unwrap();
+        assert_eq!(
+            c.compute_endpoint_override.as_deref(),
+            Some("http://10.0.0.1:8774/v2.1/%(project_id)s")
+        );
+        assert_eq!(
+            c.image_endpoint_override.as_deref(),
+            Some("https://glance.example")
+        );
+        let e = load_from(Some("bad"), &files, &[], &env_of(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("compute_endpoint_override"), "{e}");
+        // The OS_* analogue, as openstacksdk maps OS_FOO to the key foo.
+        let env = env_of(&[
+            ("OS_AUTH_URL", "http://k:5000/v3"),
+            ("OS_USERNAME", "u"),
+            ("OS_PASSWORD", "p"),
+            ("OS_PROJECT_ID", "abc"),
+            ("OS_COMPUTE_ENDPOINT_OVERRIDE", "http://127.0.0.1:8774/v2.1"),
+        ]);
+        let c = load_from(None, &[], &[], &env).unwrap();
+        assert_eq!(
+            c.compute_endpoint_override.as_deref(),
+            Some("http://127.0.0.1:8774/v2.1")
+        );
+        assert_eq!(c.image_endpoint_override, None);
     }
 
     #[test]

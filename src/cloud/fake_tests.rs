@@ -96,7 +96,7 @@ async fn revoked_token_reauthenticates_once() {
 }
 
 #[tokio::test]
-async fn conflict_is_busy_and_server_error_is_failed() {
+async fn conflict_and_server_error_are_busy() {
     let f = Fake::start().await;
     f.add_server(A, "a", "ACTIVE");
     let m = machine(&f, BootStrategy::Metadata).await;
@@ -104,10 +104,11 @@ async fn conflict_is_busy_and_server_error_is_failed() {
     let e = m.power(PowerAction::Off).await.unwrap_err();
     assert_eq!(e.kind, MachineError::Busy);
     assert!(e.message.contains("injected 409"), "{}", e.message);
+    // A 5xx is the cloud's trouble, not the request's: busy, so that the client retries.
     f.inject("servers/detail", 500, 1);
     tokio::time::sleep(Duration::from_millis(60)).await;
     let e = m.power_state().await.unwrap_err();
-    assert_eq!(e.kind, MachineError::Failed);
+    assert_eq!(e.kind, MachineError::Busy);
     // The failure is not cached beyond its own request: the next poll recovers.
     tokio::time::sleep(Duration::from_millis(60)).await;
     assert_eq!(m.power_state().await.unwrap(), PowerState::On);
@@ -304,4 +305,103 @@ async fn instance_resolution() {
     let m = build_on(&s, &o, &[B.to_uppercase()]).await.unwrap();
     assert_eq!(m[0].uuid()[15], 0x0b);
     assert_eq!(m[0].name(), "twin");
+}
+
+/// A slow list: a BMC request waits at most `wait`, then is answered busy while the list goes
+/// on; its outcome then serves the next request. Requests during the wait share the one list.
+#[tokio::test]
+async fn slow_list_answers_busy_within_the_wait_and_serves_later_requests() {
+    let f = Fake::start().await;
+    f.add_server(A, "a", "ACTIVE");
+    let s = session(
+        &f,
+        SessionOptions {
+            wait: Duration::from_millis(100),
+            ..fast()
+        },
+    )
+    .await;
+    let m = build_on(&s, &mopts(BootStrategy::Metadata), &[A.to_string()])
+        .await
+        .unwrap()
+        .remove(0);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let before = s.stats.list_requests.load(Ordering::Relaxed);
+    f.inject_delay("servers/detail", Duration::from_millis(600), 1);
+    for _ in 0..3 {
+        let e = m.power_state().await.unwrap_err();
+        assert_eq!(e.kind, MachineError::Busy);
+        assert!(e.message.contains("still waiting"), "{}", e.message);
+    }
+    // The same list, not one per request.
+    assert_eq!(s.stats.list_requests.load(Ordering::Relaxed) - before, 1);
+    eventually(|| s.stats.list_requests.load(Ordering::Relaxed) - before == 1).await;
+    let mut ok = false;
+    for _ in 0..50 {
+        if m.power_state().await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "the slow list never served a request");
+}
+
+/// A failed list is remembered for the TTL after it *ended*: a list that took longer than the
+/// TTL to fail is not retried by every request queued behind it.
+#[tokio::test]
+async fn a_failure_is_remembered_from_its_end() {
+    let f = Fake::start().await;
+    f.add_server(A, "a", "ACTIVE");
+    let s = session(
+        &f,
+        SessionOptions {
+            cache_ttl: Duration::from_millis(400),
+            request_timeout: Duration::from_millis(200),
+            wait: Duration::from_secs(2),
+            ..fast()
+        },
+    )
+    .await;
+    let m = build_on(&s, &mopts(BootStrategy::Metadata), &[A.to_string()])
+        .await
+        .unwrap()
+        .remove(0);
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    f.inject_delay("servers/detail", Duration::from_secs(3), 1);
+    let lists = f.count("servers/detail");
+    let e = m.power_state().await.unwrap_err();
+    assert!(e.message.contains("no answer in time"), "{}", e.message);
+    // At once again: the remembered failure, no new request.
+    let e2 = m.power_state().await.unwrap_err();
+    assert_eq!(e2.kind, MachineError::Busy);
+    assert_eq!(f.count("servers/detail"), lists + 1);
+}
+
+/// While a power action waits for a slow Nova, a retried or second action is answered busy
+/// and not sent: one os-stop reaches Nova.
+#[tokio::test]
+async fn a_second_action_while_one_is_in_flight_is_busy_not_sent() {
+    let f = Fake::start().await;
+    f.add_server(A, "a", "ACTIVE");
+    let m = machine(&f, BootStrategy::Metadata).await;
+    f.inject_delay("/action", Duration::from_millis(500), 1);
+    let m2 = m.clone();
+    let first = tokio::spawn(async move { m2.power(PowerAction::Off).await });
+    eventually(|| f.count("/action") == 1).await;
+    let e = m.power(PowerAction::Off).await.unwrap_err();
+    assert_eq!(e.kind, MachineError::Busy);
+    assert!(
+        e.message.contains("still waiting for Nova"),
+        "{}",
+        e.message
+    );
+    let e = m
+        .set_boot_flags(BootFlags::new(BootDevice::Pxe, false, false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, MachineError::Busy);
+    first.await.unwrap().unwrap();
+    assert_eq!(f.count("/action"), 1);
+    assert_eq!(m.power_state().await.unwrap(), PowerState::Off);
 }

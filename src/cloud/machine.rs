@@ -257,6 +257,18 @@ struct Local {
     boot: Option<PendingBoot>,
     /// Bumped by every Set System Boot Options, so a late consume does not undo a newer set.
     boot_gen: u64,
+    /// A request-path Nova call that changes the instance is in flight. A slow cloud makes the
+    /// server answer busy and the client retry: the retry must not send a second action.
+    writing: Option<String>,
+}
+
+/// Clears [`Local::writing`] when the call ends, however it ends.
+struct Writing<'a>(&'a Inner);
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.0.lock().writing = None;
+    }
 }
 
 struct Inner {
@@ -327,6 +339,19 @@ impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, Local> {
         // Poisoning only means a panic elsewhere; every update here is a plain assignment.
         self.local.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Mark a change in flight, or answer busy if one already is.
+    fn begin_write(&self, what: String) -> Result<Writing<'_>, BackendError> {
+        let mut l = self.lock();
+        if let Some(w) = &l.writing {
+            return Err(berr(
+                MachineError::Busy,
+                format!("{}: {w} is still waiting for Nova", self.name),
+            ));
+        }
+        l.writing = Some(what);
+        Ok(Writing(self))
     }
 
     fn subject(&self, what: &str) -> String {
@@ -482,6 +507,7 @@ impl Inner {
     }
 
     async fn set_boot_flags(&self, flags: BootFlags) -> Result<(), BackendError> {
+        let _writing = self.begin_write(format!("boot flags {flags}"))?;
         let (started, s) = self.server(None).await?;
         let current = self.flags_from(started, &s);
         let pxe_first_ok = self.opts.strategy != BootStrategy::Metadata
@@ -532,6 +558,7 @@ impl Inner {
                 format!("{}: power {running} still in progress", self.name),
             ));
         }
+        let _writing = self.begin_write(format!("power {action}"))?;
         let (started, s) = self.server(None).await?;
         self.check_error(&s)?;
         let target = match action {
@@ -560,7 +587,12 @@ impl Inner {
             return Ok(());
         };
         let first = plan.steps[0];
-        if let Err(e) = self.act(first).await {
+        if let Err(mut e) = self.act(first).await {
+            if let CloudError::Timeout { what } = &mut e {
+                // The request may have reached Nova: say that the outcome is unknown, and the
+                // status (which follows Nova) will tell.
+                what.push_str(" (Nova may still carry it out; the power status will show)");
+            }
             let mut err = self.fail(&format!("power {action}"), e.clone());
             if first == Step::CrashDump && matches!(e, CloudError::Http { status: 400, .. }) {
                 // Nova: "Cannot trigger crash dump ... NMI not supported" (400).

@@ -152,14 +152,17 @@ pub enum CloudError {
 }
 
 impl CloudError {
-    /// What the BMC answers: 409 (Nova: "Cannot 'os-stop' instance while it is in
-    /// task_state powering-off"), 429 and 503 and timeouts are worth a retry (busy); the rest
-    /// is a failure.
+    /// What the BMC answers. Busy (C0, "temporarily unable to process", IPMI v2.0 §5.2) for
+    /// what a retry can cure: 409 (Nova: "Cannot 'os-stop' instance while it is in task_state
+    /// powering-off"), 429, any 5xx, no answer in time, and a cloud that cannot be reached
+    /// (Keystone or Nova down). ipmitool and Ironic retry busy answers, and ovbmc recovers by
+    /// itself once the cloud does. The rest (bad credentials, 4xx, undecodable answers) is a
+    /// failure: retrying will not help.
     pub fn kind(&self) -> MachineError {
         match self {
-            Self::Timeout { .. } => MachineError::Busy,
+            Self::Timeout { .. } | Self::Transport { .. } => MachineError::Busy,
             Self::Http {
-                status: 409 | 429 | 503,
+                status: 409 | 429 | 500..=599,
                 ..
             } => MachineError::Busy,
             _ => MachineError::Failed,
@@ -332,7 +335,7 @@ pub async fn build_on(
     instances: &[String],
 ) -> anyhow::Result<Vec<Arc<NovaMachine>>> {
     let view = session
-        .view(Some(Duration::ZERO))
+        .view_wait(Some(Duration::ZERO), None)
         .await
         .context("cannot list the project's servers")?;
     let mut out = Vec::new();

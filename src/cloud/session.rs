@@ -9,6 +9,11 @@
 //!   than our last own action ([`Session::invalidate`]); callers that need a refresh at the same
 //!   time queue on one lock and share the single request made by the first of them, so the
 //!   number of Nova requests per poll cycle does not grow with the number of BMCs.
+//! * A failing cloud: the refresh runs in its own task, and a BMC request waits for it at most
+//!   [`SessionOptions::wait`] (inside the server's budget), then is answered busy while the
+//!   refresh goes on; a failed refresh is remembered for the TTL from the moment it *ended*,
+//!   so a dead or slow Keystone/Nova costs one request per TTL, not one per IPMI packet. Each
+//!   cause is logged once ([`LogOnce`]) and its end once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,8 +43,11 @@ pub struct SessionOptions {
     pub connect_timeout: Duration,
     /// Whole-request timeout; every future we start ends by itself within this.
     pub request_timeout: Duration,
-    /// How long a server view is reused.
+    /// How long a server view is reused (and a failed refresh remembered).
     pub cache_ttl: Duration,
+    /// How long a BMC request waits for a server list in flight before it is answered busy.
+    /// Below the server's backend budget (700 ms), so the answer is ours and not a timeout.
+    pub wait: Duration,
 }
 
 impl Default for SessionOptions {
@@ -48,6 +56,7 @@ impl Default for SessionOptions {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             cache_ttl: Duration::from_secs(2),
+            wait: Duration::from_millis(500),
         }
     }
 }
@@ -128,13 +137,23 @@ pub struct View {
     pub servers: HashMap<String, Server>,
 }
 
+/// The outcome of one refresh, as its waiters receive it (`None` while it runs).
+type Outcome = Option<Result<Arc<View>, CloudError>>;
+
 #[derive(Default)]
 struct Cache {
     view: Option<Arc<View>>,
-    /// The last failed refresh: when it started and why, shared with every caller that was
-    /// waiting for it (failures coalesce too).
+    /// The last failed refresh: when it *ended* and why. Remembered for the TTL from its end,
+    /// so that a request that took 30 s to fail is not retried at once by every waiter.
     failed: Option<(Instant, CloudError)>,
+    /// The refresh in flight: when it started, and where its outcome will appear.
+    inflight: Option<(Instant, tokio::sync::watch::Receiver<Outcome>)>,
 }
+
+/// [`LogOnce`] subject of the server list.
+const LIST: &str = "Nova server list";
+/// [`LogOnce`] subject of "the server list is slow".
+const SLOW: &str = "Nova server list is slow";
 
 /// Logs one line per cause, not per packet: a warning when a cause first appears for a subject,
 /// nothing while it repeats, and an info line when the subject works again.
@@ -147,15 +166,26 @@ impl LogOnce {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if m.get(subject).map(String::as_str) != Some(cause) {
             m.insert(subject.to_string(), cause.to_string());
-            tracing::warn!("{subject}: {message}");
+            let text = message.to_string();
+            // Errors often name their request already ("Nova server list: HTTP 500: ...").
+            if text.starts_with(subject) {
+                tracing::warn!("{text}");
+            } else {
+                tracing::warn!("{subject}: {text}");
+            }
         }
     }
 
     /// Report a success of `subject`.
     pub fn ok(&self, subject: &str) {
+        self.ok_saying(subject, "working again");
+    }
+
+    /// Report a success of `subject`, with what to say if it had failed.
+    pub fn ok_saying(&self, subject: &str, message: &str) {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if m.remove(subject).is_some() {
-            tracing::info!("{subject}: working again");
+            tracing::info!("{subject}: {message}");
         }
     }
 }
@@ -176,7 +206,7 @@ pub struct Session {
     http: reqwest::Client,
     token: tokio::sync::Mutex<Option<Token>>,
     microversion: Mutex<(u32, u32)>,
-    cache: tokio::sync::Mutex<Cache>,
+    cache: Mutex<Cache>,
     /// Views started before this instant are stale (we changed something since).
     invalidated_at: Mutex<Instant>,
     /// Log de-duplication.
@@ -278,6 +308,13 @@ struct TokenInner {
     expires_at: String,
     #[serde(default)]
     catalog: Vec<CatalogEntry>,
+    #[serde(default)]
+    project: Option<TokenProject>,
+}
+
+#[derive(Deserialize)]
+struct TokenProject {
+    id: String,
 }
 
 #[derive(Deserialize)]
@@ -415,7 +452,7 @@ impl Session {
             http,
             token: tokio::sync::Mutex::new(None),
             microversion: Mutex::new(PREFERRED_MICROVERSION),
-            cache: tokio::sync::Mutex::new(Cache::default()),
+            cache: Mutex::new(Cache::default()),
             invalidated_at: Mutex::new(Instant::now()),
             log: LogOnce::default(),
             stats: Stats::default(),
@@ -529,12 +566,15 @@ impl Session {
         Ok(t)
     }
 
-    /// Forget `failed` (after a 401), unless a newer token already replaced it.
-    async fn drop_token(&self, failed: &Secret) {
+    /// Forget `failed` (after a 401), unless a newer token already replaced it. True if this
+    /// call dropped it (the first of several concurrent requests that got the 401).
+    async fn drop_token(&self, failed: &Secret) -> bool {
         let mut slot = self.token.lock().await;
         if slot.as_ref().is_some_and(|t| &t.value == failed) {
             *slot = None;
+            return true;
         }
+        false
     }
 
     async fn issue_token(&self) -> Result<Token, CloudError> {
@@ -572,15 +612,22 @@ impl Session {
         })?;
         let region = self.cfg.region.as_deref();
         let iface = self.cfg.interface.as_str();
+        let project_id = body.token.project.as_ref().map(|p| p.id.as_str());
         let compute_url =
-            find_endpoint(&body.token.catalog, "compute", iface, region).ok_or_else(|| {
-                CloudError::NoEndpoint {
-                    service: "compute".into(),
-                    interface: iface.into(),
-                    region: region.unwrap_or("any").into(),
-                }
-            })?;
-        let image_url = find_endpoint(&body.token.catalog, "image", iface, region);
+            match &self.cfg.compute_endpoint_override {
+                Some(u) => fill_project(u, project_id),
+                None => find_endpoint(&body.token.catalog, "compute", iface, region).ok_or_else(
+                    || CloudError::NoEndpoint {
+                        service: "compute".into(),
+                        interface: iface.into(),
+                        region: region.unwrap_or("any").into(),
+                    },
+                )?,
+            };
+        let image_url = match &self.cfg.image_endpoint_override {
+            Some(u) => Some(fill_project(u, project_id)),
+            None => find_endpoint(&body.token.catalog, "image", iface, region),
+        };
         // Renew at half the remaining lifetime, at most 10 minutes before expiry, so a token
         // never expires under a request (Keystone's default lifetime is one hour).
         let now_unix = SystemTime::now()
@@ -658,8 +705,10 @@ impl Session {
             let status = r.status();
             if status == StatusCode::UNAUTHORIZED && !retried {
                 retried = true;
-                tracing::info!("{what}: token refused (401), re-authenticating once");
-                self.drop_token(&tok.value).await;
+                // Logged by the request that notices first, not by each one in flight.
+                if self.drop_token(&tok.value).await {
+                    tracing::info!("{what}: token refused (401), re-authenticating");
+                }
                 continue;
             }
             let text = r.text().await.map_err(|e| transport_error(what, e))?;
@@ -716,7 +765,14 @@ impl Session {
                 .and_then(|x| x.get("href"))
                 .and_then(Value::as_str);
             match link {
-                Some(href) if !servers.is_empty() => next = href.to_string(),
+                // Nova writes its own (catalog) URL into the link; behind an endpoint override
+                // that URL may be unreachable, so keep only the path and query.
+                Some(href) if !servers.is_empty() => {
+                    next = match href.find("/servers/detail") {
+                        Some(i) => href[i..].to_string(),
+                        None => href.to_string(),
+                    }
+                }
                 _ => return Ok(out),
             }
         }
@@ -732,8 +788,23 @@ impl Session {
     }
 
     /// A view no older than the TTL and no older than our last action; `max_age` tightens the
-    /// TTL (e.g. when waiting for a transition to finish).
-    pub async fn view(&self, max_age: Option<Duration>) -> Result<Arc<View>, CloudError> {
+    /// TTL (e.g. when waiting for a transition to finish). Waits at most
+    /// [`SessionOptions::wait`] for a list in flight, then fails with a busy-kind timeout (the
+    /// list goes on in the background and its outcome serves the next callers).
+    pub async fn view(
+        self: &Arc<Self>,
+        max_age: Option<Duration>,
+    ) -> Result<Arc<View>, CloudError> {
+        self.view_wait(max_age, Some(self.opts.wait)).await
+    }
+
+    /// [`Session::view`] with an explicit wait bound (`None`: until the list ends, which the
+    /// request timeout bounds; for start-up and tests).
+    pub async fn view_wait(
+        self: &Arc<Self>,
+        max_age: Option<Duration>,
+        wait: Option<Duration>,
+    ) -> Result<Arc<View>, CloudError> {
         let now = Instant::now();
         let age = max_age.map_or(self.opts.cache_ttl, |a| a.min(self.opts.cache_ttl));
         let inv = *self
@@ -741,32 +812,113 @@ impl Session {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let not_before = now.checked_sub(age).map_or(inv, |t| t.max(inv));
-        let mut c = self.cache.lock().await;
-        if let Some(v) = &c.view
-            && v.started >= not_before
-        {
-            return Ok(v.clone());
-        }
-        if let Some((t, e)) = &c.failed
-            && *t >= not_before
-        {
-            return Err(e.clone());
-        }
-        let started = Instant::now();
-        match self.list_servers().await {
-            Ok(servers) => {
-                self.log.ok("Nova server list");
-                let v = Arc::new(View { started, servers });
-                c.view = Some(v.clone());
-                c.failed = None;
-                Ok(v)
+        let mut rx = {
+            let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(v) = &c.view
+                && v.started >= not_before
+            {
+                return Ok(v.clone());
             }
-            Err(e) => {
-                self.log.failed("Nova server list", &e.cause(), &e);
-                c.failed = Some((started, e.clone()));
-                Err(e)
+            if let Some((t, e)) = &c.failed
+                && *t >= not_before
+            {
+                return Err(e.clone());
             }
+            match &c.inflight {
+                // A list that started after `not_before` is as good as a new one: share it. A
+                // BMC request (bounded wait) also shares an older one, as long as it started
+                // after our last action: against a slow Nova, starting another list each TTL
+                // would only pile up requests that all wait for the same slow service.
+                Some((started, rx))
+                    if *started >= not_before || (wait.is_some() && *started >= inv) =>
+                {
+                    rx.clone()
+                }
+                _ => {
+                    let (tx, rx) = tokio::sync::watch::channel(None);
+                    let started = Instant::now();
+                    c.inflight = Some((started, rx.clone()));
+                    let me = self.clone();
+                    tokio::spawn(async move { me.refresh(started, tx).await });
+                    rx
+                }
+            }
+        };
+        let outcome = {
+            let done = rx.wait_for(Option::is_some);
+            match wait {
+                None => done.await.map(|o| o.clone()),
+                Some(w) => match tokio::time::timeout(w, done).await {
+                    Ok(r) => r.map(|o| o.clone()),
+                    Err(_) => {
+                        self.log.failed(
+                            SLOW,
+                            "slow",
+                            &format!(
+                                "no answer within {} ms; IPMI requests are answered busy (C0) \
+                                 until Nova answers",
+                                w.as_millis()
+                            ),
+                        );
+                        return Err(CloudError::Timeout {
+                            what: format!("{LIST} (still waiting)"),
+                        });
+                    }
+                },
+            }
+        };
+        match outcome {
+            Ok(Some(r)) => r,
+            // The refresh task ended without an outcome (it panicked): say so, try again later.
+            Ok(None) | Err(_) => Err(CloudError::Transport {
+                what: LIST.into(),
+                message: "the refresh task ended without an answer".into(),
+            }),
         }
+    }
+
+    /// One server list, in its own task so that no BMC request waits longer than it wants to;
+    /// the outcome goes to the cache and to every waiter.
+    async fn refresh(self: Arc<Self>, started: Instant, tx: tokio::sync::watch::Sender<Outcome>) {
+        let r = self.list_servers().await;
+        let out = {
+            let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if c.inflight.as_ref().is_some_and(|(s, _)| *s == started) {
+                c.inflight = None;
+            }
+            match r {
+                Ok(servers) => {
+                    let v = Arc::new(View { started, servers });
+                    if c.view.as_ref().is_none_or(|old| old.started < started) {
+                        c.view = Some(v.clone());
+                    }
+                    c.failed = None;
+                    Ok(v)
+                }
+                Err(e) => {
+                    c.failed = Some((Instant::now(), e.clone()));
+                    Err(e)
+                }
+            }
+        };
+        match &out {
+            Ok(_) => {
+                self.log.ok_saying(SLOW, "answering in time again");
+                self.log.ok(LIST);
+            }
+            Err(e) => self.log.failed(LIST, &e.cause(), e),
+        }
+        let _ = tx.send(Some(out));
+    }
+}
+
+/// Fill `%(project_id)s` in an endpoint override, as keystoneauth does for catalog-style URLs.
+fn fill_project(url: &str, project_id: Option<&str>) -> String {
+    match project_id {
+        Some(p) => url
+            .replace("%(project_id)s", p)
+            .replace("$(project_id)s", p),
+        None => url.to_string(),
     }
 }
 

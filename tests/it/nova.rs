@@ -27,15 +27,15 @@ use ovbmc::cloud::{BootStrategy, NovaArgs, build_on, connect, machine_options};
 /// How long a lab transition may take before a test fails (the lab's are about 1–4 s).
 const DEADLINE: Duration = Duration::from_secs(90);
 
-static BAREMETAL_0: Mutex<()> = Mutex::new(());
-static BAREMETAL_1: Mutex<()> = Mutex::new(());
+pub(crate) static BAREMETAL_0: Mutex<()> = Mutex::new(());
+pub(crate) static BAREMETAL_1: Mutex<()> = Mutex::new(());
 
-fn hold(m: &'static Mutex<()>) -> MutexGuard<'static, ()> {
+pub(crate) fn hold(m: &'static Mutex<()>) -> MutexGuard<'static, ()> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The lab's clouds.yaml, or why the tier is skipped.
-fn lab() -> Option<PathBuf> {
+pub(crate) fn lab() -> Option<PathBuf> {
     let why = match probe() {
         Ok(p) => return Some(p),
         Err(why) => why,
@@ -82,7 +82,7 @@ fn args(clouds: &Path, strategy: BootStrategy) -> NovaArgs {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -90,7 +90,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-async fn machine(clouds: &Path, strategy: BootStrategy, name: &str) -> Arc<NovaMachine> {
+pub(crate) async fn machine(clouds: &Path, strategy: BootStrategy, name: &str) -> Arc<NovaMachine> {
     let a = args(clouds, strategy);
     let s = connect(&a).await.expect("lab session");
     let o = machine_options(&s, &a).await.expect("options");
@@ -101,13 +101,21 @@ async fn machine(clouds: &Path, strategy: BootStrategy, name: &str) -> Arc<NovaM
 }
 
 /// The server as Nova shows it now (a new list, bypassing the cache).
-async fn nova(s: &Session, id: &str) -> Server {
-    let v = s.view(Some(Duration::ZERO)).await.expect("server list");
+pub(crate) async fn nova(s: &Arc<Session>, id: &str) -> Server {
+    let v = s
+        .view_wait(Some(Duration::ZERO), None)
+        .await
+        .expect("server list");
     v.servers.get(id).cloned().expect("server in list")
 }
 
 /// Poll Nova until `cond` holds for the server, or fail after the deadline.
-async fn until(s: &Session, id: &str, what: &str, cond: impl Fn(&Server) -> bool) -> Server {
+pub(crate) async fn until(
+    s: &Arc<Session>,
+    id: &str,
+    what: &str,
+    cond: impl Fn(&Server) -> bool,
+) -> Server {
     let end = Instant::now() + DEADLINE;
     loop {
         let srv = nova(s, id).await;
@@ -125,7 +133,7 @@ async fn until(s: &Session, id: &str, what: &str, cond: impl Fn(&Server) -> bool
     }
 }
 
-fn settled(status: &'static str) -> impl Fn(&Server) -> bool {
+pub(crate) fn settled(status: &'static str) -> impl Fn(&Server) -> bool {
     move |s| s.status == status && s.task_state.is_none()
 }
 
@@ -145,7 +153,7 @@ async fn power(m: &NovaMachine, a: PowerAction) {
 }
 
 /// Bring the server to ACTIVE with disk boot, whatever an earlier (failed) run left.
-async fn reset_to_active(m: &NovaMachine) {
+pub(crate) async fn reset_to_active(m: &NovaMachine) {
     let s = m.session().clone();
     let id = m.instance_id().to_string();
     let srv = until(&s, &id, "no task", |s| s.task_state.is_none()).await;
@@ -268,6 +276,10 @@ fn free_port() -> u16 {
 }
 
 fn start_bmc(clouds: &Path, dir: &Path, port: u16, instance: &str) -> Bmc {
+    start_bmc_with(clouds, dir, port, instance, &[])
+}
+
+fn start_bmc_with(clouds: &Path, dir: &Path, port: u16, instance: &str, extra: &[&str]) -> Bmc {
     let log = dir.join(format!("ovbmc-{port}.log"));
     let out = std::fs::File::create(&log).expect("log file");
     let child = Command::new(env!("CARGO_BIN_EXE_ovbmc"))
@@ -280,6 +292,7 @@ fn start_bmc(clouds: &Path, dir: &Path, port: u16, instance: &str) -> Bmc {
             "--os-cloud",
             "lab",
         ])
+        .args(extra)
         .args(["--user", "admin", "--password-file"])
         .arg(dir.join("pw"))
         .env("OS_CLIENT_CONFIG_FILE", clouds)
@@ -290,6 +303,47 @@ fn start_bmc(clouds: &Path, dir: &Path, port: u16, instance: &str) -> Bmc {
         .spawn()
         .expect("spawn ovbmc");
     Bmc { child, port, log }
+}
+
+/// Run ipmitool once (one try of 2 s): (success, stdout + stderr).
+fn ipmitool_once(bmc: &Bmc, dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("ipmitool")
+        .args(["-I", "lanplus", "-H", "127.0.0.1", "-p"])
+        .arg(bmc.port.to_string())
+        .args(["-U", "admin", "-f"])
+        .arg(dir.join("pw"))
+        .args(["-C", "17", "-R", "1", "-N", "2"])
+        .args(args)
+        .output()
+        .expect("run ipmitool");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn have_ipmitool() -> bool {
+    if Command::new("ipmitool").arg("-V").output().is_ok() {
+        return true;
+    }
+    if std::env::var("OVBMC_REQUIRE_CLIENTS").as_deref() == Ok("1") {
+        panic!("ipmitool required but not installed");
+    }
+    crate::support::skip("nova", "ipmitool not installed");
+    false
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ovbmc-it-nova-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::File::create(dir.join("pw"))
+        .and_then(|mut f| f.write_all(b"nova-lab-pw"))
+        .unwrap();
+    dir
 }
 
 /// Run ipmitool against the BMC until it succeeds and `want` is in its output (the BMC may
@@ -401,6 +455,148 @@ fn ipmitool_drives_nova_and_a_restart_keeps_boot_flags() {
     assert_eq!(
         srv.metadata.get(PXE_FIRST_KEY).map(String::as_str),
         Some("")
+    );
+    drop(bmc);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// soft, cycle and reset through ipmitool, each checked in Nova; and the busy answer (C0)
+/// while Nova is in a transition, seen with `ipmitool raw` so the completion code shows.
+#[test]
+fn ipmitool_soft_cycle_reset_and_busy_while_nova_transitions() {
+    let Some(clouds) = lab() else { return };
+    if !have_ipmitool() {
+        return;
+    }
+    let _g = hold(&BAREMETAL_0);
+    let dir = scratch("cycle");
+    let rt = runtime();
+    let m = rt.block_on(machine(&clouds, BootStrategy::Metadata, "baremetal_0"));
+    let s = m.session().clone();
+    let id = m.instance_id().to_string();
+    rt.block_on(reset_to_active(&m));
+    let mut bmc = start_bmc(&clouds, &dir, free_port(), "baremetal_0");
+    ipmitool(&mut bmc, &dir, &["power", "status"], "Chassis Power is on");
+
+    // cycle of a running instance: reboot HARD, back to ACTIVE.
+    ipmitool(&mut bmc, &dir, &["power", "cycle"], "Cycle");
+    ipmitool(&mut bmc, &dir, &["power", "status"], "Chassis Power is on");
+    rt.block_on(until(&s, &id, "ACTIVE after cycle", settled("ACTIVE")));
+    // soft: os-stop (Nova's clean shutdown), SHUTOFF.
+    ipmitool(&mut bmc, &dir, &["power", "soft"], "Soft");
+    ipmitool(&mut bmc, &dir, &["power", "status"], "Chassis Power is off");
+    rt.block_on(until(&s, &id, "SHUTOFF after soft", settled("SHUTOFF")));
+    // cycle needs power to cycle (IPMI v2.0 §28.3): refused while off, nothing sent.
+    let (ok, out) = ipmitool_once(&bmc, &dir, &["power", "cycle"]);
+    assert!(!ok, "cycle while off must fail:\n{out}");
+    assert_eq!(rt.block_on(nova(&s, &id)).status, "SHUTOFF");
+    // reset of an off instance powers it on (reboot HARD of a SHUTOFF server starts it).
+    ipmitool(&mut bmc, &dir, &["power", "reset"], "Reset");
+    ipmitool(&mut bmc, &dir, &["power", "status"], "Chassis Power is on");
+    rt.block_on(until(&s, &id, "ACTIVE after reset", settled("ACTIVE")));
+    let log = std::fs::read_to_string(&bmc.log).unwrap_or_default();
+    assert!(log.contains("power cycle accepted (reboot HARD)"), "{log}");
+    assert!(log.contains("power soft accepted (os-stop)"), "{log}");
+    assert!(log.contains("power reset accepted (reboot HARD)"), "{log}");
+
+    // Busy while Nova transitions: power off (raw Chassis Control 0) right after an accepted
+    // power on, while Nova's task_state is still powering-on, gets C0 "node busy"; once the
+    // transition ends the same command succeeds. The lab's start takes about 1.2 s; a loaded
+    // machine may miss the window, so try a few times.
+    let mut saw_busy = None;
+    for _ in 0..4 {
+        ipmitool(&mut bmc, &dir, &["power", "off"], "Down/Off");
+        rt.block_on(until(&s, &id, "SHUTOFF", settled("SHUTOFF")));
+        ipmitool(&mut bmc, &dir, &["power", "on"], "Up/On");
+        let (ok, out) = ipmitool_once(&bmc, &dir, &["raw", "0x00", "0x02", "0x00"]);
+        let srv = rt.block_on(nova(&s, &id));
+        println!(
+            "raw off right after on: ok={ok} ({}), Nova {} / {:?}",
+            out.trim(),
+            srv.status,
+            srv.task_state
+        );
+        if !ok && out.contains("rsp=0xc0") {
+            saw_busy = Some(out);
+            break;
+        }
+        rt.block_on(until(&s, &id, "ACTIVE", settled("ACTIVE")));
+    }
+    let out = saw_busy.expect("no C0 while Nova was powering on");
+    // ipmitool: "Unable to send RAW command (... rsp=0xc0): Node busy".
+    assert!(out.contains("Node busy"), "{out}");
+    rt.block_on(until(&s, &id, "ACTIVE", settled("ACTIVE")));
+    let raw_off = ipmitool(&mut bmc, &dir, &["raw", "0x00", "0x02", "0x00"], "");
+    println!("raw off after the transition: {raw_off:?}");
+    rt.block_on(until(&s, &id, "SHUTOFF after raw off", settled("SHUTOFF")));
+    ipmitool(&mut bmc, &dir, &["power", "on"], "Up/On");
+    rt.block_on(until(&s, &id, "ACTIVE", settled("ACTIVE")));
+    drop(bmc);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The rebuild strategy through ipmitool: boot device PXE then reset rebuilds the instance with
+/// the iPXE image (Nova shows the new image); the one-time flag is then consumed, and with boot
+/// device disk a reset is a plain reboot HARD (no rebuild: the image stays).
+#[test]
+fn ipmitool_rebuild_strategy_end_to_end() {
+    let Some(clouds) = lab() else { return };
+    if !have_ipmitool() {
+        return;
+    }
+    let _g = hold(&BAREMETAL_1);
+    let dir = scratch("rebuild");
+    let rt = runtime();
+    let m = rt.block_on(machine(&clouds, BootStrategy::Rebuild, "baremetal_1"));
+    let s = m.session().clone();
+    let id = m.instance_id().to_string();
+    rt.block_on(reset_to_active(&m));
+    let ipxe = rt
+        .block_on(ovbmc::cloud::resolve_image(&s, "ipxe-boot"))
+        .expect("the lab's ipxe-boot image");
+    let mut bmc = start_bmc_with(
+        &clouds,
+        &dir,
+        free_port(),
+        "baremetal_1",
+        &["--boot-strategy", "rebuild", "--ipxe-image", "ipxe-boot"],
+    );
+    ipmitool(&mut bmc, &dir, &["power", "status"], "Chassis Power is on");
+    ipmitool(
+        &mut bmc,
+        &dir,
+        &["chassis", "bootdev", "pxe"],
+        "Set Boot Device to pxe",
+    );
+    ipmitool(&mut bmc, &dir, &["power", "reset"], "Reset");
+    let srv = rt.block_on(until(&s, &id, "rebuilt with ipxe-boot", |x| {
+        settled("ACTIVE")(x) && x.image_id.as_deref() == Some(ipxe.as_str())
+    }));
+    println!("after pxe + reset: {} image {:?}", srv.status, srv.image_id);
+    // The one-time PXE flag was consumed by that boot: the valid bit is clear (IPMI v2.0
+    // §28.13; ipmitool still decodes the device bits, which we leave as they were).
+    let out = ipmitool(
+        &mut bmc,
+        &dir,
+        &["chassis", "bootparam", "get", "5"],
+        "Boot Flags",
+    );
+    assert!(out.contains("Boot Flag Invalid"), "{out}");
+    // Disk: a reset is a reboot HARD, not a rebuild.
+    ipmitool(
+        &mut bmc,
+        &dir,
+        &["chassis", "bootdev", "disk", "options=persistent"],
+        "Set Boot Device to disk",
+    );
+    ipmitool(&mut bmc, &dir, &["power", "reset"], "Reset");
+    rt.block_on(until(&s, &id, "ACTIVE after disk reset", settled("ACTIVE")));
+    let log = std::fs::read_to_string(&bmc.log).unwrap_or_default();
+    assert!(log.contains("power reset accepted (rebuild)"), "{log}");
+    assert!(log.contains("power reset accepted (reboot HARD)"), "{log}");
+    assert_eq!(
+        rt.block_on(nova(&s, &id)).image_id.as_deref(),
+        Some(ipxe.as_str())
     );
     drop(bmc);
     let _ = std::fs::remove_dir_all(&dir);
