@@ -1,7 +1,7 @@
-//! [`NetOps`] with iproute2: `ip -j` (JSON output, iproute2 ≥ 4.14) to read, `ip ... add|del`
-//! to change. Shelling out keeps the dependency list short and makes every change exactly
-//! the command `ovbmc routes --dry-run` prints; an rtnetlink implementation can replace it
-//! behind the same trait.
+//! [`NetOps`] with iproute2 (`--routing ip`): `ip -j` (JSON output, iproute2 ≥ 4.14) to read,
+//! `ip ... add|del` to change. The fallback to the netlink backend: every change is exactly
+//! the command `ovbmc routes --dry-run` prints, so it is the easiest to trace and to compare
+//! with by hand, and it does not depend on the rtnetlink crate's parsing of kernel messages.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use super::{Cidr, HostState, IfAddr, NetError, NetOps, Op, Route, Rule};
+use super::{Applied, Cidr, HostState, IfAddr, NetError, NetOps, Op, Route, Rule};
 
 /// iproute2's `ip`.
 #[derive(Clone, Debug)]
@@ -36,9 +36,9 @@ impl IpCommand {
         let out = Command::new(&self.program)
             .args(args)
             .output()
-            .map_err(|source| NetError::Spawn {
+            .map_err(|error| NetError::Spawn {
                 program: self.program.display().to_string(),
-                source,
+                error,
             })?;
         if !out.status.success() {
             return Err(NetError::Command {
@@ -135,9 +135,43 @@ impl NetOps for IpCommand {
         Ok(st)
     }
 
-    fn apply(&self, op: &Op, add: bool) -> Result<(), NetError> {
-        self.run(&op.args(add)).map(|_| ())
+    fn apply(&self, op: &Op, add: bool) -> Result<Applied, NetError> {
+        match self.run(&op.args(add)) {
+            Ok(_) => Ok(Applied::Done),
+            Err(NetError::Command { command, stderr }) => match classify(&stderr, add) {
+                Some(Ok(a)) => Ok(a),
+                Some(Err(())) => Err(NetError::Permission { command }),
+                None => Err(NetError::Command { command, stderr }),
+            },
+            Err(e) => Err(e),
+        }
     }
+}
+
+/// What `ip`'s complaint means: `Some(Ok(_))` nothing to do, `Some(Err(()))` no privilege,
+/// `None` a real failure. The texts are iproute2's `RTNETLINK answers: <strerror>` or the
+/// kernel's extended ack (`Error: ...`), as iproute2 6.1 on Linux 6.18 prints them.
+fn classify(stderr: &str, add: bool) -> Option<Result<Applied, ()>> {
+    if stderr.contains("Operation not permitted") {
+        return Some(Err(()));
+    }
+    let nothing_to_do: &[&str] = if add {
+        // EEXIST; "Address already assigned" is the extack text for an address.
+        &["File exists", "already assigned"]
+    } else {
+        // ENOENT (rule), ESRCH (route), EADDRNOTAVAIL / extack (address).
+        &[
+            "No such file or directory",
+            "No such process",
+            "ddress not found",
+            "Cannot assign requested address",
+            "does not exist",
+        ]
+    };
+    nothing_to_do
+        .iter()
+        .any(|t| stderr.contains(t))
+        .then_some(Ok(Applied::AlreadyThere))
 }
 
 /// `"default"`, `"198.51.100.0/24"` or a host address (`ip` omits `/32`).
@@ -188,6 +222,38 @@ fn parse_rule(v: &Value) -> Option<Rule> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn classifies_ip_errors() {
+        // Printed by iproute2 6.1 on Linux 6.18.
+        assert_eq!(
+            classify("RTNETLINK answers: File exists", true),
+            Some(Ok(Applied::AlreadyThere))
+        );
+        assert_eq!(
+            classify("Error: ipv4: Address already assigned.", true),
+            Some(Ok(Applied::AlreadyThere))
+        );
+        for gone in [
+            "RTNETLINK answers: No such file or directory",
+            "RTNETLINK answers: No such process",
+            "Error: ipv4: Address not found.",
+            "Error: ipv6: address not found.",
+            "Error: FIB table does not exist.",
+        ] {
+            assert_eq!(
+                classify(gone, false),
+                Some(Ok(Applied::AlreadyThere)),
+                "{gone}"
+            );
+        }
+        assert_eq!(
+            classify("RTNETLINK answers: Operation not permitted", true),
+            Some(Err(()))
+        );
+        assert_eq!(classify("Error: Nexthop has invalid gateway.", true), None);
+        assert_eq!(classify("RTNETLINK answers: No such process", true), None);
+    }
 
     #[test]
     fn parses_ip_json() {

@@ -16,12 +16,15 @@
 //! The parts:
 //! * [`plan`]: a pure function from the host's state (addresses, routes, rules) and the BMC
 //!   list to the [`Op`]s that are needed (unit-tested without a network);
-//! * [`NetOps`]: reading that state and applying an op. [`iproute::IpCommand`] does it with
-//!   iproute2 (`ip -j ...`); an rtnetlink implementation can come later behind the same trait;
+//! * [`NetOps`]: reading that state and applying an op. [`netlink::Netlink`] talks to the
+//!   kernel over rtnetlink (`--routing auto`, no iproute2 needed); [`iproute::IpCommand`] runs
+//!   iproute2's `ip` instead (`--routing ip`, a fallback for a kernel or netlink quirk the
+//!   crate gets wrong, and the easiest to trace: every change is exactly the printed command);
 //! * [`Router`]: applies a plan idempotently (an op already present is neither added nor, at
 //!   the end, removed), remembers what it added, and removes exactly that on reload or exit.
 
 pub mod iproute;
+pub mod netlink;
 pub mod plan;
 
 use std::fmt;
@@ -29,16 +32,29 @@ use std::net::IpAddr;
 
 pub use plan::{RouteRequest, RoutingSettings, plan};
 
-/// Why routing could not be read, planned or applied.
+use crate::cli::RoutingMode;
+
+/// The [`NetOps`] for a `--routing` mode: iproute2 for `ip`, netlink otherwise (`auto`, and
+/// `off` for `ovbmc routes --dry-run`, which only reads).
+pub fn backend(mode: RoutingMode) -> Box<dyn NetOps> {
+    match mode {
+        RoutingMode::Ip => Box::new(iproute::IpCommand::default()),
+        RoutingMode::Auto | RoutingMode::Off => Box::new(netlink::Netlink::new()),
+    }
+}
+
+/// Why routing could not be read, planned or applied. (The I/O errors are fields called
+/// `error`, not `source`: the message already shows them, and anyhow's `{:#}` would print a
+/// `source` a second time.)
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     /// The `ip` program could not be run.
-    #[error("cannot run {program}: {source} (is iproute2 installed?)")]
+    #[error("cannot run {program}: {error} (is iproute2 installed?)")]
     Spawn {
         /// The program.
         program: String,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A command failed.
     #[error("`{command}` failed: {stderr}")]
@@ -47,6 +63,32 @@ pub enum NetError {
         command: String,
         /// What it printed on stderr.
         stderr: String,
+    },
+    /// The kernel refused a change for lack of privilege.
+    #[error(
+        "`{command}`: permission denied; policy routing needs CAP_NET_ADMIN (run as root, \
+         or grant it: systemd AmbientCapabilities=CAP_NET_ADMIN, podman --cap-add=NET_ADMIN), \
+         or use --routing off"
+    )]
+    Permission {
+        /// The change, as the equivalent `ip` command.
+        command: String,
+    },
+    /// The kernel refused a change or a dump (netlink).
+    #[error("`{command}` failed: {error}{hint}")]
+    Kernel {
+        /// The change, as the equivalent `ip` command.
+        command: String,
+        /// The errno the kernel answered.
+        error: std::io::Error,
+        /// What it probably means (empty, or starting with ": ").
+        hint: String,
+    },
+    /// The netlink socket could not be opened or used.
+    #[error("netlink: {error} (try --routing ip, which runs iproute2's `ip` instead)")]
+    Netlink {
+        /// The I/O error.
+        error: std::io::Error,
     },
     /// A command's JSON output was not understood.
     #[error("`{command}`: unexpected output: {message}")]
@@ -58,8 +100,8 @@ pub enum NetError {
     },
     /// The BMC address is not on this host (and `--add-address` was not given).
     #[error(
-        "{addr} is not an address of this host; add it to an interface (ip addr add \
-         {addr}/PREFIX dev IF), or run with --add-address (and set `interface` if no \
+        "address {addr} is not on any interface of this host: add it (ip addr add \
+         {addr}/PREFIX dev IF) or use --add-address (and set `interface` if no \
          interface's subnet holds it)"
     )]
     NotLocal {
@@ -335,12 +377,22 @@ impl HostState {
     }
 }
 
+/// What [`NetOps::apply`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The change was made.
+    Done,
+    /// Nothing to do: an add found the entry there already (EEXIST; someone added it after
+    /// the state was read), a delete found it gone. Such an entry is not ours to remove.
+    AlreadyThere,
+}
+
 /// Reading the host's network state and changing it.
 pub trait NetOps: Send + Sync {
     /// The addresses, links, main table, rules and the routes of `tables`.
     fn state(&self, tables: &[u32]) -> Result<HostState, NetError>;
     /// Add (`add = true`) or delete one op.
-    fn apply(&self, op: &Op, add: bool) -> Result<(), NetError>;
+    fn apply(&self, op: &Op, add: bool) -> Result<Applied, NetError>;
 }
 
 /// Applies plans and undoes what it applied.
@@ -364,7 +416,17 @@ impl Router {
     /// The ops `reqs` need on this host now, in apply order, each with whether it is
     /// already present. Reads the host but changes nothing (`ovbmc routes --dry-run`).
     pub fn preview(&self, reqs: &[RouteRequest]) -> Result<Vec<(Op, bool)>, NetError> {
-        let first = self.ops.state(&[])?;
+        let mut first = self.ops.state(&[])?;
+        // Plan as if the addresses this process added were not there: the planner asks for
+        // an address only when it is missing, and an address missing from the plan is one
+        // `sync` removes, so without this a reload would take away the addresses it added.
+        let ours = |a: &IfAddr| {
+            self.added.iter().any(|op| match op {
+                Op::Address { cidr, dev } => cidr.addr == a.cidr.addr && *dev == a.ifname,
+                _ => false,
+            })
+        };
+        first.addrs.retain(|a| !ours(a));
         let planned = plan(&first, reqs, &self.settings)?;
         let tables = tables_of(&planned.ops);
         let state = self.ops.state(&tables)?;
@@ -392,14 +454,23 @@ impl Router {
             if *present || self.added.contains(op) {
                 continue;
             }
+            // A rule must be looked for before it is added (done above, from the state): the
+            // kernel takes `from A lookup N` again at another priority, and older kernels
+            // stack even an identical copy, NLM_F_EXCL or not. (Linux 6.18 answers EEXIST to
+            // an identical one, which is then `AlreadyThere`.)
             tracing::info!("routing: {}", op.command(true));
-            if let Err(e) = self.ops.apply(op, true) {
-                for done in new_added.iter().rev() {
-                    self.delete(done);
+            match self.ops.apply(op, true) {
+                Ok(Applied::Done) => new_added.push(op.clone()),
+                Ok(Applied::AlreadyThere) => {
+                    tracing::info!("routing: already present: {}", op.command(true));
                 }
-                return Err(e);
+                Err(e) => {
+                    for done in new_added.iter().rev() {
+                        self.delete(done);
+                    }
+                    return Err(e);
+                }
             }
-            new_added.push(op.clone());
         }
         let keep: Vec<&Op> = wanted.iter().map(|(op, _)| op).collect();
         let (stay, go): (Vec<Op>, Vec<Op>) = std::mem::take(&mut self.added)
@@ -423,8 +494,12 @@ impl Router {
 
     fn delete(&self, op: &Op) {
         tracing::info!("routing: {}", op.command(false));
-        if let Err(e) = self.ops.apply(op, false) {
-            tracing::warn!("routing: could not undo `{}`: {e}", op.command(true));
+        match self.ops.apply(op, false) {
+            Ok(Applied::Done) => {}
+            Ok(Applied::AlreadyThere) => {
+                tracing::info!("routing: already gone: {}", op.command(true));
+            }
+            Err(e) => tracing::warn!("routing: could not undo `{}`: {e}", op.command(true)),
         }
     }
 }
@@ -473,6 +548,163 @@ mod tests {
             prefix: 64,
         };
         assert_eq!(v6.network().to_string(), "2001:db8::/64");
+    }
+
+    /// A host that records the changes asked of it and answers from a script.
+    struct Fake {
+        state: std::sync::Mutex<HostState>,
+        /// Commands answered with `AlreadyThere`.
+        there: Vec<String>,
+        /// A command answered with an error.
+        fail: Option<String>,
+        calls: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    impl NetOps for Fake {
+        fn state(&self, _tables: &[u32]) -> Result<HostState, NetError> {
+            Ok(self.state.lock().unwrap().clone())
+        }
+        fn apply(&self, op: &Op, add: bool) -> Result<Applied, NetError> {
+            let c = op.command(add);
+            self.calls.lock().unwrap().push(c.clone());
+            if self.fail.as_ref() == Some(&c) {
+                return Err(NetError::Permission { command: c });
+            }
+            if let Op::Address { cidr, dev } = op {
+                let mut st = self.state.lock().unwrap();
+                st.addrs.retain(|a| a.cidr.addr != cidr.addr);
+                if add {
+                    st.addrs.push(IfAddr {
+                        ifindex: 3,
+                        ifname: dev.clone(),
+                        cidr: *cidr,
+                    });
+                }
+            }
+            Ok(if self.there.contains(&c) {
+                Applied::AlreadyThere
+            } else {
+                Applied::Done
+            })
+        }
+    }
+
+    fn one_nic() -> HostState {
+        HostState {
+            addrs: vec![IfAddr {
+                ifindex: 3,
+                ifname: "eth2".into(),
+                cidr: Cidr {
+                    addr: "198.51.100.11".parse().unwrap(),
+                    prefix: 24,
+                },
+            }],
+            links: vec![(3, "eth2".into())],
+            main_routes: vec![Route {
+                dst: None,
+                gateway: Some("198.51.100.1".parse().unwrap()),
+                dev: Some("eth2".into()),
+            }],
+            ..HostState::default()
+        }
+    }
+
+    const RULE: &str = "ip rule add from 198.51.100.11 table 1003 priority 1000";
+    const ONLINK: &str = "ip route add 198.51.100.0/24 dev eth2 table 1003";
+    const DEFAULT: &str = "ip route add default via 198.51.100.1 dev eth2 table 1003";
+
+    #[test]
+    fn router_keeps_what_it_did_not_add() {
+        let calls = std::sync::Arc::default();
+        let fake = Fake {
+            state: one_nic().into(),
+            // Someone added the rule between the read and the add (EEXIST).
+            there: vec![RULE.into()],
+            fail: None,
+            calls: std::sync::Arc::clone(&calls),
+        };
+        let reqs = [RouteRequest::new("198.51.100.11".parse().unwrap())];
+        let mut r = Router::new(Box::new(fake), RoutingSettings::default());
+        r.sync(&reqs).unwrap();
+        assert_eq!(*calls.lock().unwrap(), [ONLINK, DEFAULT, RULE]);
+        // A second sync (a reload with the same fleet) adds nothing it added before.
+        calls.lock().unwrap().clear();
+        r.sync(&reqs).unwrap();
+        assert_eq!(*calls.lock().unwrap(), [RULE]);
+        calls.lock().unwrap().clear();
+        drop(r);
+        // At exit: exactly what it added, newest first; the rule was not its to remove.
+        assert_eq!(
+            *calls.lock().unwrap(),
+            [
+                "ip route del default via 198.51.100.1 dev eth2 table 1003",
+                "ip route del 198.51.100.0/24 dev eth2 table 1003",
+            ]
+        );
+    }
+
+    #[test]
+    fn router_keeps_the_addresses_it_added_across_reloads() {
+        let calls = std::sync::Arc::default();
+        let fake = Fake {
+            state: one_nic().into(),
+            there: vec![],
+            fail: None,
+            calls: std::sync::Arc::clone(&calls),
+        };
+        let settings = RoutingSettings {
+            add_address: true,
+            ..RoutingSettings::default()
+        };
+        let reqs = [RouteRequest::new("198.51.100.12".parse().unwrap())];
+        let mut r = Router::new(Box::new(fake), settings);
+        r.sync(&reqs).unwrap();
+        assert_eq!(
+            calls.lock().unwrap()[0],
+            "ip addr add 198.51.100.12/24 dev eth2"
+        );
+        calls.lock().unwrap().clear();
+        r.sync(&reqs).unwrap();
+        assert!(
+            calls.lock().unwrap().is_empty(),
+            "a reload with the same fleet changed: {:?}",
+            calls.lock().unwrap()
+        );
+        // A reload without the BMC removes its routing and the address.
+        r.sync(&[]).unwrap();
+        assert_eq!(
+            calls.lock().unwrap().last().map(String::as_str),
+            Some("ip addr del 198.51.100.12/24 dev eth2")
+        );
+    }
+
+    #[test]
+    fn router_rolls_back_a_failed_start() {
+        let calls = std::sync::Arc::default();
+        let fake = Fake {
+            state: one_nic().into(),
+            there: vec![],
+            fail: Some(RULE.into()),
+            calls: std::sync::Arc::clone(&calls),
+        };
+        let mut r = Router::new(Box::new(fake), RoutingSettings::default());
+        let e = r
+            .sync(&[RouteRequest::new("198.51.100.11".parse().unwrap())])
+            .unwrap_err();
+        assert!(e.to_string().contains("CAP_NET_ADMIN"), "{e}");
+        assert_eq!(
+            *calls.lock().unwrap(),
+            [
+                ONLINK,
+                DEFAULT,
+                RULE,
+                "ip route del default via 198.51.100.1 dev eth2 table 1003",
+                "ip route del 198.51.100.0/24 dev eth2 table 1003",
+            ]
+        );
+        calls.lock().unwrap().clear();
+        drop(r);
+        assert!(calls.lock().unwrap().is_empty(), "nothing left to undo");
     }
 
     #[test]

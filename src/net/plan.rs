@@ -74,8 +74,10 @@ pub fn plan(
     let mut routes = Vec::new();
     let mut rules = Vec::new();
     let mut warnings = Vec::new();
-    // table -> (dev, gateway) of the first BMC that used it, to catch clashes.
-    let mut tables: HashMap<u32, (String, Option<IpAddr>)> = HashMap::new();
+    // (IPv6?, table) -> (dev, gateway) of the first BMC that used it, to catch clashes. The
+    // kernel keeps IPv4 and IPv6 tables apart (the same number is two tables), so an
+    // interface's IPv4 and IPv6 addresses share a number without sharing routes.
+    let mut tables: HashMap<(bool, u32), (String, Option<IpAddr>)> = HashMap::new();
     let mut seen_addrs = Vec::new();
     for r in reqs {
         let Some(addr) = r.addr else { continue };
@@ -98,7 +100,7 @@ pub fn plan(
                 subnet.network()
             ));
         }
-        match tables.get(&table) {
+        match tables.get(&(addr.is_ipv6(), table)) {
             Some((dev, gw)) if *dev != ifname || *gw != gateway => {
                 return Err(NetError::TableConflict {
                     table,
@@ -111,7 +113,7 @@ pub fn plan(
             }
             Some(_) => {}
             None => {
-                tables.insert(table, (ifname.clone(), gateway));
+                tables.insert((addr.is_ipv6(), table), (ifname.clone(), gateway));
                 // The on-link route first: some kernels check a gateway against the table
                 // the route goes in.
                 routes.push(Op::Route {
@@ -374,6 +376,37 @@ mod tests {
             plan(&host(), &wrong_if, &add),
             Err(NetError::Interface { .. })
         ));
+    }
+
+    #[test]
+    fn dual_stack_shares_the_table_number() {
+        let mut h = host();
+        h.addrs.push(IfAddr {
+            ifindex: 2,
+            ifname: "eth1".into(),
+            cidr: cidr("2001:db8::10/64"),
+        });
+        h.main_routes.push(Route {
+            dst: None,
+            gateway: Some(ip("2001:db8::1")),
+            dev: Some("eth1".into()),
+        });
+        let reqs = [
+            RouteRequest::new(ip("198.51.100.10")),
+            RouteRequest::new(ip("2001:db8::10")),
+        ];
+        let p = plan(&h, &reqs, &RoutingSettings::default()).unwrap();
+        assert_eq!(
+            cmds(&p),
+            [
+                "ip route add 198.51.100.0/24 dev eth1 table 1002",
+                "ip route add default via 198.51.100.1 dev eth1 table 1002",
+                "ip -6 route add 2001:db8::/64 dev eth1 table 1002",
+                "ip -6 route add default via 2001:db8::1 dev eth1 table 1002",
+                "ip rule add from 198.51.100.10 table 1002 priority 1000",
+                "ip -6 rule add from 2001:db8::10 table 1002 priority 1000",
+            ]
+        );
     }
 
     #[test]

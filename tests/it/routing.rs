@@ -1,15 +1,21 @@
-//! Per-address policy routing (`--routing auto`), in network namespaces this test makes:
+//! Per-address policy routing (`--routing auto` over netlink, `--routing ip` over iproute2),
+//! in network namespaces this test makes:
 //!
 //! ```text
-//!  client ns            router/switch ns                      BMC-host ns (ovbmc)
-//!  eth0 203.0.113.10 -- pc 203.0.113.1 | br0 198.51.100.1 -+- p1 --- eth1 198.51.100.10
-//!                                                           +- p2 --- eth2 198.51.100.11 (+ .12)
+//!  client ns              router/switch ns                        BMC-host ns (ovbmc)
+//!  eth0 203.0.113.10 --- pc 203.0.113.1 | br0 198.51.100.1 -+- p1 --- eth1 198.51.100.10
+//!       2001:db8:2::10      2001:db8:2::1 |   2001:db8:1::1   |         2001:db8:1::10
+//!                                                            +- p2 --- eth2 198.51.100.11 (+ .12)
+//!                                                                      2001:db8:1::11
 //! ```
 //!
 //! The switch drops a frame from p1 whose source is not eth1's address, and from p2 unless it
 //! is eth2's (nftables, bridge family): what Neutron port security does. The BMC host's main
-//! table sends everything out of eth1, so without ovbmc's routing the BMC at .11 never gets
-//! its replies through; with `--routing auto` both answer. See `docs/deploy.md`.
+//! tables send everything out of eth1, so without ovbmc's routing the BMCs at .11 and
+//! 2001:db8:1::11 never get their replies through; with `--routing auto` all answer. It also
+//! checks that entries already on the host are neither duplicated nor removed, that a reload
+//! with the same fleet changes nothing, and that after SIGTERM the host's addresses, rules and
+//! routes are exactly as before. See `docs/deploy.md`.
 //!
 //! Needs root, iproute2 (`ip netns`), nftables and ipmitool. Otherwise it prints
 //! `SKIP routing tier: <why>` and passes, unless `OVBMC_REQUIRE_LABS=1`.
@@ -130,19 +136,23 @@ impl Lab {
             "br0",
         ]);
         sh(&["ip", "-n", r, "addr", "add", "203.0.113.1/24", "dev", "pc"]);
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            r,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ]);
-        // Port security: each switch port accepts only its own NIC's addresses.
+        // IPv6 addresses skip duplicate address detection (`nodad`): a tentative address
+        // cannot be used for a second or more, and nothing else is on these links.
+        for (addr, dev) in [("2001:db8:1::1/64", "br0"), ("2001:db8:2::1/64", "pc")] {
+            sh(&[
+                "ip", "-n", r, "-6", "addr", "add", addr, "dev", dev, "nodad",
+            ]);
+        }
+        for k in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+            sh(&["ip", "netns", "exec", r, "sysctl", "-qw", k]);
+        }
+        // Port security: each switch port accepts only its own NIC's addresses (and, for
+        // IPv6, link-local ones, which neighbour discovery uses; Neutron allows them too).
         let rules = "table bridge portsec {\n chain pre {\n  type filter hook prerouting priority 0; policy accept;\n  \
              iifname \"p1\" ether type ip ip saddr != 198.51.100.10 drop\n  \
-             iifname \"p2\" ether type ip ip saddr != { 198.51.100.11, 198.51.100.12 } drop\n }\n}\n";
+             iifname \"p2\" ether type ip ip saddr != { 198.51.100.11, 198.51.100.12 } drop\n  \
+             iifname \"p1\" ether type ip6 ip6 saddr != { 2001:db8:1::10, fe80::/10 } drop\n  \
+             iifname \"p2\" ether type ip6 ip6 saddr != { 2001:db8:1::11, fe80::/10 } drop\n }\n}\n";
         let nft = Command::new("ip")
             .args(["netns", "exec", r, "nft", "-f", "-"])
             .stdin(Stdio::piped())
@@ -176,23 +186,22 @@ impl Lab {
                 ]);
             }
         }
-        for (dev, addr) in [("eth1", "198.51.100.10/24"), ("eth2", "198.51.100.11/24")] {
+        for (dev, addr, addr6) in [
+            ("eth1", "198.51.100.10/24", "2001:db8:1::10/64"),
+            ("eth2", "198.51.100.11/24", "2001:db8:1::11/64"),
+        ] {
             sh(&["ip", "-n", b, "link", "set", dev, "up"]);
             sh(&["ip", "-n", b, "addr", "add", addr, "dev", dev]);
+            sh(&[
+                "ip", "-n", b, "-6", "addr", "add", addr6, "dev", dev, "nodad",
+            ]);
         }
-        // The main table's default route goes via eth1 only: the trap.
-        sh(&[
-            "ip",
-            "-n",
-            b,
-            "route",
-            "add",
-            "default",
-            "via",
-            "198.51.100.1",
-            "dev",
-            "eth1",
-        ]);
+        // The main tables' default routes go via eth1 only: the trap.
+        for (fam, gw) in [("-4", "198.51.100.1"), ("-6", "2001:db8:1::1")] {
+            sh(&[
+                "ip", "-n", b, fam, "route", "add", "default", "via", gw, "dev", "eth1",
+            ]);
+        }
         sh(&["ip", "-n", c, "link", "set", "eth0", "up"]);
         sh(&[
             "ip",
@@ -213,6 +222,29 @@ impl Lab {
             "default",
             "via",
             "203.0.113.1",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            c,
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:2::10/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            c,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:2::1",
         ]);
         lab
     }
@@ -262,10 +294,83 @@ impl Lab {
         )
     }
 
+    /// Both families' rules.
     fn rules(&self) -> String {
-        sh(&["ip", "-n", &self.bmc, "rule", "show"])
+        let b = self.bmc.as_str();
+        sh(&["ip", "-n", b, "-4", "rule", "show"]) + &sh(&["ip", "-n", b, "-6", "rule", "show"])
+    }
+
+    /// Everything policy routing can touch on the BMC host: addresses, rules, every table of
+    /// both families. Two snapshots are equal iff nothing was left behind or taken away.
+    fn snapshot(&self) -> String {
+        let b = self.bmc.as_str();
+        let mut s = self.rules();
+        for fam in ["-4", "-6"] {
+            s += &sh(&["ip", "-n", b, fam, "route", "show", "table", "all"]);
+        }
+        s + &sh(&["ip", "-n", b, "-br", "addr", "show"])
+    }
+
+    /// Run an `ip` command (as `ovbmc routes --dry-run` prints it) in the BMC host.
+    fn ip(&self, command: &str) {
+        let mut args = vec!["ip", "-n", &self.bmc];
+        args.extend(command.split_whitespace().skip(1));
+        sh(&args);
+    }
+
+    /// Start ovbmc with `--routing mode`, check every BMC answers, reload with the same fleet
+    /// (which must change nothing), stop it with SIGTERM; returns its log.
+    fn serve_all(&self, dir: &ScratchDir, cfg: &Path, pw: &Path, mode: &str) -> String {
+        let mut p = self.ovbmc(dir, cfg, &["--routing", mode], &format!("{mode}.log"));
+        p.wait_log("serving", 1, Duration::from_secs(30))
+            .unwrap_or_else(|l| panic!("{l}"));
+        for addr in ALL {
+            let r = self.power_status(addr, pw);
+            assert!(
+                r.expect_success().contains("Chassis Power is off"),
+                "--routing {mode}: {addr}: {r}"
+            );
+        }
+        let once = self.rules();
+        for addr in ALL {
+            assert_eq!(
+                once.matches(&format!("from {addr} lookup")).count(),
+                1,
+                "--routing {mode}: one rule for {addr}:\n{once}"
+            );
+        }
+        // A reload with the same fleet: the rules and routes stay exactly as they are.
+        let tables = self.snapshot();
+        p.signal("HUP");
+        p.wait_log("reload: ", 1, Duration::from_secs(30))
+            .unwrap_or_else(|l| panic!("{l}"));
+        assert_eq!(
+            self.snapshot(),
+            tables,
+            "--routing {mode}: the reload changed routing"
+        );
+        let r = self.power_status("198.51.100.11", pw);
+        assert!(r.success(), "--routing {mode}: after the reload: {r}");
+
+        p.signal("TERM");
+        let st = p
+            .wait_exit(Duration::from_secs(30))
+            .expect("ovbmc did not exit on SIGTERM");
+        let log = p.log();
+        assert!(st.success(), "--routing {mode}: exit {st}:\n{log}");
+        assert!(!log.contains("could not undo"), "--routing {mode}:\n{log}");
+        log
     }
 }
+
+/// Every BMC address of the three-BMC fleet (and the IPv6 pair).
+const ALL: [&str; 5] = [
+    "198.51.100.10",
+    "198.51.100.11",
+    "198.51.100.12",
+    "2001:db8:1::10",
+    "2001:db8:1::11",
+];
 
 fn config(dir: &ScratchDir, name: &str, pw: &Path, bmcs: &[(&str, Option<&str>)]) -> PathBuf {
     let mut s = format!(
@@ -302,7 +407,12 @@ fn routing_auto_answers_from_every_nic() {
         &dir,
         "two.toml",
         &pw,
-        &[("198.51.100.10", None), ("198.51.100.11", None)],
+        &[
+            ("198.51.100.10", None),
+            ("198.51.100.11", None),
+            ("2001:db8:1::10", None),
+            ("2001:db8:1::11", None),
+        ],
     );
     let three = config(
         &dir,
@@ -312,20 +422,28 @@ fn routing_auto_answers_from_every_nic() {
             ("198.51.100.10", None),
             ("198.51.100.11", None),
             ("198.51.100.12", Some("eth2")),
+            ("2001:db8:1::10", None),
+            ("2001:db8:1::11", None),
         ],
     );
 
-    // 1. Without ovbmc's routing: the reply from .11 leaves by eth1 and the switch drops it.
+    // 1. Without ovbmc's routing: the replies from the second NIC's addresses leave by eth1
+    //    and the switch drops them.
     {
         let mut p = lab.ovbmc(&dir, &two, &["--routing", "off"], "off.log");
         p.wait_log("serving", 1, Duration::from_secs(30))
             .unwrap_or_else(|l| panic!("{l}"));
-        let ok = lab.power_status("198.51.100.10", &pw);
-        assert!(ok.expect_success().contains("Chassis Power is off"), "{ok}");
+        for ok in ["198.51.100.10", "2001:db8:1::10"] {
+            let r = lab.power_status(ok, &pw);
+            assert!(r.expect_success().contains("Chassis Power is off"), "{r}");
+        }
         lab.power_status("198.51.100.11", &pw).expect_failure();
+        lab.power_status("2001:db8:1::11", &pw).expect_failure();
     }
 
-    // 2. The dry run shows the rules without changing anything.
+    // 2. The dry run (which reads the host over netlink) shows the rules without changing
+    //    anything.
+    let pristine = lab.snapshot();
     let dry = run(
         &find_program("ip").expect("ip"),
         &[
@@ -347,46 +465,50 @@ fn routing_auto_answers_from_every_nic() {
         "ip addr add 198.51.100.12/24 dev eth2",
         "ip route add default via 198.51.100.1 dev eth2 table",
         "ip rule add from 198.51.100.11 table",
+        "ip -6 route add default via 2001:db8:1::1 dev eth2 table",
+        "ip -6 rule add from 2001:db8:1::11 table",
     ] {
         assert!(out.contains(want), "dry run lacks {want:?}:\n{dry}");
     }
-    assert!(
-        !lab.rules().contains("198.51.100.11"),
-        "the dry run changed the rules"
-    );
+    assert_eq!(lab.snapshot(), pristine, "the dry run changed the host");
 
-    // 3. With --routing auto (and --add-address for .12): every address answers.
-    let mut p = lab.ovbmc(&dir, &three, &["--routing", "auto"], "auto.log");
-    p.wait_log("serving", 1, Duration::from_secs(30))
-        .unwrap_or_else(|l| panic!("{l}"));
-    for addr in ["198.51.100.10", "198.51.100.11", "198.51.100.12"] {
-        let r = lab.power_status(addr, &pw);
-        assert!(
-            r.expect_success().contains("Chassis Power is off"),
-            "{addr}: {r}"
-        );
+    // 3. Entries already on the host (an operator's, or a run killed with SIGKILL): the rule
+    //    and default route for .10, exactly as ovbmc would add them. ovbmc must use them, not
+    //    add a second copy, and leave them in place at exit.
+    let line = |prefix: &str| {
+        out.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("dry run lacks {prefix:?}:\n{out}"))
+            .to_string()
+    };
+    let existing = [
+        line("ip route add default via 198.51.100.1 dev eth1 table"),
+        line("ip rule add from 198.51.100.10 table"),
+    ];
+    for c in &existing {
+        lab.ip(c);
     }
-    let rules = lab.rules();
-    assert!(rules.contains("from 198.51.100.11 lookup"), "{rules}");
+    let before = lab.snapshot();
 
-    // 4. SIGTERM: the rules, routes and the added address go away again.
-    p.signal("TERM");
-    let st = p
-        .wait_exit(Duration::from_secs(30))
-        .expect("ovbmc did not exit on SIGTERM");
-    assert!(st.success(), "exit {st}:\n{}", p.log());
-    let rules = lab.rules();
-    assert!(
-        !rules.contains("198.51.100."),
-        "rules left behind:\n{rules}"
+    // 4. --routing auto (netlink; --add-address for .12 from the file): every address
+    //    answers; SIGTERM puts the host back exactly as it was, pre-existing entries included.
+    let log = lab.serve_all(&dir, &three, &pw, "auto");
+    assert!(log.contains("serving"), "{log}");
+    assert_eq!(
+        lab.snapshot(),
+        before,
+        "--routing auto left the host changed:\n{log}"
     );
-    let addrs = sh(&["ip", "-n", &lab.bmc, "addr", "show", "dev", "eth2"]);
-    assert!(
-        !addrs.contains("198.51.100.12"),
-        "added address left behind:\n{addrs}"
-    );
-    assert!(
-        addrs.contains("198.51.100.11"),
-        "a pre-existing address was removed:\n{addrs}"
+
+    // 5. The same with the iproute2 fallback, from a host without the pre-existing entries.
+    for c in existing.iter().rev() {
+        lab.ip(&c.replacen(" add ", " del ", 1));
+    }
+    assert_eq!(lab.snapshot(), pristine);
+    lab.serve_all(&dir, &three, &pw, "ip");
+    assert_eq!(
+        lab.snapshot(),
+        pristine,
+        "--routing ip left the host changed"
     );
 }
