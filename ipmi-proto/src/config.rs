@@ -73,6 +73,10 @@ pub struct Limits {
     /// Half-open (unauthenticated) sessions per BMC; beyond this the oldest is evicted, so a
     /// flood cannot lock out a real client and memory stays bounded.
     pub max_half_open: usize,
+    /// Half-open sessions one source (IPv4 address or IPv6 /64) may hold; its next Open
+    /// Session evicts its own oldest, so one flooding host cannot push out anyone else's
+    /// handshake (0: no per-source share). Far above any honest console, which needs one.
+    pub max_half_open_per_source: usize,
     /// A handshake not finished within this is dropped (and counted as a failed login if the
     /// client had been sent a RAKP 2).
     pub setup_timeout: Duration,
@@ -99,6 +103,7 @@ impl Default for Limits {
         Self {
             max_sessions: 32,
             max_half_open: 1024,
+            max_half_open_per_source: 64,
             setup_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
             reply_cache_ttl: Duration::from_secs(10),

@@ -5,7 +5,7 @@
 //! purpose: a suite that is not here cannot be negotiated.
 
 use aes::Aes128;
-use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
+use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, InnerIvInit};
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
 use sha2::Sha256;
@@ -126,7 +126,92 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
+/// An HMAC keyed once and cloned per message: keying costs two compression-function calls
+/// (the ipad and opad blocks, RFC 2104 §2), as much as the message itself for the short IPMI
+/// packets, so a session keeps the keyed state instead of its key's bytes alone.
+///
+/// The states are key-equivalent secrets; the hash crates' `zeroize` features wipe them on
+/// drop.
+#[derive(Clone)]
+enum KeyedMac {
+    Sha1(Hmac<Sha1>),
+    Sha256(Hmac<Sha256>),
+}
+
+impl KeyedMac {
+    fn new(suite: CipherSuite, key: &[u8]) -> Self {
+        // HMAC takes keys of any length (RFC 2104), so new_from_slice cannot fail.
+        const ANY: &str = "HMAC accepts any key length";
+        match suite {
+            CipherSuite::Suite3 => Self::Sha1(Hmac::new_from_slice(key).expect(ANY)),
+            CipherSuite::Suite17 => Self::Sha256(Hmac::new_from_slice(key).expect(ANY)),
+        }
+    }
+
+    /// HMAC over the concatenation of `parts`, written to the front of `out` (32 bytes fit
+    /// either hash); returns the full MAC length.
+    fn mac_into(&self, parts: &[&[u8]], out: &mut [u8; 32]) -> usize {
+        fn run<M: Mac + Clone>(m: &M, parts: &[&[u8]], out: &mut [u8; 32]) -> usize {
+            let mut m = m.clone();
+            for p in parts {
+                m.update(p);
+            }
+            let full = m.finalize().into_bytes();
+            out[..full.len()].copy_from_slice(&full);
+            full.len()
+        }
+        match self {
+            Self::Sha1(m) => run(m, parts, out),
+            Self::Sha256(m) => run(m, parts, out),
+        }
+    }
+
+    fn mac(&self, parts: &[&[u8]]) -> Zeroizing<[u8; 32]> {
+        let mut out = Zeroizing::new([0u8; 32]);
+        self.mac_into(parts, &mut out);
+        out
+    }
+}
+
+/// A truncated integrity AuthCode or RAKP 4 ICV (12 or 16 bytes), on the stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Icv {
+    buf: [u8; 16],
+    len: usize,
+}
+
+impl Icv {
+    fn truncate(full: &[u8; 32], len: usize) -> Self {
+        let mut buf = [0u8; 16];
+        buf[..len].copy_from_slice(&full[..len]);
+        Self { buf, len }
+    }
+}
+
+impl core::ops::Deref for Icv {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl AsRef<[u8]> for Icv {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+/// Plain (not constant-time) comparison, for tests: verification uses [`ct_eq`].
+impl PartialEq<Vec<u8>> for Icv {
+    fn eq(&self, other: &Vec<u8>) -> bool {
+        **self == other[..]
+    }
+}
+
 /// The per-session keys of IPMI v2.0 §13.31–13.32, zeroized on drop.
+///
+/// Besides the key bytes it keeps what per-packet work needs ready: HMAC keyed with K1 and
+/// the AES-128 key schedule, so that a packet costs the MAC and cipher blocks only.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct SessionKeys {
     #[zeroize(skip)]
@@ -137,6 +222,12 @@ pub struct SessionKeys {
     k1: Vec<u8>,
     /// First 16 bytes of K2: the AES-128 key.
     aes_key: [u8; 16],
+    /// HMAC keyed with K1 (wiped by the hash crates on drop).
+    #[zeroize(skip)]
+    k1_mac: KeyedMac,
+    /// The expanded AES key (wiped by the aes crate's `zeroize` feature on drop).
+    #[zeroize(skip)]
+    aes: Aes128,
 }
 
 impl core::fmt::Debug for SessionKeys {
@@ -162,15 +253,19 @@ impl SessionKeys {
         role: u8,
         user: &[u8],
     ) -> Self {
-        let sik = suite.hmac(kg, &[rm, rc, &[role, user.len() as u8], user]);
-        let k1 = suite.hmac(&sik, &[&[1u8; CONST_LEN]]);
-        let k2 = suite.hmac(&sik, &[&[2u8; CONST_LEN]]);
+        let n = suite.hash_len();
+        let sik = KeyedMac::new(suite, kg).mac(&[rm, rc, &[role, user.len() as u8], user]);
+        let sik_mac = KeyedMac::new(suite, &sik[..n]);
+        let k1 = sik_mac.mac(&[&[1u8; CONST_LEN]]);
+        let k2 = sik_mac.mac(&[&[2u8; CONST_LEN]]);
         let mut aes_key = [0u8; 16];
         aes_key.copy_from_slice(&k2[..16]);
         Self {
             suite,
-            sik: sik.to_vec(),
-            k1: k1.to_vec(),
+            sik: sik[..n].to_vec(),
+            k1: k1[..n].to_vec(),
+            k1_mac: KeyedMac::new(suite, &k1[..n]),
+            aes: Aes128::new(&aes_key.into()),
             aes_key,
         }
     }
@@ -197,17 +292,15 @@ impl SessionKeys {
 
     /// The RAKP 4 ICV: HMAC_SIK(Rm ‖ SIDc ‖ GUIDc) truncated to the suite's ICV length
     /// (IPMI v2.0 §13.23).
-    pub fn rakp4_icv(&self, rm: &[u8; 16], sid_c: u32, guid: &[u8; 16]) -> Vec<u8> {
-        let full = self
-            .suite
-            .hmac(&self.sik, &[rm, &sid_c.to_le_bytes(), guid]);
-        full[..self.suite.icv_len()].to_vec()
+    pub fn rakp4_icv(&self, rm: &[u8; 16], sid_c: u32, guid: &[u8; 16]) -> Icv {
+        let full = KeyedMac::new(self.suite, &self.sik).mac(&[rm, &sid_c.to_le_bytes(), guid]);
+        Icv::truncate(&full, self.suite.icv_len())
     }
 
     /// The integrity AuthCode over `data` (datagram offset 4 through Next Header), truncated.
-    pub fn integrity(&self, data: &[u8]) -> Vec<u8> {
-        let full = self.suite.hmac(&self.k1, &[data]);
-        full[..self.suite.icv_len()].to_vec()
+    pub fn integrity(&self, data: &[u8]) -> Icv {
+        let full = self.k1_mac.mac(&[data]);
+        Icv::truncate(&full, self.suite.icv_len())
     }
 
     /// Check an integrity AuthCode in constant time.
@@ -223,7 +316,7 @@ impl SessionKeys {
         let start = out.len();
         out.extend_from_slice(plaintext);
         out.extend((1..=pad as u8).chain([pad as u8]));
-        let mut enc = cbc::Encryptor::<Aes128>::new(&self.aes_key.into(), &(*iv).into());
+        let mut enc = cbc::Encryptor::<Aes128>::inner_iv_init(self.aes.clone(), &(*iv).into());
         for chunk in out[start..].chunks_exact_mut(16) {
             let block: &mut [u8; 16] = chunk.try_into().expect("chunks of 16");
             let mut b = (*block).into();
@@ -235,13 +328,23 @@ impl SessionKeys {
     /// Decrypt an AES-CBC-128 payload (IV ‖ ciphertext), check the confidentiality pad
     /// (n ≤ 15 and the pad bytes are exactly 01..n, as OpenBMC checks) and return the plaintext.
     pub fn decrypt(&self, payload: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        let mut plain = Zeroizing::new(vec![0u8; payload.len().saturating_sub(16)]);
+        let n = self.decrypt_into(payload, &mut plain)?;
+        plain.truncate(n);
+        Some(plain)
+    }
+
+    /// [`SessionKeys::decrypt`] into `buf` (at least the ciphertext's length, else `None`):
+    /// returns the plaintext length. The endpoint decrypts into the stack this way.
+    pub fn decrypt_into(&self, payload: &[u8], buf: &mut [u8]) -> Option<usize> {
         if payload.len() < 32 || !payload.len().is_multiple_of(16) {
             return None;
         }
         let (iv, ct) = payload.split_at(16);
         let iv: [u8; 16] = iv.try_into().ok()?;
-        let mut dec = cbc::Decryptor::<Aes128>::new(&self.aes_key.into(), &iv.into());
-        let mut plain = Zeroizing::new(ct.to_vec());
+        let plain = buf.get_mut(..ct.len())?;
+        plain.copy_from_slice(ct);
+        let mut dec = cbc::Decryptor::<Aes128>::inner_iv_init(self.aes.clone(), &iv.into());
         for chunk in plain.chunks_exact_mut(16) {
             let block: &mut [u8; 16] = chunk.try_into().ok()?;
             let mut b = (*block).into();
@@ -260,8 +363,7 @@ impl SessionKeys {
         {
             return None;
         }
-        plain.truncate(body);
-        Some(plain)
+        Some(body)
     }
 }
 

@@ -166,6 +166,19 @@ pub enum Event {
     },
 }
 
+/// One request answered by the endpoint itself or after the machine, for per-command
+/// metrics (see [`Endpoint::take_answered`]). Retries answered from the cache are not
+/// repeated here; they count in [`Stats::retries_answered`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answered {
+    /// Network function of the request.
+    pub netfn: u8,
+    /// Command.
+    pub cmd: u8,
+    /// Completion code of the answer.
+    pub cc: u8,
+}
+
 /// Counters, for metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -307,11 +320,16 @@ pub struct Endpoint {
     active: usize,
     /// Half-open sessions in creation order, for eviction (entries may be stale).
     half_open: VecDeque<u32>,
+    /// Each source's half-open sessions in creation order (exact: kept by `open_session`,
+    /// `remove_session` and activation), for the per-source share of the table.
+    half_open_by_source: HashMap<IpAddr, VecDeque<u32>>,
     pending: HashMap<Ticket, Pending>,
     next_ticket: u64,
     bmc: BmcState,
     events: VecDeque<Event>,
     stats: Stats,
+    /// The request the last `handle`/`complete` answered, until `take_answered`.
+    answered: Option<Answered>,
     sources: HashMap<IpAddr, Guard>,
     users: HashMap<usize, Guard>,
 }
@@ -336,11 +354,13 @@ impl Endpoint {
             sessions: HashMap::new(),
             active: 0,
             half_open: VecDeque::new(),
+            half_open_by_source: HashMap::new(),
             pending: HashMap::new(),
             next_ticket: 1,
             bmc: BmcState::default(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            answered: None,
             sources: HashMap::new(),
             users: HashMap::new(),
         }
@@ -386,7 +406,14 @@ impl Endpoint {
                     self.locked_out(Some(peer.ip()), None, now + l.lockout_duration);
                 }
             }
-            if let Some(idx) = self.cfg.users.iter().position(|u| u.name == user) {
+            // A handshake abandoned after RAKP 2 counts against its source only. The BMC
+            // verified nothing (the client judged our RAKP 2, which already gave it the
+            // HMAC to guess the password offline, protocol notes §11.3), so a per-user count
+            // would add no protection, only a way for anyone who knows the user name to lock
+            // the operator out with a few unfinished logins (tests/it/flood.rs).
+            if reason != LoginFailure::AbandonedAfterRakp2
+                && let Some(idx) = self.cfg.users.iter().position(|u| u.name == user)
+            {
                 let g = self.users.entry(idx).or_default();
                 if g.fail(
                     now,
@@ -411,6 +438,12 @@ impl Endpoint {
         &self.stats
     }
 
+    /// The request the last [`Endpoint::handle`] or [`Endpoint::complete`] answered, if it
+    /// answered one (a cheap hook for per-command metrics: a copy, no allocation).
+    pub fn take_answered(&mut self) -> Option<Answered> {
+        self.answered.take()
+    }
+
     /// Number of active and half-open sessions.
     pub fn session_counts(&self) -> (usize, usize) {
         (self.active, self.sessions.len() - self.active)
@@ -421,8 +454,21 @@ impl Endpoint {
         let s = self.sessions.remove(&sid)?;
         if matches!(s.state, State::Active(_)) {
             self.active -= 1;
+        } else {
+            self.leave_half_open(sid, s.peer);
         }
         Some(s)
+    }
+
+    /// Drop `sid` from its source's half-open list (it became active or went away).
+    fn leave_half_open(&mut self, sid: u32, peer: SocketAddr) {
+        let key = source_key(peer.ip());
+        if let Some(q) = self.half_open_by_source.get_mut(&key) {
+            q.retain(|&s| s != sid);
+            if q.is_empty() {
+                self.half_open_by_source.remove(&key);
+            }
+        }
     }
 
     /// The next event, if any.
@@ -475,6 +521,11 @@ impl Endpoint {
         }
         let req = IpmiRequest::decode(p.message).ok()?;
         let (cc, data) = commands::sessionless(&req, self.cfg.kg.is_some())?;
+        self.answered = Some(Answered {
+            netfn: req.netfn,
+            cmd: req.cmd,
+            cc,
+        });
         let mut msg = Vec::with_capacity(32);
         req.encode_response(cc, &data, &mut msg);
         let mut out = Vec::with_capacity(msg.len() + 14);
@@ -499,6 +550,11 @@ impl Endpoint {
             payload::IPMI => {
                 let req = IpmiRequest::decode(p.payload).ok()?;
                 let (cc, data) = commands::sessionless(&req, self.cfg.kg.is_some())?;
+                self.answered = Some(Answered {
+                    netfn: req.netfn,
+                    cmd: req.cmd,
+                    cc,
+                });
                 let mut msg = Vec::with_capacity(32);
                 req.encode_response(cc, &data, &mut msg);
                 let mut out = Vec::with_capacity(msg.len() + 16);
@@ -578,7 +634,7 @@ impl Endpoint {
         if active >= self.cfg.limits.max_sessions {
             return refuse(status::NO_RESOURCES);
         }
-        self.make_room_for_half_open();
+        self.make_room_for_half_open(peer);
         let sid_c = self.new_session_id(rng);
         self.sessions.insert(
             sid_c,
@@ -593,6 +649,10 @@ impl Endpoint {
             },
         );
         self.half_open.push_back(sid_c);
+        self.half_open_by_source
+            .entry(source_key(peer.ip()))
+            .or_default()
+            .push_back(sid_c);
         let granted = if open_max == 0 { 4 } else { open_max };
         let mut r = Vec::with_capacity(36);
         r.extend_from_slice(&[tag, status::OK, granted, 0]);
@@ -605,7 +665,37 @@ impl Endpoint {
         Some(r)
     }
 
-    fn make_room_for_half_open(&mut self) {
+    /// Make room for one more half-open session from `peer`. A source that already holds its
+    /// share (`max_half_open_per_source`) gives up its own oldest handshake, so a flood from
+    /// one host (or one IPv6 /64) only recycles its own entries and never evicts another
+    /// client's handshake; only when many sources together fill the table is the oldest
+    /// handshake of any source evicted. (A spoofed-source flood cannot get past Open Session,
+    /// since it never sees the session ID we grant; it ages through the table in creation
+    /// order like everything else.) Protocol notes §11.6: cap half-open sessions per BMC and
+    /// per source.
+    fn make_room_for_half_open(&mut self, peer: SocketAddr) {
+        if self.half_open.len() > 2 * self.cfg.limits.max_half_open.max(64) {
+            // Per-source evictions leave stale entries here during a flood: compact now and
+            // then (amortised O(1) per Open Session), so memory stays bounded between timers.
+            let sessions = &self.sessions;
+            self.half_open.retain(|sid| {
+                sessions
+                    .get(sid)
+                    .is_some_and(|s| !matches!(s.state, State::Active(_)))
+            });
+        }
+        let share = self.cfg.limits.max_half_open_per_source;
+        if let Some(&sid) = self
+            .half_open_by_source
+            .get(&source_key(peer.ip()))
+            .filter(|q| share > 0 && q.len() >= share)
+            .and_then(|q| q.front())
+        {
+            let peer = self.sessions.get(&sid).map_or(peer, |s| s.peer);
+            self.remove_session(sid);
+            self.event(Event::HalfOpenEvicted { peer });
+            return;
+        }
         let half_open = self.sessions.len() - self.session_counts().0;
         if half_open < self.cfg.limits.max_half_open {
             return;
@@ -849,6 +939,7 @@ impl Endpoint {
             rakp4: r.clone(),
         }));
         self.active += 1;
+        self.leave_half_open(sid_c, peer);
         self.stats.logins += 1;
         self.event(Event::SessionOpened {
             sid: sid_c,
@@ -886,12 +977,23 @@ impl Endpoint {
         }
         act.window.accept(p.seq);
         sess.last_seen = now;
-        let plain: Zeroizing<Vec<u8>> = act.keys.decrypt(p.payload)?;
+        // Requests are short (the longest this BMC serves carry a few dozen bytes): decrypt
+        // on the stack, on the heap only for an unusually long payload.
+        let mut stack = Zeroizing::new([0u8; 256]);
+        let mut heap;
+        let buf: &mut [u8] = if p.payload.len() <= 16 + stack.len() {
+            &mut stack[..]
+        } else {
+            heap = Zeroizing::new(vec![0u8; p.payload.len()]);
+            &mut heap[..]
+        };
+        let n = act.keys.decrypt_into(p.payload, buf)?;
+        let plain = &buf[..n];
         if p.payload_type != payload::IPMI {
             // SOL and OEM payloads are not offered (Activate Payload answers C1).
             return None;
         }
-        let req = IpmiRequest::decode(&plain).ok()?;
+        let req = IpmiRequest::decode(plain).ok()?;
         let key = RetryKey {
             rq_seq: req.rq_seq,
             netfn: req.netfn,
@@ -934,6 +1036,11 @@ impl Endpoint {
         act.privilege = ctx.privilege;
         match outcome {
             Outcome::Reply { cc, data, after } => {
+                self.answered = Some(Answered {
+                    netfn: req.netfn,
+                    cmd: req.cmd,
+                    cc,
+                });
                 let mut msg = Vec::with_capacity(data.len() + 8);
                 req.encode_response(cc, &data, &mut msg);
                 let out = seal(sess, &msg, rng);
@@ -1004,6 +1111,11 @@ impl Endpoint {
         let pd = self.pending.remove(&ticket)?;
         let (cc, data) = commands::machine_reply(&pd.kind, result, &mut self.bmc, now);
         let sess = self.sessions.get_mut(&pd.sid)?;
+        self.answered = Some(Answered {
+            netfn: pd.key.netfn,
+            cmd: pd.key.cmd,
+            cc,
+        });
         let mut msg = Vec::with_capacity(data.len() + 8);
         pd.header.encode_response(cc, &data, &mut msg);
         let out = seal(sess, &msg, rng);
@@ -1087,6 +1199,22 @@ impl Endpoint {
     #[doc(hidden)]
     pub fn session_created(&self, sid: u32) -> Option<Instant> {
         self.sessions.get(&sid).map(|s| s.created)
+    }
+}
+
+/// The unit the half-open table is shared by: an IPv4 address, or an IPv6 /64 (one host
+/// usually holds a whole /64, so per-address shares would be no limit there).
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                IpAddr::from(o)
+            }
+        },
+        v4 => v4,
     }
 }
 

@@ -606,6 +606,8 @@ fn fuzz_corpora_replay() {
     for (target, run) in [
         ("decoders", crate::fuzzing::decoders as fn(&[u8])),
         ("endpoint", crate::fuzzing::endpoint_sequence),
+        ("commands", crate::fuzzing::commands),
+        ("setup", crate::fuzzing::setup),
     ] {
         for e in std::fs::read_dir(format!("{root}/{target}")).unwrap() {
             let path = e.unwrap().path();
@@ -652,4 +654,168 @@ fn repeated_failed_logins_lock_the_source_out_for_a_while() {
     );
     p.login(&mut c).unwrap();
     assert_eq!(p.ep.stats().lockouts, 1);
+}
+
+/// Open Session + RAKP 1 from `from`, never finished (a flooder's half-open login).
+fn half_open_from(p: &mut Pair, from: SocketAddr, password: &[u8]) {
+    let mut f = Client::new(
+        CipherSuite::Suite17,
+        "admin",
+        password,
+        Privilege::Administrator,
+    );
+    let Some(Output::Transmit { data, .. }) =
+        p.ep.handle(p.now, from, &f.open_session_request(), &mut p.rng)
+    else {
+        panic!("no Open Session Response")
+    };
+    let rakp1 = f.handle_open_session_response(&data, &mut p.rng).unwrap();
+    p.ep.handle(p.now, from, &rakp1, &mut p.rng);
+}
+
+#[test]
+fn a_flooding_source_recycles_only_its_own_half_open_sessions() {
+    let mut cfg = admin("pw");
+    cfg.limits.max_half_open = 16;
+    cfg.limits.max_half_open_per_source = 4;
+    let mut p = Pair::new(cfg);
+    // A real console gets as far as RAKP 2 ...
+    let mut c = Client::new(
+        CipherSuite::Suite17,
+        "admin",
+        b"pw",
+        Privilege::Administrator,
+    );
+    let r = p.reply(&c.open_session_request());
+    let rakp1 = c.handle_open_session_response(&r, &mut p.rng).unwrap();
+    let r = p.reply(&rakp1);
+    let rakp3 = c.handle_rakp2(&r).unwrap();
+    // ... while one host floods from many ports, far more than the whole table holds.
+    for port in 0..40 {
+        half_open_from(
+            &mut p,
+            SocketAddr::from(([192, 0, 2, 66], 1000 + port)),
+            b"x",
+        );
+    }
+    assert_eq!(
+        p.ep.session_counts(),
+        (0, 5),
+        "the flooder holds only its share"
+    );
+    let evicted = std::iter::from_fn(|| p.ep.poll_event())
+        .filter_map(|e| match e {
+            Event::HalfOpenEvicted { peer } => Some(peer),
+            _ => None,
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(evicted.len(), 36);
+    assert!(evicted.iter().all(|a| a.ip() != peer().ip()));
+    // The console's handshake survived and finishes.
+    c.handle_rakp4(&p.reply(&rakp3)).unwrap();
+    assert_eq!(p.ep.session_counts(), (1, 4));
+    // An IPv6 flooder's share is per /64, not per address.
+    for i in 0..10u16 {
+        let a = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, i, i, i, i);
+        half_open_from(&mut p, SocketAddr::from((a, 623)), b"x");
+    }
+    assert_eq!(p.ep.session_counts(), (1, 8));
+}
+
+#[test]
+fn many_sources_share_the_half_open_table_oldest_first() {
+    let mut cfg = admin("pw");
+    cfg.limits.max_half_open = 16;
+    cfg.limits.max_half_open_per_source = 4;
+    let mut p = Pair::new(cfg);
+    for i in 0..50u8 {
+        half_open_from(&mut p, SocketAddr::from(([198, 51, 100, i], 623)), b"x");
+    }
+    assert_eq!(p.ep.session_counts(), (0, 16), "bounded by the table");
+    // The newest handshakes are the ones left: RAKP 3 for the oldest finds no session.
+    p.now += Duration::from_secs(6);
+    p.ep.handle_timeout(p.now);
+    assert_eq!(p.ep.session_counts(), (0, 0));
+}
+
+#[test]
+fn abandoned_handshakes_count_against_their_source_not_the_user() {
+    // 40 unfinished logins naming the real user, from 40 hosts, all time out: above the
+    // per-user threshold (30), but they must not lock the operator out.
+    let mut p = Pair::new(admin("pw"));
+    for i in 0..40u8 {
+        half_open_from(&mut p, SocketAddr::from(([203, 0, 113, i], 623)), b"pw");
+    }
+    p.now += Duration::from_secs(6);
+    p.ep.handle_timeout(p.now);
+    assert_eq!(p.ep.stats().login_failures, 40);
+    assert_eq!(p.ep.stats().lockouts, 0);
+    let mut c = Client::new(
+        CipherSuite::Suite17,
+        "admin",
+        b"pw",
+        Privilege::Administrator,
+    );
+    p.login(&mut c).unwrap();
+    // From one source, the same count locks that source (at its threshold of 10).
+    let flooder = SocketAddr::from(([203, 0, 113, 200], 623));
+    for _ in 0..10 {
+        half_open_from(&mut p, flooder, b"pw");
+    }
+    p.now += Duration::from_secs(6);
+    p.ep.handle_timeout(p.now);
+    assert_eq!(p.ep.stats().lockouts, 1);
+    let mut f = Client::new(
+        CipherSuite::Suite17,
+        "admin",
+        b"pw",
+        Privilege::Administrator,
+    );
+    let Some(Output::Transmit { data, .. }) =
+        p.ep.handle(p.now, flooder, &f.open_session_request(), &mut p.rng)
+    else {
+        panic!()
+    };
+    assert_eq!(
+        f.handle_open_session_response(&data, &mut p.rng),
+        Err(ClientError::Status(0x01))
+    );
+}
+
+#[test]
+fn in_session_numbers_outside_the_window_are_dropped() {
+    // IPMI v2.0 §6.12 (`session::SeqWindow`): up to 15 behind and 16 ahead of the highest
+    // accepted number, each number once.
+    let mut p = Pair::new(admin("pw"));
+    let mut c = Client::new(
+        CipherSuite::Suite17,
+        "admin",
+        b"pw",
+        Privilege::Administrator,
+    );
+    p.login(&mut c).unwrap();
+    assert_eq!(p.cmd(&mut c, 0x06, 0x01, &[]).0, 0);
+    let dropped = p.ep.stats().dropped;
+    // Built but held back: once 15 later ones arrive they are 16 and 15 behind the highest.
+    let late = c.request(0x06, 0x01, &[], &mut p.rng);
+    let in_window = c.request(0x06, 0x01, &[], &mut p.rng);
+    for _ in 0..15 {
+        assert_eq!(p.cmd(&mut c, 0x06, 0x01, &[]).0, 0);
+    }
+    assert!(p.send(&late).is_none(), "16 behind: outside the window");
+    assert!(
+        p.send(&in_window).is_some(),
+        "15 behind, never seen: accepted"
+    );
+    assert!(
+        p.send(&in_window).is_none(),
+        "the same number again: a duplicate"
+    );
+    // 17 ahead of the highest accepted: outside the window.
+    let mut ahead = Vec::new();
+    for _ in 0..17 {
+        ahead = c.request(0x06, 0x01, &[], &mut p.rng);
+    }
+    assert!(p.send(&ahead).is_none(), "17 ahead: outside the window");
+    assert_eq!(p.ep.stats().dropped, dropped + 3);
 }

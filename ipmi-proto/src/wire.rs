@@ -258,13 +258,13 @@ pub fn finish_v20(out: &mut [u8], len_at: usize) {
 
 /// Append the integrity pad, pad length and Next Header, then the AuthCode computed by `mac`
 /// over datagram offset 4 through Next Header.
-pub fn append_trailer(out: &mut Vec<u8>, mac: impl FnOnce(&[u8]) -> Vec<u8>) {
+pub fn append_trailer<C: AsRef<[u8]>>(out: &mut Vec<u8>, mac: impl FnOnce(&[u8]) -> C) {
     let pad = (4 - (out.len() - 4 + 2) % 4) % 4;
     out.extend(std::iter::repeat_n(0xffu8, pad));
     out.push(pad as u8);
     out.push(0x07);
     let code = mac(&out[4..]);
-    out.extend_from_slice(&code);
+    out.extend_from_slice(code.as_ref());
 }
 
 /// A session-less IPMI 1.5 datagram around `message` (auth type none, seq 0, session 0).
