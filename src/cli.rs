@@ -2,7 +2,7 @@
 //! `ovbmc --config FLEET.toml` for many (see `docs/configuration.md`), and
 //! `ovbmc routes --dry-run` to review the policy routing ovbmc would set up.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -73,13 +73,20 @@ pub struct Cli {
 
     /// Per-address policy routing: `auto` adds `ip rule from ADDR table N` and a default
     /// route via the address's own interface in table N, so that each reply leaves through
-    /// the NIC that owns its source address (needs CAP_NET_ADMIN); `off` leaves routing to
-    /// the host. Overrides `[routing] mode`. [default: off]
+    /// the NIC that owns its source address (needs CAP_NET_ADMIN); `ip` does the same with
+    /// iproute2's `ip` instead of netlink; `off` leaves routing to the host. Overrides
+    /// `[routing] mode`. [default: off]
     #[arg(long, value_enum)]
     pub routing: Option<RoutingMode>,
 
     #[command(flatten)]
     pub route_opts: RoutingArgs,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics and a health check at /healthz
+    /// (e.g. 127.0.0.1:9623; see docs/configuration.md). Overrides `[defaults] metrics`.
+    /// [default: off]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<SocketAddr>,
 
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -146,8 +153,11 @@ pub enum RoutingMode {
     /// Leave routing to the host.
     #[default]
     Off,
-    /// Per-address rules and tables (for a BMC host with one NIC per BMC address).
+    /// Per-address rules and tables (for a BMC host with one NIC per BMC address), set
+    /// through netlink.
     Auto,
+    /// As `auto`, but by running iproute2's `ip` (a fallback; needs iproute2 ≥ 4.14).
+    Ip,
 }
 
 /// Backends.

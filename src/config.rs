@@ -292,6 +292,8 @@ with_common! {
     /// `[defaults]`: the shared keys plus process-wide settings.
     struct RawDefaults {
         backend_timeout_ms: Option<u64>,
+        // A string, checked below, so that a bad value is reported with the key's name.
+        metrics: Option<String>,
     }
 }
 
@@ -314,6 +316,8 @@ pub struct Fleet {
     pub bmcs: Vec<BmcEntry>,
     /// `[defaults] backend_timeout_ms`.
     pub backend_timeout_ms: Option<u64>,
+    /// `[defaults] metrics`: where to serve Prometheus metrics (`--metrics` wins).
+    pub metrics: Option<SocketAddr>,
     /// `[cloud]`.
     pub cloud: CloudSection,
     /// `[routing]`.
@@ -361,6 +365,20 @@ impl Fleet {
             }
         }
         let defaults: RawDefaults = typed(&mut table, "defaults", path)?;
+        let metrics = defaults
+            .metrics
+            .as_deref()
+            .map(|m| {
+                m.parse::<SocketAddr>().map_err(|_| ConfigError::Section {
+                    path: p(),
+                    section: "defaults",
+                    message: format!(
+                        "metrics: {m:?} is not an address and port (e.g. \"127.0.0.1:9623\" \
+                         or \"[::1]:9623\")"
+                    ),
+                })
+            })
+            .transpose()?;
         let cloud: CloudSection = typed(&mut table, "cloud", path)?;
         if let Some(s) = &cloud.boot_strategy {
             parse_enum::<BootStrategy>(s).map_err(|message| ConfigError::Section {
@@ -455,6 +473,7 @@ impl Fleet {
         Ok(Self {
             bmcs,
             backend_timeout_ms: defaults.backend_timeout_ms,
+            metrics,
             cloud,
             routing,
             inline_passwords,
@@ -660,6 +679,7 @@ mod tests {
 backend = "sim"
 password_file = "pw"
 backend_timeout_ms = 900
+metrics = "127.0.0.1:9623"
 
 [cloud]
 os_cloud = "mycloud"
@@ -701,6 +721,7 @@ interface = "eth1"
         assert_eq!(b.boot_strategy, Some(BootStrategy::Rescue));
         assert_eq!(b.route.interface.as_deref(), Some("eth1"));
         assert_eq!(f.backend_timeout_ms, Some(900));
+        assert_eq!(f.metrics, Some("127.0.0.1:9623".parse().unwrap()));
         assert_eq!(f.cloud.os_cloud.as_deref(), Some("mycloud"));
         assert_eq!(f.routing.priority, Some(500));
         assert!(f.inline_passwords.is_empty());
@@ -779,6 +800,15 @@ interface = "eth1"
         refused("[defaults]\npassword_env='X'\n", &["no [[bmc]]"]);
         refused("[defaults]\npasword='X'\n", &["[defaults]", "pasword"]);
         refused("[routing]\nmode='on'\n", &["[routing]", "mode", "auto"]);
+        refused(
+            "[defaults]\nmetrics='localhost'\n[[bmc]]\naddress='192.0.2.1'\ninstance='a'\n",
+            &["[defaults]", "metrics", "\"localhost\"", "127.0.0.1:9623"],
+        );
+        // Process-wide: not a per-BMC key.
+        refused(
+            "[[bmc]]\naddress='192.0.2.1'\ninstance='a'\nmetrics='127.0.0.1:9623'\n",
+            &["bmc #1", "metrics"],
+        );
         refused("bmcs = 1\n", &["unknown top-level key `bmcs`"]);
         refused("[[bmc]\n", &["not valid TOML"]);
     }

@@ -19,7 +19,7 @@ use ovbmc::cli::{
 use ovbmc::cloud::session::Session;
 use ovbmc::cloud::{BootStrategy, NovaArgs};
 use ovbmc::config::{BmcEntry, CloudSection, Fleet, PasswordSource, RouteHints, SimSettings};
-use ovbmc::net::iproute::IpCommand;
+use ovbmc::metrics::Metrics;
 use ovbmc::net::{RouteRequest, Router, RoutingSettings};
 use ovbmc::server::{self, BmcSpec, BoundBmc, Server, ServerOptions};
 use tokio_util::sync::CancellationToken;
@@ -106,6 +106,7 @@ fn load_fleet(cli: &Cli) -> anyhow::Result<Fleet> {
             route: RouteHints::default(),
         }],
         backend_timeout_ms: None,
+        metrics: None,
         cloud: CloudSection::default(),
         routing: Default::default(),
         inline_passwords: Vec::new(),
@@ -158,8 +159,8 @@ fn routes_dry_run(args: &RoutesArgs) -> anyhow::Result<()> {
         Some(f) => route_requests(&f.bmcs),
         None => args.bind.iter().map(|a| RouteRequest::new(*a)).collect(),
     };
-    let (_, settings) = routing_settings(None, &args.routing, fleet.as_ref());
-    let router = Router::new(Box::new(IpCommand::default()), settings);
+    let (mode, settings) = routing_settings(None, &args.routing, fleet.as_ref());
+    let router = Router::new(ovbmc::net::backend(mode), settings);
     let ops = router.preview(&reqs)?;
     println!("# ovbmc --routing auto on this host would run:");
     for (op, present) in &ops {
@@ -348,13 +349,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         &cli.route_opts,
         cli.config.as_ref().map(|_| &fleet),
     );
+    let metrics = Metrics::new();
     let opts = ServerOptions {
         backend_budget: Duration::from_millis(
             cli.backend_timeout_ms
                 .or(fleet.backend_timeout_ms)
                 .unwrap_or(700),
         ),
+        metrics: metrics.clone(),
     };
+    let metrics_addr = cli.metrics.or(fleet.metrics);
+    raise_fd_limit(fleet.bmcs.len())?;
     let mut cloud = Cloud::new(&cli.nova, &fleet.cloud);
 
     // Everything that can fail happens before the first BMC serves: secrets, machines
@@ -372,16 +377,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .map(|(l, m)| spec(l, m))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut router = match mode {
-        RoutingMode::Auto => {
-            let mut r = Router::new(Box::new(IpCommand::default()), settings);
+        RoutingMode::Auto | RoutingMode::Ip => {
+            let mut r = Router::new(ovbmc::net::backend(mode), settings);
             tokio::task::block_in_place(|| r.sync(&route_requests(&fleet.bmcs)))
-                .context("policy routing (--routing auto)")?;
+                .context("policy routing")?;
             Some(r)
         }
         RoutingMode::Off => None,
     };
     // On error the router is dropped here, which removes what it added.
     let bound = server::bind_all(specs)?;
+    let metrics_listener = match metrics_addr {
+        Some(a) => Some(ovbmc::metrics::bind(a).await?),
+        None => None,
+    };
     let shutdown = CancellationToken::new();
     let mut server = Server::new(opts, shutdown.clone());
     for b in bound {
@@ -389,6 +398,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let mut current: HashMap<SocketAddr, Loaded> =
         loaded.into_iter().map(|l| (l.entry.addr, l)).collect();
+    // The metrics listener outlives the fleet's shutdown token: /healthz says 503 while the
+    // BMCs drain, and it stops after them.
+    let metrics_stop = CancellationToken::new();
+    if let Some(l) = metrics_listener {
+        info!(addr = ?l.local_addr().ok(), "metrics: serving /metrics and /healthz");
+        tokio::spawn(ovbmc::metrics::serve(
+            l,
+            metrics.clone(),
+            metrics_stop.clone(),
+        ));
+    }
+    metrics.set_serving(true);
     info!(bmcs = current.len(), routing = ?mode, "serving");
 
     loop {
@@ -396,7 +417,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                match reload(&cli, &mut current, &mut server, &mut cloud, router.as_mut()).await {
+                let r = reload(&cli, &mut current, &mut server, &mut cloud, router.as_mut(), metrics_addr);
+                match r.await {
                     Ok(summary) => info!("reload: {summary}"),
                     Err(e) => error!("reload failed, still serving the previous fleet: {e:#}"),
                 }
@@ -404,9 +426,51 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     info!("shutting down");
+    metrics.set_serving(false);
     server.drain().await;
+    metrics_stop.cancel();
     if let Some(r) = router.as_mut() {
         tokio::task::block_in_place(|| r.teardown());
+    }
+    Ok(())
+}
+
+/// File descriptors a process needs besides one UDP socket per BMC: stdio, the runtime's
+/// epoll and wake-up fds, the metrics listener and its connections, HTTPS connections to
+/// Keystone and Nova, netlink. Generous, because running out is worse than asking for more.
+const FD_RESERVE: u64 = 256;
+
+/// Raise the soft RLIMIT_NOFILE to the hard limit (the soft default is often 1024, which a
+/// fleet of 1,000 BMCs already exceeds; raising the soft limit up to the hard one needs no
+/// privilege, see setrlimit(2)), then check that the fleet fits.
+fn raise_fd_limit(bmcs: usize) -> anyhow::Result<()> {
+    use rlimit::Resource;
+    let (soft, hard) = Resource::NOFILE
+        .get()
+        .context("reading the open-files limit (RLIMIT_NOFILE)")?;
+    if soft < hard {
+        // Linux keeps the hard limit at or below fs.nr_open, so it is a valid soft limit.
+        match Resource::NOFILE.set(hard, hard) {
+            Ok(()) => info!(from = soft, to = hard, "raised the open-files limit"),
+            Err(e) => warn!(error = %e, soft, hard, "could not raise the open-files limit"),
+        }
+    }
+    check_fd_limit(bmcs)
+}
+
+/// Refuse a fleet that needs more file descriptors than the process may open, with the
+/// numbers and the knobs, instead of failing somewhere in the middle of binding sockets.
+fn check_fd_limit(bmcs: usize) -> anyhow::Result<()> {
+    let (soft, hard) = rlimit::Resource::NOFILE
+        .get()
+        .context("reading the open-files limit (RLIMIT_NOFILE)")?;
+    let need = bmcs as u64 + FD_RESERVE;
+    if need > soft {
+        anyhow::bail!(
+            "{bmcs} BMCs need about {need} open files (one socket each plus {FD_RESERVE}), \
+             but the limit is {soft} (hard limit {hard}); raise it with LimitNOFILE= in the \
+             systemd unit, `ulimit -n` / `ulimit -Hn`, or podman run --ulimit nofile=N:N"
+        );
     }
     Ok(())
 }
@@ -420,6 +484,7 @@ async fn reload(
     server: &mut Server,
     cloud: &mut Cloud,
     router: Option<&mut Router>,
+    metrics_addr: Option<SocketAddr>,
 ) -> anyhow::Result<String> {
     let what = cli.config.as_deref().map_or_else(
         || "the command line".to_string(),
@@ -430,6 +495,10 @@ async fn reload(
     if Cloud::new(&cli.nova, &fleet.cloud).args.os_cloud != cloud.args.os_cloud {
         warn!("reload: [cloud] changes take effect at the next restart");
     }
+    if cli.metrics.is_none() && fleet.metrics != metrics_addr {
+        warn!("reload: a changed [defaults] metrics takes effect at the next restart");
+    }
+    check_fd_limit(fleet.bmcs.len())?;
     let loaded: Vec<Loaded> = fleet
         .bmcs
         .iter()
@@ -481,7 +550,7 @@ async fn reload(
     let n_changed = changed.len();
 
     for a in &removed {
-        server.stop(*a).await;
+        server.remove(*a).await;
         current.remove(a);
     }
     for (l, s) in changed.into_iter().zip(changed_specs) {

@@ -5,6 +5,12 @@
 //! sends commands (`--mode hold`). It reports sessions/s, commands/s, p50/p99 latency,
 //! errors, and — with `--pid` — the target's CPU time and RSS from /proc, per request and per
 //! session. Bounded in time and count, and loopback only: it refuses any other target.
+//!
+//! For fleets: `--targets-file` lists many BMCs, `--spread` makes every client log in to the
+//! next target each time (so the load covers all of them), and the report gives the spread
+//! of sessions per target. `--mode probe` sends one Get Channel Authentication Capabilities to
+//! every target, re-sending to the silent ones, and reports how long until all answered (the
+//! start-up measure of `scripts/bench-scale`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,17 +29,24 @@ use tokio::net::UdpSocket;
 #[command(name = "ovbmc-bench", about = "RMCP+ load generator (loopback only)")]
 struct Args {
     /// Target BMCs, ADDR:PORT; repeat, or give a port range with --ports.
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "targets_file")]
     target: Vec<SocketAddr>,
+    /// A file of targets, one ADDR:PORT a line (added to --target).
+    #[arg(long)]
+    targets_file: Option<std::path::PathBuf>,
+    /// Each login goes to the next target (client i starts at target i and steps by the
+    /// number of clients), so that many clients cover many BMCs evenly.
+    #[arg(long)]
+    spread: bool,
     /// Also target ports PORT..PORT+N-1 of the first target's address.
     #[arg(long)]
     ports: Option<u16>,
     /// IPMI user.
     #[arg(long, default_value = "admin")]
     user: String,
-    /// File with the IPMI password.
+    /// File with the IPMI password (not needed by --mode probe).
     #[arg(long)]
-    password_file: std::path::PathBuf,
+    password_file: Option<std::path::PathBuf>,
     /// Cipher suite: 3 or 17.
     #[arg(long, default_value_t = 17)]
     suite: u8,
@@ -47,6 +60,9 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     commands: usize,
     /// login: log in, run commands, close, repeat. hold: log in once, then only commands.
+    /// probe: one session-less request to every target until all answered (or --duration).
+    /// ping: ASF presence pings (RMCP, no session, no crypto): the runtime's cost per
+    /// datagram, the floor under every other figure.
     #[arg(long, default_value = "login")]
     mode: String,
     /// Command to send: device-id (answered in the BMC) or chassis-status (goes through the
@@ -80,6 +96,8 @@ struct Tally {
     commands: u64,
     errors: u64,
     latencies_us: Vec<u32>,
+    /// Sessions (login mode) or commands (hold mode) per target index.
+    per_target: std::collections::HashMap<usize, u64>,
 }
 
 /// CPU ticks (utime + stime, all threads; USER_HZ is 100 on Linux) and RSS/peak in KiB.
@@ -152,21 +170,31 @@ async fn command(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn client_loop(
-    target: SocketAddr,
+/// What one client does: its share of the targets and its workload.
+struct ClientPlan {
+    targets: Arc<Vec<SocketAddr>>,
+    /// Index of this client's first target.
+    first: usize,
+    /// With --spread, the step to the next target after each session (the client count).
+    step: Option<usize>,
     suite: CipherSuite,
     user: String,
     password: Arc<Vec<u8>>,
     hold: bool,
+    /// ASF pings instead of sessions.
+    ping: bool,
+    /// Commands per session.
     k: usize,
     cmd: (u8, u8),
-    stop: Arc<AtomicBool>,
     seed: u64,
-) -> Tally {
+}
+
+async fn client_loop(p: ClientPlan, stop: Arc<AtomicBool>) -> Tally {
     let mut t = Tally::default();
-    let mut rng = Rng(seed | 1);
-    let bind: SocketAddr = if target.is_ipv6() {
+    let mut rng = Rng(p.seed | 1);
+    let n = p.targets.len();
+    let mut cur = p.first % n;
+    let bind: SocketAddr = if p.targets[cur].is_ipv6() {
         "[::1]:0".parse().unwrap()
     } else {
         "127.0.0.1:0".parse().unwrap()
@@ -175,18 +203,50 @@ async fn client_loop(
         t.errors += 1;
         return t;
     };
-    if sock.connect(target).await.is_err() {
-        t.errors += 1;
-        return t;
-    }
+    let mut connected = None;
     let mut buf = vec![0u8; 1024];
     let mut logged_in: Option<Client> = None;
+    let mut sessions_done = 0usize;
+    if p.ping {
+        if sock.connect(p.targets[cur]).await.is_err() {
+            t.errors += 1;
+            return t;
+        }
+        // ASF Presence Ping, message tag 0 (DMTF DSP0136 §3.2.4.1; IPMI v2.0 §13.2.3).
+        let ping = [6, 0, 0xff, 6, 0, 0, 0x11, 0xbe, 0x80, 0, 0, 0];
+        while !stop.load(Ordering::Relaxed) {
+            let start = Instant::now();
+            match exchange(&sock, &ping, &mut buf).await {
+                Ok(n) if n >= 16 && buf[3] == 6 && buf[8] == 0x40 => {
+                    t.latencies_us
+                        .push(start.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    t.commands += 1;
+                    *t.per_target.entry(cur).or_default() += 1;
+                }
+                _ => t.errors += 1,
+            }
+        }
+        return t;
+    }
     while !stop.load(Ordering::Relaxed) {
         let mut c = match logged_in.take() {
             Some(c) => c,
             None => {
-                let mut c = Client::new(suite, &user, &password, Privilege::Administrator)
-                    .with_console_id(seed as u32 | 1);
+                if let Some(step) = p.step {
+                    cur = (p.first + sessions_done * step) % n;
+                }
+                sessions_done += 1;
+                let target = p.targets[cur];
+                // connect() so that only the target's answers are read; again when it changes.
+                if connected != Some(target) {
+                    if sock.connect(target).await.is_err() {
+                        t.errors += 1;
+                        continue;
+                    }
+                    connected = Some(target);
+                }
+                let mut c = Client::new(p.suite, &p.user, &p.password, Privilege::Administrator)
+                    .with_console_id(p.seed as u32 | 1);
                 if let Err(e) = login(&sock, &mut c, &mut rng, &mut buf).await {
                     if t.errors == 0 {
                         eprintln!("login to {target} failed: {e:#}");
@@ -195,12 +255,15 @@ async fn client_loop(
                     continue;
                 }
                 t.sessions += 1;
+                if !p.hold {
+                    *t.per_target.entry(cur).or_default() += 1;
+                }
                 c
             }
         };
         let mut ok = true;
-        for _ in 0..k {
-            if command(&sock, &mut c, &mut rng, &mut buf, cmd, &mut t)
+        for _ in 0..p.k {
+            if command(&sock, &mut c, &mut rng, &mut buf, p.cmd, &mut t)
                 .await
                 .is_err()
             {
@@ -209,7 +272,8 @@ async fn client_loop(
                 break;
             }
         }
-        if hold && ok {
+        if p.hold && ok {
+            *t.per_target.entry(cur).or_default() += p.k as u64;
             logged_in = Some(c);
         } else if ok {
             let sid = c.bmc_session_id().to_le_bytes();
@@ -220,6 +284,50 @@ async fn client_loop(
         }
     }
     t
+}
+
+/// --mode probe: Get Channel Authentication Capabilities to every target from one socket,
+/// re-sent every 200 ms to those that have not answered. Returns (answered, seconds until the
+/// last first answer).
+async fn probe(targets: &[SocketAddr], limit: Duration) -> anyhow::Result<(usize, f64)> {
+    let sock = UdpSocket::bind(if targets[0].is_ipv6() {
+        "[::1]:0"
+    } else {
+        "127.0.0.1:0"
+    })
+    .await?;
+    let req = Client::new(CipherSuite::Suite17, "", b"", Privilege::User).auth_caps_request();
+    let index: std::collections::HashMap<SocketAddr, usize> =
+        targets.iter().enumerate().map(|(i, t)| (*t, i)).collect();
+    let mut answered = vec![false; targets.len()];
+    let (mut count, mut last) = (0usize, 0f64);
+    let start = Instant::now();
+    let mut buf = vec![0u8; 512];
+    while count < targets.len() && start.elapsed() < limit {
+        for (i, t) in targets.iter().enumerate() {
+            if !answered[i] {
+                // A full socket buffer or an ICMP error only delays this target to the next round.
+                let _ = sock.send_to(&req, t).await;
+            }
+        }
+        let round = Instant::now() + Duration::from_millis(200);
+        while count < targets.len() {
+            match tokio::time::timeout_at(round.into(), sock.recv_from(&mut buf)).await {
+                Ok(Ok((_, from))) => {
+                    if let Some(&i) = index.get(&from)
+                        && !answered[i]
+                    {
+                        answered[i] = true;
+                        count += 1;
+                        last = start.elapsed().as_secs_f64();
+                    }
+                }
+                Ok(Err(_)) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    Ok((count, last))
 }
 
 fn percentile(sorted: &[u32], p: f64) -> u32 {
@@ -234,16 +342,48 @@ async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let mut targets = a.target.clone();
     if let Some(n) = a.ports {
-        let base = targets[0];
+        let base = *targets.first().context("--ports needs a --target")?;
         targets = (0..n)
             .map(|i| SocketAddr::new(base.ip(), base.port() + i))
             .collect();
+    }
+    if let Some(f) = &a.targets_file {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        for l in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            targets.push(
+                l.parse()
+                    .with_context(|| format!("{}: bad target {l}", f.display()))?,
+            );
+        }
+    }
+    if targets.is_empty() {
+        bail!("no targets");
     }
     if let Some(t) = targets.iter().find(|t| !t.ip().is_loopback()) {
         bail!("{t} is not a loopback address: ovbmc-bench only loads this machine");
     }
     if a.duration == 0 || a.duration > 600 || a.clients == 0 || a.clients > 10_000 {
         bail!("--duration must be 1..=600 s and --clients 1..=10000");
+    }
+    if a.mode == "probe" {
+        let (answered, secs) = probe(&targets, Duration::from_secs(a.duration)).await?;
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({"mode": "probe", "targets": targets.len(),
+                    "answered": answered, "seconds_to_last_answer": secs})
+            );
+        } else {
+            println!(
+                "{answered} of {} targets answered; the last after {secs:.3} s",
+                targets.len()
+            );
+        }
+        if answered < targets.len() {
+            std::process::exit(1);
+        }
+        return Ok(());
     }
     let suite = match a.suite {
         3 => CipherSuite::Suite3,
@@ -255,8 +395,21 @@ async fn main() -> anyhow::Result<()> {
         "chassis-status" => (0x00, 0x01),
         c => bail!("unknown command {c}"),
     };
-    let password = Arc::new(ovbmc::secrets::read_secret_file(&a.password_file)?.to_vec());
-    let hold = a.mode == "hold";
+    let (hold, ping) = match a.mode.as_str() {
+        "hold" => (true, false),
+        "login" => (false, false),
+        "ping" => (true, true),
+        m => bail!("unknown mode {m}: login, hold, ping or probe"),
+    };
+    if hold && a.commands == 0 {
+        bail!("--mode hold needs --commands 1 or more");
+    }
+    let password = match &a.password_file {
+        Some(f) => Arc::new(ovbmc::secrets::read_secret_file(f)?.to_vec()),
+        None if ping => Arc::new(Vec::new()),
+        None => bail!("--password-file is needed to log in"),
+    };
+    let targets = Arc::new(targets);
     let stop = Arc::new(AtomicBool::new(false));
     let before = a.pid.and_then(proc_figures);
     let start = Instant::now();
@@ -265,17 +418,20 @@ async fn main() -> anyhow::Result<()> {
     getrandom::fill(&mut seed)?;
     let seed = u64::from_le_bytes(seed);
     for i in 0..a.clients {
-        tasks.push(tokio::spawn(client_loop(
-            targets[i % targets.len()],
+        let plan = ClientPlan {
+            targets: targets.clone(),
+            first: i,
+            step: a.spread.then_some(a.clients),
             suite,
-            a.user.clone(),
-            password.clone(),
+            user: a.user.clone(),
+            password: password.clone(),
             hold,
-            a.commands,
+            ping,
+            k: a.commands,
             cmd,
-            stop.clone(),
-            seed.wrapping_add(i as u64 * 0x9e37_79b9),
-        )));
+            seed: seed.wrapping_add(i as u64 * 0x9e37_79b9),
+        };
+        tasks.push(tokio::spawn(client_loop(plan, stop.clone())));
     }
     tokio::time::sleep(Duration::from_secs(a.duration)).await;
     stop.store(true, Ordering::Relaxed);
@@ -286,6 +442,9 @@ async fn main() -> anyhow::Result<()> {
         total.commands += t.commands;
         total.errors += t.errors;
         total.latencies_us.extend(t.latencies_us);
+        for (i, v) in t.per_target {
+            *total.per_target.entry(i).or_default() += v;
+        }
     }
     let secs = start.elapsed().as_secs_f64();
     let after = a.pid.and_then(proc_figures);
@@ -294,25 +453,52 @@ async fn main() -> anyhow::Result<()> {
         percentile(&total.latencies_us, 0.50),
         percentile(&total.latencies_us, 0.99),
     );
+    // The spread over targets: how many got any work, and min / median / max per target
+    // (targets that got none count as 0).
+    let mut spread: Vec<u32> = (0..targets.len())
+        .map(|i| total.per_target.get(&i).copied().unwrap_or(0) as u32)
+        .collect();
+    spread.sort_unstable();
+    let reached = spread.iter().filter(|&&v| v > 0).count();
+    let (smin, smed, smax) = (
+        percentile(&spread, 0.0),
+        percentile(&spread, 0.5),
+        percentile(&spread, 1.0),
+    );
     let cpu_s = match (before, after) {
         (Some(b), Some(a)) => Some((a.0 - b.0) as f64 / 100.0),
         _ => None,
     };
     // Requests the server handled: the set-up messages (auth caps, open, RAKP 1, RAKP 3, set
     // privilege, close = 6 per session) and the commands.
-    let requests = total.commands + total.sessions * 6;
+    let requests = if ping {
+        total.commands
+    } else {
+        total.commands + total.sessions * 6
+    };
     let cpu_per_req_us = cpu_s.map(|c| c * 1e6 / requests.max(1) as f64);
+    // Per session: all server CPU divided by the sessions (the commands included), so use
+    // --commands 0 for the cost of a set-up alone.
+    let cpu_per_session_us = cpu_s
+        .filter(|_| !hold && total.sessions > 0)
+        .map(|c| c * 1e6 / total.sessions as f64);
     if a.json {
         println!(
             "{}",
             serde_json::json!({
                 "suite": a.suite, "clients": a.clients, "targets": targets.len(),
-                "mode": a.mode, "command": a.command, "seconds": secs,
+                "mode": a.mode, "command": a.command, "commands_per_session": a.commands,
+                "seconds": secs,
                 "sessions": total.sessions, "commands": total.commands, "errors": total.errors,
+                "requests": requests,
                 "sessions_per_s": total.sessions as f64 / secs,
                 "commands_per_s": total.commands as f64 / secs,
+                "requests_per_s": requests as f64 / secs,
                 "p50_us": p50, "p99_us": p99,
+                "targets_reached": reached,
+                "per_target_min": smin, "per_target_median": smed, "per_target_max": smax,
                 "server_cpu_s": cpu_s, "server_cpu_us_per_request": cpu_per_req_us,
+                "server_cpu_us_per_session": cpu_per_session_us,
                 "server_rss_kib": after.map(|a| a.1), "server_peak_rss_kib": after.map(|a| a.2),
             })
         );
@@ -334,10 +520,20 @@ async fn main() -> anyhow::Result<()> {
             total.errors
         );
         println!("command latency p50 {p50} µs  p99 {p99} µs");
+        if targets.len() > 1 {
+            println!(
+                "targets reached {reached} of {}; per target min {smin} / median {smed} / max {smax} {}",
+                targets.len(),
+                if hold { "commands" } else { "sessions" }
+            );
+        }
         if let (Some(c), Some(af)) = (cpu_s, after) {
             println!(
-                "server CPU {c:.2} s = {:.1} µs per request ({requests} requests); RSS {} KiB (peak {} KiB)",
+                "server CPU {c:.2} s = {:.1} µs per request ({requests} requests){}; RSS {} KiB (peak {} KiB)",
                 cpu_per_req_us.unwrap_or(0.0),
+                cpu_per_session_us
+                    .map(|s| format!(", {s:.1} µs per session"))
+                    .unwrap_or_default(),
                 af.1,
                 af.2
             );

@@ -8,10 +8,14 @@
 mod support;
 
 mod cli;
+mod cloudfault;
+mod container;
 mod fleet;
+mod flood;
 mod freeipmi;
 mod ipmitool;
 mod ironic;
+mod metrics;
 mod nova;
 mod pyghmi;
 mod rmcp;
