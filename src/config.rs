@@ -195,7 +195,7 @@ pub struct BmcEntry {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingSection {
-    /// `auto` or `off`.
+    /// `auto` (netlink), `ip` (iproute2 fallback) or `off`.
     pub mode: Option<String>,
     /// Table numbers are `table_base + interface index` unless an entry sets `table`.
     pub table_base: Option<u32>,

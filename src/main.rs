@@ -152,7 +152,7 @@ fn route_requests<'a>(entries: impl IntoIterator<Item = &'a BmcEntry>) -> Vec<Ro
         .collect()
 }
 
-/// `ovbmc routes --dry-run`: print what `--routing auto` would do on this host.
+/// `ovbmc routes --dry-run`: print, as `ip` commands, what policy routing would do on this host.
 fn routes_dry_run(args: &RoutesArgs) -> anyhow::Result<()> {
     let fleet = args.config.as_deref().map(Fleet::load).transpose()?;
     let reqs = match &fleet {
@@ -162,7 +162,7 @@ fn routes_dry_run(args: &RoutesArgs) -> anyhow::Result<()> {
     let (mode, settings) = routing_settings(None, &args.routing, fleet.as_ref());
     let router = Router::new(ovbmc::net::backend(mode), settings);
     let ops = router.preview(&reqs)?;
-    println!("# ovbmc --routing auto on this host would run:");
+    println!("# ovbmc policy routing on this host would run the equivalent of:");
     for (op, present) in &ops {
         if *present {
             println!("# already present: {}", op.command(true));
