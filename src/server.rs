@@ -291,6 +291,7 @@ struct Calls {
     name: String,
     budget: Duration,
     metrics: Arc<BmcMetrics>,
+    read_errors: Arc<ReadErrors>,
     tx: mpsc::UnboundedSender<(Ticket, MachineResult)>,
     tracker: TaskTracker,
 }
@@ -314,14 +315,22 @@ impl Calls {
             .poll(&mut Context::from_waker(std::task::Waker::noop()))
         {
             self.metrics.backend_call(started.elapsed());
-            return Some(finish(&self.name, request, r, &self.metrics));
+            return Some(finish(
+                &self.name,
+                request,
+                r,
+                &self.metrics,
+                &self.read_errors,
+            ));
         }
         let tx = self.tx.clone();
         let budget = self.budget;
         let name = self.name.clone();
         let metrics = self.metrics.clone();
+        let read_errors = self.read_errors.clone();
         self.tracker.spawn(async move {
-            let result = call_with_budget(fut, started, request, budget, &name, metrics).await;
+            let result =
+                call_with_budget(fut, started, request, budget, &name, metrics, read_errors).await;
             let _ = tx.send((ticket, result));
         });
         None
@@ -420,6 +429,7 @@ async fn serve_bmc(
         name: name.clone(),
         budget: opts.backend_budget,
         metrics: metrics.clone(),
+        read_errors: Arc::default(),
         tx,
         tracker,
     };
@@ -504,6 +514,7 @@ async fn call_with_budget(
     budget: Duration,
     name: &str,
     metrics: Arc<BmcMetrics>,
+    read_errors: Arc<ReadErrors>,
 ) -> MachineResult {
     // JoinHandle is Unpin: it can be polled by reference and then moved into the follow-up.
     let mut call = tokio::spawn(fut);
@@ -512,7 +523,7 @@ async fn call_with_budget(
     match tokio::time::timeout(left, &mut call).await {
         Ok(Ok(r)) => {
             metrics.backend_call(started.elapsed());
-            finish(name, request, r, &metrics)
+            finish(name, request, r, &metrics, &read_errors)
         }
         Ok(Err(join)) => {
             metrics.backend_error(ErrorKind::Aborted);
@@ -544,14 +555,58 @@ async fn call_with_budget(
     }
 }
 
+/// Errors of one BMC's machine *reads* (power status, boot flags), so that the same error
+/// repeated by every poll is logged once per cause and not once per packet (issue 5: "the log
+/// says what is wrong once per cause"). Ironic polls every node's power state every 120 s and
+/// monitoring may poll every second; an instance deleted behind ovbmc's back, or a project
+/// that lost access to it, answers every one of them with the same error. Actions are always
+/// logged: each is a deliberate request whose failure the operator must see.
+#[derive(Debug, Default)]
+struct ReadErrors(std::sync::Mutex<Option<(String, Instant)>>);
+
+impl ReadErrors {
+    /// The same error is logged again at warning level after this long, so a lasting fault
+    /// stays visible in a log that is read from its end.
+    const REPEAT_AFTER: Duration = Duration::from_secs(300);
+
+    /// Whether `error` is news: a different error from the last one, or the same after
+    /// [`Self::REPEAT_AFTER`].
+    fn is_news(&self, error: &str, now: Instant) -> bool {
+        // A poisoned lock only means another call panicked while logging; the state is a
+        // plain value and still usable.
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match &*last {
+            Some((e, at)) if e == error && now.duration_since(*at) < Self::REPEAT_AFTER => false,
+            _ => {
+                *last = Some((error.to_string(), now));
+                true
+            }
+        }
+    }
+
+    /// A read succeeded: whether it ends a run of errors (worth one line saying so).
+    fn recovered(&self) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        last.take().is_some()
+    }
+}
+
 fn finish(
     name: &str,
     request: MachineRequest,
     r: Result<MachineReply, BackendError>,
     metrics: &BmcMetrics,
+    read_errors: &ReadErrors,
 ) -> MachineResult {
+    let is_read = matches!(
+        request,
+        MachineRequest::PowerState | MachineRequest::GetBootFlags
+    );
     match r {
         Ok(v) => {
+            if is_read && read_errors.recovered() {
+                info!(instance = %name, ?request, "machine reads succeed again");
+            }
             if let MachineRequest::Power(a) = request {
                 info!(instance = %name, action = %a, "power action accepted");
             } else if let MachineRequest::SetBootFlags(f) = request {
@@ -565,6 +620,9 @@ fn finish(
                 MachineError::Busy => debug!(instance = %name, ?request, error = %e, "busy"),
                 MachineError::NotInPresentState => {
                     info!(instance = %name, ?request, error = %e, "refused in present state")
+                }
+                _ if is_read && !read_errors.is_news(&e.to_string(), Instant::now()) => {
+                    debug!(instance = %name, ?request, error = %e, "machine error (again)")
                 }
                 _ => warn!(instance = %name, ?request, error = %e, "machine error"),
             }
@@ -653,6 +711,25 @@ fn log_event(name: &str, local: Option<SocketAddr>, ev: Event, counters: &mut [u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_read_error_is_news_once_per_cause() {
+        let r = ReadErrors::default();
+        let t0 = Instant::now();
+        assert!(r.is_news("instance not found", t0));
+        assert!(!r.is_news("instance not found", t0 + Duration::from_secs(1)));
+        // A different cause is news; so is the first one again, after it.
+        assert!(r.is_news("Nova answered 403", t0 + Duration::from_secs(2)));
+        assert!(r.is_news("instance not found", t0 + Duration::from_secs(3)));
+        // A lasting fault is repeated now and then.
+        assert!(r.is_news(
+            "instance not found",
+            t0 + Duration::from_secs(3) + ReadErrors::REPEAT_AFTER
+        ));
+        assert!(r.recovered());
+        assert!(!r.recovered());
+        assert!(r.is_news("instance not found", t0 + Duration::from_secs(4)));
+    }
 
     #[test]
     fn pooled_entropy_hands_out_each_byte_once_and_wipes_it() {
