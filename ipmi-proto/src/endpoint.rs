@@ -519,7 +519,20 @@ impl Endpoint {
         if p.auth_type != 0 || p.session_id != 0 {
             return None;
         }
-        let req = IpmiRequest::decode(p.message).ok()?;
+        let msg = self.answer_sessionless(p.message)?;
+        let mut out = Vec::with_capacity(msg.len() + 14);
+        wire::encode_v15_sessionless(&msg, &mut out);
+        Some(Output::Transmit {
+            to: peer,
+            data: out,
+        })
+    }
+
+    /// Answer a session-less IPMI message (the commands allowed outside a session, IPMI v2.0
+    /// §13.14 and §22.13/§22.15), noting it for [`Self::take_answered`]; the framing (1.5 or
+    /// 2.0) is the caller's. `None` for anything not to be answered.
+    fn answer_sessionless(&mut self, message: &[u8]) -> Option<Vec<u8>> {
+        let req = IpmiRequest::decode(message).ok()?;
         let (cc, data) = commands::sessionless(&req, self.cfg.kg.is_some())?;
         self.answered = Some(Answered {
             netfn: req.netfn,
@@ -528,12 +541,7 @@ impl Endpoint {
         });
         let mut msg = Vec::with_capacity(32);
         req.encode_response(cc, &data, &mut msg);
-        let mut out = Vec::with_capacity(msg.len() + 14);
-        wire::encode_v15_sessionless(&msg, &mut out);
-        Some(Output::Transmit {
-            to: peer,
-            data: out,
-        })
+        Some(msg)
     }
 
     fn handle_setup(
@@ -548,15 +556,7 @@ impl Endpoint {
         }
         let reply = match p.payload_type {
             payload::IPMI => {
-                let req = IpmiRequest::decode(p.payload).ok()?;
-                let (cc, data) = commands::sessionless(&req, self.cfg.kg.is_some())?;
-                self.answered = Some(Answered {
-                    netfn: req.netfn,
-                    cmd: req.cmd,
-                    cc,
-                });
-                let mut msg = Vec::with_capacity(32);
-                req.encode_response(cc, &data, &mut msg);
+                let msg = self.answer_sessionless(p.payload)?;
                 let mut out = Vec::with_capacity(msg.len() + 16);
                 let at = wire::begin_v20(&mut out, payload::IPMI, false, false, 0, 0);
                 out.extend_from_slice(&msg);
