@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipmi_proto::config::Limits;
 
 use crate::cloud::NovaArgs;
 
@@ -87,6 +88,21 @@ pub struct Cli {
     /// [default: off]
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<SocketAddr>,
+
+    /// Online-guessing defence: this many failed logins from one source address within
+    /// --lockout-secs lock that source out for --lockout-secs (0: never). Applies to every BMC.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().source_lockout_threshold)]
+    pub lockout_source_failures: u32,
+
+    /// This many failed logins for one user name, from any source, within --lockout-secs lock
+    /// the user out for --lockout-secs (0: never).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().user_lockout_threshold)]
+    pub lockout_user_failures: u32,
+
+    /// The window failed logins are counted in, and how long a lock-out lasts.
+    #[arg(long, value_name = "SECS", default_value_t = Limits::default().lockout_duration.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub lockout_secs: u64,
 
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -191,4 +207,18 @@ fn parse_privilege(s: &str) -> Result<ipmi_proto::session::Privilege, String> {
     ipmi_proto::session::Privilege::parse(s)
         .filter(|p| *p >= ipmi_proto::session::Privilege::User)
         .ok_or_else(|| format!("{s:?} is not USER, OPERATOR or ADMINISTRATOR"))
+}
+
+impl Cli {
+    /// The protocol limits the command line sets (the rest keep their defaults).
+    pub fn limits(&self) -> Limits {
+        let secs = std::time::Duration::from_secs(self.lockout_secs);
+        Limits {
+            source_lockout_threshold: self.lockout_source_failures,
+            user_lockout_threshold: self.lockout_user_failures,
+            lockout_window: secs,
+            lockout_duration: secs,
+            ..Limits::default()
+        }
+    }
 }

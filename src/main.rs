@@ -321,10 +321,11 @@ impl Cloud {
     }
 }
 
-fn spec(l: &Loaded, machine: SharedMachine) -> anyhow::Result<BmcSpec> {
+fn spec(cli: &Cli, l: &Loaded, machine: SharedMachine) -> anyhow::Result<BmcSpec> {
     let e = &l.entry;
     let user = User::new(&e.user, l.password.clone(), e.privilege).context("IPMI user")?;
     let mut cfg = BmcConfig::new(vec![user], machine.uuid())?;
+    cfg.limits = cli.limits();
     if let Some(kg) = &l.kg {
         cfg = cfg.with_kg(kg.clone())?;
     }
@@ -374,7 +375,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let specs = loaded
         .iter()
         .zip(machines)
-        .map(|(l, m)| spec(l, m))
+        .map(|(l, m)| spec(&cli, l, m))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut router = match mode {
         RoutingMode::Auto | RoutingMode::Ip => {
@@ -526,7 +527,7 @@ async fn reload(
     let mut specs = todo
         .iter()
         .zip(machines)
-        .map(|(l, m)| spec(l, m))
+        .map(|(l, m)| spec(cli, l, m))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let changed_specs = specs.split_off(added.len());
     let mut router = router;

@@ -287,3 +287,61 @@ fn unusable_metrics_address_is_a_start_up_error() {
     );
     assert!(!log.contains("serving"), "{log}");
 }
+
+/// The lock-out is configurable (issue 5 item 3): with `--lockout-source-failures 2
+/// --lockout-secs 3`, two unknown-user logins lock this source out, the right password is then
+/// refused too, and once the 3 s are over the right password works again; the metrics count
+/// the one lock-out.
+#[test]
+fn lockout_threshold_and_duration_come_from_the_command_line() {
+    let Some(bin) = client(TIER, "ipmitool") else {
+        return;
+    };
+    let maddr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port(Ipv4Addr::LOCALHOST)));
+    let bmc = Bmc::start_with(BmcConfig {
+        extra_args: [
+            "--metrics",
+            &maddr.to_string(),
+            "--lockout-source-failures",
+            "2",
+            "--lockout-secs",
+            "3",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        ..BmcConfig::default()
+    });
+    let t = Tool {
+        bin,
+        host: bmc.addr.to_string(),
+        port: bmc.port,
+        password_file: bmc.password_file.display().to_string(),
+    };
+    t.run("admin", None, None, &["chassis", "power", "status"])
+        .expect_success();
+    for i in 0..2 {
+        t.run(
+            &format!("guess{i}"),
+            Some("x"),
+            None,
+            &["chassis", "power", "status"],
+        )
+        .expect_failure();
+    }
+    let locked_at = Instant::now();
+    t.run("admin", None, None, &["chassis", "power", "status"])
+        .expect_failure();
+    let (_, text) = get(maddr, "/metrics");
+    assert_eq!(
+        sample(&text, "ovbmc_lockouts_total", &[("scope", "source")]),
+        1.0,
+        "{text}"
+    );
+    // The lock-out ends 3 s after it began (allow for slow machines; no upper bound asserted).
+    thread::sleep(
+        Duration::from_secs(3).saturating_sub(locked_at.elapsed()) + Duration::from_millis(500),
+    );
+    t.run("admin", None, None, &["chassis", "power", "status"])
+        .expect_success();
+}
