@@ -10,26 +10,14 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+// Deterministic and cheap, so the benches measure the protocol, not the RNG.
 use ipmi_proto::client::Client;
 use ipmi_proto::crypto::{CipherSuite, SessionKeys};
+use ipmi_proto::fuzzing::Xorshift as Rng;
 use ipmi_proto::session::Privilege;
 use ipmi_proto::wire::{self, Datagram};
 use ipmi_proto::{BmcConfig, Endpoint, Entropy, Output, User};
 use zeroize::Zeroizing;
-
-/// xorshift64: deterministic and cheap, so the benches measure the protocol, not the RNG.
-struct Rng(u64);
-
-impl Entropy for Rng {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for b in buf {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            *b = self.0 as u8;
-        }
-    }
-}
 
 const SUITES: [(CipherSuite, &str); 2] = [
     (CipherSuite::Suite3, "suite3"),
@@ -80,7 +68,7 @@ fn close(ep: &mut Endpoint, c: &mut Client, now: Instant, rng: &mut Rng) {
 
 fn logged_in(suite: CipherSuite) -> (Endpoint, Client, Rng) {
     let mut ep = endpoint();
-    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut rng = Rng::new(0x1234_5678_9abc_def1);
     let mut c = Client::new(suite, "admin", b"password", Privilege::Administrator);
     login(&mut ep, &mut c, Instant::now(), &mut rng);
     (ep, c, rng)
@@ -141,7 +129,7 @@ fn in_session(cr: &mut Criterion) {
     let mut g = cr.benchmark_group("endpoint");
     for (suite, name) in SUITES {
         let (mut ep, mut c, mut rng) = logged_in(suite);
-        let mut client_rng = Rng(0x5555_aaaa_1234_4321);
+        let mut client_rng = Rng::new(0x5555_aaaa_1234_4321);
         let now = Instant::now();
         g.bench_function(BenchmarkId::new("get_device_id", name), |b| {
             b.iter_batched(
@@ -161,7 +149,7 @@ fn handshake(cr: &mut Criterion) {
     let mut g = cr.benchmark_group("endpoint");
     for (suite, name) in SUITES {
         let mut ep = endpoint();
-        let mut rng = Rng(0x0fed_cba9_8765_4321);
+        let mut rng = Rng::new(0x0fed_cba9_8765_4321);
         let now = Instant::now();
         g.bench_function(BenchmarkId::new("login_close_with_client", name), |b| {
             b.iter(|| {

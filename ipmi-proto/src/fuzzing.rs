@@ -48,8 +48,21 @@ pub fn decoders(data: &[u8]) {
     }
 }
 
-/// Deterministic entropy (xorshift); the fuzzer controls everything else.
-struct Xorshift(u64);
+/// Deterministic entropy (xorshift64): the fuzz targets here, and the benches, tests and load
+/// generator, whose nonces need not be secret. Never for a BMC: its session IDs and random
+/// numbers must be unpredictable (ovbmc uses the OS CSPRNG).
+pub struct Xorshift(u64);
+
+impl Xorshift {
+    /// A generator seeded with `seed` (0, which xorshift cannot leave, is replaced).
+    pub fn new(seed: u64) -> Self {
+        Self(if seed == 0 {
+            0x9e37_79b9_7f4a_7c15
+        } else {
+            seed
+        })
+    }
+}
 
 impl Entropy for Xorshift {
     fn fill(&mut self, buf: &mut [u8]) {

@@ -29,9 +29,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ipmi_proto::Entropy;
+// Test entropy: the console's nonces need not be secret here.
 use ipmi_proto::client::Client;
 use ipmi_proto::crypto::CipherSuite;
+use ipmi_proto::fuzzing::Xorshift as TestRng;
 use ipmi_proto::session::Privilege;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -279,20 +280,6 @@ async fn handle(mut conn: TcpStream, mode: Fault, sh: Arc<Shared>) {
 // ---------------------------------------------------------------------------------------------
 // A raw RMCP+ console with an exact per-request deadline.
 
-/// Test entropy (xorshift): the console's nonces need not be secret here.
-struct TestRng(u64);
-
-impl Entropy for TestRng {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for b in buf {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            *b = self.0 as u8;
-        }
-    }
-}
-
 struct Console {
     sock: UdpSocket,
     client: Client,
@@ -313,7 +300,7 @@ impl Console {
         sock.connect(bmc).map_err(|e| e.to_string())?;
         sock.set_read_timeout(Some(ANSWER_BOUND))
             .map_err(|e| e.to_string())?;
-        let mut rng = TestRng(0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id()));
+        let mut rng = TestRng::new(0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id()));
         let mut client = Client::new(
             CipherSuite::Suite17,
             USER,
