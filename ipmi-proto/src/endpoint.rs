@@ -673,10 +673,10 @@ impl Endpoint {
     /// since it never sees the session ID we grant; it ages through the table in creation
     /// order like everything else.) Protocol notes §11.6: cap half-open sessions per BMC and
     /// per source.
-    fn make_room_for_half_open(&mut self, peer: SocketAddr) {
-        if self.half_open.len() > 2 * self.cfg.limits.max_half_open.max(64) {
-            // Per-source evictions leave stale entries here during a flood: compact now and
-            // then (amortised O(1) per Open Session), so memory stays bounded between timers.
+    /// Drop the half-open queue's entries for sessions that are gone or active, once the queue
+    /// is longer than `bound`.
+    fn compact_half_open_above(&mut self, bound: usize) {
+        if self.half_open.len() > bound {
             let sessions = &self.sessions;
             self.half_open.retain(|sid| {
                 sessions
@@ -684,6 +684,12 @@ impl Endpoint {
                     .is_some_and(|s| !matches!(s.state, State::Active(_)))
             });
         }
+    }
+
+    fn make_room_for_half_open(&mut self, peer: SocketAddr) {
+        // Per-source evictions leave stale entries in the queue during a flood: compact now
+        // and then (amortised O(1) per Open Session), so memory stays bounded between timers.
+        self.compact_half_open_above(2 * self.cfg.limits.max_half_open.max(64));
         let share = self.cfg.limits.max_half_open_per_source;
         if let Some(&sid) = self
             .half_open_by_source
@@ -1158,14 +1164,7 @@ impl Endpoint {
                 self.login_failed(now, peer, user, LoginFailure::AbandonedAfterRakp2);
             }
         }
-        if self.half_open.len() > 2 * self.cfg.limits.max_half_open {
-            let sessions = &self.sessions;
-            self.half_open.retain(|sid| {
-                sessions
-                    .get(sid)
-                    .is_some_and(|s| !matches!(s.state, State::Active(_)))
-            });
-        }
+        self.compact_half_open_above(2 * self.cfg.limits.max_half_open);
         let window = self.cfg.limits.lockout_window;
         self.sources.retain(|_, g| !g.stale(now, window));
         self.users.retain(|_, g| !g.stale(now, window));
