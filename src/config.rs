@@ -227,77 +227,66 @@ pub struct CloudSection {
     pub nova_confirm_timeout_secs: Option<u64>,
 }
 
-/// Keys a `[[bmc]]` entry and `[defaults]` share (the entry's value wins).
-#[derive(Clone, Debug, Default)]
-struct Common {
-    port: Option<u16>,
-    backend: Option<String>,
-    user: Option<String>,
-    password_file: Option<PathBuf>,
-    password_env: Option<String>,
-    insecure_inline_password: Option<String>,
-    privilege: Option<String>,
-    kg_file: Option<PathBuf>,
-    boot_strategy: Option<String>,
-    sim_power_on_ms: Option<u64>,
-    sim_power_off_ms: Option<u64>,
-    sim_initial_power: Option<String>,
-}
-
-/// Declares a raw section struct with the [`Common`] keys plus its own, and a `common()`
-/// accessor. (`#[serde(flatten)]` would be shorter but serde does not support it together
-/// with `deny_unknown_fields`, and a misspelt key must be an error, not silently ignored.)
-macro_rules! with_common {
-    ($(#[$m:meta])* struct $name:ident { $($(#[$fm:meta])* $f:ident : $t:ty,)* }) => {
+/// Declares [`Common`], the keys a `[[bmc]]` entry and `[defaults]` share (the entry's value
+/// wins), and each raw section struct with those keys plus its own and a `common()` accessor,
+/// from one list of the shared keys. (`#[serde(flatten)]` would be shorter but serde does not
+/// support it together with `deny_unknown_fields`, and a misspelt key must be an error, not
+/// silently ignored.) The shared list travels as one token tree to each section, because a
+/// `macro_rules!` repetition cannot be nested inside another it does not drive.
+macro_rules! sections {
+    (common { $($cf:ident : $ct:ty,)* } $($rest:tt)*) => {
+        /// Keys a `[[bmc]]` entry and `[defaults]` share (the entry's value wins).
+        #[derive(Clone, Debug, Default)]
+        struct Common {
+            $($cf: $ct,)*
+        }
+        sections!(@each { $($cf: $ct,)* } $($rest)*);
+    };
+    (@each $common:tt) => {};
+    (@each { $($cf:ident : $ct:ty,)* }
+     $(#[$m:meta])* struct $name:ident { $($(#[$fm:meta])* $f:ident : $t:ty,)* }
+     $($rest:tt)*) => {
         $(#[$m])*
         #[derive(Clone, Debug, Default, Deserialize)]
         #[serde(deny_unknown_fields)]
         struct $name {
             $($(#[$fm])* $f: $t,)*
-            port: Option<u16>,
-            backend: Option<String>,
-            user: Option<String>,
-            password_file: Option<PathBuf>,
-            password_env: Option<String>,
-            insecure_inline_password: Option<String>,
-            privilege: Option<String>,
-            kg_file: Option<PathBuf>,
-            boot_strategy: Option<String>,
-            sim_power_on_ms: Option<u64>,
-            sim_power_off_ms: Option<u64>,
-            sim_initial_power: Option<String>,
+            $($cf: $ct,)*
         }
         impl $name {
             fn common(&self) -> Common {
                 Common {
-                    port: self.port,
-                    backend: self.backend.clone(),
-                    user: self.user.clone(),
-                    password_file: self.password_file.clone(),
-                    password_env: self.password_env.clone(),
-                    insecure_inline_password: self.insecure_inline_password.clone(),
-                    privilege: self.privilege.clone(),
-                    kg_file: self.kg_file.clone(),
-                    boot_strategy: self.boot_strategy.clone(),
-                    sim_power_on_ms: self.sim_power_on_ms,
-                    sim_power_off_ms: self.sim_power_off_ms,
-                    sim_initial_power: self.sim_initial_power.clone(),
+                    $($cf: Clone::clone(&self.$cf),)*
                 }
             }
         }
+        sections!(@each { $($cf: $ct,)* } $($rest)*);
     };
 }
 
-with_common! {
+sections! {
+    common {
+        port: Option<u16>,
+        backend: Option<String>,
+        user: Option<String>,
+        password_file: Option<PathBuf>,
+        password_env: Option<String>,
+        insecure_inline_password: Option<String>,
+        privilege: Option<String>,
+        kg_file: Option<PathBuf>,
+        boot_strategy: Option<String>,
+        sim_power_on_ms: Option<u64>,
+        sim_power_off_ms: Option<u64>,
+        sim_initial_power: Option<String>,
+    }
+
     /// `[defaults]`: the shared keys plus process-wide settings.
     struct RawDefaults {
         backend_timeout_ms: Option<u64>,
         // A string, checked below, so that a bad value is reported with the key's name.
         metrics: Option<String>,
     }
-}
 
-with_common! {
     /// One `[[bmc]]` as written.
     struct RawBmc {
         address: Option<IpAddr>,
