@@ -10,10 +10,9 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-// Deterministic and cheap, so the benches measure the protocol, not the RNG.
 use ipmi_proto::client::Client;
 use ipmi_proto::crypto::{CipherSuite, SessionKeys};
-use ipmi_proto::fuzzing::Xorshift as Rng;
+use ipmi_proto::fuzzing::Xorshift as Rng; // cheap: the benches measure the protocol, not the RNG
 use ipmi_proto::session::Privilege;
 use ipmi_proto::wire::{self, Datagram};
 use ipmi_proto::{BmcConfig, Endpoint, Entropy, Output, User};

@@ -19,10 +19,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-// Client nonces need not be secret for a load test: the cheap deterministic generator.
 use ipmi_proto::client::Client;
 use ipmi_proto::crypto::CipherSuite;
-use ipmi_proto::fuzzing::Xorshift as Rng;
+use ipmi_proto::fuzzing::Xorshift as Rng; // a load test's nonces need not be secret
 use ipmi_proto::session::Privilege;
 use tokio::net::UdpSocket;
 

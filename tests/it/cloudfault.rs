@@ -23,20 +23,20 @@
 use std::collections::HashSet;
 use std::io::Write as _;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-// Test entropy: the console's nonces need not be secret here.
 use ipmi_proto::client::Client;
 use ipmi_proto::crypto::CipherSuite;
-use ipmi_proto::fuzzing::Xorshift as TestRng;
+use ipmi_proto::fuzzing::Xorshift as TestRng; // the console's nonces need not be secret here
 use ipmi_proto::session::Privilege;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+use crate::nova::{Bmc, free_port, start_bmc_with};
 
 /// The bound the issue sets for every IPMI answer, whatever the cloud does.
 const ANSWER_BOUND: Duration = Duration::from_secs(1);
@@ -389,35 +389,6 @@ impl Console {
 // ---------------------------------------------------------------------------------------------
 // ovbmc and ipmitool.
 
-struct Ovbmc {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl Drop for Ovbmc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- ovbmc log ---\n{}--- end ---",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
-}
-
-impl Ovbmc {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
 /// The `lab` entry of the lab's clouds.yaml, with `auth_url` through proxy K and a
 /// `compute_endpoint_override` through proxy N.
 fn proxied_clouds_yaml(lab: &Path, keystone: &Proxy, nova: &Proxy) -> String {
@@ -446,55 +417,29 @@ fn proxied_clouds_yaml(lab: &Path, keystone: &Proxy, nova: &Proxy) -> String {
     out
 }
 
-fn start_ovbmc(dir: &Path, clouds: &Path, instance: &str) -> Ovbmc {
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("free port")
-        .port();
-    let log = dir.join("ovbmc.log");
-    let out = std::fs::File::create(&log).expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_ovbmc"))
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args([
-            "--instance",
-            instance,
-            "--backend",
-            "nova",
-            "--os-cloud",
-            "lab",
-        ])
-        .arg("--os-client-config-file")
-        .arg(clouds)
-        // Nova answers after 30 s in one phase; the default request timeout is also 30 s, and
-        // the test wants the late answer to arrive (the timeout path is a unit test).
-        .args(["--nova-timeout", "60"])
-        .args(["--user", USER, "--password-file"])
-        .arg(dir.join("pw"))
-        .env("OVBMC_LOG", "info")
-        .env_remove("OS_CLOUD")
-        .env_remove("OS_AUTH_URL")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("log"))
-        .stderr(out)
-        .spawn()
-        .expect("spawn ovbmc");
-    Ovbmc {
-        child,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        log,
-    }
+/// ovbmc against the proxies. Nova answers after 30 s in one phase; the default request
+/// timeout is also 30 s, and the test wants the late answer to arrive (the timeout path is a
+/// unit test), hence `--nova-timeout 60`.
+fn start_ovbmc(dir: &Path, clouds: &Path, instance: &str) -> Bmc {
+    start_bmc_with(
+        clouds,
+        dir,
+        free_port(),
+        instance,
+        &["--nova-timeout", "60"],
+    )
 }
 
 /// One ipmitool run with a single try (`-R 1`) of 1 s (`-N 1`): if any of its requests went
 /// unanswered for 1 s, it fails with a timeout message.
-fn ipmitool(bmc: &Ovbmc, dir: &Path, args: &[&str]) -> crate::support::Ran {
+fn ipmitool(bmc: &Bmc, dir: &Path, args: &[&str]) -> crate::support::Ran {
     let mut a: Vec<String> = [
         "-I",
         "lanplus",
         "-H",
         "127.0.0.1",
         "-p",
-        &bmc.addr.port().to_string(),
+        &bmc.port.to_string(),
         "-U",
         USER,
         "-f",
@@ -546,7 +491,7 @@ impl Tally {
 /// Drive the BMC for `dur`: status, Chassis Control on (the instance is on: success means no
 /// change), boot device disk (what it already is), each answered within the bound; and one
 /// ipmitool round of the same commands.
-fn drive(bmc: &mut Ovbmc, dir: &Path, con: &mut Console, dur: Duration, t: &mut Tally) {
+fn drive(bmc: &mut Bmc, dir: &Path, con: &mut Console, dur: Duration, t: &mut Tally) {
     let end = Instant::now() + dur;
     let mut i = 0u32;
     while Instant::now() < end {
@@ -672,7 +617,7 @@ fn failing_cloud_every_request_answered_in_time_logged_once_and_recovers() {
         via_proxy > 0,
         "Nova was not reached through compute_endpoint_override"
     );
-    let mut con = Console::login(bmc.addr).expect("raw console login");
+    let mut con = Console::login(bmc.addr()).expect("raw console login");
     let mut all = Tally::default();
     let mut base = Tally::default();
     drive(&mut bmc, &dir, &mut con, Duration::from_secs(1), &mut base);

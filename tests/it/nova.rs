@@ -11,7 +11,7 @@
 //! deadlines and never assert on timing.
 
 use std::io::Write as _;
-use std::net::{TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -328,10 +328,11 @@ fn nova_rescue_strategy() {
     });
 }
 
-/// A running `ovbmc --backend nova`, killed on drop.
-struct Bmc {
+/// A running `ovbmc --backend nova` on 127.0.0.1, killed on drop (its log printed if the test
+/// is failing). Also the failing-cloud tier's BMC (tests/it/cloudfault.rs).
+pub(crate) struct Bmc {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     log: PathBuf,
 }
 
@@ -339,10 +340,29 @@ impl Drop for Bmc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- ovbmc log ---\n{}--- end ---", self.log());
+        }
     }
 }
 
-fn free_port() -> u16 {
+impl Bmc {
+    pub(crate) fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Everything ovbmc has logged so far.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub(crate) fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+pub(crate) fn free_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
@@ -353,7 +373,13 @@ fn start_bmc(clouds: &Path, dir: &Path, port: u16, instance: &str) -> Bmc {
     start_bmc_with(clouds, dir, port, instance, &[])
 }
 
-fn start_bmc_with(clouds: &Path, dir: &Path, port: u16, instance: &str, extra: &[&str]) -> Bmc {
+pub(crate) fn start_bmc_with(
+    clouds: &Path,
+    dir: &Path,
+    port: u16,
+    instance: &str,
+    extra: &[&str],
+) -> Bmc {
     let log = dir.join(format!("ovbmc-{port}.log"));
     let out = std::fs::File::create(&log).expect("log file");
     let child = Command::new(env!("CARGO_BIN_EXE_ovbmc"))
@@ -370,7 +396,10 @@ fn start_bmc_with(clouds: &Path, dir: &Path, port: u16, instance: &str, extra: &
         .args(["--user", "admin", "--password-file"])
         .arg(dir.join("pw"))
         .env("OS_CLIENT_CONFIG_FILE", clouds)
-        .env("RUST_LOG", "info")
+        // Only the named cloud: no stray OS_* from the caller's shell.
+        .env_remove("OS_CLOUD")
+        .env_remove("OS_AUTH_URL")
+        .env("OVBMC_LOG", "info")
         .stdin(Stdio::null())
         .stdout(out.try_clone().expect("log"))
         .stderr(out)
@@ -426,7 +455,7 @@ fn ipmitool(bmc: &mut Bmc, dir: &Path, args: &[&str], want: &str) -> String {
     let end = Instant::now() + DEADLINE;
     loop {
         if let Ok(Some(st)) = bmc.child.try_wait() {
-            let log = std::fs::read_to_string(&bmc.log).unwrap_or_default();
+            let log = bmc.log();
             panic!("ovbmc exited ({st}):\n{log}");
         }
         let out = Command::new("ipmitool")
@@ -453,7 +482,7 @@ fn ipmitool(bmc: &mut Bmc, dir: &Path, args: &[&str], want: &str) -> String {
             return text;
         }
         if Instant::now() >= end {
-            let log = std::fs::read_to_string(&bmc.log).unwrap_or_default();
+            let log = bmc.log();
             panic!("ipmitool {args:?}: wanted {want:?}, got:\n{text}\novbmc log:\n{log}");
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -568,7 +597,7 @@ fn ipmitool_soft_cycle_reset_and_busy_while_nova_transitions() {
     ipmitool(&mut bmc, &dir, &["power", "reset"], "Reset");
     ipmitool(&mut bmc, &dir, &["power", "status"], "Chassis Power is on");
     rt.block_on(until(&s, &id, "ACTIVE after reset", settled("ACTIVE")));
-    let log = std::fs::read_to_string(&bmc.log).unwrap_or_default();
+    let log = bmc.log();
     assert!(log.contains("power cycle accepted (reboot HARD)"), "{log}");
     assert!(log.contains("power soft accepted (os-stop)"), "{log}");
     assert!(log.contains("power reset accepted (reboot HARD)"), "{log}");
@@ -683,7 +712,7 @@ fn ipmitool_rebuild_strategy_end_to_end() {
     );
     ipmitool(&mut bmc, &dir, &["power", "reset"], "Reset");
     rt.block_on(until(&s, &id, "ACTIVE after disk reset", settled("ACTIVE")));
-    let log = std::fs::read_to_string(&bmc.log).unwrap_or_default();
+    let log = bmc.log();
     assert!(log.contains("power reset accepted (rebuild)"), "{log}");
     assert!(log.contains("power reset accepted (reboot HARD)"), "{log}");
     assert_eq!(
@@ -830,7 +859,7 @@ fn ipmitool_rescue_strategy_end_to_end() {
     rt.block_on(until(&s, &id, "ACTIVE", settled("ACTIVE")));
     assert_eq!(rt.block_on(last_action(&s, &id)), "start");
 
-    let log = std::fs::read_to_string(&bmc.log).unwrap_or_default();
+    let log = bmc.log();
     for line in [
         "power reset accepted (rescue)",
         "power reset accepted (unrescue)",
