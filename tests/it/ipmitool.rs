@@ -15,8 +15,9 @@ use crate::support::{
 
 const TIER: &str = "ipmitool";
 
-/// One way of invoking ipmitool against one BMC.
-struct Ipmitool<'a> {
+/// One way of invoking ipmitool against one BMC (also used by tests/it/metrics.rs).
+#[derive(Clone)]
+pub(crate) struct Ipmitool<'a> {
     bin: PathBuf,
     bmc: &'a Bmc,
     cipher: Option<u8>,
@@ -34,7 +35,7 @@ struct Ipmitool<'a> {
 impl<'a> Ipmitool<'a> {
     /// ipmitool for `bmc` as the admin user with `-f <password file>`, or `None` (test
     /// skipped) when ipmitool is not installed.
-    fn new(bmc: &'a Bmc, cipher: Option<u8>) -> Option<Self> {
+    pub(crate) fn new(bmc: &'a Bmc, cipher: Option<u8>) -> Option<Self> {
         Some(Self {
             bin: client(TIER, "ipmitool")?,
             bmc,
@@ -47,22 +48,22 @@ impl<'a> Ipmitool<'a> {
         })
     }
 
-    fn level(mut self, level: &'static str) -> Self {
+    pub(crate) fn level(mut self, level: &'static str) -> Self {
         self.level = Some(level);
         self
     }
 
-    fn user(mut self, user: &str) -> Self {
+    pub(crate) fn user(mut self, user: &str) -> Self {
         self.user = user.to_string();
         self
     }
 
-    fn password(mut self, password: &str) -> Self {
+    pub(crate) fn password(mut self, password: &str) -> Self {
         self.password = Some(password.to_string());
         self
     }
 
-    fn extra(mut self, args: &[&str]) -> Self {
+    pub(crate) fn extra(mut self, args: &[&str]) -> Self {
         self.extra = args.iter().map(|s| s.to_string()).collect();
         self
     }
@@ -99,7 +100,7 @@ impl<'a> Ipmitool<'a> {
     }
 
     /// Run `ipmitool <options> <words>` with the usual deadline.
-    fn run(&self, words: &[&str]) -> Ran {
+    pub(crate) fn run(&self, words: &[&str]) -> Ran {
         run(&self.bin, &self.args(words), &[], CLIENT_TIMEOUT)
     }
 
