@@ -15,7 +15,7 @@ use ipmi_proto::crypto::{CipherSuite, SessionKeys};
 use ipmi_proto::fuzzing::Xorshift as Rng; // cheap: the benches measure the protocol, not the RNG
 use ipmi_proto::session::Privilege;
 use ipmi_proto::wire::{self, Datagram};
-use ipmi_proto::{BmcConfig, Endpoint, Entropy, Output, User};
+use ipmi_proto::{BmcConfig, Endpoint, Output, User};
 use zeroize::Zeroizing;
 
 const SUITES: [(CipherSuite, &str); 2] = [
