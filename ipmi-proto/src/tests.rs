@@ -69,6 +69,11 @@ fn admin(password: &str) -> BmcConfig {
     BmcConfig::new(vec![u], [7; 16]).unwrap()
 }
 
+/// A console logging in as the `admin` of [`admin`]`("pw")`, asking for ADMINISTRATOR.
+fn admin_client(suite: CipherSuite) -> Client {
+    Client::new(suite, "admin", b"pw", Privilege::Administrator)
+}
+
 #[test]
 fn key_schedule_matches_ipmitool_and_known_answers() {
     let k = vector("kat_crypto");
@@ -384,12 +389,7 @@ fn wrong_rakp3_gets_status_0f() {
 #[test]
 fn cipher_suite_zero_and_unknown_proposals_are_refused() {
     let mut p = Pair::new(admin("pw"));
-    let mut c = Client::new(
-        CipherSuite::Suite3,
-        "admin",
-        b"pw",
-        Privilege::Administrator,
-    );
+    let mut c = admin_client(CipherSuite::Suite3);
     let mut open = c.open_session_request();
     // Propose RAKP-none / none / none (cipher suite 0).
     let n = open.len();
@@ -439,12 +439,7 @@ fn privileges_are_enforced() {
 #[test]
 fn replays_are_dropped_and_retries_answered_from_cache() {
     let mut p = Pair::new(admin("pw"));
-    let mut c = Client::new(
-        CipherSuite::Suite17,
-        "admin",
-        b"pw",
-        Privilege::Administrator,
-    );
+    let mut c = admin_client(CipherSuite::Suite17);
     p.login(&mut c).unwrap();
     p.cmd(&mut c, 0x06, 0x3b, &[4]);
     // Power on: the machine is asked once.
@@ -481,12 +476,7 @@ fn sessions_expire_and_half_open_floods_evict_the_oldest() {
     let mut cfg = admin("pw");
     cfg.limits.max_half_open = 8;
     let mut p = Pair::new(cfg);
-    let mut c = Client::new(
-        CipherSuite::Suite3,
-        "admin",
-        b"pw",
-        Privilege::Administrator,
-    );
+    let mut c = admin_client(CipherSuite::Suite3);
     p.login(&mut c).unwrap();
     for _ in 0..100 {
         let mut f = Client::new(CipherSuite::Suite3, "admin", b"x", Privilege::Administrator);
@@ -498,12 +488,7 @@ fn sessions_expire_and_half_open_floods_evict_the_oldest() {
         "bounded, and the active session survives"
     );
     // A real client still gets in during the flood.
-    let mut c2 = Client::new(
-        CipherSuite::Suite17,
-        "admin",
-        b"pw",
-        Privilege::Administrator,
-    );
+    let mut c2 = admin_client(CipherSuite::Suite17);
     p.login(&mut c2).unwrap();
     p.now += Duration::from_secs(30);
     p.ep.handle_timeout(p.now);
@@ -523,32 +508,17 @@ fn session_limit_answers_insufficient_resources() {
     cfg.limits.max_sessions = 2;
     let mut p = Pair::new(cfg);
     for _ in 0..2 {
-        let mut c = Client::new(
-            CipherSuite::Suite3,
-            "admin",
-            b"pw",
-            Privilege::Administrator,
-        );
+        let mut c = admin_client(CipherSuite::Suite3);
         p.login(&mut c).unwrap();
     }
-    let mut c = Client::new(
-        CipherSuite::Suite3,
-        "admin",
-        b"pw",
-        Privilege::Administrator,
-    );
+    let mut c = admin_client(CipherSuite::Suite3);
     assert_eq!(p.login(&mut c), Err(ClientError::Status(0x01)));
 }
 
 #[test]
 fn boot_options_round_trip_and_bmc_reset_drops_sessions() {
     let mut p = Pair::new(admin("pw"));
-    let mut c = Client::new(
-        CipherSuite::Suite17,
-        "admin",
-        b"pw",
-        Privilege::Administrator,
-    );
+    let mut c = admin_client(CipherSuite::Suite17);
     p.login(&mut c).unwrap();
     p.cmd(&mut c, 0x06, 0x3b, &[4]);
     assert_eq!(p.cmd(&mut c, 0x00, 0x08, &[0x03, 0x08]).0, 0);
@@ -680,12 +650,7 @@ fn a_flooding_source_recycles_only_its_own_half_open_sessions() {
     cfg.limits.max_half_open_per_source = 4;
     let mut p = Pair::new(cfg);
     // A real console gets as far as RAKP 2 ...
-    let mut c = Client::new(
-        CipherSuite::Suite17,
-        "admin",
-        b"pw",
-        Privilege::Administrator,
-    );
+    let mut c = admin_client(CipherSuite::Suite17);
     let r = p.reply(&c.open_session_request());
     let rakp1 = c.handle_open_session_response(&r, &mut p.rng).unwrap();
     let r = p.reply(&rakp1);
@@ -750,12 +715,7 @@ fn abandoned_handshakes_count_against_their_source_not_the_user() {
     p.ep.handle_timeout(p.now);
     assert_eq!(p.ep.stats().login_failures, 40);
     assert_eq!(p.ep.stats().lockouts, 0);
-    let mut c = Client::new(
-        CipherSuite::Suite17,
-        "admin",
-        b"pw",
-        Privilege::Administrator,
-    );
+    let mut c = admin_client(CipherSuite::Suite17);
     p.login(&mut c).unwrap();
     // From one source, the same count locks that source (at its threshold of 10).
     let flooder = SocketAddr::from(([203, 0, 113, 200], 623));
@@ -765,12 +725,7 @@ fn abandoned_handshakes_count_against_their_source_not_the_user() {
     p.now += Duration::from_secs(6);
     p.ep.handle_timeout(p.now);
     assert_eq!(p.ep.stats().lockouts, 1);
-    let mut f = Client::new(
-        CipherSuite::Suite17,
-        "admin",
-        b"pw",
-        Privilege::Administrator,
-    );
+    let mut f = admin_client(CipherSuite::Suite17);
     let Some(Output::Transmit { data, .. }) =
         p.ep.handle(p.now, flooder, &f.open_session_request(), &mut p.rng)
     else {
@@ -787,12 +742,7 @@ fn in_session_numbers_outside_the_window_are_dropped() {
     // IPMI v2.0 §6.12 (`session::SeqWindow`): up to 15 behind and 16 ahead of the highest
     // accepted number, each number once.
     let mut p = Pair::new(admin("pw"));
-    let mut c = Client::new(
-        CipherSuite::Suite17,
-        "admin",
-        b"pw",
-        Privilege::Administrator,
-    );
+    let mut c = admin_client(CipherSuite::Suite17);
     p.login(&mut c).unwrap();
     assert_eq!(p.cmd(&mut c, 0x06, 0x01, &[]).0, 0);
     let dropped = p.ep.stats().dropped;
