@@ -740,11 +740,7 @@ impl Endpoint {
         p: &[u8],
         rng: &mut dyn Entropy,
     ) -> Option<Vec<u8>> {
-        if p.len() < 8 {
-            return None;
-        }
-        let tag = p[0];
-        let sid_c = u32::from_le_bytes(p[4..8].try_into().unwrap());
+        let (tag, sid_c) = rakp_tag_and_session(p)?;
         let Some(sess) = self.sessions.get(&sid_c) else {
             return Some(rakp_error(tag, status::INVALID_SESSION_ID, 0));
         };
@@ -873,11 +869,7 @@ impl Endpoint {
     /// RAKP 3 → RAKP 4 (IPMI v2.0 §13.22–13.23); on success the session becomes active at
     /// USER privilege until Set Session Privilege Level raises it.
     fn rakp3(&mut self, now: Instant, peer: SocketAddr, p: &[u8]) -> Option<Vec<u8>> {
-        if p.len() < 8 {
-            return None;
-        }
-        let tag = p[0];
-        let sid_c = u32::from_le_bytes(p[4..8].try_into().unwrap());
+        let (tag, sid_c) = rakp_tag_and_session(p)?;
         let Some(sess) = self.sessions.get_mut(&sid_c) else {
             return Some(rakp_error(tag, status::INVALID_SESSION_ID, 0));
         };
@@ -1215,6 +1207,14 @@ fn source_key(ip: IpAddr) -> IpAddr {
         },
         v4 => v4,
     }
+}
+
+/// The message tag and the BMC's session ID that RAKP 1 and RAKP 3 both start with (IPMI
+/// v2.0 Tables 13-11 and 13-13: tag, 3 bytes (RAKP 3: status + 2 reserved), SIDm); `None` if
+/// too short.
+fn rakp_tag_and_session(p: &[u8]) -> Option<(u8, u32)> {
+    let sid: [u8; 4] = p.get(4..8)?.try_into().ok()?;
+    Some((p[0], u32::from_le_bytes(sid)))
 }
 
 /// A RAKP 2/4 error answer: tag, status, reserved, SIDm (IPMI v2.0 Tables 13-12/13-14).
