@@ -200,9 +200,9 @@ fn load_entry(e: &BmcEntry) -> anyhow::Result<Loaded> {
         .load()
         .with_context(|| format!("{}reading the IPMI password", what()))?;
     let kg = match &e.kg_file {
-        Some(f) => Some(
-            ovbmc::secrets::read_secret_file(f).with_context(|| format!("{}kg_file", what()))?,
-        ),
+        Some(f) => {
+            Some(ovbmc::secrets::read_kg_file(f).with_context(|| format!("{}kg_file", what()))?)
+        }
         None => None,
     };
     // The position in the file is not part of a BMC's identity: moving an entry is no change.

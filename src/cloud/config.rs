@@ -166,11 +166,28 @@ pub fn first_document(files: &[PathBuf]) -> Option<(PathBuf, Value)> {
             }
         };
         match parse_document(path, &text) {
-            Ok(v) => return Some((path.clone(), v)),
+            Ok(v) => {
+                if holds_secret(&v) {
+                    crate::secrets::warn_if_exposed(path, "it holds a cloud password or secret");
+                }
+                return Some((path.clone(), v));
+            }
             Err(e) => tracing::warn!("skipping {}: {e}", path.display()),
         }
     }
     None
+}
+
+/// True if a clouds.yaml/secure.yaml document holds a password or an application credential
+/// secret anywhere (openstacksdk's `auth` keys).
+fn holds_secret(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.iter().any(|(k, v)| {
+            matches!(k.as_str(), "password" | "application_credential_secret") || holds_secret(v)
+        }),
+        Value::Array(a) => a.iter().any(holds_secret),
+        _ => false,
+    }
 }
 
 fn parse_document(path: &Path, text: &str) -> Result<Value, String> {
@@ -608,6 +625,17 @@ pub fn process_env() -> impl Fn(&str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// clouds.yaml files that hold a secret are the ones checked for their mode.
+    #[test]
+    fn documents_with_secrets_are_recognised() {
+        let doc = |t: &str| parse_document(Path::new("c.yaml"), t).unwrap();
+        assert!(holds_secret(&doc("clouds: {lab: {auth: {password: x}}}")));
+        assert!(holds_secret(&doc(
+            "clouds: {lab: {auth: {application_credential_secret: x}}}"
+        )));
+        assert!(!holds_secret(&doc("clouds: {lab: {auth: {username: u}}}")));
+    }
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let m: BTreeMap<String, String> = pairs

@@ -20,3 +20,4 @@ mod nova;
 mod pyghmi;
 mod rmcp;
 mod routing;
+mod secrets;
