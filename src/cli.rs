@@ -12,7 +12,7 @@ use crate::cloud::NovaArgs;
 
 /// A virtual BMC: IPMI 2.0 / RMCP+ over UDP for OpenStack Nova instances (or a simulator).
 #[derive(Debug, Parser)]
-#[command(name = "ovbmc", version, about, long_about = None)]
+#[command(name = "ovbmc", version = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("OVBMC_GIT_REV"), ")"), about, long_about = None)]
 // `ovbmc routes ...` has its own options; the serving flags' requirements do not apply to it.
 #[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
 pub struct Cli {

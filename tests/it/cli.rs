@@ -192,3 +192,22 @@ fn password_is_not_logged() {
         );
     }
 }
+
+/// `ovbmc --version` names the build's git revision, so a bug report can say what runs.
+#[test]
+fn version_names_the_git_revision() {
+    let r = run(&ovbmc_bin(), &["--version".into()], &[], CLIENT_TIMEOUT);
+    let out = r.expect_success().trim().to_string();
+    let want = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    assert!(out.starts_with("ovbmc "), "{out}");
+    match want {
+        Some(rev) => assert!(out.contains(&format!("(git {rev})")), "{out} lacks {rev}"),
+        None => assert!(out.contains("(git unknown)"), "{out}"),
+    }
+}
