@@ -10,6 +10,7 @@ mod support;
 mod cli;
 mod cloudfault;
 mod container;
+mod docs;
 mod fleet;
 mod flood;
 mod freeipmi;
