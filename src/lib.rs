@@ -12,3 +12,4 @@ pub mod metrics;
 pub mod net;
 pub mod secrets;
 pub mod server;
+pub mod suggest;

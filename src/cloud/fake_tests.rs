@@ -302,6 +302,9 @@ async fn instance_resolution() {
     assert!(e.to_string().contains(A), "{e}");
     let e = build_on(&s, &o, &["ghost".into()]).await.unwrap_err();
     assert!(e.to_string().contains("no server"), "{e}");
+    assert!(!e.to_string().contains("did you mean"), "{e}");
+    let e = build_on(&s, &o, &["Twin".into()]).await.unwrap_err();
+    assert!(e.to_string().contains("did you mean \"twin\""), "{e}");
     let m = build_on(&s, &o, &[B.to_uppercase()]).await.unwrap();
     assert_eq!(m[0].uuid()[15], 0x0b);
     assert_eq!(m[0].name(), "twin");

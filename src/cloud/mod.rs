@@ -354,9 +354,13 @@ pub async fn build_on(
                     [one] => *one,
                     [] => anyhow::bail!(
                         "instance {want:?}: no server with that id or name in {} ({} servers \
-                         visible)",
+                         visible){}",
                         session.origin(),
-                        view.servers.len()
+                        view.servers.len(),
+                        crate::suggest::did_you_mean(
+                            want,
+                            view.servers.values().map(|s| s.name.as_str())
+                        )
                     ),
                     many => {
                         let mut ids: Vec<&str> = many.iter().map(|s| s.id.as_str()).collect();

@@ -874,3 +874,26 @@ fn ipmitool_rescue_strategy_end_to_end() {
     drop(restore);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An instance name that is almost right (`baremetal-0` for the lab's `baremetal_0`, a typo
+/// that OVB's names invite) is refused with a suggestion, at start-up, naming the cloud.
+#[test]
+fn a_near_miss_instance_name_gets_a_suggestion() {
+    let Some(clouds) = lab() else { return };
+    let dir = scratch("didyoumean");
+    let mut bmc = start_bmc(&clouds, &dir, free_port(), "baremetal-0");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = bmc.child.try_wait().expect("try_wait") {
+            break st;
+        }
+        assert!(std::time::Instant::now() < deadline, "ovbmc kept running");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = std::fs::read_to_string(&bmc.log).unwrap_or_default();
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("did you mean \"baremetal_0\""),
+        "no suggestion for baremetal-0:\n{log}"
+    );
+}
