@@ -567,6 +567,9 @@ fn scrapes_survive_slow_clients(n: usize) {
         thread::sleep(Duration::from_millis(100));
     }
     let stats = slow.join().expect("the slow clients");
+    eprintln!(
+        "{n} slow clients: {scrapes} scrapes and {checks} health checks, all answered; {stats:?}"
+    );
     assert!(stats.connects >= n, "{stats:?}");
     // The server closed them (timeout, or shed to make room): none held its slot for good.
     assert!(stats.closed_by_server >= n, "{stats:?}");
