@@ -571,8 +571,9 @@ fn scrapes_survive_slow_clients(n: usize) {
         "{n} slow clients: {scrapes} scrapes and {checks} health checks, all answered; {stats:?}"
     );
     assert!(stats.connects >= n, "{stats:?}");
-    // The server closed them (timeout, or shed to make room): none held its slot for good.
-    assert!(stats.closed_by_server >= n, "{stats:?}");
+    // The server closed them (header-read timeout, or shed to make room): at least as many as
+    // it can hold at once (128), so none held a slot for good.
+    assert!(stats.closed_by_server >= n.min(128), "{stats:?}");
     assert!(
         scrapes >= 2 && checks >= 2,
         "{scrapes} scrapes, {checks} checks"
