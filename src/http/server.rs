@@ -6,8 +6,12 @@
 //! and `/healthz` (issue 15 item 4). So:
 //! - hyper's header-read timeout ([`Limits::header_read_timeout`]) closes a connection that
 //!   has not sent a complete request head in time, also between keep-alive requests;
-//! - an answer that takes longer than [`Limits::request_timeout`] (a client that does not read)
-//!   is cut by a sweep once a second;
+//! - an answer that takes longer than [`Limits::request_timeout`] is cut by a sweep once a
+//!   second. That includes the time hyper spends writing it after the body has been handed
+//!   over: hyper starts no header-read timer while a write is blocked, so a client that asks
+//!   for a 4 MB page and never reads it would otherwise hold the connection (and the page)
+//!   for good. The sweep closes a connection idle for longer than the request timeout too,
+//!   which a healthy idle one never is (hyper closes it at the header-read timeout);
 //! - when [`Limits::max_connections`] are open, a new connection is always accepted and the
 //!   connection that has been idle (waiting for a request head) the longest is closed to make
 //!   room; only when every connection is in the middle of an answer does the one busy the
@@ -97,7 +101,10 @@ pub async fn serve<S, B>(
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = sweep.tick() => {
-                let n = table.expire(limits.request_timeout);
+                let idle = limits
+                    .request_timeout
+                    .max(limits.header_read_timeout + Duration::from_secs(1));
+                let n = table.expire(limits.request_timeout, idle);
                 shed_log.note(name, n, "an answer outlived the request timeout");
                 continue;
             }
@@ -229,15 +236,18 @@ impl Table {
         self.lock().remove(&id);
     }
 
-    /// Close the connections whose answer has taken longer than `limit`; how many.
-    fn expire(&self, limit: Duration) -> usize {
+    /// Close the connections busy with one answer for longer than `busy`, or idle for longer
+    /// than `idle` (stuck writing an answer whose body hyper already took); how many.
+    fn expire(&self, busy: Duration, idle: Duration) -> usize {
         let now = self.epoch.elapsed().as_millis() as u64;
-        let limit = limit.as_millis() as u64;
+        let (busy, idle) = (busy.as_millis() as u64, idle.as_millis() as u64);
         let mut conns = self.lock();
         let before = conns.len();
         conns.retain(|_, s| {
-            let b = s.busy_since.load(Relaxed);
-            let keep = b == IDLE || now.saturating_sub(b) <= limit;
+            let keep = match s.busy_since.load(Relaxed) {
+                IDLE => now.saturating_sub(s.idle_since.load(Relaxed)) <= idle,
+                b => now.saturating_sub(b) <= busy,
+            };
             if !keep {
                 s.kill.cancel();
             }
@@ -394,16 +404,22 @@ mod tests {
     }
 
     #[test]
-    fn answers_that_outlive_the_request_timeout_are_cut() {
+    fn answers_that_outlive_the_request_timeout_are_cut_and_so_are_stuck_writers() {
         let t = Table::new();
         let e = t.epoch;
         let stuck = slot(e, 0, 0);
+        let idle = slot(e, 0, IDLE);
         t.lock().insert(1, stuck.clone());
-        t.lock().insert(2, slot(e, 0, IDLE));
+        t.lock().insert(2, idle.clone());
         std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(t.expire(Duration::from_secs(60)), 0);
-        assert_eq!(t.expire(Duration::from_millis(10)), 1);
-        assert!(stuck.kill.is_cancelled());
+        let long = Duration::from_secs(60);
+        assert_eq!(t.expire(long, long), 0);
+        assert_eq!(t.expire(Duration::from_millis(10), long), 1);
+        assert!(stuck.kill.is_cancelled() && !idle.kill.is_cancelled());
         assert_eq!(t.lock().len(), 1);
+        // Idle far beyond the header-read timeout: stuck writing a taken body.
+        assert_eq!(t.expire(long, Duration::from_millis(10)), 1);
+        assert!(idle.kill.is_cancelled());
+        assert!(t.lock().is_empty());
     }
 }

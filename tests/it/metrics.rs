@@ -637,3 +637,88 @@ fn concurrent_scrapes_share_renders() {
         etags.len()
     );
 }
+
+/// A client that asks for a large page and never reads it is cut once the request timeout
+/// (10 s) is over, instead of holding its connection and the page for good: hyper starts no
+/// header-read timer while a write is blocked, so before the sweep closed connections stuck
+/// writing, such a client kept its connection (seen: still open after 20 s, and then given
+/// the whole page). The fleet of 10,000 BMCs from the issue makes a page of 4.5 MB, more than
+/// loopback's socket buffers hold (about 3 MB here) while the client reads nothing.
+#[test]
+fn a_client_that_does_not_read_its_answer_is_cut() {
+    use crate::fleet::FleetProc;
+    use crate::support::{PASSWORD, ScratchDir, USER, free_udp_port};
+    use socket2::{Domain, SockAddr, Socket, Type};
+    use std::fmt::Write as _;
+
+    let dir = ScratchDir::new("slow-reader");
+    let pw = dir.write_secret("pw", PASSWORD);
+    let x = 50 + (std::process::id() % 50) as u8;
+    let addrs: Vec<Ipv4Addr> = (1..=40u8)
+        .flat_map(|y| (1..=250u8).map(move |z| Ipv4Addr::new(127, x, y, z)))
+        .collect();
+    let port = free_udp_port(addrs[0]);
+    let ip = unique_loopback();
+    let maddr = SocketAddr::from((ip, free_tcp_port(ip)));
+    let mut toml = format!(
+        "[defaults]\nbackend = \"sim\"\nport = {port}\nuser = \"{USER}\"\n\
+         password_file = \"{}\"\nmetrics = \"{maddr}\"\n",
+        pw.display()
+    );
+    for (i, a) in addrs.iter().enumerate() {
+        write!(
+            toml,
+            "\n[[bmc]]\naddress = \"{a}\"\ninstance = \"node-{i}\"\n"
+        )
+        .unwrap();
+    }
+    let cfg = dir.path().join("fleet.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let p = FleetProc::spawn(
+        &[],
+        &["--config".into(), cfg.display().to_string()],
+        dir.path().join("ovbmc.log"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(maddr).is_err() || get(maddr, "/healthz").0 != 200 {
+        assert!(Instant::now() < deadline, "never served:\n{}", p.log());
+        thread::sleep(Duration::from_millis(200));
+    }
+    let page_len = get(maddr, "/metrics").1.len();
+    assert!(page_len > 4_000_000, "a page of {page_len} bytes");
+
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.connect_timeout(&SockAddr::from(maddr), Duration::from_secs(5))
+        .unwrap();
+    let mut s: TcpStream = s.into();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: ovbmc\r\n\r\n")
+        .unwrap();
+    // Not reading: the request timeout (10 s) plus the sweep's second, with room to spare.
+    thread::sleep(Duration::from_secs(14));
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let ended = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break "closed",
+            Ok(n) => got += n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                break "still open";
+            }
+            Err(_) => break "reset",
+        }
+    };
+    assert_ne!(ended, "still open", "read {got} of about {page_len} bytes");
+    assert!(
+        got < page_len,
+        "the whole page ({got} bytes) was still sent"
+    );
+    let log = p.log();
+    assert!(
+        log.contains("closed connections because an answer outlived the request timeout"),
+        "{log}"
+    );
+    // The listener still answers.
+    assert_eq!(get(maddr, "/healthz").0, 200);
+}
