@@ -302,7 +302,7 @@ pub struct Page {
     rendered: Instant,
 }
 
-/// The rendered page of a registry, made again at most once per [`MAX_AGE`], by one render at
+/// The rendered page of a registry, made again at most once per `MAX_AGE` (1 s), by one render at
 /// a time.
 ///
 /// A scraper that arrives while a render runs waits for that render and takes its page,
