@@ -302,8 +302,8 @@ pub struct Page {
     rendered: Instant,
 }
 
-/// The rendered page of a registry, made again at most once per `MAX_AGE` (1 s), by one render at
-/// a time.
+/// The rendered page of a registry, made again at most once per `MAX_AGE` (1 s), by one
+/// render at a time.
 ///
 /// A scraper that arrives while a render runs waits for that render and takes its page,
 /// however old the previous one was; so N concurrent scrapers cost one render, not N, and
