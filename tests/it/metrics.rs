@@ -674,13 +674,18 @@ fn a_client_that_does_not_read_its_answer_is_cut() {
     }
     let cfg = dir.path().join("fleet.toml");
     std::fs::write(&cfg, toml).unwrap();
-    let p = FleetProc::spawn(
+    let mut p = FleetProc::spawn(
         &[],
         &["--config".into(), cfg.display().to_string()],
         dir.path().join("ovbmc.log"),
     );
     let deadline = Instant::now() + Duration::from_secs(60);
     while TcpStream::connect(maddr).is_err() || get(maddr, "/healthz").0 != 200 {
+        if p.try_wait().is_some() && p.log().contains("open files") {
+            // A host whose hard RLIMIT_NOFILE is below 10,000 (ovbmc says so and exits).
+            crate::support::skip(TIER, "the open-files limit is too low for 10,000 BMCs");
+            return;
+        }
         assert!(Instant::now() < deadline, "never served:\n{}", p.log());
         thread::sleep(Duration::from_millis(200));
     }
