@@ -1,14 +1,23 @@
-//! An in-process fake Keystone + Nova + Glance for unit tests: a tiny HTTP/1.1 server on
-//! 127.0.0.1 with a scriptable state machine and injectable failures.
+//! An in-process fake Keystone + Nova + Glance for unit tests: a scriptable state machine with
+//! injectable failures, served on 127.0.0.1 by the daemon's own HTTP stack ([`crate::http`]).
 
 use std::collections::{BTreeMap, HashSet};
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::http::{self, Limits};
 
 /// A scripted failure: the next `times` requests whose "METHOD path" contains `matches` get
 /// `status` (or, with `delay`, no answer for that long).
@@ -53,12 +62,18 @@ impl Fake {
         }));
         let f = Fake { addr, st };
         let g = f.clone();
-        tokio::spawn(async move {
-            while let Ok((c, _)) = l.accept().await {
-                let g = g.clone();
-                tokio::spawn(async move { g.conn(c).await });
-            }
+        let service = service_fn(move |req: Request<Incoming>| {
+            let g = g.clone();
+            async move { Ok::<_, Infallible>(g.answer(req).await) }
         });
+        // Runs until the test's runtime ends.
+        tokio::spawn(http::serve(
+            "fake cloud",
+            l,
+            Limits::default(),
+            service,
+            CancellationToken::new(),
+        ));
         f
     }
 
@@ -110,53 +125,43 @@ impl Fake {
         )
     }
 
-    async fn conn(&self, mut c: TcpStream) {
-        let mut buf = Vec::new();
-        loop {
-            let head_end = loop {
-                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break i + 4;
-                }
-                let mut tmp = [0u8; 4096];
-                match c.read(&mut tmp).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                }
-            };
-            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-            let mut lines = head.lines();
-            let first = lines.next().unwrap_or_default().to_string();
-            let mut headers = BTreeMap::new();
-            for l in lines {
-                if let Some((k, v)) = l.split_once(':') {
-                    headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-                }
-            }
-            let len: usize = headers
-                .get("content-length")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            while buf.len() < head_end + len {
-                let mut tmp = [0u8; 4096];
-                match c.read(&mut tmp).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                }
-            }
-            let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string();
-            buf.drain(..head_end + len);
-            let mut parts = first.split_whitespace();
-            let method = parts.next().unwrap_or_default().to_string();
-            let path = parts.next().unwrap_or_default().to_string();
-            let (status, extra, resp) = self.handle(&method, &path, &headers, &body).await;
-            let out = format!(
-                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}\r\n{resp}",
-                resp.len()
-            );
-            if c.write_all(out.as_bytes()).await.is_err() {
-                return;
+    /// One request through [`Fake::handle`]: the method, the target as sent (path and
+    /// query), the header fields (lower-case names) and the body as text.
+    async fn answer(&self, req: Request<Incoming>) -> Response<http::Body> {
+        let method = req.method().to_string();
+        let target = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let headers: BTreeMap<String, String> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                (k.as_str().to_string(), v)
+            })
+            .collect();
+        let body = match req.into_body().collect().await {
+            Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+            Err(_) => String::new(),
+        };
+        let (status, extra, resp) = self.handle(&method, &target, &headers, &body).await;
+        let mut r = Response::new(Full::new(Bytes::from(resp)));
+        *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let h = r.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for line in extra.split("\r\n") {
+            if let Some((k, v)) = line.split_once(':')
+                && let (Ok(k), Ok(v)) = (
+                    HeaderName::from_bytes(k.trim().as_bytes()),
+                    HeaderValue::from_str(v.trim()),
+                )
+            {
+                h.insert(k, v);
             }
         }
+        r
     }
 
     async fn handle(
