@@ -258,7 +258,23 @@ fn counters_move_with_real_ipmitool_traffic() {
         )
         .expect_failure();
     }
-    let (_, text) = get(maddr, "/metrics");
+    // The page is rendered at most once a second and shared (docs/configuration.md,
+    // "Metrics"), and a failure may be counted when its set-up times out: poll until the
+    // counts are in.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let (_, text) = get(maddr, "/metrics");
+        let counted = sample(
+            &text,
+            "ovbmc_login_failures_total",
+            &with(&[("reason", "unknown_user")]),
+        ) >= 9.0
+            && sample(&text, "ovbmc_logins_refused_locked_out_total", &me) >= 1.0;
+        if counted || Instant::now() > deadline {
+            break text;
+        }
+        thread::sleep(Duration::from_millis(200));
+    };
     assert!(
         sample(
             &text,
