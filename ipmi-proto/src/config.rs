@@ -84,13 +84,25 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// How long a reply is kept for answering client retries.
     pub reply_cache_ttl: Duration,
-    /// Online guessing: this many failed logins from one source address within
-    /// `lockout_window` lock that source out for `lockout_duration` (0 disables).
+    /// Online guessing: this many failed logins from one source (an IPv4 address or an IPv6
+    /// /64, as for the half-open share) within `lockout_window` lock that source out for
+    /// `lockout_duration` (0 disables).
     pub source_lockout_threshold: u32,
     /// Failed logins for one user (from any source) within `lockout_window` that lock the
     /// user out for `lockout_duration` (0 disables). Higher than the per-source figure, so
-    /// one noisy source cannot lock the real operator out as easily.
+    /// one noisy source cannot lock the real operator out as easily; and a source trusted
+    /// for that user (`lockout_trust`) is not locked out by it at all.
     pub user_lockout_threshold: u32,
+    /// A source (IPv4 address or IPv6 /64) that logged in successfully as a user within this
+    /// long is trusted for that user: a per-user lock-out caused by failures from elsewhere
+    /// does not apply to it (its own per-source lock-out still does). Without this, anyone
+    /// who knows the user name locks the operator out with garbage RAKP 3 messages, which
+    /// need no secret (0 disables the exemption).
+    pub lockout_trust: Duration,
+    /// At most this many (user, source) pairs are trusted; beyond it the one whose last
+    /// login is oldest is forgotten. Only a successful login adds one, so nobody without the
+    /// password can fill the table.
+    pub max_trusted: usize,
     /// The window failed logins are counted in.
     pub lockout_window: Duration,
     /// How long a lock-out lasts. While locked, Open Session (source) or RAKP 1 (user)
@@ -109,6 +121,8 @@ impl Default for Limits {
             reply_cache_ttl: Duration::from_secs(10),
             source_lockout_threshold: 10,
             user_lockout_threshold: 30,
+            lockout_trust: Duration::from_secs(24 * 3600),
+            max_trusted: 256,
             lockout_window: Duration::from_secs(60),
             lockout_duration: Duration::from_secs(60),
         }

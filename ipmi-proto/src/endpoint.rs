@@ -147,7 +147,8 @@ pub enum Event {
     },
     /// A source address or a user reached the failed-login threshold and is locked out.
     LockedOut {
-        /// The source, when a source was locked.
+        /// The source, when a source was locked: an IPv4 address, or an IPv6 /64 as its
+        /// network address (the unit failures are counted in).
         source: Option<IpAddr>,
         /// The user, when a user was locked.
         user: Option<String>,
@@ -330,8 +331,12 @@ pub struct Endpoint {
     stats: Stats,
     /// The request the last `handle`/`complete` answered, until `take_answered`.
     answered: Option<Answered>,
+    /// Failed-login guards per source, keyed by [`source_key`] (IPv4 address or IPv6 /64).
     sources: HashMap<IpAddr, Guard>,
     users: HashMap<usize, Guard>,
+    /// (user, source key) → last successful login: sources exempt from that user's
+    /// lock-out (`Limits::lockout_trust`), at most `Limits::max_trusted` of them.
+    trusted: HashMap<(usize, IpAddr), Instant>,
 }
 
 const MAX_EVENTS: usize = 1024;
@@ -363,7 +368,38 @@ impl Endpoint {
             answered: None,
             sources: HashMap::new(),
             users: HashMap::new(),
+            trusted: HashMap::new(),
         }
+    }
+
+    /// Remember that `peer` logged in as `user` at `now` (see `Limits::lockout_trust`). When
+    /// the table is full, the pair whose last login is oldest makes room.
+    fn trust(&mut self, now: Instant, user: usize, peer: SocketAddr) {
+        let l = &self.cfg.limits;
+        if l.lockout_trust.is_zero() || l.max_trusted == 0 {
+            return;
+        }
+        let key = (user, source_key(peer.ip()));
+        if !self.trusted.contains_key(&key) && self.trusted.len() >= l.max_trusted {
+            // O(n) over a small table, and only for a new pair after a successful login.
+            if let Some(oldest) = self
+                .trusted
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(k, _)| *k)
+            {
+                self.trusted.remove(&oldest);
+            }
+        }
+        self.trusted.insert(key, now);
+    }
+
+    /// Did `peer` log in as `user` within `Limits::lockout_trust`?
+    fn trusted(&self, now: Instant, user: usize, peer: SocketAddr) -> bool {
+        let trust = self.cfg.limits.lockout_trust;
+        self.trusted
+            .get(&(user, source_key(peer.ip())))
+            .is_some_and(|t| now.saturating_duration_since(*t) < trust)
     }
 
     fn locked_out(&mut self, source: Option<IpAddr>, user: Option<String>, until: Instant) {
@@ -380,8 +416,11 @@ impl Endpoint {
     fn login_failed(&mut self, now: Instant, peer: SocketAddr, user: String, reason: LoginFailure) {
         self.stats.login_failures += 1;
         let l = self.cfg.limits.clone();
+        // IPv6 sources count per /64, like the half-open share: a host that rotates its
+        // address within its /64 gets no fresh tries.
+        let source = source_key(peer.ip());
         if reason != LoginFailure::NoCipherMatch {
-            if self.sources.len() >= MAX_GUARDS && !self.sources.contains_key(&peer.ip()) {
+            if self.sources.len() >= MAX_GUARDS && !self.sources.contains_key(&source) {
                 self.sources.retain(|_, g| !g.stale(now, l.lockout_window));
                 if self.sources.len() >= MAX_GUARDS {
                     // Still full of live entries: forget one unlocked entry, else skip.
@@ -395,15 +434,15 @@ impl Endpoint {
                     }
                 }
             }
-            if self.sources.len() < MAX_GUARDS || self.sources.contains_key(&peer.ip()) {
-                let g = self.sources.entry(peer.ip()).or_default();
+            if self.sources.len() < MAX_GUARDS || self.sources.contains_key(&source) {
+                let g = self.sources.entry(source).or_default();
                 if g.fail(
                     now,
                     l.source_lockout_threshold,
                     l.lockout_window,
                     l.lockout_duration,
                 ) {
-                    self.locked_out(Some(peer.ip()), None, now + l.lockout_duration);
+                    self.locked_out(Some(source), None, now + l.lockout_duration);
                 }
             }
             // A handshake abandoned after RAKP 2 counts against its source only. The BMC
@@ -621,7 +660,11 @@ impl Endpoint {
             self.login_failed(now, peer, String::new(), LoginFailure::NoCipherMatch);
             return refuse(status::NO_CIPHER_MATCH);
         };
-        if self.sources.get(&peer.ip()).is_some_and(|g| g.locked(now)) {
+        if self
+            .sources
+            .get(&source_key(peer.ip()))
+            .is_some_and(|g| g.locked(now))
+        {
             self.stats.refused_locked_out += 1;
             self.event(Event::RefusedLockedOut { peer });
             return refuse(status::NO_RESOURCES);
@@ -797,7 +840,11 @@ impl Endpoint {
                 Some(LoginFailure::UnknownUser),
             ));
         };
-        if self.users.get(&user).is_some_and(|g| g.locked(now)) {
+        // A user lock-out counts failures from every source, which needs no secret to cause
+        // (RAKP 1 and 3 are unauthenticated): a source that logged in as this user recently
+        // is exempt, so the operator is not locked out by someone else's garbage. Its own
+        // failures still lock that source (checked at Open Session).
+        if self.users.get(&user).is_some_and(|g| g.locked(now)) && !self.trusted(now, user, peer) {
             self.stats.refused_locked_out += 1;
             self.event(Event::RefusedLockedOut { peer });
             let sid_m = self.remove_session(sid_c).map_or(0, |s| s.sid_m);
@@ -938,6 +985,7 @@ impl Endpoint {
         }));
         self.active += 1;
         self.leave_half_open(sid_c, peer);
+        self.trust(now, user_idx, peer);
         self.stats.logins += 1;
         self.event(Event::SessionOpened {
             sid: sid_c,

@@ -293,34 +293,50 @@ impl Pair {
     }
 
     fn send(&mut self, d: &[u8]) -> Option<Output> {
-        self.ep.handle(self.now, peer(), d, &mut self.rng)
+        self.send_from(peer(), d)
+    }
+
+    fn send_from(&mut self, from: SocketAddr, d: &[u8]) -> Option<Output> {
+        self.ep.handle(self.now, from, d, &mut self.rng)
     }
 
     fn reply(&mut self, d: &[u8]) -> Vec<u8> {
-        match self.send(d) {
+        self.reply_from(peer(), d)
+    }
+
+    fn reply_from(&mut self, from: SocketAddr, d: &[u8]) -> Vec<u8> {
+        match self.send_from(from, d) {
             Some(Output::Transmit { data, .. }) => data,
             o => panic!("expected a reply, got {o:?}"),
         }
     }
 
     fn login(&mut self, c: &mut Client) -> Result<(), ClientError> {
-        let r = self.reply(&c.open_session_request());
+        self.login_from(peer(), c)
+    }
+
+    fn login_from(&mut self, from: SocketAddr, c: &mut Client) -> Result<(), ClientError> {
+        let r = self.reply_from(from, &c.open_session_request());
         let rakp1 = c.handle_open_session_response(&r, &mut self.rng)?;
-        let r = self.reply(&rakp1);
+        let r = self.reply_from(from, &rakp1);
         let rakp3 = c.handle_rakp2(&r)?;
-        let r = self.reply(&rakp3);
+        let r = self.reply_from(from, &rakp3);
         c.handle_rakp4(&r)
     }
 
     /// Log in up to RAKP 3, send it with its AuthCode corrupted, and return the RAKP 4.
     fn bad_rakp3(&mut self, c: &mut Client) -> Vec<u8> {
-        let r = self.reply(&c.open_session_request());
+        self.bad_rakp3_from(peer(), c)
+    }
+
+    fn bad_rakp3_from(&mut self, from: SocketAddr, c: &mut Client) -> Vec<u8> {
+        let r = self.reply_from(from, &c.open_session_request());
         let rakp1 = c.handle_open_session_response(&r, &mut self.rng).unwrap();
-        let r = self.reply(&rakp1);
+        let r = self.reply_from(from, &rakp1);
         let mut rakp3 = c.handle_rakp2(&r).unwrap();
         let n = rakp3.len();
         rakp3[n - 1] ^= 1;
-        self.reply(&rakp3)
+        self.reply_from(from, &rakp3)
     }
 
     /// Run a command to the end, answering machine requests with `answer`.
@@ -768,4 +784,196 @@ fn in_session_numbers_outside_the_window_are_dropped() {
     }
     assert!(p.send(&ahead).is_none(), "17 ahead: outside the window");
     assert_eq!(p.ep.stats().dropped, dropped + 3);
+}
+
+/// The RMCP+ status of a set-up answer (Open Session Response, RAKP 2 or RAKP 4).
+fn setup_status(d: &[u8]) -> u8 {
+    let Ok(Datagram::V20(p)) = wire::decode_datagram(d) else {
+        panic!("not an RMCP+ answer: {}", hex::encode(d))
+    };
+    p.payload[1]
+}
+
+/// The attack of issue 15 item 1: RAKP 1 and RAKP 3 need no secret, so an attacker who knows
+/// only the user name sends garbage RAKP 3 messages from three sources (10 each, the
+/// per-source threshold). That locks the three sources and the user; the operator, who
+/// logged in from its own address before, still logs in at once; a source that never logged
+/// in as the user is refused while the user is locked.
+#[test]
+fn garbage_rakp3_from_elsewhere_does_not_lock_out_a_trusted_source() {
+    let mut p = Pair::new(admin("pw"));
+    let operator = |port| SocketAddr::from(([192, 0, 2, 10], port));
+    p.login_from(operator(5000), &mut admin_client(CipherSuite::Suite17))
+        .unwrap();
+    p.now += Duration::from_secs(3600);
+    for src in 2..=4u8 {
+        for i in 0..10 {
+            let mut c = Client::new(
+                CipherSuite::Suite17,
+                "admin",
+                b"a guess",
+                Privilege::Administrator,
+            );
+            // The attacker cannot verify RAKP 2 (wrong password): send RAKP 3 anyway.
+            let from = SocketAddr::from(([198, 51, 100, src], 7000 + i));
+            let r = p.reply_from(from, &c.open_session_request());
+            let rakp1 = c.handle_open_session_response(&r, &mut p.rng).unwrap();
+            p.reply_from(from, &rakp1);
+            let mut rakp3 = Vec::new();
+            wire_rakp3(&mut rakp3, c.bmc_session_id(), &[0x5a; 32]);
+            assert_eq!(setup_status(&p.reply_from(from, &rakp3)), 0x0f);
+        }
+    }
+    assert_eq!(p.ep.stats().lockouts, 4, "three sources and the user");
+    // The operator, from another port of the address it used before: in at once.
+    p.login_from(operator(5001), &mut admin_client(CipherSuite::Suite17))
+        .unwrap();
+    // A source that never logged in as admin meets the user lock-out, right password or not.
+    let stranger = SocketAddr::from(([203, 0, 113, 9], 623));
+    assert_eq!(
+        p.login_from(stranger, &mut admin_client(CipherSuite::Suite17)),
+        Err(ClientError::Status(0x01))
+    );
+    // The attackers' own sources stay locked for the operator's user too.
+    assert_eq!(
+        p.login_from(
+            SocketAddr::from(([198, 51, 100, 2], 1)),
+            &mut admin_client(CipherSuite::Suite17)
+        ),
+        Err(ClientError::Status(0x01))
+    );
+}
+
+/// An RAKP 3 message with an arbitrary AuthCode (what an attacker without the password sends).
+fn wire_rakp3(out: &mut Vec<u8>, sid_c: u32, auth: &[u8]) {
+    let mut p = vec![0, 0, 0, 0];
+    p.extend_from_slice(&sid_c.to_le_bytes());
+    p.extend_from_slice(auth);
+    let at = wire::begin_v20(out, wire::payload::RAKP3, false, false, 0, 0);
+    out.extend_from_slice(&p);
+    wire::finish_v20(out, at);
+}
+
+/// Trust lasts `lockout_trust` after the last login, and is per user and source.
+#[test]
+fn trust_expires_and_can_be_turned_off() {
+    for trust in [Duration::from_secs(100), Duration::ZERO] {
+        let mut cfg = admin("pw");
+        cfg.limits.lockout_trust = trust;
+        cfg.limits.source_lockout_threshold = 0;
+        cfg.limits.user_lockout_threshold = 3;
+        let mut p = Pair::new(cfg);
+        let operator = SocketAddr::from(([192, 0, 2, 10], 5000));
+        p.login_from(operator, &mut admin_client(CipherSuite::Suite17))
+            .unwrap();
+        p.now += Duration::from_secs(50);
+        for _ in 0..3 {
+            p.bad_rakp3_from(
+                SocketAddr::from(([198, 51, 100, 1], 1)),
+                &mut admin_client(CipherSuite::Suite17),
+            );
+        }
+        let r = p.login_from(operator, &mut admin_client(CipherSuite::Suite17));
+        if trust.is_zero() {
+            assert_eq!(r, Err(ClientError::Status(0x01)), "no trust: locked");
+            continue;
+        }
+        r.unwrap();
+        // 101 s after that login, trust has run out: the next user lock-out applies.
+        p.now += Duration::from_secs(101);
+        for _ in 0..3 {
+            p.bad_rakp3_from(
+                SocketAddr::from(([198, 51, 100, 1], 1)),
+                &mut admin_client(CipherSuite::Suite17),
+            );
+        }
+        assert_eq!(
+            p.login_from(operator, &mut admin_client(CipherSuite::Suite17)),
+            Err(ClientError::Status(0x01))
+        );
+    }
+}
+
+/// `user_lockout_threshold = 0` turns the per-user lock-out off: 40 failures from 40 sources
+/// lock nothing, and a new source logs in.
+#[test]
+fn per_user_lockout_can_be_turned_off() {
+    let mut cfg = admin("pw");
+    cfg.limits.user_lockout_threshold = 0;
+    let mut p = Pair::new(cfg);
+    for i in 0..40u8 {
+        p.bad_rakp3_from(
+            SocketAddr::from(([198, 51, 100, i], 1)),
+            &mut admin_client(CipherSuite::Suite17),
+        );
+    }
+    assert_eq!(p.ep.stats().login_failures, 40);
+    assert_eq!(p.ep.stats().lockouts, 0);
+    p.login_from(
+        SocketAddr::from(([203, 0, 113, 9], 623)),
+        &mut admin_client(CipherSuite::Suite17),
+    )
+    .unwrap();
+}
+
+/// The trusted table holds at most `max_trusted` pairs; the oldest login goes first.
+#[test]
+fn trusted_sources_are_bounded_oldest_out() {
+    let mut cfg = admin("pw");
+    cfg.limits.max_trusted = 4;
+    cfg.limits.source_lockout_threshold = 0;
+    cfg.limits.user_lockout_threshold = 3;
+    let mut p = Pair::new(cfg);
+    let host = |i: u8| SocketAddr::from(([192, 0, 2, i], 5000));
+    for i in 1..=6 {
+        p.login_from(host(i), &mut admin_client(CipherSuite::Suite17))
+            .unwrap();
+        p.now += Duration::from_secs(1);
+    }
+    // Close the six sessions (idle), then lock the user from elsewhere.
+    p.now += Duration::from_secs(61);
+    p.ep.handle_timeout(p.now);
+    for _ in 0..3 {
+        p.bad_rakp3_from(
+            SocketAddr::from(([198, 51, 100, 1], 1)),
+            &mut admin_client(CipherSuite::Suite17),
+        );
+    }
+    for i in 1..=2 {
+        assert_eq!(
+            p.login_from(host(i), &mut admin_client(CipherSuite::Suite17)),
+            Err(ClientError::Status(0x01)),
+            "host {i} was pushed out of the table"
+        );
+    }
+    for i in 3..=6 {
+        p.login_from(host(i), &mut admin_client(CipherSuite::Suite17))
+            .unwrap();
+    }
+}
+
+/// Failed logins from IPv6 sources count per /64 (issue 11 item 5): ten addresses in one /64
+/// lock that /64 out; another /64 is unaffected.
+#[test]
+fn ipv6_failed_logins_count_per_64() {
+    let mut p = Pair::new(admin("pw"));
+    let a = |net: u16, host: u16| {
+        SocketAddr::from((
+            std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, net, host, 0, 0, host),
+            623,
+        ))
+    };
+    for i in 1..=10 {
+        p.bad_rakp3_from(a(1, i), &mut admin_client(CipherSuite::Suite17));
+    }
+    assert_eq!(p.ep.stats().lockouts, 1);
+    let mut c = admin_client(CipherSuite::Suite17);
+    let r = p.reply_from(a(1, 99), &c.open_session_request());
+    assert_eq!(
+        c.handle_open_session_response(&r, &mut p.rng),
+        Err(ClientError::Status(0x01)),
+        "a fresh address in the locked /64 is refused"
+    );
+    p.login_from(a(2, 1), &mut admin_client(CipherSuite::Suite17))
+        .unwrap();
 }
