@@ -197,6 +197,8 @@ pub struct Stats {
     pub lockouts: u64,
     /// Login attempts refused during a lock-out.
     pub refused_locked_out: u64,
+    /// Logins refused because the active-session table was full (RAKP 4 status 01h).
+    pub refused_full: u64,
 }
 
 /// Failed-login bookkeeping for one source or one user.
@@ -971,6 +973,17 @@ impl Endpoint {
         let user_idx = h.user;
         let name = user.name.clone();
         let suite = sess.suite;
+        // The active-session cap holds where a session becomes active, not only at Open
+        // Session: many handshakes opened while the table had room must not all become
+        // active (issue 15 item 2). RAKP 4 then carries 01h, "insufficient resources to
+        // create a session" (IPMI v2.0 §13.24, Table 13-15); the password was right, so this
+        // is no failed login.
+        if self.active >= self.cfg.limits.max_sessions {
+            self.remove_session(sid_c);
+            self.stats.refused_full += 1;
+            return Some(rakp_error(tag, status::NO_RESOURCES, sid_m));
+        }
+        let sess = self.sessions.get_mut(&sid_c)?;
         sess.last_seen = now;
         sess.state = State::Active(Box::new(Active {
             keys,

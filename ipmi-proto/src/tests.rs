@@ -34,11 +34,13 @@ fn le32(v: &Value) -> u32 {
     u32::from_le_bytes(h(v).try_into().unwrap())
 }
 
-/// Entropy that hands out scripted chunks, then a counter.
+/// Entropy that hands out scripted chunks, then a 64-bit LCG's top bytes (a byte counter
+/// would repeat its session IDs after a few dozen sessions, and `new_session_id` would then
+/// search for a free one forever).
 #[derive(Default)]
 struct Script {
     chunks: VecDeque<Vec<u8>>,
-    n: u8,
+    n: u64,
 }
 
 impl Entropy for Script {
@@ -48,8 +50,11 @@ impl Entropy for Script {
             buf.copy_from_slice(&c);
         } else {
             for b in buf {
-                self.n = self.n.wrapping_add(0x3b);
-                *b = self.n;
+                self.n = self
+                    .n
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                *b = (self.n >> 56) as u8;
             }
         }
     }
@@ -976,4 +981,43 @@ fn ipv6_failed_logins_count_per_64() {
     );
     p.login_from(a(2, 1), &mut admin_client(CipherSuite::Suite17))
         .unwrap();
+}
+
+/// Issue 15 item 2: the active-session cap (32) was only checked at Open Session, so 1,020
+/// Open Sessions made while the table was empty, then RAKP 1/3 for each, gave 1,020 active
+/// sessions. Now it holds where a session becomes active: 32 get RAKP 4 with status 00h,
+/// the other 988 status 01h (insufficient resources, IPMI v2.0 Table 13-15), and are gone.
+#[test]
+fn the_active_session_cap_holds_at_rakp3() {
+    let mut p = Pair::new(admin("pw"));
+    // 17 sources (60 each, under the per-source half-open share of 64).
+    let from = |i: usize| SocketAddr::from(([10, 0, (i / 60) as u8, 1], 1000 + i as u16));
+    let mut consoles: Vec<(SocketAddr, Client, Vec<u8>)> = (0..1020)
+        .map(|i| {
+            let mut c = admin_client(CipherSuite::Suite17);
+            let r = p.reply_from(from(i), &c.open_session_request());
+            let rakp1 = c.handle_open_session_response(&r, &mut p.rng).unwrap();
+            (from(i), c, rakp1)
+        })
+        .collect();
+    assert_eq!(p.ep.session_counts(), (0, 1020));
+    let (mut ok, mut full) = (0, 0);
+    for (at, c, rakp1) in &mut consoles {
+        let r = p.reply_from(*at, rakp1);
+        let rakp3 = c.handle_rakp2(&r).unwrap();
+        let r = p.reply_from(*at, &rakp3);
+        match c.handle_rakp4(&r) {
+            Ok(()) => ok += 1,
+            Err(ClientError::Status(0x01)) => full += 1,
+            e => panic!("unexpected RAKP 4: {e:?}"),
+        }
+    }
+    assert_eq!((ok, full), (32, 988));
+    assert_eq!(p.ep.session_counts(), (32, 0));
+    assert_eq!(p.ep.stats().refused_full, 988);
+    assert_eq!(
+        p.ep.stats().login_failures,
+        0,
+        "right password: no failed login"
+    );
 }

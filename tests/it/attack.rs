@@ -145,3 +145,39 @@ fn garbage_rakp3_from_three_sources_does_not_lock_the_operator_out() {
         }
     }
 }
+
+/// Issue 15 item 2, against the real binary: 40 consoles open their sessions while the table
+/// is empty, then each finishes RAKP 1/3 with the right password. Only 32 (the documented
+/// cap) become active; the other 8 get RAKP 4 with status 01h (insufficient resources).
+#[test]
+fn the_active_session_cap_holds_when_handshakes_finish_late() {
+    let bmc = Bmc::start();
+    let mut rng = TestRng::new(0x15_0002);
+    let raw = Raw::new(unique_loopback(), &bmc);
+    let mut consoles: Vec<(Client, Vec<u8>)> = (0..40u32)
+        .map(|i| {
+            let mut c = Client::new(
+                CipherSuite::Suite17,
+                USER,
+                PASSWORD.as_bytes(),
+                Privilege::Administrator,
+            )
+            .with_console_id(0x1500_0000 + i);
+            let r = raw.exchange(&c.open_session_request());
+            let rakp1 = c
+                .handle_open_session_response(&r, &mut rng)
+                .expect("Open Session");
+            (c, rakp1)
+        })
+        .collect();
+    let (mut ok, mut full) = (0, 0);
+    for (c, rakp1) in &mut consoles {
+        let rakp3 = c.handle_rakp2(&raw.exchange(rakp1)).expect("RAKP 2");
+        match c.handle_rakp4(&raw.exchange(&rakp3)) {
+            Ok(()) => ok += 1,
+            Err(ClientError::Status(0x01)) => full += 1,
+            e => panic!("unexpected RAKP 4: {e:?}"),
+        }
+    }
+    assert_eq!((ok, full), (32, 8), "{}", bmc.log());
+}
