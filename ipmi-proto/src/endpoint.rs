@@ -113,6 +113,9 @@ pub enum CloseReason {
     IdleTimeout,
     /// Cold or Warm Reset of the BMC.
     BmcReset,
+    /// The active-session table was full and a login at a higher privilege took this
+    /// session's slot (it was the longest idle of those below that privilege).
+    Preempted,
 }
 
 /// Things worth a log line or a metric, pulled with [`Endpoint::poll_event`].
@@ -490,6 +493,20 @@ impl Endpoint {
         (self.active, self.sessions.len() - self.active)
     }
 
+    /// The active session whose slot a new session with ceiling `privilege` may take when the
+    /// table is full: the longest idle of those whose ceiling is lower. A scan of the table,
+    /// done only when it is full.
+    fn preemptable(&self, privilege: Privilege) -> Option<u32> {
+        self.sessions
+            .iter()
+            .filter_map(|(&sid, s)| match &s.state {
+                State::Active(a) if a.max_privilege < privilege => Some((s.last_seen, sid)),
+                _ => None,
+            })
+            .min()
+            .map(|(_, sid)| sid)
+    }
+
     /// Remove a session, keeping the active count.
     fn remove_session(&mut self, sid: u32) -> Option<Session> {
         let s = self.sessions.remove(&sid)?;
@@ -675,9 +692,18 @@ impl Endpoint {
         if open_max > 4 {
             return refuse(status::INVALID_ROLE);
         }
+        // With the table full, go on only if this login could take a lower-privilege
+        // session's slot at RAKP 3: its ceiling is the requested maximum (0: the highest)
+        // and at most the highest privilege any user holds.
         let (active, _) = self.session_counts();
         if active >= self.cfg.limits.max_sessions {
-            return refuse(status::NO_RESOURCES);
+            let users_max = self.cfg.users.iter().map(|u| u.max_privilege).max();
+            let ceiling = Privilege::from_u8(open_max)
+                .unwrap_or(Privilege::Administrator)
+                .min(users_max.unwrap_or(Privilege::Callback));
+            if self.preemptable(ceiling).is_none() {
+                return refuse(status::NO_RESOURCES);
+            }
         }
         self.make_room_for_half_open(peer);
         let sid_c = self.new_session_id(rng);
@@ -979,9 +1005,19 @@ impl Endpoint {
         // create a session" (IPMI v2.0 §13.24, Table 13-15); the password was right, so this
         // is no failed login.
         if self.active >= self.cfg.limits.max_sessions {
-            self.remove_session(sid_c);
-            self.stats.refused_full += 1;
-            return Some(rakp_error(tag, status::NO_RESOURCES, sid_m));
+            // A full table of lower-privilege sessions must not lock out a higher one (32
+            // USER sessions kept alive used to lock out Ironic's ADMINISTRATOR, issue 15
+            // item 3): the longest-idle session below this one's ceiling gives up its slot.
+            let Some(victim) = self.preemptable(max) else {
+                self.remove_session(sid_c);
+                self.stats.refused_full += 1;
+                return Some(rakp_error(tag, status::NO_RESOURCES, sid_m));
+            };
+            self.remove_session(victim);
+            self.event(Event::SessionClosed {
+                sid: victim,
+                reason: CloseReason::Preempted,
+            });
         }
         let sess = self.sessions.get_mut(&sid_c)?;
         sess.last_seen = now;

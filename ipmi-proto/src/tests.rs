@@ -1021,3 +1021,59 @@ fn the_active_session_cap_holds_at_rakp3() {
         "right password: no failed login"
     );
 }
+
+/// Issue 15 item 3: 32 USER sessions kept alive used to lock everyone out, ADMINISTRATOR
+/// included. Now a login at a higher privilege takes the slot of the longest-idle session of
+/// a lower one (closed with an event); a login that outranks nobody is still refused.
+#[test]
+fn a_higher_privilege_login_takes_the_longest_idle_lower_slot() {
+    let mut p = Pair::new(admin("pw"));
+    let mut users: Vec<Client> = (0..32u32)
+        .map(|i| {
+            let mut c = Client::new(CipherSuite::Suite17, "admin", b"pw", Privilege::User)
+                .with_console_id(0x100 + i);
+            p.login(&mut c).unwrap();
+            p.now += Duration::from_secs(1);
+            c
+        })
+        .collect();
+    // The oldest session is busy again: the longest idle is now the second.
+    assert_eq!(p.cmd(&mut users[0], 0x06, 0x01, &[]).0, 0x00);
+    assert_eq!(p.ep.session_counts(), (32, 0));
+    let victim = users[1].bmc_session_id();
+    while p.ep.poll_event().is_some() {}
+    // Another USER login outranks nobody: refused (RAKP 4 01h).
+    let mut c = Client::new(CipherSuite::Suite17, "admin", b"pw", Privilege::User);
+    assert_eq!(p.login(&mut c), Err(ClientError::Status(0x01)));
+    // ADMINISTRATOR takes the second session's slot.
+    let mut a = admin_client(CipherSuite::Suite17);
+    p.login(&mut a).unwrap();
+    assert_eq!(p.ep.session_counts(), (32, 0));
+    let events: Vec<Event> = std::iter::from_fn(|| p.ep.poll_event()).collect();
+    assert!(
+        events.contains(&Event::SessionClosed {
+            sid: victim,
+            reason: crate::endpoint::CloseReason::Preempted
+        }),
+        "{events:?}"
+    );
+    // The preempted console's next request is dropped; the others and the admin carry on.
+    let d = users[1].request(0x06, 0x01, &[], &mut p.rng);
+    assert!(p.send(&d).is_none());
+    assert_eq!(p.cmd(&mut users[0], 0x06, 0x01, &[]).0, 0x00);
+    assert_eq!(p.cmd(&mut users[2], 0x06, 0x01, &[]).0, 0x00);
+    assert_eq!(p.cmd(&mut a, 0x06, 0x3b, &[0x04]).0, 0x00);
+    // With only ADMINISTRATOR sessions below nobody, Open Session itself refuses (01h).
+    let mut cfg = admin("pw");
+    cfg.limits.max_sessions = 2;
+    let mut p = Pair::new(cfg);
+    for _ in 0..2 {
+        p.login(&mut admin_client(CipherSuite::Suite3)).unwrap();
+    }
+    let mut c = admin_client(CipherSuite::Suite3);
+    let r = p.reply(&c.open_session_request());
+    assert_eq!(
+        c.handle_open_session_response(&r, &mut p.rng),
+        Err(ClientError::Status(0x01))
+    );
+}

@@ -48,6 +48,23 @@ impl Raw {
         panic!("no answer from {}", self.bmc)
     }
 
+    /// Send `d` once and wait up to 1 s for an answer.
+    fn try_exchange(&self, d: &[u8]) -> Option<Vec<u8>> {
+        self.sock.send_to(d, self.bmc).expect("send");
+        let mut buf = [0u8; 512];
+        self.sock
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .ok()?;
+        let got = self.sock.recv_from(&mut buf);
+        self.sock
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .ok()?;
+        match got {
+            Ok((n, from)) if from == self.bmc => Some(buf[..n].to_vec()),
+            _ => None,
+        }
+    }
+
     /// Open Session and RAKP 1 for `c`; returns the RAKP 2 datagram.
     fn to_rakp2(&self, c: &mut Client, rng: &mut TestRng) -> Result<Vec<u8>, ClientError> {
         let r = self.exchange(&c.open_session_request());
@@ -180,4 +197,59 @@ fn the_active_session_cap_holds_when_handshakes_finish_late() {
         }
     }
     assert_eq!((ok, full), (32, 8), "{}", bmc.log());
+}
+
+/// Issue 15 item 3: 32 USER sessions kept alive used to lock everyone out, Ironic's
+/// ADMINISTRATOR included. Now ipmitool's ADMINISTRATOR login (its default `-L`) takes the
+/// slot of the longest-idle USER session, which is closed: its next request gets no answer,
+/// while the other USER sessions carry on.
+#[test]
+fn an_administrator_login_takes_the_slot_of_the_longest_idle_user_session() {
+    let bmc = Bmc::start();
+    let Some(t) = Ipmitool::new(&bmc, Some(17)) else {
+        return;
+    };
+    let mut rng = TestRng::new(0x15_0003);
+    let raw = Raw::new(unique_loopback(), &bmc);
+    let mut users: Vec<Client> = (0..32u32)
+        .map(|i| {
+            let mut c = Client::new(
+                CipherSuite::Suite17,
+                USER,
+                PASSWORD.as_bytes(),
+                Privilege::User,
+            )
+            .with_console_id(0x1503_0000 + i);
+            raw.login(&mut c, &mut rng).expect("USER login");
+            c
+        })
+        .collect();
+    // Session 0 is busy again, so session 1 is now the longest idle.
+    let get_device_id = |c: &mut Client, rng: &mut TestRng| {
+        let d = c.request(0x06, 0x01, &[], rng);
+        raw.try_exchange(&d)
+            .map(|r| c.response(&r).expect("a valid answer").1)
+    };
+    assert_eq!(get_device_id(&mut users[0], &mut rng), Some(0));
+    // A 33rd USER login outranks nobody and is refused.
+    let mut extra = Client::new(
+        CipherSuite::Suite17,
+        USER,
+        PASSWORD.as_bytes(),
+        Privilege::User,
+    );
+    assert_eq!(
+        raw.login(&mut extra, &mut rng),
+        Err(ClientError::Status(0x01))
+    );
+    t.extra(&["-R", "1", "-N", "2"])
+        .run(&["power", "status"])
+        .expect_success();
+    assert_eq!(
+        get_device_id(&mut users[1], &mut rng),
+        None,
+        "the longest-idle USER session should be gone"
+    );
+    assert_eq!(get_device_id(&mut users[0], &mut rng), Some(0));
+    assert_eq!(get_device_id(&mut users[31], &mut rng), Some(0));
 }
