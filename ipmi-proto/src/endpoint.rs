@@ -1130,7 +1130,25 @@ impl Endpoint {
         };
         act.privilege = ctx.privilege;
         match outcome {
-            Outcome::Reply { cc, data, after } => {
+            Outcome::Reply {
+                mut cc,
+                data,
+                mut after,
+            } => {
+                // Close Session of an ID that names no active session: 87h, "invalid session
+                // ID in request" (IPMI v2.0 §22.19), not 00h. (The command handler knows only
+                // its own session; the table is here.) Half-open handshakes are no sessions
+                // a console could name.
+                if let After::CloseSession(target) = after
+                    && !self
+                        .sessions
+                        .get(&target)
+                        .is_some_and(|s| matches!(s.state, State::Active(_)))
+                {
+                    cc = commands::cc::INVALID_SESSION_ID;
+                    after = After::None;
+                }
+                let sess = self.sessions.get_mut(&sid_c)?;
                 self.answered = Some(Answered {
                     netfn: req.netfn,
                     cmd: req.cmd,

@@ -1077,3 +1077,33 @@ fn a_higher_privilege_login_takes_the_longest_idle_lower_slot() {
         Err(ClientError::Status(0x01))
     );
 }
+
+/// Issue 15 item 11: Close Session of a session ID that names no active session answers 87h
+/// "invalid session ID in request" (IPMI v2.0 §22.19), not 00h, and closes nothing; closing
+/// another active session (as ADMINISTRATOR) still works.
+#[test]
+fn close_session_of_an_unknown_id_answers_87h() {
+    let mut p = Pair::new(admin("pw"));
+    let mut a = admin_client(CipherSuite::Suite17);
+    p.login(&mut a).unwrap();
+    assert_eq!(p.cmd(&mut a, 0x06, 0x3b, &[4]).0, 0);
+    let mut b = admin_client(CipherSuite::Suite17).with_console_id(0x0b0b_0b0b);
+    p.login(&mut b).unwrap();
+    // A half-open handshake's ID is no session either.
+    let mut h = admin_client(CipherSuite::Suite17).with_console_id(0x0c0c_0c0c);
+    let r = p.reply(&h.open_session_request());
+    h.handle_open_session_response(&r, &mut p.rng).unwrap();
+    for unknown in [0x1234_5678u32, h.bmc_session_id()] {
+        assert_eq!(
+            p.cmd(&mut a, 0x06, 0x3c, &unknown.to_le_bytes()),
+            (0x87, vec![]),
+            "{unknown:#x}"
+        );
+    }
+    assert_eq!(p.ep.session_counts(), (2, 1));
+    let sid = b.bmc_session_id().to_le_bytes();
+    assert_eq!(p.cmd(&mut a, 0x06, 0x3c, &sid).0, 0);
+    assert_eq!(p.ep.session_counts(), (1, 1));
+    // The closed one is unknown now.
+    assert_eq!(p.cmd(&mut a, 0x06, 0x3c, &sid).0, 0x87);
+}

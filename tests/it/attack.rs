@@ -253,3 +253,18 @@ fn an_administrator_login_takes_the_slot_of_the_longest_idle_user_session() {
     assert_eq!(get_device_id(&mut users[0], &mut rng), Some(0));
     assert_eq!(get_device_id(&mut users[31], &mut rng), Some(0));
 }
+
+/// Issue 15 item 11: `ipmitool raw 0x06 0x3c <id>` (Close Session) of a session ID that does
+/// not exist gets completion code 87h (IPMI v2.0 §22.19: invalid session ID in request),
+/// which ipmitool reports as a failure with `rsp=0x87`; it used to answer 00h.
+#[test]
+fn close_session_of_an_unknown_id_is_refused_with_87h() {
+    let bmc = Bmc::start();
+    let Some(t) = Ipmitool::new(&bmc, Some(17)) else {
+        return;
+    };
+    let r = t.run(&["raw", "0x06", "0x3c", "0x78", "0x56", "0x34", "0x12"]);
+    r.expect_failure();
+    assert!(r.output().contains("rsp=0x87"), "{r}");
+    t.run(&["power", "status"]).expect_success();
+}
