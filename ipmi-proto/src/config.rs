@@ -84,6 +84,11 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// How long a reply is kept for answering client retries.
     pub reply_cache_ttl: Duration,
+    /// Machine requests (power, boot flags, chassis status) one session may have in flight;
+    /// beyond it the request is answered C0 "node busy" at once. Consoles send one at a time.
+    pub max_pending_per_session: usize,
+    /// Machine requests one BMC may have in flight, from all its sessions; beyond it C0.
+    pub max_pending: usize,
     /// Online guessing: this many failed logins from one source (an IPv4 address or an IPv6
     /// /64, as for the half-open share) within `lockout_window` lock that source out for
     /// `lockout_duration` (0 disables).
@@ -119,6 +124,8 @@ impl Default for Limits {
             setup_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
             reply_cache_ttl: Duration::from_secs(10),
+            max_pending_per_session: 4,
+            max_pending: 32,
             source_lockout_threshold: 10,
             user_lockout_threshold: 30,
             lockout_trust: Duration::from_secs(24 * 3600),

@@ -202,6 +202,8 @@ pub struct Stats {
     pub refused_locked_out: u64,
     /// Logins refused because the active-session table was full (RAKP 4 status 01h).
     pub refused_full: u64,
+    /// Requests answered C0 because too many machine requests were in flight.
+    pub busy_in_flight: u64,
 }
 
 /// Failed-login bookkeeping for one source or one user.
@@ -1167,6 +1169,28 @@ impl Endpoint {
                 })
             }
             Outcome::Machine { request, kind } => {
+                // Machine requests in flight are bounded per session and per BMC (issue 11
+                // item 5): each is a task and often a cloud call in the runtime. Beyond the
+                // bound the client hears C0 "node busy" at once (IPMI v2.0 §5.2), which
+                // ipmitool and Ironic retry; the busy answer is not cached, so the retry is
+                // a fresh request. (A console has one request outstanding as a rule.)
+                let l = &self.cfg.limits;
+                if self.pending.len() >= l.max_pending
+                    || self.pending.values().filter(|pd| pd.sid == sid_c).count()
+                        >= l.max_pending_per_session
+                {
+                    self.stats.busy_in_flight += 1;
+                    self.answered = Some(Answered {
+                        netfn: req.netfn,
+                        cmd: req.cmd,
+                        cc: commands::cc::NODE_BUSY,
+                    });
+                    let mut msg = Vec::with_capacity(8);
+                    req.encode_response(commands::cc::NODE_BUSY, &[], &mut msg);
+                    let sess = self.sessions.get_mut(&sid_c)?;
+                    let data = seal(sess, &msg, rng);
+                    return Some(Output::Transmit { to: peer, data });
+                }
                 let ticket = Ticket(self.next_ticket);
                 self.next_ticket += 1;
                 self.pending.insert(

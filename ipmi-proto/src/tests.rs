@@ -1107,3 +1107,54 @@ fn close_session_of_an_unknown_id_answers_87h() {
     // The closed one is unknown now.
     assert_eq!(p.cmd(&mut a, 0x06, 0x3c, &sid).0, 0x87);
 }
+
+/// Send a Get Chassis Status (a machine request) from `c` and return the ticket, or the
+/// completion code if the endpoint answered at once.
+fn chassis_status(p: &mut Pair, c: &mut Client) -> Result<crate::endpoint::Ticket, u8> {
+    let d = c.request(0x00, 0x01, &[], &mut p.rng);
+    match p.send(&d) {
+        Some(Output::Machine { ticket, .. }) => Ok(ticket),
+        Some(Output::Transmit { data, .. }) => Err(c.response(&data).unwrap().1),
+        None => panic!("dropped"),
+    }
+}
+
+/// Issue 11 item 5: machine requests in flight are bounded per session (4) and per BMC (32);
+/// beyond either, the request is answered C0 at once, and once one finishes there is room.
+#[test]
+fn machine_requests_in_flight_are_bounded_per_session_and_per_bmc() {
+    let mut p = Pair::new(admin("pw"));
+    let mut consoles: Vec<Client> = (0..9u32)
+        .map(|i| {
+            let mut c = admin_client(CipherSuite::Suite17).with_console_id(0x900 + i);
+            p.login(&mut c).unwrap();
+            c
+        })
+        .collect();
+    let mut tickets = Vec::new();
+    for _ in 0..4 {
+        tickets.push(chassis_status(&mut p, &mut consoles[0]).unwrap());
+    }
+    assert_eq!(chassis_status(&mut p, &mut consoles[0]), Err(0xc0));
+    // A finished request makes room in its session; its answer still arrives.
+    let t = tickets.remove(0);
+    let out = p.ep.complete(
+        p.now,
+        t,
+        Ok(MachineReply::PowerState(PowerState::Off)),
+        &mut p.rng,
+    );
+    assert!(matches!(out, Some(Output::Transmit { .. })));
+    tickets.push(chassis_status(&mut p, &mut consoles[0]).unwrap());
+    // Seven more sessions with four each: 32 in flight, the BMC's bound.
+    for c in &mut consoles[1..8] {
+        for _ in 0..4 {
+            tickets.push(chassis_status(&mut p, c).unwrap());
+        }
+    }
+    assert_eq!(p.ep.pending_count(), 32);
+    assert_eq!(chassis_status(&mut p, &mut consoles[8]), Err(0xc0));
+    assert_eq!(p.ep.stats().busy_in_flight, 2);
+    // Commands that need no machine are answered as ever.
+    assert_eq!(p.cmd(&mut consoles[8], 0x06, 0x01, &[]).0, 0);
+}
