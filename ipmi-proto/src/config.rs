@@ -160,8 +160,9 @@ impl Default for DeviceIdentity {
     }
 }
 
-/// Everything one virtual BMC needs.
-#[derive(Clone, Debug)]
+/// Everything one virtual BMC needs. Its `Debug` shows no secret: user passwords and Kg are
+/// printed as `<redacted>` (Debug output ends up in logs and panic messages).
+#[derive(Clone)]
 pub struct BmcConfig {
     /// Users that may log in.
     pub users: Vec<User>,
@@ -173,6 +174,18 @@ pub struct BmcConfig {
     pub identity: DeviceIdentity,
     /// Limits and timers.
     pub limits: Limits,
+}
+
+impl core::fmt::Debug for BmcConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("BmcConfig")
+            .field("users", &self.users)
+            .field("kg", &self.kg.as_ref().map(|_| "<redacted>"))
+            .field("uuid", &self.uuid)
+            .field("identity", &self.identity)
+            .field("limits", &self.limits)
+            .finish()
+    }
 }
 
 impl BmcConfig {
@@ -206,5 +219,54 @@ impl BmcConfig {
         }
         self.kg = Some(kg);
         Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 11 item 5: neither a password nor Kg appears in `Debug` output, in any form
+    /// (text, or the byte list a derived `Debug` of the buffer prints), plain or pretty.
+    #[test]
+    fn debug_redacts_passwords_and_kg() {
+        let pw = b"hunter2-password".to_vec();
+        let kg = b"kg-secret-0123456789".to_vec();
+        let user = User::new(
+            "admin",
+            Zeroizing::new(pw.clone()),
+            Privilege::Administrator,
+        )
+        .unwrap();
+        let cfg = BmcConfig::new(vec![user], [1; 16])
+            .unwrap()
+            .with_kg(Zeroizing::new(kg.clone()))
+            .unwrap();
+        let ep = crate::Endpoint::new(cfg.clone());
+        for out in [
+            format!("{cfg:?}"),
+            format!("{cfg:#?}"),
+            format!("{:?}", cfg.users),
+            format!("{ep:?}"),
+        ] {
+            for secret in [&pw, &kg] {
+                let text = String::from_utf8_lossy(secret);
+                let bytes = format!("{secret:?}");
+                let inner = bytes.trim_start_matches('[').trim_end_matches(']');
+                assert!(!out.contains(&*text), "{out}");
+                assert!(!out.contains(inner), "{out}");
+                assert!(!out.contains(&hex(secret)), "{out}");
+            }
+        }
+        let shown = format!("{cfg:?}");
+        assert!(shown.contains("kg: Some(\"<redacted>\")"), "{shown}");
+        assert!(
+            shown.contains("admin"),
+            "the user name is no secret: {shown}"
+        );
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
     }
 }
