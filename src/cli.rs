@@ -95,9 +95,17 @@ pub struct Cli {
     pub lockout_source_failures: u32,
 
     /// This many failed logins for one user name, from any source, within --lockout-secs lock
-    /// the user out for --lockout-secs (0: never).
+    /// the user out for --lockout-secs (0: never), except for sources trusted by
+    /// --lockout-trust-secs.
     #[arg(long, value_name = "N", default_value_t = Limits::default().user_lockout_threshold)]
     pub lockout_user_failures: u32,
+
+    /// A source (IPv4 address or IPv6 /64) that logged in successfully as the user within this
+    /// many seconds is not locked out by that user's lock-out (failures from other sources);
+    /// its own failures still lock it (0: no exemption; at most 30 days).
+    #[arg(long, value_name = "SECS", default_value_t = Limits::default().lockout_trust.as_secs(),
+          value_parser = clap::value_parser!(u64).range(0..=30 * 86_400))]
+    pub lockout_trust_secs: u64,
 
     /// The window failed logins are counted in, and how long a lock-out lasts.
     #[arg(long, value_name = "SECS", default_value_t = Limits::default().lockout_duration.as_secs(),
@@ -218,6 +226,7 @@ impl Cli {
             user_lockout_threshold: self.lockout_user_failures,
             lockout_window: secs,
             lockout_duration: secs,
+            lockout_trust: std::time::Duration::from_secs(self.lockout_trust_secs),
             ..Limits::default()
         }
     }

@@ -84,13 +84,30 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// How long a reply is kept for answering client retries.
     pub reply_cache_ttl: Duration,
-    /// Online guessing: this many failed logins from one source address within
-    /// `lockout_window` lock that source out for `lockout_duration` (0 disables).
+    /// Machine requests (power, boot flags, chassis status) one session may have in flight;
+    /// beyond it the request is answered C0 "node busy" at once. Consoles send one at a time.
+    pub max_pending_per_session: usize,
+    /// Machine requests one BMC may have in flight, from all its sessions; beyond it C0.
+    pub max_pending: usize,
+    /// Online guessing: this many failed logins from one source (an IPv4 address or an IPv6
+    /// /64, as for the half-open share) within `lockout_window` lock that source out for
+    /// `lockout_duration` (0 disables).
     pub source_lockout_threshold: u32,
     /// Failed logins for one user (from any source) within `lockout_window` that lock the
     /// user out for `lockout_duration` (0 disables). Higher than the per-source figure, so
-    /// one noisy source cannot lock the real operator out as easily.
+    /// one noisy source cannot lock the real operator out as easily; and a source trusted
+    /// for that user (`lockout_trust`) is not locked out by it at all.
     pub user_lockout_threshold: u32,
+    /// A source (IPv4 address or IPv6 /64) that logged in successfully as a user within this
+    /// long is trusted for that user: a per-user lock-out caused by failures from elsewhere
+    /// does not apply to it (its own per-source lock-out still does). Without this, anyone
+    /// who knows the user name locks the operator out with garbage RAKP 3 messages, which
+    /// need no secret (0 disables the exemption).
+    pub lockout_trust: Duration,
+    /// At most this many (user, source) pairs are trusted; beyond it the one whose last
+    /// login is oldest is forgotten. Only a successful login adds one, so nobody without the
+    /// password can fill the table.
+    pub max_trusted: usize,
     /// The window failed logins are counted in.
     pub lockout_window: Duration,
     /// How long a lock-out lasts. While locked, Open Session (source) or RAKP 1 (user)
@@ -107,8 +124,12 @@ impl Default for Limits {
             setup_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
             reply_cache_ttl: Duration::from_secs(10),
+            max_pending_per_session: 4,
+            max_pending: 32,
             source_lockout_threshold: 10,
             user_lockout_threshold: 30,
+            lockout_trust: Duration::from_secs(24 * 3600),
+            max_trusted: 256,
             lockout_window: Duration::from_secs(60),
             lockout_duration: Duration::from_secs(60),
         }
@@ -139,8 +160,9 @@ impl Default for DeviceIdentity {
     }
 }
 
-/// Everything one virtual BMC needs.
-#[derive(Clone, Debug)]
+/// Everything one virtual BMC needs. Its `Debug` shows no secret: user passwords and Kg are
+/// printed as `<redacted>` (Debug output ends up in logs and panic messages).
+#[derive(Clone)]
 pub struct BmcConfig {
     /// Users that may log in.
     pub users: Vec<User>,
@@ -152,6 +174,18 @@ pub struct BmcConfig {
     pub identity: DeviceIdentity,
     /// Limits and timers.
     pub limits: Limits,
+}
+
+impl core::fmt::Debug for BmcConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("BmcConfig")
+            .field("users", &self.users)
+            .field("kg", &self.kg.as_ref().map(|_| "<redacted>"))
+            .field("uuid", &self.uuid)
+            .field("identity", &self.identity)
+            .field("limits", &self.limits)
+            .finish()
+    }
 }
 
 impl BmcConfig {
@@ -185,5 +219,54 @@ impl BmcConfig {
         }
         self.kg = Some(kg);
         Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 11 item 5: neither a password nor Kg appears in `Debug` output, in any form
+    /// (text, or the byte list a derived `Debug` of the buffer prints), plain or pretty.
+    #[test]
+    fn debug_redacts_passwords_and_kg() {
+        let pw = b"hunter2-password".to_vec();
+        let kg = b"kg-secret-0123456789".to_vec();
+        let user = User::new(
+            "admin",
+            Zeroizing::new(pw.clone()),
+            Privilege::Administrator,
+        )
+        .unwrap();
+        let cfg = BmcConfig::new(vec![user], [1; 16])
+            .unwrap()
+            .with_kg(Zeroizing::new(kg.clone()))
+            .unwrap();
+        let ep = crate::Endpoint::new(cfg.clone());
+        for out in [
+            format!("{cfg:?}"),
+            format!("{cfg:#?}"),
+            format!("{:?}", cfg.users),
+            format!("{ep:?}"),
+        ] {
+            for secret in [&pw, &kg] {
+                let text = String::from_utf8_lossy(secret);
+                let bytes = format!("{secret:?}");
+                let inner = bytes.trim_start_matches('[').trim_end_matches(']');
+                assert!(!out.contains(&*text), "{out}");
+                assert!(!out.contains(inner), "{out}");
+                assert!(!out.contains(&hex(secret)), "{out}");
+            }
+        }
+        let shown = format!("{cfg:?}");
+        assert!(shown.contains("kg: Some(\"<redacted>\")"), "{shown}");
+        assert!(
+            shown.contains("admin"),
+            "the user name is no secret: {shown}"
+        );
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
     }
 }

@@ -113,6 +113,9 @@ pub enum CloseReason {
     IdleTimeout,
     /// Cold or Warm Reset of the BMC.
     BmcReset,
+    /// The active-session table was full and a login at a higher privilege took this
+    /// session's slot (it was the longest idle of those below that privilege).
+    Preempted,
 }
 
 /// Things worth a log line or a metric, pulled with [`Endpoint::poll_event`].
@@ -147,7 +150,8 @@ pub enum Event {
     },
     /// A source address or a user reached the failed-login threshold and is locked out.
     LockedOut {
-        /// The source, when a source was locked.
+        /// The source, when a source was locked: an IPv4 address, or an IPv6 /64 as its
+        /// network address (the unit failures are counted in).
         source: Option<IpAddr>,
         /// The user, when a user was locked.
         user: Option<String>,
@@ -196,6 +200,10 @@ pub struct Stats {
     pub lockouts: u64,
     /// Login attempts refused during a lock-out.
     pub refused_locked_out: u64,
+    /// Logins refused because the active-session table was full (RAKP 4 status 01h).
+    pub refused_full: u64,
+    /// Requests answered C0 because too many machine requests were in flight.
+    pub busy_in_flight: u64,
 }
 
 /// Failed-login bookkeeping for one source or one user.
@@ -330,8 +338,12 @@ pub struct Endpoint {
     stats: Stats,
     /// The request the last `handle`/`complete` answered, until `take_answered`.
     answered: Option<Answered>,
+    /// Failed-login guards per source, keyed by [`source_key`] (IPv4 address or IPv6 /64).
     sources: HashMap<IpAddr, Guard>,
     users: HashMap<usize, Guard>,
+    /// (user, source key) → last successful login: sources exempt from that user's
+    /// lock-out (`Limits::lockout_trust`), at most `Limits::max_trusted` of them.
+    trusted: HashMap<(usize, IpAddr), Instant>,
 }
 
 const MAX_EVENTS: usize = 1024;
@@ -363,7 +375,38 @@ impl Endpoint {
             answered: None,
             sources: HashMap::new(),
             users: HashMap::new(),
+            trusted: HashMap::new(),
         }
+    }
+
+    /// Remember that `peer` logged in as `user` at `now` (see `Limits::lockout_trust`). When
+    /// the table is full, the pair whose last login is oldest makes room.
+    fn trust(&mut self, now: Instant, user: usize, peer: SocketAddr) {
+        let l = &self.cfg.limits;
+        if l.lockout_trust.is_zero() || l.max_trusted == 0 {
+            return;
+        }
+        let key = (user, source_key(peer.ip()));
+        if !self.trusted.contains_key(&key) && self.trusted.len() >= l.max_trusted {
+            // O(n) over a small table, and only for a new pair after a successful login.
+            if let Some(oldest) = self
+                .trusted
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(k, _)| *k)
+            {
+                self.trusted.remove(&oldest);
+            }
+        }
+        self.trusted.insert(key, now);
+    }
+
+    /// Did `peer` log in as `user` within `Limits::lockout_trust`?
+    fn trusted(&self, now: Instant, user: usize, peer: SocketAddr) -> bool {
+        let trust = self.cfg.limits.lockout_trust;
+        self.trusted
+            .get(&(user, source_key(peer.ip())))
+            .is_some_and(|t| now.saturating_duration_since(*t) < trust)
     }
 
     fn locked_out(&mut self, source: Option<IpAddr>, user: Option<String>, until: Instant) {
@@ -380,8 +423,11 @@ impl Endpoint {
     fn login_failed(&mut self, now: Instant, peer: SocketAddr, user: String, reason: LoginFailure) {
         self.stats.login_failures += 1;
         let l = self.cfg.limits.clone();
+        // IPv6 sources count per /64, like the half-open share: a host that rotates its
+        // address within its /64 gets no fresh tries.
+        let source = source_key(peer.ip());
         if reason != LoginFailure::NoCipherMatch {
-            if self.sources.len() >= MAX_GUARDS && !self.sources.contains_key(&peer.ip()) {
+            if self.sources.len() >= MAX_GUARDS && !self.sources.contains_key(&source) {
                 self.sources.retain(|_, g| !g.stale(now, l.lockout_window));
                 if self.sources.len() >= MAX_GUARDS {
                     // Still full of live entries: forget one unlocked entry, else skip.
@@ -395,15 +441,15 @@ impl Endpoint {
                     }
                 }
             }
-            if self.sources.len() < MAX_GUARDS || self.sources.contains_key(&peer.ip()) {
-                let g = self.sources.entry(peer.ip()).or_default();
+            if self.sources.len() < MAX_GUARDS || self.sources.contains_key(&source) {
+                let g = self.sources.entry(source).or_default();
                 if g.fail(
                     now,
                     l.source_lockout_threshold,
                     l.lockout_window,
                     l.lockout_duration,
                 ) {
-                    self.locked_out(Some(peer.ip()), None, now + l.lockout_duration);
+                    self.locked_out(Some(source), None, now + l.lockout_duration);
                 }
             }
             // A handshake abandoned after RAKP 2 counts against its source only. The BMC
@@ -447,6 +493,20 @@ impl Endpoint {
     /// Number of active and half-open sessions.
     pub fn session_counts(&self) -> (usize, usize) {
         (self.active, self.sessions.len() - self.active)
+    }
+
+    /// The active session whose slot a new session with ceiling `privilege` may take when the
+    /// table is full: the longest idle of those whose ceiling is lower. A scan of the table,
+    /// done only when it is full.
+    fn preemptable(&self, privilege: Privilege) -> Option<u32> {
+        self.sessions
+            .iter()
+            .filter_map(|(&sid, s)| match &s.state {
+                State::Active(a) if a.max_privilege < privilege => Some((s.last_seen, sid)),
+                _ => None,
+            })
+            .min()
+            .map(|(_, sid)| sid)
     }
 
     /// Remove a session, keeping the active count.
@@ -621,7 +681,11 @@ impl Endpoint {
             self.login_failed(now, peer, String::new(), LoginFailure::NoCipherMatch);
             return refuse(status::NO_CIPHER_MATCH);
         };
-        if self.sources.get(&peer.ip()).is_some_and(|g| g.locked(now)) {
+        if self
+            .sources
+            .get(&source_key(peer.ip()))
+            .is_some_and(|g| g.locked(now))
+        {
             self.stats.refused_locked_out += 1;
             self.event(Event::RefusedLockedOut { peer });
             return refuse(status::NO_RESOURCES);
@@ -630,9 +694,18 @@ impl Endpoint {
         if open_max > 4 {
             return refuse(status::INVALID_ROLE);
         }
+        // With the table full, go on only if this login could take a lower-privilege
+        // session's slot at RAKP 3: its ceiling is the requested maximum (0: the highest)
+        // and at most the highest privilege any user holds.
         let (active, _) = self.session_counts();
         if active >= self.cfg.limits.max_sessions {
-            return refuse(status::NO_RESOURCES);
+            let users_max = self.cfg.users.iter().map(|u| u.max_privilege).max();
+            let ceiling = Privilege::from_u8(open_max)
+                .unwrap_or(Privilege::Administrator)
+                .min(users_max.unwrap_or(Privilege::Callback));
+            if self.preemptable(ceiling).is_none() {
+                return refuse(status::NO_RESOURCES);
+            }
         }
         self.make_room_for_half_open(peer);
         let sid_c = self.new_session_id(rng);
@@ -797,7 +870,11 @@ impl Endpoint {
                 Some(LoginFailure::UnknownUser),
             ));
         };
-        if self.users.get(&user).is_some_and(|g| g.locked(now)) {
+        // A user lock-out counts failures from every source, which needs no secret to cause
+        // (RAKP 1 and 3 are unauthenticated): a source that logged in as this user recently
+        // is exempt, so the operator is not locked out by someone else's garbage. Its own
+        // failures still lock that source (checked at Open Session).
+        if self.users.get(&user).is_some_and(|g| g.locked(now)) && !self.trusted(now, user, peer) {
             self.stats.refused_locked_out += 1;
             self.event(Event::RefusedLockedOut { peer });
             let sid_m = self.remove_session(sid_c).map_or(0, |s| s.sid_m);
@@ -924,6 +1001,27 @@ impl Endpoint {
         let user_idx = h.user;
         let name = user.name.clone();
         let suite = sess.suite;
+        // The active-session cap holds where a session becomes active, not only at Open
+        // Session: many handshakes opened while the table had room must not all become
+        // active (issue 15 item 2). RAKP 4 then carries 01h, "insufficient resources to
+        // create a session" (IPMI v2.0 §13.24, Table 13-15); the password was right, so this
+        // is no failed login.
+        if self.active >= self.cfg.limits.max_sessions {
+            // A full table of lower-privilege sessions must not lock out a higher one (32
+            // USER sessions kept alive used to lock out Ironic's ADMINISTRATOR, issue 15
+            // item 3): the longest-idle session below this one's ceiling gives up its slot.
+            let Some(victim) = self.preemptable(max) else {
+                self.remove_session(sid_c);
+                self.stats.refused_full += 1;
+                return Some(rakp_error(tag, status::NO_RESOURCES, sid_m));
+            };
+            self.remove_session(victim);
+            self.event(Event::SessionClosed {
+                sid: victim,
+                reason: CloseReason::Preempted,
+            });
+        }
+        let sess = self.sessions.get_mut(&sid_c)?;
         sess.last_seen = now;
         sess.state = State::Active(Box::new(Active {
             keys,
@@ -938,6 +1036,7 @@ impl Endpoint {
         }));
         self.active += 1;
         self.leave_half_open(sid_c, peer);
+        self.trust(now, user_idx, peer);
         self.stats.logins += 1;
         self.event(Event::SessionOpened {
             sid: sid_c,
@@ -1033,7 +1132,25 @@ impl Endpoint {
         };
         act.privilege = ctx.privilege;
         match outcome {
-            Outcome::Reply { cc, data, after } => {
+            Outcome::Reply {
+                mut cc,
+                data,
+                mut after,
+            } => {
+                // Close Session of an ID that names no active session: 87h, "invalid session
+                // ID in request" (IPMI v2.0 §22.19), not 00h. (The command handler knows only
+                // its own session; the table is here.) Half-open handshakes are no sessions
+                // a console could name.
+                if let After::CloseSession(target) = after
+                    && !self
+                        .sessions
+                        .get(&target)
+                        .is_some_and(|s| matches!(s.state, State::Active(_)))
+                {
+                    cc = commands::cc::INVALID_SESSION_ID;
+                    after = After::None;
+                }
+                let sess = self.sessions.get_mut(&sid_c)?;
                 self.answered = Some(Answered {
                     netfn: req.netfn,
                     cmd: req.cmd,
@@ -1052,6 +1169,28 @@ impl Endpoint {
                 })
             }
             Outcome::Machine { request, kind } => {
+                // Machine requests in flight are bounded per session and per BMC (issue 11
+                // item 5): each is a task and often a cloud call in the runtime. Beyond the
+                // bound the client hears C0 "node busy" at once (IPMI v2.0 §5.2), which
+                // ipmitool and Ironic retry; the busy answer is not cached, so the retry is
+                // a fresh request. (A console has one request outstanding as a rule.)
+                let l = &self.cfg.limits;
+                if self.pending.len() >= l.max_pending
+                    || self.pending.values().filter(|pd| pd.sid == sid_c).count()
+                        >= l.max_pending_per_session
+                {
+                    self.stats.busy_in_flight += 1;
+                    self.answered = Some(Answered {
+                        netfn: req.netfn,
+                        cmd: req.cmd,
+                        cc: commands::cc::NODE_BUSY,
+                    });
+                    let mut msg = Vec::with_capacity(8);
+                    req.encode_response(commands::cc::NODE_BUSY, &[], &mut msg);
+                    let sess = self.sessions.get_mut(&sid_c)?;
+                    let data = seal(sess, &msg, rng);
+                    return Some(Output::Transmit { to: peer, data });
+                }
                 let ticket = Ticket(self.next_ticket);
                 self.next_ticket += 1;
                 self.pending.insert(

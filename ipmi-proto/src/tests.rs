@@ -34,11 +34,13 @@ fn le32(v: &Value) -> u32 {
     u32::from_le_bytes(h(v).try_into().unwrap())
 }
 
-/// Entropy that hands out scripted chunks, then a counter.
+/// Entropy that hands out scripted chunks, then a 64-bit LCG's top bytes (a byte counter
+/// would repeat its session IDs after a few dozen sessions, and `new_session_id` would then
+/// search for a free one forever).
 #[derive(Default)]
 struct Script {
     chunks: VecDeque<Vec<u8>>,
-    n: u8,
+    n: u64,
 }
 
 impl Entropy for Script {
@@ -48,8 +50,11 @@ impl Entropy for Script {
             buf.copy_from_slice(&c);
         } else {
             for b in buf {
-                self.n = self.n.wrapping_add(0x3b);
-                *b = self.n;
+                self.n = self
+                    .n
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                *b = (self.n >> 56) as u8;
             }
         }
     }
@@ -293,34 +298,50 @@ impl Pair {
     }
 
     fn send(&mut self, d: &[u8]) -> Option<Output> {
-        self.ep.handle(self.now, peer(), d, &mut self.rng)
+        self.send_from(peer(), d)
+    }
+
+    fn send_from(&mut self, from: SocketAddr, d: &[u8]) -> Option<Output> {
+        self.ep.handle(self.now, from, d, &mut self.rng)
     }
 
     fn reply(&mut self, d: &[u8]) -> Vec<u8> {
-        match self.send(d) {
+        self.reply_from(peer(), d)
+    }
+
+    fn reply_from(&mut self, from: SocketAddr, d: &[u8]) -> Vec<u8> {
+        match self.send_from(from, d) {
             Some(Output::Transmit { data, .. }) => data,
             o => panic!("expected a reply, got {o:?}"),
         }
     }
 
     fn login(&mut self, c: &mut Client) -> Result<(), ClientError> {
-        let r = self.reply(&c.open_session_request());
+        self.login_from(peer(), c)
+    }
+
+    fn login_from(&mut self, from: SocketAddr, c: &mut Client) -> Result<(), ClientError> {
+        let r = self.reply_from(from, &c.open_session_request());
         let rakp1 = c.handle_open_session_response(&r, &mut self.rng)?;
-        let r = self.reply(&rakp1);
+        let r = self.reply_from(from, &rakp1);
         let rakp3 = c.handle_rakp2(&r)?;
-        let r = self.reply(&rakp3);
+        let r = self.reply_from(from, &rakp3);
         c.handle_rakp4(&r)
     }
 
     /// Log in up to RAKP 3, send it with its AuthCode corrupted, and return the RAKP 4.
     fn bad_rakp3(&mut self, c: &mut Client) -> Vec<u8> {
-        let r = self.reply(&c.open_session_request());
+        self.bad_rakp3_from(peer(), c)
+    }
+
+    fn bad_rakp3_from(&mut self, from: SocketAddr, c: &mut Client) -> Vec<u8> {
+        let r = self.reply_from(from, &c.open_session_request());
         let rakp1 = c.handle_open_session_response(&r, &mut self.rng).unwrap();
-        let r = self.reply(&rakp1);
+        let r = self.reply_from(from, &rakp1);
         let mut rakp3 = c.handle_rakp2(&r).unwrap();
         let n = rakp3.len();
         rakp3[n - 1] ^= 1;
-        self.reply(&rakp3)
+        self.reply_from(from, &rakp3)
     }
 
     /// Run a command to the end, answering machine requests with `answer`.
@@ -768,4 +789,372 @@ fn in_session_numbers_outside_the_window_are_dropped() {
     }
     assert!(p.send(&ahead).is_none(), "17 ahead: outside the window");
     assert_eq!(p.ep.stats().dropped, dropped + 3);
+}
+
+/// The RMCP+ status of a set-up answer (Open Session Response, RAKP 2 or RAKP 4).
+fn setup_status(d: &[u8]) -> u8 {
+    let Ok(Datagram::V20(p)) = wire::decode_datagram(d) else {
+        panic!("not an RMCP+ answer: {}", hex::encode(d))
+    };
+    p.payload[1]
+}
+
+/// The attack of issue 15 item 1: RAKP 1 and RAKP 3 need no secret, so an attacker who knows
+/// only the user name sends garbage RAKP 3 messages from three sources (10 each, the
+/// per-source threshold). That locks the three sources and the user; the operator, who
+/// logged in from its own address before, still logs in at once; a source that never logged
+/// in as the user is refused while the user is locked.
+#[test]
+fn garbage_rakp3_from_elsewhere_does_not_lock_out_a_trusted_source() {
+    let mut p = Pair::new(admin("pw"));
+    let operator = |port| SocketAddr::from(([192, 0, 2, 10], port));
+    p.login_from(operator(5000), &mut admin_client(CipherSuite::Suite17))
+        .unwrap();
+    p.now += Duration::from_secs(3600);
+    for src in 2..=4u8 {
+        for i in 0..10 {
+            let mut c = Client::new(
+                CipherSuite::Suite17,
+                "admin",
+                b"a guess",
+                Privilege::Administrator,
+            );
+            // The attacker cannot verify RAKP 2 (wrong password): send RAKP 3 anyway.
+            let from = SocketAddr::from(([198, 51, 100, src], 7000 + i));
+            let r = p.reply_from(from, &c.open_session_request());
+            let rakp1 = c.handle_open_session_response(&r, &mut p.rng).unwrap();
+            p.reply_from(from, &rakp1);
+            let mut rakp3 = Vec::new();
+            wire_rakp3(&mut rakp3, c.bmc_session_id(), &[0x5a; 32]);
+            assert_eq!(setup_status(&p.reply_from(from, &rakp3)), 0x0f);
+        }
+    }
+    assert_eq!(p.ep.stats().lockouts, 4, "three sources and the user");
+    // The operator, from another port of the address it used before: in at once.
+    p.login_from(operator(5001), &mut admin_client(CipherSuite::Suite17))
+        .unwrap();
+    // A source that never logged in as admin meets the user lock-out, right password or not.
+    let stranger = SocketAddr::from(([203, 0, 113, 9], 623));
+    assert_eq!(
+        p.login_from(stranger, &mut admin_client(CipherSuite::Suite17)),
+        Err(ClientError::Status(0x01))
+    );
+    // The attackers' own sources stay locked for the operator's user too.
+    assert_eq!(
+        p.login_from(
+            SocketAddr::from(([198, 51, 100, 2], 1)),
+            &mut admin_client(CipherSuite::Suite17)
+        ),
+        Err(ClientError::Status(0x01))
+    );
+}
+
+/// An RAKP 3 message with an arbitrary AuthCode (what an attacker without the password sends).
+fn wire_rakp3(out: &mut Vec<u8>, sid_c: u32, auth: &[u8]) {
+    let mut p = vec![0, 0, 0, 0];
+    p.extend_from_slice(&sid_c.to_le_bytes());
+    p.extend_from_slice(auth);
+    let at = wire::begin_v20(out, wire::payload::RAKP3, false, false, 0, 0);
+    out.extend_from_slice(&p);
+    wire::finish_v20(out, at);
+}
+
+/// Trust lasts `lockout_trust` after the last login, and is per user and source.
+#[test]
+fn trust_expires_and_can_be_turned_off() {
+    for trust in [Duration::from_secs(100), Duration::ZERO] {
+        let mut cfg = admin("pw");
+        cfg.limits.lockout_trust = trust;
+        cfg.limits.source_lockout_threshold = 0;
+        cfg.limits.user_lockout_threshold = 3;
+        let mut p = Pair::new(cfg);
+        let operator = SocketAddr::from(([192, 0, 2, 10], 5000));
+        p.login_from(operator, &mut admin_client(CipherSuite::Suite17))
+            .unwrap();
+        p.now += Duration::from_secs(50);
+        for _ in 0..3 {
+            p.bad_rakp3_from(
+                SocketAddr::from(([198, 51, 100, 1], 1)),
+                &mut admin_client(CipherSuite::Suite17),
+            );
+        }
+        let r = p.login_from(operator, &mut admin_client(CipherSuite::Suite17));
+        if trust.is_zero() {
+            assert_eq!(r, Err(ClientError::Status(0x01)), "no trust: locked");
+            continue;
+        }
+        r.unwrap();
+        // 101 s after that login, trust has run out: the next user lock-out applies.
+        p.now += Duration::from_secs(101);
+        for _ in 0..3 {
+            p.bad_rakp3_from(
+                SocketAddr::from(([198, 51, 100, 1], 1)),
+                &mut admin_client(CipherSuite::Suite17),
+            );
+        }
+        assert_eq!(
+            p.login_from(operator, &mut admin_client(CipherSuite::Suite17)),
+            Err(ClientError::Status(0x01))
+        );
+    }
+}
+
+/// `user_lockout_threshold = 0` turns the per-user lock-out off: 40 failures from 40 sources
+/// lock nothing, and a new source logs in.
+#[test]
+fn per_user_lockout_can_be_turned_off() {
+    let mut cfg = admin("pw");
+    cfg.limits.user_lockout_threshold = 0;
+    let mut p = Pair::new(cfg);
+    for i in 0..40u8 {
+        p.bad_rakp3_from(
+            SocketAddr::from(([198, 51, 100, i], 1)),
+            &mut admin_client(CipherSuite::Suite17),
+        );
+    }
+    assert_eq!(p.ep.stats().login_failures, 40);
+    assert_eq!(p.ep.stats().lockouts, 0);
+    p.login_from(
+        SocketAddr::from(([203, 0, 113, 9], 623)),
+        &mut admin_client(CipherSuite::Suite17),
+    )
+    .unwrap();
+}
+
+/// The trusted table holds at most `max_trusted` pairs; the oldest login goes first.
+#[test]
+fn trusted_sources_are_bounded_oldest_out() {
+    let mut cfg = admin("pw");
+    cfg.limits.max_trusted = 4;
+    cfg.limits.source_lockout_threshold = 0;
+    cfg.limits.user_lockout_threshold = 3;
+    let mut p = Pair::new(cfg);
+    let host = |i: u8| SocketAddr::from(([192, 0, 2, i], 5000));
+    for i in 1..=6 {
+        p.login_from(host(i), &mut admin_client(CipherSuite::Suite17))
+            .unwrap();
+        p.now += Duration::from_secs(1);
+    }
+    // Close the six sessions (idle), then lock the user from elsewhere.
+    p.now += Duration::from_secs(61);
+    p.ep.handle_timeout(p.now);
+    for _ in 0..3 {
+        p.bad_rakp3_from(
+            SocketAddr::from(([198, 51, 100, 1], 1)),
+            &mut admin_client(CipherSuite::Suite17),
+        );
+    }
+    for i in 1..=2 {
+        assert_eq!(
+            p.login_from(host(i), &mut admin_client(CipherSuite::Suite17)),
+            Err(ClientError::Status(0x01)),
+            "host {i} was pushed out of the table"
+        );
+    }
+    for i in 3..=6 {
+        p.login_from(host(i), &mut admin_client(CipherSuite::Suite17))
+            .unwrap();
+    }
+}
+
+/// Failed logins from IPv6 sources count per /64 (issue 11 item 5): ten addresses in one /64
+/// lock that /64 out; another /64 is unaffected.
+#[test]
+fn ipv6_failed_logins_count_per_64() {
+    let mut p = Pair::new(admin("pw"));
+    let a = |net: u16, host: u16| {
+        SocketAddr::from((
+            std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, net, host, 0, 0, host),
+            623,
+        ))
+    };
+    for i in 1..=10 {
+        p.bad_rakp3_from(a(1, i), &mut admin_client(CipherSuite::Suite17));
+    }
+    assert_eq!(p.ep.stats().lockouts, 1);
+    let mut c = admin_client(CipherSuite::Suite17);
+    let r = p.reply_from(a(1, 99), &c.open_session_request());
+    assert_eq!(
+        c.handle_open_session_response(&r, &mut p.rng),
+        Err(ClientError::Status(0x01)),
+        "a fresh address in the locked /64 is refused"
+    );
+    p.login_from(a(2, 1), &mut admin_client(CipherSuite::Suite17))
+        .unwrap();
+}
+
+/// Issue 15 item 2: the active-session cap (32) was only checked at Open Session, so 1,020
+/// Open Sessions made while the table was empty, then RAKP 1/3 for each, gave 1,020 active
+/// sessions. Now it holds where a session becomes active: 32 get RAKP 4 with status 00h,
+/// the other 988 status 01h (insufficient resources, IPMI v2.0 Table 13-15), and are gone.
+#[test]
+fn the_active_session_cap_holds_at_rakp3() {
+    let mut p = Pair::new(admin("pw"));
+    // 17 sources (60 each, under the per-source half-open share of 64).
+    let from = |i: usize| SocketAddr::from(([10, 0, (i / 60) as u8, 1], 1000 + i as u16));
+    let mut consoles: Vec<(SocketAddr, Client, Vec<u8>)> = (0..1020)
+        .map(|i| {
+            let mut c = admin_client(CipherSuite::Suite17);
+            let r = p.reply_from(from(i), &c.open_session_request());
+            let rakp1 = c.handle_open_session_response(&r, &mut p.rng).unwrap();
+            (from(i), c, rakp1)
+        })
+        .collect();
+    assert_eq!(p.ep.session_counts(), (0, 1020));
+    let (mut ok, mut full) = (0, 0);
+    for (at, c, rakp1) in &mut consoles {
+        let r = p.reply_from(*at, rakp1);
+        let rakp3 = c.handle_rakp2(&r).unwrap();
+        let r = p.reply_from(*at, &rakp3);
+        match c.handle_rakp4(&r) {
+            Ok(()) => ok += 1,
+            Err(ClientError::Status(0x01)) => full += 1,
+            e => panic!("unexpected RAKP 4: {e:?}"),
+        }
+    }
+    assert_eq!((ok, full), (32, 988));
+    assert_eq!(p.ep.session_counts(), (32, 0));
+    assert_eq!(p.ep.stats().refused_full, 988);
+    assert_eq!(
+        p.ep.stats().login_failures,
+        0,
+        "right password: no failed login"
+    );
+}
+
+/// Issue 15 item 3: 32 USER sessions kept alive used to lock everyone out, ADMINISTRATOR
+/// included. Now a login at a higher privilege takes the slot of the longest-idle session of
+/// a lower one (closed with an event); a login that outranks nobody is still refused.
+#[test]
+fn a_higher_privilege_login_takes_the_longest_idle_lower_slot() {
+    let mut p = Pair::new(admin("pw"));
+    let mut users: Vec<Client> = (0..32u32)
+        .map(|i| {
+            let mut c = Client::new(CipherSuite::Suite17, "admin", b"pw", Privilege::User)
+                .with_console_id(0x100 + i);
+            p.login(&mut c).unwrap();
+            p.now += Duration::from_secs(1);
+            c
+        })
+        .collect();
+    // The oldest session is busy again: the longest idle is now the second.
+    assert_eq!(p.cmd(&mut users[0], 0x06, 0x01, &[]).0, 0x00);
+    assert_eq!(p.ep.session_counts(), (32, 0));
+    let victim = users[1].bmc_session_id();
+    while p.ep.poll_event().is_some() {}
+    // Another USER login outranks nobody: refused (RAKP 4 01h).
+    let mut c = Client::new(CipherSuite::Suite17, "admin", b"pw", Privilege::User);
+    assert_eq!(p.login(&mut c), Err(ClientError::Status(0x01)));
+    // ADMINISTRATOR takes the second session's slot.
+    let mut a = admin_client(CipherSuite::Suite17);
+    p.login(&mut a).unwrap();
+    assert_eq!(p.ep.session_counts(), (32, 0));
+    let events: Vec<Event> = std::iter::from_fn(|| p.ep.poll_event()).collect();
+    assert!(
+        events.contains(&Event::SessionClosed {
+            sid: victim,
+            reason: crate::endpoint::CloseReason::Preempted
+        }),
+        "{events:?}"
+    );
+    // The preempted console's next request is dropped; the others and the admin carry on.
+    let d = users[1].request(0x06, 0x01, &[], &mut p.rng);
+    assert!(p.send(&d).is_none());
+    assert_eq!(p.cmd(&mut users[0], 0x06, 0x01, &[]).0, 0x00);
+    assert_eq!(p.cmd(&mut users[2], 0x06, 0x01, &[]).0, 0x00);
+    assert_eq!(p.cmd(&mut a, 0x06, 0x3b, &[0x04]).0, 0x00);
+    // With only ADMINISTRATOR sessions below nobody, Open Session itself refuses (01h).
+    let mut cfg = admin("pw");
+    cfg.limits.max_sessions = 2;
+    let mut p = Pair::new(cfg);
+    for _ in 0..2 {
+        p.login(&mut admin_client(CipherSuite::Suite3)).unwrap();
+    }
+    let mut c = admin_client(CipherSuite::Suite3);
+    let r = p.reply(&c.open_session_request());
+    assert_eq!(
+        c.handle_open_session_response(&r, &mut p.rng),
+        Err(ClientError::Status(0x01))
+    );
+}
+
+/// Issue 15 item 11: Close Session of a session ID that names no active session answers 87h
+/// "invalid session ID in request" (IPMI v2.0 §22.19), not 00h, and closes nothing; closing
+/// another active session (as ADMINISTRATOR) still works.
+#[test]
+fn close_session_of_an_unknown_id_answers_87h() {
+    let mut p = Pair::new(admin("pw"));
+    let mut a = admin_client(CipherSuite::Suite17);
+    p.login(&mut a).unwrap();
+    assert_eq!(p.cmd(&mut a, 0x06, 0x3b, &[4]).0, 0);
+    let mut b = admin_client(CipherSuite::Suite17).with_console_id(0x0b0b_0b0b);
+    p.login(&mut b).unwrap();
+    // A half-open handshake's ID is no session either.
+    let mut h = admin_client(CipherSuite::Suite17).with_console_id(0x0c0c_0c0c);
+    let r = p.reply(&h.open_session_request());
+    h.handle_open_session_response(&r, &mut p.rng).unwrap();
+    for unknown in [0x1234_5678u32, h.bmc_session_id()] {
+        assert_eq!(
+            p.cmd(&mut a, 0x06, 0x3c, &unknown.to_le_bytes()),
+            (0x87, vec![]),
+            "{unknown:#x}"
+        );
+    }
+    assert_eq!(p.ep.session_counts(), (2, 1));
+    let sid = b.bmc_session_id().to_le_bytes();
+    assert_eq!(p.cmd(&mut a, 0x06, 0x3c, &sid).0, 0);
+    assert_eq!(p.ep.session_counts(), (1, 1));
+    // The closed one is unknown now.
+    assert_eq!(p.cmd(&mut a, 0x06, 0x3c, &sid).0, 0x87);
+}
+
+/// Send a Get Chassis Status (a machine request) from `c` and return the ticket, or the
+/// completion code if the endpoint answered at once.
+fn chassis_status(p: &mut Pair, c: &mut Client) -> Result<crate::endpoint::Ticket, u8> {
+    let d = c.request(0x00, 0x01, &[], &mut p.rng);
+    match p.send(&d) {
+        Some(Output::Machine { ticket, .. }) => Ok(ticket),
+        Some(Output::Transmit { data, .. }) => Err(c.response(&data).unwrap().1),
+        None => panic!("dropped"),
+    }
+}
+
+/// Issue 11 item 5: machine requests in flight are bounded per session (4) and per BMC (32);
+/// beyond either, the request is answered C0 at once, and once one finishes there is room.
+#[test]
+fn machine_requests_in_flight_are_bounded_per_session_and_per_bmc() {
+    let mut p = Pair::new(admin("pw"));
+    let mut consoles: Vec<Client> = (0..9u32)
+        .map(|i| {
+            let mut c = admin_client(CipherSuite::Suite17).with_console_id(0x900 + i);
+            p.login(&mut c).unwrap();
+            c
+        })
+        .collect();
+    let mut tickets = Vec::new();
+    for _ in 0..4 {
+        tickets.push(chassis_status(&mut p, &mut consoles[0]).unwrap());
+    }
+    assert_eq!(chassis_status(&mut p, &mut consoles[0]), Err(0xc0));
+    // A finished request makes room in its session; its answer still arrives.
+    let t = tickets.remove(0);
+    let out = p.ep.complete(
+        p.now,
+        t,
+        Ok(MachineReply::PowerState(PowerState::Off)),
+        &mut p.rng,
+    );
+    assert!(matches!(out, Some(Output::Transmit { .. })));
+    tickets.push(chassis_status(&mut p, &mut consoles[0]).unwrap());
+    // Seven more sessions with four each: 32 in flight, the BMC's bound.
+    for c in &mut consoles[1..8] {
+        for _ in 0..4 {
+            tickets.push(chassis_status(&mut p, c).unwrap());
+        }
+    }
+    assert_eq!(p.ep.pending_count(), 32);
+    assert_eq!(chassis_status(&mut p, &mut consoles[8]), Err(0xc0));
+    assert_eq!(p.ep.stats().busy_in_flight, 2);
+    // Commands that need no machine are answered as ever.
+    assert_eq!(p.cmd(&mut consoles[8], 0x06, 0x01, &[]).0, 0);
 }

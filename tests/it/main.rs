@@ -7,6 +7,7 @@
 
 mod support;
 
+mod attack;
 mod cli;
 mod cloudfault;
 mod container;
