@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
-use ipmi_proto::endpoint::{Event, LoginFailure, Stats};
+use ipmi_proto::endpoint::{Event, EventKind, LoginFailure, Stats};
 use ipmi_proto::machine::MachineError;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -221,7 +221,19 @@ impl BmcMetrics {
             Event::RefusedLockedOut { .. } => self.refused_locked_out.fetch_add(1, Relaxed),
             Event::HalfOpenEvicted { .. } => self.evictions.fetch_add(1, Relaxed),
             Event::SessionClosed { .. } => 0,
+            // Events the endpoint did not report one by one still count, here.
+            Event::Suppressed { kind, count, .. } => self.counter(*kind).fetch_add(*count, Relaxed),
         };
+    }
+
+    /// The counter an event of `kind` adds to.
+    fn counter(&self, kind: EventKind) -> &AtomicU64 {
+        match kind {
+            EventKind::LoginFailed(r) => &self.login_failures[failure_index(r)],
+            EventKind::RefusedLockedOut => &self.refused_locked_out,
+            EventKind::HalfOpenEvicted => &self.evictions,
+            EventKind::SourceLockedOut => &self.lockouts_source,
+        }
     }
 
     /// Count one answered request by command and completion code.

@@ -388,7 +388,7 @@ impl Timer {
 
     /// After a packet: arm if the endpoint now has sessions and the timer sleeps.
     fn after_packet(&mut self, ep: &Endpoint, now: Instant) {
-        if !self.armed && ep.session_counts() != (0, 0) {
+        if !self.armed && (ep.session_counts() != (0, 0) || ep.summary_pending()) {
             self.arm(now + Self::cap(ep));
         }
     }
@@ -434,7 +434,6 @@ async fn serve_bmc(
         tracker,
     };
     let mut timer = Timer::new();
-    let mut counters = [0u64; 2];
     let mut carried = Stats::default();
     loop {
         let now;
@@ -495,7 +494,7 @@ async fn serve_bmc(
         }
         while let Some(ev) = ep.poll_event() {
             metrics.on_event(&ev);
-            log_event(&name, local, ev, &mut counters);
+            log_event(&name, local, ev);
         }
         metrics.sync_endpoint(ep.stats(), &mut carried, ep.session_counts());
         timer.after_packet(&ep, now);
@@ -649,9 +648,10 @@ async fn run_request(
     })
 }
 
-/// Log one endpoint event. `counters` are [half-open evictions, refused locked-out logins],
-/// used to log floods once per thousand instead of once per packet.
-fn log_event(name: &str, local: Option<SocketAddr>, ev: Event, counters: &mut [u64; 2]) {
+/// Log one endpoint event. The endpoint already rate-limits what unauthenticated peers cause
+/// (first occurrences, then [`Event::Suppressed`] with a count per interval), so each event
+/// is one line.
+fn log_event(name: &str, local: Option<SocketAddr>, ev: Event) {
     match ev {
         Event::SessionOpened {
             sid,
@@ -675,11 +675,7 @@ fn log_event(name: &str, local: Option<SocketAddr>, ev: Event, counters: &mut [u
             warn!(instance = %name, addr = ?local, %peer, user = %user, reason = reason.label(), "login failed{hint}")
         }
         Event::HalfOpenEvicted { peer } => {
-            counters[0] += 1;
-            // One line per 1000 evictions: a flood must not flood the log as well.
-            if counters[0] % 1000 == 1 {
-                warn!(instance = %name, %peer, total = counters[0], "half-open session table full: evicting the oldest (login flood?)");
-            }
+            warn!(instance = %name, %peer, "half-open session table full: evicting the oldest (login flood?)");
         }
         Event::LockedOut {
             source,
@@ -700,10 +696,11 @@ fn log_event(name: &str, local: Option<SocketAddr>, ev: Event, counters: &mut [u
             }
         }
         Event::RefusedLockedOut { peer } => {
-            counters[1] += 1;
-            if counters[1] % 1000 == 1 {
-                info!(instance = %name, %peer, total = counters[1], "login refused: locked out");
-            }
+            info!(instance = %name, %peer, "login refused: locked out");
+        }
+        Event::Suppressed { kind, count, over } => {
+            warn!(instance = %name, addr = ?local, kind = kind.label(), count, seconds = over.as_secs(),
+                "{count} more '{}' events in the last {} s not logged one by one (flood?)", kind.label(), over.as_secs())
         }
     }
 }

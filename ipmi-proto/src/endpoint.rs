@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
@@ -18,6 +18,7 @@ use crate::commands::{self, After, CmdContext, Outcome, Pending};
 use crate::config::BmcConfig;
 use crate::crypto::{CipherSuite, SessionKeys, rakp2_auth, rakp3_auth};
 use crate::machine::{MachineRequest, MachineResult};
+use crate::ratelimit::EventLimiter;
 use crate::session::{Privilege, ReplyCache, RetryKey, SeqWindow};
 use crate::wire::{self, Datagram, IpmiRequest, V15Packet, V20Packet, payload};
 
@@ -164,6 +165,63 @@ pub enum Event {
         /// Client address of the evicted session.
         peer: SocketAddr,
     },
+    /// `count` events of `kind` happened in the last `over` but were not reported one by one
+    /// (see [`crate::ratelimit`]): an unauthenticated peer must not be able to flood the log.
+    /// Metrics add `count` to what the events of `kind` count.
+    Suppressed {
+        /// What was not reported.
+        kind: EventKind,
+        /// How many.
+        count: u64,
+        /// The time they happened in (about [`crate::ratelimit::LOG_INTERVAL`]).
+        over: Duration,
+    },
+}
+
+/// The events an unauthenticated peer can cause at will, one kind per way: these are
+/// rate-limited ([`Event::Suppressed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// [`Event::LoginFailed`] with this reason.
+    LoginFailed(LoginFailure),
+    /// [`Event::RefusedLockedOut`].
+    RefusedLockedOut,
+    /// [`Event::HalfOpenEvicted`].
+    HalfOpenEvicted,
+    /// [`Event::LockedOut`] of a source (a user's lock-out needs that user's name and comes
+    /// at most once per lock-out duration per user: it is always reported).
+    SourceLockedOut,
+}
+
+impl EventKind {
+    /// A short label, for logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::LoginFailed(r) => r.label(),
+            Self::RefusedLockedOut => "refused_locked_out",
+            Self::HalfOpenEvicted => "half_open_evicted",
+            Self::SourceLockedOut => "source_locked_out",
+        }
+    }
+}
+
+impl Event {
+    /// The rate-limited kind of this event; `None` for events only an authenticated client (or
+    /// a configured user's lock-out) causes, which are always reported.
+    pub fn unauthenticated_kind(&self) -> Option<EventKind> {
+        match self {
+            Self::LoginFailed { reason, .. } => Some(EventKind::LoginFailed(*reason)),
+            Self::RefusedLockedOut { .. } => Some(EventKind::RefusedLockedOut),
+            Self::HalfOpenEvicted { .. } => Some(EventKind::HalfOpenEvicted),
+            Self::LockedOut {
+                source: Some(_), ..
+            } => Some(EventKind::SourceLockedOut),
+            Self::LockedOut { .. }
+            | Self::SessionOpened { .. }
+            | Self::SessionClosed { .. }
+            | Self::Suppressed { .. } => None,
+        }
+    }
 }
 
 /// One request answered by the endpoint itself or after the machine, for per-command
@@ -327,6 +385,10 @@ pub struct Endpoint {
     next_ticket: u64,
     bmc: BmcState,
     events: VecDeque<Event>,
+    /// Rate limit of the events unauthenticated peers cause, and the `now` of the call in
+    /// progress, which it runs on.
+    event_limit: EventLimiter,
+    clock: Option<Instant>,
     stats: Stats,
     /// The request the last `handle`/`complete` answered, until `take_answered`.
     answered: Option<Answered>,
@@ -359,6 +421,8 @@ impl Endpoint {
             next_ticket: 1,
             bmc: BmcState::default(),
             events: VecDeque::new(),
+            event_limit: EventLimiter::default(),
+            clock: None,
             stats: Stats::default(),
             answered: None,
             sources: HashMap::new(),
@@ -477,10 +541,29 @@ impl Endpoint {
     }
 
     fn event(&mut self, e: Event) {
+        if let (Some(kind), Some(now)) = (e.unauthenticated_kind(), self.clock) {
+            let (report, summary) = self.event_limit.admit(kind, now);
+            if let Some((kind, count, over)) = summary {
+                self.push_event(Event::Suppressed { kind, count, over });
+            }
+            if !report {
+                return;
+            }
+        }
+        self.push_event(e);
+    }
+
+    fn push_event(&mut self, e: Event) {
         if self.events.len() == MAX_EVENTS {
             self.events.pop_front();
         }
         self.events.push_back(e);
+    }
+
+    /// Whether a [`Event::Suppressed`] summary is waiting for [`Endpoint::handle_timeout`]
+    /// (cheap; a runtime that arms its timer only for sessions must arm it for this too).
+    pub fn summary_pending(&self) -> bool {
+        self.event_limit.next_flush().is_some()
     }
 
     /// Handle one datagram from `peer`.
@@ -491,6 +574,7 @@ impl Endpoint {
         datagram: &[u8],
         rng: &mut dyn Entropy,
     ) -> Option<Output> {
+        self.clock = Some(now);
         self.stats.datagrams += 1;
         let out = match wire::decode_datagram(datagram) {
             Ok(Datagram::AsfPing { tag }) => {
@@ -1106,6 +1190,7 @@ impl Endpoint {
         result: MachineResult,
         rng: &mut dyn Entropy,
     ) -> Option<Output> {
+        self.clock = Some(now);
         let pd = self.pending.remove(&ticket)?;
         let (cc, data) = commands::machine_reply(&pd.kind, result, &mut self.bmc, now);
         let sess = self.sessions.get_mut(&pd.sid)?;
@@ -1129,6 +1214,7 @@ impl Endpoint {
     /// Expire half-open and idle sessions. Call at least every second or at
     /// [`Endpoint::poll_timeout`].
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.clock = Some(now);
         let limits = &self.cfg.limits;
         let mut expired = Vec::new();
         for (&sid, s) in &self.sessions {
@@ -1163,6 +1249,10 @@ impl Endpoint {
         if self.bmc.identify_until.is_some_and(|t| now >= t) {
             self.bmc.identify_until = None;
         }
+        let summaries: Vec<_> = self.event_limit.flush(now).collect();
+        for (kind, count, over) in summaries {
+            self.push_event(Event::Suppressed { kind, count, over });
+        }
     }
 
     /// The earliest instant at which [`Endpoint::handle_timeout`] has work to do.
@@ -1178,6 +1268,7 @@ impl Endpoint {
                     }
             })
             .chain(self.bmc.identify_until)
+            .chain(self.event_limit.next_flush())
             .min()
     }
 

@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod endpoint;
 pub mod fuzzing;
 pub mod machine;
+pub mod ratelimit;
 pub mod session;
 pub mod wire;
 

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use crate::client::{Client, ClientError};
 use crate::crypto::{CipherSuite, SessionKeys, rakp2_auth, rakp3_auth};
-use crate::endpoint::{Endpoint, Entropy, Event, LoginFailure, Output};
+use crate::endpoint::{Endpoint, Entropy, Event, EventKind, LoginFailure, Output};
 use crate::machine::{BootFlags, MachineReply, MachineRequest, PowerAction, PowerState};
 use crate::session::Privilege;
 use crate::wire::{self, Datagram, IpmiResponse};
@@ -626,6 +626,20 @@ fn repeated_failed_logins_lock_the_source_out_for_a_while() {
     assert_eq!(p.ep.stats().lockouts, 1);
 }
 
+/// Let the rate limit's interval end (the console's handshake is refreshed by the caller if
+/// it matters) and collect the summaries it reports.
+fn suppressed_after_interval(p: &mut Pair) -> Vec<(EventKind, u64)> {
+    let due = p.ep.poll_timeout().expect("a summary is due");
+    assert!(p.ep.summary_pending());
+    p.ep.handle_timeout(due.max(p.now + crate::ratelimit::LOG_INTERVAL));
+    std::iter::from_fn(|| p.ep.poll_event())
+        .filter_map(|e| match e {
+            Event::Suppressed { kind, count, .. } => Some((kind, count)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Open Session + RAKP 1 from `from`, never finished (a flooder's half-open login).
 fn half_open_from(p: &mut Pair, from: SocketAddr, password: &[u8]) {
     let mut f = Client::new(
@@ -674,7 +688,8 @@ fn a_flooding_source_recycles_only_its_own_half_open_sessions() {
             _ => None,
         })
         .collect::<Vec<_>>();
-    assert_eq!(evicted.len(), 36);
+    // The first evictions are reported one by one, the rest as a count (rate limit).
+    assert_eq!(evicted.len(), crate::ratelimit::LOG_FIRST as usize);
     assert!(evicted.iter().all(|a| a.ip() != peer().ip()));
     // The console's handshake survived and finishes.
     c.handle_rakp4(&p.reply(&rakp3)).unwrap();
@@ -685,6 +700,35 @@ fn a_flooding_source_recycles_only_its_own_half_open_sessions() {
         half_open_from(&mut p, SocketAddr::from((a, 623)), b"x");
     }
     assert_eq!(p.ep.session_counts(), (1, 8));
+    // 36 + 6 evictions in all; those not reported one by one are counted in one summary.
+    let evictions: Vec<_> = suppressed_after_interval(&mut p)
+        .into_iter()
+        .filter(|(k, _)| *k == EventKind::HalfOpenEvicted)
+        .collect();
+    assert_eq!(evictions, vec![(EventKind::HalfOpenEvicted, 42 - 5)]);
+}
+
+#[test]
+fn a_flood_of_refused_open_sessions_is_reported_as_first_few_then_a_count() {
+    let mut p = Pair::new(admin("pw"));
+    let mut c = admin_client(CipherSuite::Suite3);
+    let mut open = c.open_session_request();
+    let n = open.len();
+    for at in [n - 20, n - 12, n - 4] {
+        open[at] = 0;
+    }
+    for _ in 0..20_000 {
+        p.reply(&open);
+    }
+    let failed = std::iter::from_fn(|| p.ep.poll_event())
+        .filter(|e| matches!(e, Event::LoginFailed { .. }))
+        .count();
+    assert_eq!(failed, crate::ratelimit::LOG_FIRST as usize);
+    assert_eq!(p.ep.stats().login_failures, 20_000, "counted in full");
+    let kind = EventKind::LoginFailed(LoginFailure::NoCipherMatch);
+    assert_eq!(suppressed_after_interval(&mut p), vec![(kind, 20_000 - 5)]);
+    assert!(!p.ep.summary_pending());
+    assert_eq!(p.ep.poll_timeout(), None, "nothing left to do");
 }
 
 #[test]

@@ -15,6 +15,7 @@ mod flood;
 mod freeipmi;
 mod ipmitool;
 mod ironic;
+mod logging;
 mod metrics;
 mod nova;
 mod pyghmi;
