@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use ipmi_proto::endpoint::{Event, LoginFailure, Stats};
 use ipmi_proto::machine::{MachineError, MachineReply, MachineRequest, MachineResult};
+use ipmi_proto::wire::Escaped;
 use ipmi_proto::{BmcConfig, Endpoint, Entropy, Output, Ticket};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -422,6 +423,7 @@ async fn serve_bmc(
     let name = spec.machine.name();
     let local = socket.local_addr().ok();
     let mut ep = Endpoint::new(spec.config);
+    ep.set_log_key(log_key());
     let mut rng = PooledEntropy::default();
     let (tx, mut rx) = mpsc::unbounded_channel::<(Ticket, MachineResult)>();
     let calls = Calls {
@@ -648,6 +650,17 @@ async fn run_request(
     })
 }
 
+/// The key unknown user names are hashed with in the log, one per process (so a name tried
+/// on many BMCs, or before and after a reload, shows one tag), never derived from a secret.
+fn log_key() -> [u8; 32] {
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    *KEY.get_or_init(|| {
+        let mut k = [0u8; 32];
+        getrandom::fill(&mut k).expect("the OS random source failed");
+        k
+    })
+}
+
 /// Log one endpoint event. The endpoint already rate-limits what unauthenticated peers cause
 /// (first occurrences, then [`Event::Suppressed`] with a count per interval), so each event
 /// is one line.
@@ -659,7 +672,7 @@ fn log_event(name: &str, local: Option<SocketAddr>, ev: Event) {
             user,
             suite,
         } => {
-            debug!(instance = %name, %peer, %user, sid = format_args!("{sid:#010x}"), suite = suite.id(), "session opened")
+            debug!(instance = %name, %peer, user = %Escaped(&user), sid = format_args!("{sid:#010x}"), suite = suite.id(), "session opened")
         }
         Event::SessionClosed { sid, reason } => {
             debug!(instance = %name, sid = format_args!("{sid:#010x}"), ?reason, "session closed")
@@ -690,7 +703,7 @@ fn log_event(name: &str, local: Option<SocketAddr>, ev: Event) {
                     warn!(instance = %name, source = %ip, seconds = secs, "too many failed logins: source locked out")
                 }
                 (_, Some(u)) => {
-                    warn!(instance = %name, user = %u, seconds = secs, "too many failed logins: user locked out")
+                    warn!(instance = %name, user = %Escaped(&u), seconds = secs, "too many failed logins: user locked out")
                 }
                 _ => {}
             }

@@ -141,8 +141,9 @@ pub enum Event {
     LoginFailed {
         /// Client address.
         peer: SocketAddr,
-        /// The user name the client gave (lossy UTF-8), empty if none yet.
-        user: String,
+        /// The user name the client gave, as a log may show it: never the text of a name no
+        /// user has (it may be a password typed into the wrong field).
+        user: LoggedName,
         /// Why.
         reason: LoginFailure,
     },
@@ -176,6 +177,39 @@ pub enum Event {
         /// The time they happened in (about [`crate::ratelimit::LOG_INTERVAL`]).
         over: Duration,
     },
+}
+
+/// A user name a client gave, as logs show it ([`Event::LoginFailed`]).
+///
+/// A configured user's name is shown (escaped: [`wire::Escaped`]); any other name only by its
+/// length and a short keyed hash, never its text: `ipmitool -U <password>` must not put the
+/// password in the log (issue 15 item 7). The hash is HMAC-SHA256 under a random key of the
+/// process ([`Endpoint::set_log_key`]), so equal names show equal tags (a repeated typo, a
+/// name spray) while the text cannot be recovered from the log: 4 bytes of a keyed MAC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoggedName {
+    /// No name given (yet): the failure came before RAKP 1 named a user, or it was empty.
+    None,
+    /// The name of a configured user.
+    Known(String),
+    /// A name no configured user has.
+    Unknown {
+        /// Its length in characters (of its lossy UTF-8 form: a byte that is not UTF-8
+        /// counts as one).
+        len: usize,
+        /// The first 4 bytes of HMAC-SHA256(log key, name), big-endian.
+        tag: u32,
+    },
+}
+
+impl core::fmt::Display for LoggedName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::None => f.write_str("-"),
+            Self::Known(n) => wire::Escaped(n).fmt(f),
+            Self::Unknown { len, tag } => write!(f, "<unknown name, {len} chars, #{tag:08x}>"),
+        }
+    }
 }
 
 /// The events an unauthenticated peer can cause at will, one kind per way: these are
@@ -389,6 +423,9 @@ pub struct Endpoint {
     /// progress, which it runs on.
     event_limit: EventLimiter,
     clock: Option<Instant>,
+    /// The key of [`LoggedName::Unknown`]'s tag: set by the runtime, else drawn at the first
+    /// datagram.
+    log_key: Option<Zeroizing<[u8; 32]>>,
     stats: Stats,
     /// The request the last `handle`/`complete` answered, until `take_answered`.
     answered: Option<Answered>,
@@ -423,6 +460,7 @@ impl Endpoint {
             events: VecDeque::new(),
             event_limit: EventLimiter::default(),
             clock: None,
+            log_key: None,
             stats: Stats::default(),
             answered: None,
             sources: HashMap::new(),
@@ -489,7 +527,39 @@ impl Endpoint {
                 }
             }
         }
+        let user = self.logged_name(&user);
         self.event(Event::LoginFailed { peer, user, reason });
+    }
+
+    /// The key [`LoggedName::Unknown`]'s tag is keyed with. A runtime serving many BMCs gives
+    /// them one per process, so that a name sprayed across them shows one tag; without it,
+    /// each endpoint draws its own from the entropy at the first unknown name.
+    pub fn set_log_key(&mut self, key: [u8; 32]) {
+        self.log_key = Some(Zeroizing::new(key));
+    }
+
+    fn ensure_log_key(&mut self, rng: &mut dyn Entropy) {
+        if self.log_key.is_none() {
+            let mut key = Zeroizing::new([0u8; 32]);
+            rng.fill(&mut key[..]);
+            self.log_key = Some(key);
+        }
+    }
+
+    /// `name` (the lossy UTF-8 of what the client sent) as a log may show it.
+    fn logged_name(&self, name: &str) -> LoggedName {
+        if name.is_empty() {
+            LoggedName::None
+        } else if self.cfg.users.iter().any(|u| u.name == name) {
+            LoggedName::Known(name.to_string())
+        } else {
+            let key = self.log_key.as_deref().map_or(&[0u8; 32][..], |k| &k[..]);
+            let mac = CipherSuite::Suite17.hmac(key, &[name.as_bytes()]);
+            LoggedName::Unknown {
+                len: name.chars().count(),
+                tag: u32::from_be_bytes([mac[0], mac[1], mac[2], mac[3]]),
+            }
+        }
     }
 
     /// The configuration.
@@ -853,6 +923,10 @@ impl Endpoint {
         }
         let name = &p[28..];
         let shown = String::from_utf8_lossy(name).into_owned();
+        if !self.cfg.users.iter().any(|u| u.name.as_bytes() == name) {
+            // It will be logged, by its keyed hash only.
+            self.ensure_log_key(rng);
+        }
         let role = p[24];
         let Some(requested) = Privilege::from_u8(role & 0x0f) else {
             return Some(self.fail_rakp1(

@@ -18,7 +18,7 @@ pub mod session;
 pub mod wire;
 
 pub use config::{BmcConfig, Limits, User};
-pub use endpoint::{Endpoint, Entropy, Event, Output, Ticket};
+pub use endpoint::{Endpoint, Entropy, Event, LoggedName, Output, Ticket};
 
 #[cfg(test)]
 mod tests;

@@ -813,3 +813,54 @@ fn in_session_numbers_outside_the_window_are_dropped() {
     assert!(p.send(&ahead).is_none(), "17 ahead: outside the window");
     assert_eq!(p.ep.stats().dropped, dropped + 3);
 }
+
+#[test]
+fn unknown_user_names_are_logged_by_length_and_keyed_tag_never_their_text() {
+    let failed_name = |key: [u8; 32], name: &str| {
+        let mut p = Pair::new(admin("pw"));
+        p.ep.set_log_key(key);
+        let mut c = Client::new(CipherSuite::Suite17, name, b"pw", Privilege::Administrator);
+        let _ = p.login(&mut c);
+        std::iter::from_fn(|| p.ep.poll_event())
+            .find_map(|e| match e {
+                Event::LoginFailed { user, .. } => Some(user),
+                _ => None,
+            })
+            .expect("a failed login")
+    };
+    // A password typed into the user field, with a newline and an ANSI escape in it.
+    let secret = "hunter2\n\x1b[31mX";
+    let shown = failed_name([7; 32], secret);
+    let crate::LoggedName::Unknown { len, tag } = shown else {
+        panic!("{shown:?}")
+    };
+    assert_eq!(len, secret.chars().count());
+    let text = shown.to_string();
+    assert!(
+        !text.contains("hunter2") && !text.chars().any(char::is_control),
+        "{text}"
+    );
+    assert!(text.contains(&format!("{len} chars, #{tag:08x}")), "{text}");
+    assert_eq!(failed_name([7; 32], secret), shown, "same key, same tag");
+    assert_ne!(
+        failed_name([8; 32], secret),
+        shown,
+        "the tag is keyed: another process shows another tag"
+    );
+    assert_ne!(
+        failed_name([7; 32], "hunter3\n\x1b[31mX"),
+        shown,
+        "names differ, tags differ"
+    );
+    // A configured user's name is shown as configured (here after a wrong role: no
+    // ADMINISTRATOR for a USER-only user).
+    let mut cfg = admin("pw");
+    cfg.users[0].max_privilege = Privilege::User;
+    let mut p = Pair::new(cfg);
+    let _ = p.login(&mut admin_client(CipherSuite::Suite17));
+    let user = std::iter::from_fn(|| p.ep.poll_event()).find_map(|e| match e {
+        Event::LoginFailed { user, .. } => Some(user),
+        _ => None,
+    });
+    assert_eq!(user, Some(crate::LoggedName::Known("admin".into())));
+}

@@ -122,3 +122,120 @@ fn a_flood_of_refused_logins_logs_a_few_lines_and_a_count_and_a_real_login_succe
         "summary counts {count} of {FLOOD} sent"
     );
 }
+
+/// A name with a "password" in it, a newline that would start a forged log line, and an ANSI
+/// escape (red): 16 bytes, the IPMI maximum, which ipmitool accepts.
+const EVIL_NAME: &str = "s3cr3t\n\x1b[31mFAKE";
+
+/// Log in once with a raw RMCP+ client as `name` (whatever bytes, up to 16) and return the
+/// RAKP 2 status.
+fn raw_login_as(bmc: &Bmc, name: &[u8]) -> u8 {
+    let sock = UdpSocket::bind((unique_loopback(), 0)).expect("bind");
+    sock.connect(bmc.socket_addr()).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let placeholder = "x".repeat(name.len());
+    let mut c = Client::new(
+        CipherSuite::Suite17,
+        &placeholder,
+        b"x",
+        Privilege::Administrator,
+    );
+    let mut rng = ipmi_proto::fuzzing::Xorshift::new(7);
+    let mut buf = [0u8; 512];
+    sock.send(&c.open_session_request()).unwrap();
+    let n = sock.recv(&mut buf).expect("Open Session Response");
+    let mut rakp1 = c
+        .handle_open_session_response(&buf[..n], &mut rng)
+        .expect("Open Session granted");
+    // The name is RAKP 1's last field: put the raw bytes there.
+    let at = rakp1.len() - name.len();
+    rakp1[at..].copy_from_slice(name);
+    sock.send(&rakp1).unwrap();
+    let n = sock.recv(&mut buf).expect("RAKP 2");
+    // RMCP (4) + session header (12) + RAKP 2: tag, status.
+    buf[..n][17]
+}
+
+/// Every line of `log` free of control characters, and none of `secrets` in it.
+#[track_caller]
+fn assert_clean(log: &str, secrets: &[&str]) {
+    for l in log.lines() {
+        assert!(
+            !l.chars().any(char::is_control),
+            "raw control character in {l:?}"
+        );
+        for s in secrets {
+            assert!(!l.contains(s), "{s:?} in the log: {l:?}");
+        }
+    }
+}
+
+#[test]
+fn user_names_reach_the_log_escaped_and_unknown_ones_only_as_a_tag() {
+    for json in [false, true] {
+        let mut cfg = crate::support::BmcConfig::default();
+        if json {
+            cfg.extra_args = vec!["--log-format".into(), "json".into()];
+        }
+        let bmc = Bmc::start_with(cfg);
+        // A raw client: control bytes, and bytes that are not UTF-8.
+        assert_eq!(
+            raw_login_as(&bmc, EVIL_NAME.as_bytes()),
+            0x0d,
+            "unauthorized name"
+        );
+        assert_eq!(raw_login_as(&bmc, b"pw\r\n\x1b]0;t\x07\xff\xfe"), 0x0d);
+        // ipmitool with the password typed into the user field, and the real user with a
+        // wrong password (shown by name: it is the configured one).
+        if let Some(tool) = Ipmitool::new(&bmc, Some(17)) {
+            let r = tool
+                .clone()
+                .user(EVIL_NAME)
+                .password("x")
+                .run(&["power", "status"]);
+            assert!(!r.success(), "{}", r.output());
+            let r = tool
+                .password("wrong-pw")
+                .extra(&["-R", "1"])
+                .run(&["power", "status"]);
+            assert!(!r.success(), "{}", r.output());
+        }
+        // The wrong password shows when the handshake times out (5 s).
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let log = loop {
+            let log = bmc.log();
+            let failures = log.lines().filter(|l| l.contains("login failed")).count();
+            let want = if find_ipmitool() { 4 } else { 2 };
+            if failures >= want || std::time::Instant::now() > deadline {
+                break log;
+            }
+            thread::sleep(Duration::from_millis(200));
+        };
+        println!("{log}");
+        assert_clean(&log, &["s3cr3t", "FAKE", "]0;t"]);
+        let unknown = log
+            .lines()
+            .filter(|l| l.contains("login failed") && l.contains("unknown name, 16 chars, #"))
+            .count();
+        assert!(unknown >= 1, "no unknown-name line:\n{log}");
+        if find_ipmitool() {
+            assert!(
+                log.lines()
+                    .any(|l| l.contains("login failed") && l.contains("admin")),
+                "the configured user's name is shown:\n{log}"
+            );
+            assert!(unknown >= 2, "the raw client's and ipmitool's name:\n{log}");
+        }
+        if json {
+            for l in log.lines() {
+                let v: serde_json::Value = serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {l:?}"));
+                assert!(v.is_object());
+            }
+        }
+    }
+}
+
+fn find_ipmitool() -> bool {
+    crate::support::find_program("ipmitool").is_some()
+}
