@@ -222,18 +222,23 @@ impl BmcMetrics {
             Event::HalfOpenEvicted { .. } => self.evictions.fetch_add(1, Relaxed),
             Event::SessionClosed { .. } => 0,
             // Events the endpoint did not report one by one still count, here.
-            Event::Suppressed { kind, count, .. } => self.counter(*kind).fetch_add(*count, Relaxed),
+            // Counted in ovbmc_datagrams_dropped_total (from the endpoint's stats).
+            Event::AnswerThrottled { .. } => 0,
+            Event::Suppressed { kind, count, .. } => self
+                .counter(*kind)
+                .map_or(0, |c| c.fetch_add(*count, Relaxed)),
         };
     }
 
     /// The counter an event of `kind` adds to.
-    fn counter(&self, kind: EventKind) -> &AtomicU64 {
-        match kind {
+    fn counter(&self, kind: EventKind) -> Option<&AtomicU64> {
+        Some(match kind {
             EventKind::LoginFailed(r) => &self.login_failures[failure_index(r)],
             EventKind::RefusedLockedOut => &self.refused_locked_out,
             EventKind::HalfOpenEvicted => &self.evictions,
             EventKind::SourceLockedOut => &self.lockouts_source,
-        }
+            EventKind::AnswerThrottled => return None,
+        })
     }
 
     /// Count one answered request by command and completion code.

@@ -711,6 +711,9 @@ fn log_event(name: &str, local: Option<SocketAddr>, ev: Event) {
         Event::RefusedLockedOut { peer } => {
             info!(instance = %name, %peer, "login refused: locked out");
         }
+        Event::AnswerThrottled { peer } => {
+            warn!(instance = %name, %peer, "session-less answers to this source over budget: not answered (a reflection flood with a forged source?)");
+        }
         Event::Suppressed { kind, count, over } => {
             warn!(instance = %name, addr = ?local, kind = kind.label(), count, seconds = over.as_secs(),
                 "{count} more '{}' events in the last {} s not logged one by one (flood?)", kind.label(), over.as_secs())

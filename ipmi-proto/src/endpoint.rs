@@ -18,7 +18,7 @@ use crate::commands::{self, After, CmdContext, Outcome, Pending};
 use crate::config::BmcConfig;
 use crate::crypto::{CipherSuite, SessionKeys, rakp2_auth, rakp3_auth};
 use crate::machine::{MachineRequest, MachineResult};
-use crate::ratelimit::EventLimiter;
+use crate::ratelimit::{AnswerBudget, EventLimiter};
 use crate::session::{Privilege, ReplyCache, RetryKey, SeqWindow};
 use crate::wire::{self, Datagram, IpmiRequest, V15Packet, V20Packet, payload};
 
@@ -166,6 +166,13 @@ pub enum Event {
         /// Client address of the evicted session.
         peer: SocketAddr,
     },
+    /// A session-less request was not answered: its source spent its budget of bytes by
+    /// which such answers may exceed their requests (see [`crate::ratelimit`]; a reflection
+    /// flood with a forged source address).
+    AnswerThrottled {
+        /// Client address (perhaps forged).
+        peer: SocketAddr,
+    },
     /// `count` events of `kind` happened in the last `over` but were not reported one by one
     /// (see [`crate::ratelimit`]): an unauthenticated peer must not be able to flood the log.
     /// Metrics add `count` to what the events of `kind` count.
@@ -222,6 +229,8 @@ pub enum EventKind {
     RefusedLockedOut,
     /// [`Event::HalfOpenEvicted`].
     HalfOpenEvicted,
+    /// [`Event::AnswerThrottled`].
+    AnswerThrottled,
     /// [`Event::LockedOut`] of a source (a user's lock-out needs that user's name and comes
     /// at most once per lock-out duration per user: it is always reported).
     SourceLockedOut,
@@ -235,6 +244,7 @@ impl EventKind {
             Self::RefusedLockedOut => "refused_locked_out",
             Self::HalfOpenEvicted => "half_open_evicted",
             Self::SourceLockedOut => "source_locked_out",
+            Self::AnswerThrottled => "answer_throttled",
         }
     }
 }
@@ -247,6 +257,7 @@ impl Event {
             Self::LoginFailed { reason, .. } => Some(EventKind::LoginFailed(*reason)),
             Self::RefusedLockedOut { .. } => Some(EventKind::RefusedLockedOut),
             Self::HalfOpenEvicted { .. } => Some(EventKind::HalfOpenEvicted),
+            Self::AnswerThrottled { .. } => Some(EventKind::AnswerThrottled),
             Self::LockedOut {
                 source: Some(_), ..
             } => Some(EventKind::SourceLockedOut),
@@ -423,8 +434,10 @@ pub struct Endpoint {
     /// progress, which it runs on.
     event_limit: EventLimiter,
     clock: Option<Instant>,
+    /// Per-source budget of the bytes session-less answers exceed their requests by.
+    answer_budget: AnswerBudget,
     /// The key of [`LoggedName::Unknown`]'s tag: set by the runtime, else drawn at the first
-    /// datagram.
+    /// unknown name.
     log_key: Option<Zeroizing<[u8; 32]>>,
     stats: Stats,
     /// The request the last `handle`/`complete` answered, until `take_answered`.
@@ -460,6 +473,7 @@ impl Endpoint {
             events: VecDeque::new(),
             event_limit: EventLimiter::default(),
             clock: None,
+            answer_budget: AnswerBudget::default(),
             log_key: None,
             stats: Stats::default(),
             answered: None,
@@ -646,7 +660,21 @@ impl Endpoint {
     ) -> Option<Output> {
         self.clock = Some(now);
         self.stats.datagrams += 1;
-        let out = match wire::decode_datagram(datagram) {
+        let decoded = wire::decode_datagram(datagram);
+        // Session-less answers are larger than their requests: paid from the source's budget
+        // (protocol notes §11: rate-limit what unauthenticated peers get; issue 15 item 10).
+        // Open Session and RAKP are not: their answers to a forged source are at most 1.08
+        // times the request (Open Session, 52 B for 48 B; shorter requests get shorter
+        // refusals), and RAKP 2 goes only to the address that was granted the session ID.
+        let budgeted = matches!(&decoded, Ok(Datagram::AsfPing { .. } | Datagram::V15(_)))
+            || matches!(&decoded, Ok(Datagram::V20(p)) if p.session_id == 0 && p.payload_type == payload::IPMI);
+        let source = source_key(peer.ip());
+        if budgeted && !self.answer_budget.allows(source, now) {
+            self.stats.dropped += 1;
+            self.event(Event::AnswerThrottled { peer });
+            return None;
+        }
+        let out = match decoded {
             Ok(Datagram::AsfPing { tag }) => {
                 let mut out = Vec::with_capacity(28);
                 wire::encode_asf_pong(tag, &mut out);
@@ -660,8 +688,13 @@ impl Endpoint {
             Ok(Datagram::V20(p)) => self.handle_in_session(now, peer, datagram, &p, rng),
             Err(_) => None,
         };
-        if out.is_none() {
-            self.stats.dropped += 1;
+        match &out {
+            None => self.stats.dropped += 1,
+            Some(Output::Transmit { data, .. }) if budgeted => {
+                self.answer_budget
+                    .spend(source, now, data.len().saturating_sub(datagram.len()));
+            }
+            Some(_) => {}
         }
         out
     }
@@ -738,8 +771,8 @@ impl Endpoint {
         })
     }
 
-    /// Open Session Request → Response (IPMI v2.0 §13.17–13.18). Every refusal is answered
-    /// with a status code in the full 36-byte layout, which every client parses.
+    /// Open Session Request → Response (IPMI v2.0 §13.17–13.18). A refusal of a full-length
+    /// request is answered in the full 36-byte layout, which every client parses.
     fn open_session(
         &mut self,
         now: Instant,
@@ -751,8 +784,18 @@ impl Endpoint {
         let sid_m = p
             .get(4..8)
             .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()));
+        // A refusal is never longer than the request (issue 15 item 10: a 1-byte payload got
+        // the 36-byte layout, 52 B for 17 B, a reflector): the full layout for a full-length
+        // request, else tag, status, reserved and SIDm (8 bytes), else nothing (too short to
+        // name a console session ID to answer to). Protocol notes §4.3: clients read the status
+        // from byte 2 (ipmi_sim answers tag and status only, and ipmitool reports it).
+        let refusal_len = match p.len() {
+            n if n >= 32 => 36,
+            n if n >= 8 => 8,
+            _ => return None,
+        };
         let refuse = |status: u8| {
-            let mut r = vec![0u8; 36];
+            let mut r = vec![0u8; refusal_len];
             r[0] = tag;
             r[1] = status;
             r[4..8].copy_from_slice(&sid_m.to_le_bytes());

@@ -19,5 +19,6 @@ mod logging;
 mod metrics;
 mod nova;
 mod pyghmi;
+mod reflection;
 mod rmcp;
 mod routing;
