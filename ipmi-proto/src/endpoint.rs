@@ -1201,7 +1201,7 @@ impl Endpoint {
         };
         if let Some(msg) = act.cache.get(&key, now, self.cfg.limits.reply_cache_ttl) {
             // A client retry: answer again, never execute twice (protocol notes §3.3).
-            let msg = msg.to_vec();
+            let msg = Zeroizing::new(msg.to_vec());
             self.stats.retries_answered += 1;
             let data = seal(sess, &msg, rng);
             return Some(Output::Transmit { to: peer, data });

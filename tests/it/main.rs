@@ -16,6 +16,7 @@ mod freeipmi;
 mod ipmitool;
 mod ironic;
 mod logging;
+mod memory;
 mod metrics;
 mod nova;
 mod pyghmi;
