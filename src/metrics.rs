@@ -203,6 +203,13 @@ impl BmcMetrics {
             now.retries_answered,
             &mut prev.retries_answered,
         );
+        // Events the endpoint did not report one by one (rate limit) count all the same.
+        for kind in EventKind::ALL {
+            if let Some(c) = self.counter(kind) {
+                let i = kind.index();
+                add(c, now.unreported[i], &mut prev.unreported[i]);
+            }
+        }
         self.sessions_active.store(sessions.0 as u32, Relaxed);
         self.sessions_half_open.store(sessions.1 as u32, Relaxed);
     }
@@ -221,12 +228,11 @@ impl BmcMetrics {
             Event::RefusedLockedOut { .. } => self.refused_locked_out.fetch_add(1, Relaxed),
             Event::HalfOpenEvicted { .. } => self.evictions.fetch_add(1, Relaxed),
             Event::SessionClosed { .. } => 0,
-            // Events the endpoint did not report one by one still count, here.
             // Counted in ovbmc_datagrams_dropped_total (from the endpoint's stats).
             Event::AnswerThrottled { .. } => 0,
-            Event::Suppressed { kind, count, .. } => self
-                .counter(*kind)
-                .map_or(0, |c| c.fetch_add(*count, Relaxed)),
+            // A log summary: its events were counted from `Stats::unreported` as they
+            // happened (`sync_endpoint`).
+            Event::Suppressed { .. } => 0,
         };
     }
 

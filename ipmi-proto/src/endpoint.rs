@@ -175,7 +175,7 @@ pub enum Event {
     },
     /// `count` events of `kind` happened in the last `over` but were not reported one by one
     /// (see [`crate::ratelimit`]): an unauthenticated peer must not be able to flood the log.
-    /// Metrics add `count` to what the events of `kind` count.
+    /// For logs: metrics have counted them already, in [`Stats::unreported`].
     Suppressed {
         /// What was not reported.
         kind: EventKind,
@@ -237,6 +237,37 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// How many kinds there are.
+    pub const COUNT: usize = 9;
+
+    /// Every kind, in [`EventKind::index`] order.
+    pub const ALL: [EventKind; Self::COUNT] = [
+        Self::LoginFailed(LoginFailure::NoCipherMatch),
+        Self::LoginFailed(LoginFailure::UnknownUser),
+        Self::LoginFailed(LoginFailure::BadRole),
+        Self::LoginFailed(LoginFailure::BadRakp3),
+        Self::LoginFailed(LoginFailure::AbandonedAfterRakp2),
+        Self::RefusedLockedOut,
+        Self::HalfOpenEvicted,
+        Self::SourceLockedOut,
+        Self::AnswerThrottled,
+    ];
+
+    /// Position in [`EventKind::ALL`] (and in [`Stats::unreported`]).
+    pub fn index(self) -> usize {
+        match self {
+            Self::LoginFailed(LoginFailure::NoCipherMatch) => 0,
+            Self::LoginFailed(LoginFailure::UnknownUser) => 1,
+            Self::LoginFailed(LoginFailure::BadRole) => 2,
+            Self::LoginFailed(LoginFailure::BadRakp3) => 3,
+            Self::LoginFailed(LoginFailure::AbandonedAfterRakp2) => 4,
+            Self::RefusedLockedOut => 5,
+            Self::HalfOpenEvicted => 6,
+            Self::SourceLockedOut => 7,
+            Self::AnswerThrottled => 8,
+        }
+    }
+
     /// A short label, for logs.
     pub fn label(self) -> &'static str {
         match self {
@@ -299,6 +330,10 @@ pub struct Stats {
     pub lockouts: u64,
     /// Login attempts refused during a lock-out.
     pub refused_locked_out: u64,
+    /// Events not reported one by one (rate limit), by [`EventKind::index`]: counted here at
+    /// once, so metrics built from events plus these miss none and never lag; the
+    /// [`Event::Suppressed`] summary that reports them later is for logs only.
+    pub unreported: [u64; EventKind::COUNT],
 }
 
 /// Failed-login bookkeeping for one source or one user.
@@ -631,6 +666,7 @@ impl Endpoint {
                 self.push_event(Event::Suppressed { kind, count, over });
             }
             if !report {
+                self.stats.unreported[kind.index()] += 1;
                 return;
             }
         }

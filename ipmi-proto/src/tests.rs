@@ -706,6 +706,14 @@ fn a_flooding_source_recycles_only_its_own_half_open_sessions() {
         .filter(|(k, _)| *k == EventKind::HalfOpenEvicted)
         .collect();
     assert_eq!(evictions, vec![(EventKind::HalfOpenEvicted, 42 - 5)]);
+    let k = EventKind::HalfOpenEvicted;
+    assert!(
+        EventKind::ALL
+            .iter()
+            .enumerate()
+            .all(|(i, k)| k.index() == i)
+    );
+    assert_eq!(p.ep.stats().unreported[k.index()], 42 - 5);
 }
 
 #[test]
@@ -726,6 +734,11 @@ fn a_flood_of_refused_open_sessions_is_reported_as_first_few_then_a_count() {
     assert_eq!(failed, crate::ratelimit::LOG_FIRST as usize);
     assert_eq!(p.ep.stats().login_failures, 20_000, "counted in full");
     let kind = EventKind::LoginFailed(LoginFailure::NoCipherMatch);
+    assert_eq!(
+        p.ep.stats().unreported[kind.index()],
+        20_000 - 5,
+        "counted at once, for metrics"
+    );
     assert_eq!(suppressed_after_interval(&mut p), vec![(kind, 20_000 - 5)]);
     assert!(!p.ep.summary_pending());
     assert_eq!(p.ep.poll_timeout(), None, "nothing left to do");
