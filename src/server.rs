@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use ipmi_proto::endpoint::{Event, LoginFailure, Stats};
 use ipmi_proto::machine::{MachineError, MachineReply, MachineRequest, MachineResult};
+use ipmi_proto::wire::Escaped;
 use ipmi_proto::{BmcConfig, Endpoint, Entropy, Output, Ticket};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -388,7 +389,7 @@ impl Timer {
 
     /// After a packet: arm if the endpoint now has sessions and the timer sleeps.
     fn after_packet(&mut self, ep: &Endpoint, now: Instant) {
-        if !self.armed && ep.session_counts() != (0, 0) {
+        if !self.armed && (ep.session_counts() != (0, 0) || ep.summary_pending()) {
             self.arm(now + Self::cap(ep));
         }
     }
@@ -422,6 +423,7 @@ async fn serve_bmc(
     let name = spec.machine.name();
     let local = socket.local_addr().ok();
     let mut ep = Endpoint::new(spec.config);
+    ep.set_log_key(log_key());
     let mut rng = PooledEntropy::default();
     let (tx, mut rx) = mpsc::unbounded_channel::<(Ticket, MachineResult)>();
     let calls = Calls {
@@ -434,7 +436,6 @@ async fn serve_bmc(
         tracker,
     };
     let mut timer = Timer::new();
-    let mut counters = [0u64; 2];
     let mut carried = Stats::default();
     loop {
         let now;
@@ -495,7 +496,7 @@ async fn serve_bmc(
         }
         while let Some(ev) = ep.poll_event() {
             metrics.on_event(&ev);
-            log_event(&name, local, ev, &mut counters);
+            log_event(&name, local, ev);
         }
         metrics.sync_endpoint(ep.stats(), &mut carried, ep.session_counts());
         timer.after_packet(&ep, now);
@@ -649,9 +650,21 @@ async fn run_request(
     })
 }
 
-/// Log one endpoint event. `counters` are [half-open evictions, refused locked-out logins],
-/// used to log floods once per thousand instead of once per packet.
-fn log_event(name: &str, local: Option<SocketAddr>, ev: Event, counters: &mut [u64; 2]) {
+/// The key unknown user names are hashed with in the log, one per process (so a name tried
+/// on many BMCs, or before and after a reload, shows one tag), never derived from a secret.
+fn log_key() -> [u8; 32] {
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    *KEY.get_or_init(|| {
+        let mut k = [0u8; 32];
+        getrandom::fill(&mut k).expect("the OS random source failed");
+        k
+    })
+}
+
+/// Log one endpoint event. The endpoint already rate-limits what unauthenticated peers cause
+/// (first occurrences, then [`Event::Suppressed`] with a count per interval), so each event
+/// is one line.
+fn log_event(name: &str, local: Option<SocketAddr>, ev: Event) {
     match ev {
         Event::SessionOpened {
             sid,
@@ -659,7 +672,7 @@ fn log_event(name: &str, local: Option<SocketAddr>, ev: Event, counters: &mut [u
             user,
             suite,
         } => {
-            debug!(instance = %name, %peer, %user, sid = format_args!("{sid:#010x}"), suite = suite.id(), "session opened")
+            debug!(instance = %name, %peer, user = %Escaped(&user), sid = format_args!("{sid:#010x}"), suite = suite.id(), "session opened")
         }
         Event::SessionClosed { sid, reason } => {
             debug!(instance = %name, sid = format_args!("{sid:#010x}"), ?reason, "session closed")
@@ -675,11 +688,7 @@ fn log_event(name: &str, local: Option<SocketAddr>, ev: Event, counters: &mut [u
             warn!(instance = %name, addr = ?local, %peer, user = %user, reason = reason.label(), "login failed{hint}")
         }
         Event::HalfOpenEvicted { peer } => {
-            counters[0] += 1;
-            // One line per 1000 evictions: a flood must not flood the log as well.
-            if counters[0] % 1000 == 1 {
-                warn!(instance = %name, %peer, total = counters[0], "half-open session table full: evicting the oldest (login flood?)");
-            }
+            warn!(instance = %name, %peer, "half-open session table full: evicting the oldest (login flood?)");
         }
         Event::LockedOut {
             source,
@@ -694,16 +703,20 @@ fn log_event(name: &str, local: Option<SocketAddr>, ev: Event, counters: &mut [u
                     warn!(instance = %name, source = %ip, seconds = secs, "too many failed logins: source locked out")
                 }
                 (_, Some(u)) => {
-                    warn!(instance = %name, user = %u, seconds = secs, "too many failed logins: user locked out")
+                    warn!(instance = %name, user = %Escaped(&u), seconds = secs, "too many failed logins: user locked out")
                 }
                 _ => {}
             }
         }
         Event::RefusedLockedOut { peer } => {
-            counters[1] += 1;
-            if counters[1] % 1000 == 1 {
-                info!(instance = %name, %peer, total = counters[1], "login refused: locked out");
-            }
+            info!(instance = %name, %peer, "login refused: locked out");
+        }
+        Event::AnswerThrottled { peer } => {
+            warn!(instance = %name, %peer, "session-less answers to this source over budget: not answered (a reflection flood with a forged source?)");
+        }
+        Event::Suppressed { kind, count, over } => {
+            warn!(instance = %name, addr = ?local, kind = kind.label(), count, seconds = over.as_secs(),
+                "{count} more '{}' events in the last {} s not logged one by one (flood?)", kind.label(), over.as_secs())
         }
     }
 }

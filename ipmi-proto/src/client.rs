@@ -200,6 +200,12 @@ impl Client {
         Ok(())
     }
 
+    /// The session keys, once logged in (for tests that look for them elsewhere, such as in a
+    /// BMC's memory after the session ended).
+    pub fn session_keys(&self) -> Option<&SessionKeys> {
+        self.keys.as_ref()
+    }
+
     /// An in-session request (encrypted and authenticated). Returns the datagram and the rqSeq.
     pub fn request(&mut self, netfn: u8, cmd: u8, data: &[u8], rng: &mut dyn Entropy) -> Vec<u8> {
         self.rq_seq = (self.rq_seq + 1) & 0x3f;

@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
@@ -18,6 +18,7 @@ use crate::commands::{self, After, CmdContext, Outcome, Pending};
 use crate::config::BmcConfig;
 use crate::crypto::{CipherSuite, SessionKeys, rakp2_auth, rakp3_auth};
 use crate::machine::{MachineRequest, MachineResult};
+use crate::ratelimit::{AnswerBudget, EventLimiter};
 use crate::session::{Privilege, ReplyCache, RetryKey, SeqWindow};
 use crate::wire::{self, Datagram, IpmiRequest, V15Packet, V20Packet, payload};
 
@@ -143,8 +144,9 @@ pub enum Event {
     LoginFailed {
         /// Client address.
         peer: SocketAddr,
-        /// The user name the client gave (lossy UTF-8), empty if none yet.
-        user: String,
+        /// The user name the client gave, as a log may show it: never the text of a name no
+        /// user has (it may be a password typed into the wrong field).
+        user: LoggedName,
         /// Why.
         reason: LoginFailure,
     },
@@ -168,6 +170,138 @@ pub enum Event {
         /// Client address of the evicted session.
         peer: SocketAddr,
     },
+    /// A session-less request was not answered: its source spent its budget of bytes by
+    /// which such answers may exceed their requests (see [`crate::ratelimit`]; a reflection
+    /// flood with a forged source address).
+    AnswerThrottled {
+        /// Client address (perhaps forged).
+        peer: SocketAddr,
+    },
+    /// `count` events of `kind` happened in the last `over` but were not reported one by one
+    /// (see [`crate::ratelimit`]): an unauthenticated peer must not be able to flood the log.
+    /// For logs: metrics have counted them already, in [`Stats::unreported`].
+    Suppressed {
+        /// What was not reported.
+        kind: EventKind,
+        /// How many.
+        count: u64,
+        /// The time they happened in (about [`crate::ratelimit::LOG_INTERVAL`]).
+        over: Duration,
+    },
+}
+
+/// A user name a client gave, as logs show it ([`Event::LoginFailed`]).
+///
+/// A configured user's name is shown (escaped: [`wire::Escaped`]); any other name only by its
+/// length and a short keyed hash, never its text: `ipmitool -U <password>` must not put the
+/// password in the log (issue 15 item 7). The hash is HMAC-SHA256 under a random key of the
+/// process ([`Endpoint::set_log_key`]), so equal names show equal tags (a repeated typo, a
+/// name spray) while the text cannot be recovered from the log: 4 bytes of a keyed MAC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoggedName {
+    /// No name given (yet): the failure came before RAKP 1 named a user, or it was empty.
+    None,
+    /// The name of a configured user.
+    Known(String),
+    /// A name no configured user has.
+    Unknown {
+        /// Its length in characters (of its lossy UTF-8 form: a byte that is not UTF-8
+        /// counts as one).
+        len: usize,
+        /// The first 4 bytes of HMAC-SHA256(log key, name), big-endian.
+        tag: u32,
+    },
+}
+
+impl core::fmt::Display for LoggedName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::None => f.write_str("-"),
+            Self::Known(n) => wire::Escaped(n).fmt(f),
+            Self::Unknown { len, tag } => write!(f, "<unknown name, {len} chars, #{tag:08x}>"),
+        }
+    }
+}
+
+/// The events an unauthenticated peer can cause at will, one kind per way: these are
+/// rate-limited ([`Event::Suppressed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// [`Event::LoginFailed`] with this reason.
+    LoginFailed(LoginFailure),
+    /// [`Event::RefusedLockedOut`].
+    RefusedLockedOut,
+    /// [`Event::HalfOpenEvicted`].
+    HalfOpenEvicted,
+    /// [`Event::AnswerThrottled`].
+    AnswerThrottled,
+    /// [`Event::LockedOut`] of a source (a user's lock-out needs that user's name and comes
+    /// at most once per lock-out duration per user: it is always reported).
+    SourceLockedOut,
+}
+
+impl EventKind {
+    /// How many kinds there are.
+    pub const COUNT: usize = 9;
+
+    /// Every kind, in [`EventKind::index`] order.
+    pub const ALL: [EventKind; Self::COUNT] = [
+        Self::LoginFailed(LoginFailure::NoCipherMatch),
+        Self::LoginFailed(LoginFailure::UnknownUser),
+        Self::LoginFailed(LoginFailure::BadRole),
+        Self::LoginFailed(LoginFailure::BadRakp3),
+        Self::LoginFailed(LoginFailure::AbandonedAfterRakp2),
+        Self::RefusedLockedOut,
+        Self::HalfOpenEvicted,
+        Self::SourceLockedOut,
+        Self::AnswerThrottled,
+    ];
+
+    /// Position in [`EventKind::ALL`] (and in [`Stats::unreported`]).
+    pub fn index(self) -> usize {
+        match self {
+            Self::LoginFailed(LoginFailure::NoCipherMatch) => 0,
+            Self::LoginFailed(LoginFailure::UnknownUser) => 1,
+            Self::LoginFailed(LoginFailure::BadRole) => 2,
+            Self::LoginFailed(LoginFailure::BadRakp3) => 3,
+            Self::LoginFailed(LoginFailure::AbandonedAfterRakp2) => 4,
+            Self::RefusedLockedOut => 5,
+            Self::HalfOpenEvicted => 6,
+            Self::SourceLockedOut => 7,
+            Self::AnswerThrottled => 8,
+        }
+    }
+
+    /// A short label, for logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::LoginFailed(r) => r.label(),
+            Self::RefusedLockedOut => "refused_locked_out",
+            Self::HalfOpenEvicted => "half_open_evicted",
+            Self::SourceLockedOut => "source_locked_out",
+            Self::AnswerThrottled => "answer_throttled",
+        }
+    }
+}
+
+impl Event {
+    /// The rate-limited kind of this event; `None` for events only an authenticated client (or
+    /// a configured user's lock-out) causes, which are always reported.
+    pub fn unauthenticated_kind(&self) -> Option<EventKind> {
+        match self {
+            Self::LoginFailed { reason, .. } => Some(EventKind::LoginFailed(*reason)),
+            Self::RefusedLockedOut { .. } => Some(EventKind::RefusedLockedOut),
+            Self::HalfOpenEvicted { .. } => Some(EventKind::HalfOpenEvicted),
+            Self::AnswerThrottled { .. } => Some(EventKind::AnswerThrottled),
+            Self::LockedOut {
+                source: Some(_), ..
+            } => Some(EventKind::SourceLockedOut),
+            Self::LockedOut { .. }
+            | Self::SessionOpened { .. }
+            | Self::SessionClosed { .. }
+            | Self::Suppressed { .. } => None,
+        }
+    }
 }
 
 /// One request answered by the endpoint itself or after the machine, for per-command
@@ -204,6 +338,10 @@ pub struct Stats {
     pub refused_full: u64,
     /// Requests answered C0 because too many machine requests were in flight.
     pub busy_in_flight: u64,
+    /// Events not reported one by one (rate limit), by [`EventKind::index`]: counted here at
+    /// once, so metrics built from events plus these miss none and never lag; the
+    /// [`Event::Suppressed`] summary that reports them later is for logs only.
+    pub unreported: [u64; EventKind::COUNT],
 }
 
 /// Failed-login bookkeeping for one source or one user.
@@ -335,6 +473,15 @@ pub struct Endpoint {
     next_ticket: u64,
     bmc: BmcState,
     events: VecDeque<Event>,
+    /// Rate limit of the events unauthenticated peers cause, and the `now` of the call in
+    /// progress, which it runs on.
+    event_limit: EventLimiter,
+    clock: Option<Instant>,
+    /// Per-source budget of the bytes session-less answers exceed their requests by.
+    answer_budget: AnswerBudget,
+    /// The key of [`LoggedName::Unknown`]'s tag: set by the runtime, else drawn at the first
+    /// unknown name.
+    log_key: Option<Zeroizing<[u8; 32]>>,
     stats: Stats,
     /// The request the last `handle`/`complete` answered, until `take_answered`.
     answered: Option<Answered>,
@@ -371,6 +518,10 @@ impl Endpoint {
             next_ticket: 1,
             bmc: BmcState::default(),
             events: VecDeque::new(),
+            event_limit: EventLimiter::default(),
+            clock: None,
+            answer_budget: AnswerBudget::default(),
+            log_key: None,
             stats: Stats::default(),
             answered: None,
             sources: HashMap::new(),
@@ -471,7 +622,39 @@ impl Endpoint {
                 }
             }
         }
+        let user = self.logged_name(&user);
         self.event(Event::LoginFailed { peer, user, reason });
+    }
+
+    /// The key [`LoggedName::Unknown`]'s tag is keyed with. A runtime serving many BMCs gives
+    /// them one per process, so that a name sprayed across them shows one tag; without it,
+    /// each endpoint draws its own from the entropy at the first unknown name.
+    pub fn set_log_key(&mut self, key: [u8; 32]) {
+        self.log_key = Some(Zeroizing::new(key));
+    }
+
+    fn ensure_log_key(&mut self, rng: &mut dyn Entropy) {
+        if self.log_key.is_none() {
+            let mut key = Zeroizing::new([0u8; 32]);
+            rng.fill(&mut key[..]);
+            self.log_key = Some(key);
+        }
+    }
+
+    /// `name` (the lossy UTF-8 of what the client sent) as a log may show it.
+    fn logged_name(&self, name: &str) -> LoggedName {
+        if name.is_empty() {
+            LoggedName::None
+        } else if self.cfg.users.iter().any(|u| u.name == name) {
+            LoggedName::Known(name.to_string())
+        } else {
+            let key = self.log_key.as_deref().map_or(&[0u8; 32][..], |k| &k[..]);
+            let mac = CipherSuite::Suite17.hmac(key, &[name.as_bytes()]);
+            LoggedName::Unknown {
+                len: name.chars().count(),
+                tag: u32::from_be_bytes([mac[0], mac[1], mac[2], mac[3]]),
+            }
+        }
     }
 
     /// The configuration.
@@ -537,10 +720,30 @@ impl Endpoint {
     }
 
     fn event(&mut self, e: Event) {
+        if let (Some(kind), Some(now)) = (e.unauthenticated_kind(), self.clock) {
+            let (report, summary) = self.event_limit.admit(kind, now);
+            if let Some((kind, count, over)) = summary {
+                self.push_event(Event::Suppressed { kind, count, over });
+            }
+            if !report {
+                self.stats.unreported[kind.index()] += 1;
+                return;
+            }
+        }
+        self.push_event(e);
+    }
+
+    fn push_event(&mut self, e: Event) {
         if self.events.len() == MAX_EVENTS {
             self.events.pop_front();
         }
         self.events.push_back(e);
+    }
+
+    /// Whether a [`Event::Suppressed`] summary is waiting for [`Endpoint::handle_timeout`]
+    /// (cheap; a runtime that arms its timer only for sessions must arm it for this too).
+    pub fn summary_pending(&self) -> bool {
+        self.event_limit.next_flush().is_some()
     }
 
     /// Handle one datagram from `peer`.
@@ -551,8 +754,23 @@ impl Endpoint {
         datagram: &[u8],
         rng: &mut dyn Entropy,
     ) -> Option<Output> {
+        self.clock = Some(now);
         self.stats.datagrams += 1;
-        let out = match wire::decode_datagram(datagram) {
+        let decoded = wire::decode_datagram(datagram);
+        // Session-less answers are larger than their requests: paid from the source's budget
+        // (protocol notes §11: rate-limit what unauthenticated peers get; issue 15 item 10).
+        // Open Session and RAKP are not: their answers to a forged source are at most 1.08
+        // times the request (Open Session, 52 B for 48 B; shorter requests get shorter
+        // refusals), and RAKP 2 goes only to the address that was granted the session ID.
+        let budgeted = matches!(&decoded, Ok(Datagram::AsfPing { .. } | Datagram::V15(_)))
+            || matches!(&decoded, Ok(Datagram::V20(p)) if p.session_id == 0 && p.payload_type == payload::IPMI);
+        let source = source_key(peer.ip());
+        if budgeted && !self.answer_budget.allows(source, now) {
+            self.stats.dropped += 1;
+            self.event(Event::AnswerThrottled { peer });
+            return None;
+        }
+        let out = match decoded {
             Ok(Datagram::AsfPing { tag }) => {
                 let mut out = Vec::with_capacity(28);
                 wire::encode_asf_pong(tag, &mut out);
@@ -566,8 +784,13 @@ impl Endpoint {
             Ok(Datagram::V20(p)) => self.handle_in_session(now, peer, datagram, &p, rng),
             Err(_) => None,
         };
-        if out.is_none() {
-            self.stats.dropped += 1;
+        match &out {
+            None => self.stats.dropped += 1,
+            Some(Output::Transmit { data, .. }) if budgeted => {
+                self.answer_budget
+                    .spend(source, now, data.len().saturating_sub(datagram.len()));
+            }
+            Some(_) => {}
         }
         out
     }
@@ -644,8 +867,8 @@ impl Endpoint {
         })
     }
 
-    /// Open Session Request → Response (IPMI v2.0 §13.17–13.18). Every refusal is answered
-    /// with a status code in the full 36-byte layout, which every client parses.
+    /// Open Session Request → Response (IPMI v2.0 §13.17–13.18). A refusal of a full-length
+    /// request is answered in the full 36-byte layout, which every client parses.
     fn open_session(
         &mut self,
         now: Instant,
@@ -657,8 +880,18 @@ impl Endpoint {
         let sid_m = p
             .get(4..8)
             .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()));
+        // A refusal is never longer than the request (issue 15 item 10: a 1-byte payload got
+        // the 36-byte layout, 52 B for 17 B, a reflector): the full layout for a full-length
+        // request, else tag, status, reserved and SIDm (8 bytes), else nothing (too short to
+        // name a console session ID to answer to). Protocol notes §4.3: clients read the status
+        // from byte 2 (ipmi_sim answers tag and status only, and ipmitool reports it).
+        let refusal_len = match p.len() {
+            n if n >= 32 => 36,
+            n if n >= 8 => 8,
+            _ => return None,
+        };
         let refuse = |status: u8| {
-            let mut r = vec![0u8; 36];
+            let mut r = vec![0u8; refusal_len];
             r[0] = tag;
             r[1] = status;
             r[4..8].copy_from_slice(&sid_m.to_le_bytes());
@@ -842,6 +1075,10 @@ impl Endpoint {
         }
         let name = &p[28..];
         let shown = String::from_utf8_lossy(name).into_owned();
+        if !self.cfg.users.iter().any(|u| u.name.as_bytes() == name) {
+            // It will be logged, by its keyed hash only.
+            self.ensure_log_key(rng);
+        }
         let role = p[24];
         let Some(requested) = Privilege::from_u8(role & 0x0f) else {
             return Some(self.fail_rakp1(
@@ -1099,7 +1336,7 @@ impl Endpoint {
         };
         if let Some(msg) = act.cache.get(&key, now, self.cfg.limits.reply_cache_ttl) {
             // A client retry: answer again, never execute twice (protocol notes §3.3).
-            let msg = msg.to_vec();
+            let msg = Zeroizing::new(msg.to_vec());
             self.stats.retries_answered += 1;
             let data = seal(sess, &msg, rng);
             return Some(Output::Transmit { to: peer, data });
@@ -1245,6 +1482,7 @@ impl Endpoint {
         result: MachineResult,
         rng: &mut dyn Entropy,
     ) -> Option<Output> {
+        self.clock = Some(now);
         let pd = self.pending.remove(&ticket)?;
         let (cc, data) = commands::machine_reply(&pd.kind, result, &mut self.bmc, now);
         let sess = self.sessions.get_mut(&pd.sid)?;
@@ -1268,6 +1506,7 @@ impl Endpoint {
     /// Expire half-open and idle sessions. Call at least every second or at
     /// [`Endpoint::poll_timeout`].
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.clock = Some(now);
         let limits = &self.cfg.limits;
         let mut expired = Vec::new();
         for (&sid, s) in &self.sessions {
@@ -1302,6 +1541,10 @@ impl Endpoint {
         if self.bmc.identify_until.is_some_and(|t| now >= t) {
             self.bmc.identify_until = None;
         }
+        let summaries: Vec<_> = self.event_limit.flush(now).collect();
+        for (kind, count, over) in summaries {
+            self.push_event(Event::Suppressed { kind, count, over });
+        }
     }
 
     /// The earliest instant at which [`Endpoint::handle_timeout`] has work to do.
@@ -1317,6 +1560,7 @@ impl Endpoint {
                     }
             })
             .chain(self.bmc.identify_until)
+            .chain(self.event_limit.next_flush())
             .min()
     }
 

@@ -13,11 +13,12 @@ pub mod crypto;
 pub mod endpoint;
 pub mod fuzzing;
 pub mod machine;
+pub mod ratelimit;
 pub mod session;
 pub mod wire;
 
 pub use config::{BmcConfig, Limits, User};
-pub use endpoint::{Endpoint, Entropy, Event, Output, Ticket};
+pub use endpoint::{Endpoint, Entropy, Event, LoggedName, Output, Ticket};
 
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use zeroize::{Zeroize, Zeroizing};
+
 /// IPMI privilege levels (IPMI v2.0 §6.8, Table 6-?): the numbers are the wire values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Privilege {
@@ -115,13 +117,23 @@ pub struct RetryKey {
     pub data: Vec<u8>,
 }
 
+/// The request data are plaintext of the encrypted session: wiped when the key goes (from the
+/// reply cache or the pending table), like the cached answers (issue 15 item 8).
+impl Drop for RetryKey {
+    fn drop(&mut self) {
+        self.data.zeroize();
+    }
+}
+
 /// The last few replies of a session, to answer retries without executing twice.
 ///
 /// Only a handful are kept: rqSeq is 6 bits, so after 64 requests a number comes back for a
-/// new request; a ring of 8 can never mistake such a request for a retry.
+/// new request; a ring of 8 can never mistake such a request for a retry. Requests and
+/// answers are the session's plaintext: each is wiped when it leaves the cache, and all of
+/// them when the session ends.
 #[derive(Debug, Default)]
 pub struct ReplyCache {
-    entries: Vec<(RetryKey, Instant, Vec<u8>)>,
+    entries: Vec<(RetryKey, Instant, Zeroizing<Vec<u8>>)>,
 }
 
 const REPLY_CACHE_LEN: usize = 8;
@@ -141,7 +153,7 @@ impl ReplyCache {
         if self.entries.len() == REPLY_CACHE_LEN {
             self.entries.remove(0);
         }
-        self.entries.push((key, now, msg));
+        self.entries.push((key, now, Zeroizing::new(msg)));
     }
 }
 
@@ -192,5 +204,23 @@ mod tests {
         assert!(c.get(&key(3), now, ttl).is_none());
         assert_eq!(c.get(&key(19), now, ttl), Some(&[19u8][..]));
         assert!(c.get(&key(19), now + ttl * 2, ttl).is_none());
+    }
+
+    /// What can be checked from inside: the cached answers are `Zeroizing` (a compile-time
+    /// check; the keys' data are wiped by `RetryKey`'s `Drop`, which a test cannot observe
+    /// after the fact without reading freed memory — tests/it/memory.rs reads the real
+    /// process's memory, for the session keys).
+    #[test]
+    fn reply_cache_answers_are_zeroizing() {
+        fn zod<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+        let mut c = ReplyCache::default();
+        let key = RetryKey {
+            rq_seq: 1,
+            netfn: 6,
+            cmd: 1,
+            data: vec![0xaa; 4],
+        };
+        c.put(key, Instant::now(), vec![1, 2, 3]);
+        zod(&c.entries[0].2);
     }
 }

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use crate::client::{Client, ClientError};
 use crate::crypto::{CipherSuite, SessionKeys, rakp2_auth, rakp3_auth};
-use crate::endpoint::{Endpoint, Entropy, Event, LoginFailure, Output};
+use crate::endpoint::{Endpoint, Entropy, Event, EventKind, LoginFailure, Output};
 use crate::machine::{BootFlags, MachineReply, MachineRequest, PowerAction, PowerState};
 use crate::session::Privilege;
 use crate::wire::{self, Datagram, IpmiResponse};
@@ -647,6 +647,20 @@ fn repeated_failed_logins_lock_the_source_out_for_a_while() {
     assert_eq!(p.ep.stats().lockouts, 1);
 }
 
+/// Let the rate limit's interval end (the console's handshake is refreshed by the caller if
+/// it matters) and collect the summaries it reports.
+fn suppressed_after_interval(p: &mut Pair) -> Vec<(EventKind, u64)> {
+    let due = p.ep.poll_timeout().expect("a summary is due");
+    assert!(p.ep.summary_pending());
+    p.ep.handle_timeout(due.max(p.now + crate::ratelimit::LOG_INTERVAL));
+    std::iter::from_fn(|| p.ep.poll_event())
+        .filter_map(|e| match e {
+            Event::Suppressed { kind, count, .. } => Some((kind, count)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Open Session + RAKP 1 from `from`, never finished (a flooder's half-open login).
 fn half_open_from(p: &mut Pair, from: SocketAddr, password: &[u8]) {
     let mut f = Client::new(
@@ -695,7 +709,8 @@ fn a_flooding_source_recycles_only_its_own_half_open_sessions() {
             _ => None,
         })
         .collect::<Vec<_>>();
-    assert_eq!(evicted.len(), 36);
+    // The first evictions are reported one by one, the rest as a count (rate limit).
+    assert_eq!(evicted.len(), crate::ratelimit::LOG_FIRST as usize);
     assert!(evicted.iter().all(|a| a.ip() != peer().ip()));
     // The console's handshake survived and finishes.
     c.handle_rakp4(&p.reply(&rakp3)).unwrap();
@@ -706,6 +721,48 @@ fn a_flooding_source_recycles_only_its_own_half_open_sessions() {
         half_open_from(&mut p, SocketAddr::from((a, 623)), b"x");
     }
     assert_eq!(p.ep.session_counts(), (1, 8));
+    // 36 + 6 evictions in all; those not reported one by one are counted in one summary.
+    let evictions: Vec<_> = suppressed_after_interval(&mut p)
+        .into_iter()
+        .filter(|(k, _)| *k == EventKind::HalfOpenEvicted)
+        .collect();
+    assert_eq!(evictions, vec![(EventKind::HalfOpenEvicted, 42 - 5)]);
+    let k = EventKind::HalfOpenEvicted;
+    assert!(
+        EventKind::ALL
+            .iter()
+            .enumerate()
+            .all(|(i, k)| k.index() == i)
+    );
+    assert_eq!(p.ep.stats().unreported[k.index()], 42 - 5);
+}
+
+#[test]
+fn a_flood_of_refused_open_sessions_is_reported_as_first_few_then_a_count() {
+    let mut p = Pair::new(admin("pw"));
+    let mut c = admin_client(CipherSuite::Suite3);
+    let mut open = c.open_session_request();
+    let n = open.len();
+    for at in [n - 20, n - 12, n - 4] {
+        open[at] = 0;
+    }
+    for _ in 0..20_000 {
+        p.reply(&open);
+    }
+    let failed = std::iter::from_fn(|| p.ep.poll_event())
+        .filter(|e| matches!(e, Event::LoginFailed { .. }))
+        .count();
+    assert_eq!(failed, crate::ratelimit::LOG_FIRST as usize);
+    assert_eq!(p.ep.stats().login_failures, 20_000, "counted in full");
+    let kind = EventKind::LoginFailed(LoginFailure::NoCipherMatch);
+    assert_eq!(
+        p.ep.stats().unreported[kind.index()],
+        20_000 - 5,
+        "counted at once, for metrics"
+    );
+    assert_eq!(suppressed_after_interval(&mut p), vec![(kind, 20_000 - 5)]);
+    assert!(!p.ep.summary_pending());
+    assert_eq!(p.ep.poll_timeout(), None, "nothing left to do");
 }
 
 #[test]
@@ -1157,4 +1214,55 @@ fn machine_requests_in_flight_are_bounded_per_session_and_per_bmc() {
     assert_eq!(p.ep.stats().busy_in_flight, 2);
     // Commands that need no machine are answered as ever.
     assert_eq!(p.cmd(&mut consoles[8], 0x06, 0x01, &[]).0, 0);
+}
+
+#[test]
+fn unknown_user_names_are_logged_by_length_and_keyed_tag_never_their_text() {
+    let failed_name = |key: [u8; 32], name: &str| {
+        let mut p = Pair::new(admin("pw"));
+        p.ep.set_log_key(key);
+        let mut c = Client::new(CipherSuite::Suite17, name, b"pw", Privilege::Administrator);
+        let _ = p.login(&mut c);
+        std::iter::from_fn(|| p.ep.poll_event())
+            .find_map(|e| match e {
+                Event::LoginFailed { user, .. } => Some(user),
+                _ => None,
+            })
+            .expect("a failed login")
+    };
+    // A password typed into the user field, with a newline and an ANSI escape in it.
+    let secret = "hunter2\n\x1b[31mX";
+    let shown = failed_name([7; 32], secret);
+    let crate::LoggedName::Unknown { len, tag } = shown else {
+        panic!("{shown:?}")
+    };
+    assert_eq!(len, secret.chars().count());
+    let text = shown.to_string();
+    assert!(
+        !text.contains("hunter2") && !text.chars().any(char::is_control),
+        "{text}"
+    );
+    assert!(text.contains(&format!("{len} chars, #{tag:08x}")), "{text}");
+    assert_eq!(failed_name([7; 32], secret), shown, "same key, same tag");
+    assert_ne!(
+        failed_name([8; 32], secret),
+        shown,
+        "the tag is keyed: another process shows another tag"
+    );
+    assert_ne!(
+        failed_name([7; 32], "hunter3\n\x1b[31mX"),
+        shown,
+        "names differ, tags differ"
+    );
+    // A configured user's name is shown as configured (here after a wrong role: no
+    // ADMINISTRATOR for a USER-only user).
+    let mut cfg = admin("pw");
+    cfg.users[0].max_privilege = Privilege::User;
+    let mut p = Pair::new(cfg);
+    let _ = p.login(&mut admin_client(CipherSuite::Suite17));
+    let user = std::iter::from_fn(|| p.ep.poll_event()).find_map(|e| match e {
+        Event::LoginFailed { user, .. } => Some(user),
+        _ => None,
+    });
+    assert_eq!(user, Some(crate::LoggedName::Known("admin".into())));
 }

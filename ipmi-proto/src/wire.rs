@@ -399,8 +399,42 @@ impl<'a> IpmiResponse<'a> {
     }
 }
 
+/// Text a peer supplied (or that passed through a peer's hands), shown so that it cannot
+/// forge a log line: control characters (newline, carriage return, ESC of ANSI sequences, DEL,
+/// C1), bidirectional overrides and zero-width characters, and the backslash itself are
+/// written as Rust escapes (`\n`, `\u{1b}`, `\\`), everything else as is. The JSON log format
+/// escapes its strings anyway; the text format does not, hence this.
+#[derive(Clone, Copy, Debug)]
+pub struct Escaped<'a>(pub &'a str);
+
+impl core::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        use core::fmt::Write;
+        for c in self.0.chars() {
+            let hidden = matches!(c,
+                '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}');
+            if c == '\\' {
+                f.write_str("\\\\")?;
+            } else if c.is_control() || hidden {
+                // `\n`, `\r`, `\t` as such, the rest as `\u{..}` (char::escape_debug).
+                write!(f, "{}", c.escape_debug())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn escaped_text_cannot_forge_a_line_or_an_ansi_sequence() {
+        let shown = super::Escaped("adm\nin\r\x1b[31m\u{202e}\\x\u{7f}\u{9b}é").to_string();
+        assert_eq!(shown, "adm\\nin\\r\\u{1b}[31m\\u{202e}\\\\x\\u{7f}\\u{9b}é");
+        assert!(!shown.chars().any(|c| c.is_control()));
+    }
+
     use super::*;
 
     #[test]

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
-use ipmi_proto::endpoint::{Event, LoginFailure, Stats};
+use ipmi_proto::endpoint::{Event, EventKind, LoginFailure, Stats};
 use ipmi_proto::machine::MachineError;
 
 /// Commands named in `ovbmc_requests_total{command=...}` (IPMI v2.0 Appendix G numbering).
@@ -202,6 +202,13 @@ impl BmcMetrics {
             now.retries_answered,
             &mut prev.retries_answered,
         );
+        // Events the endpoint did not report one by one (rate limit) count all the same.
+        for kind in EventKind::ALL {
+            if let Some(c) = self.counter(kind) {
+                let i = kind.index();
+                add(c, now.unreported[i], &mut prev.unreported[i]);
+            }
+        }
         self.sessions_active.store(sessions.0 as u32, Relaxed);
         self.sessions_half_open.store(sessions.1 as u32, Relaxed);
     }
@@ -220,7 +227,23 @@ impl BmcMetrics {
             Event::RefusedLockedOut { .. } => self.refused_locked_out.fetch_add(1, Relaxed),
             Event::HalfOpenEvicted { .. } => self.evictions.fetch_add(1, Relaxed),
             Event::SessionClosed { .. } => 0,
+            // Counted in ovbmc_datagrams_dropped_total (from the endpoint's stats).
+            Event::AnswerThrottled { .. } => 0,
+            // A log summary: its events were counted from `Stats::unreported` as they
+            // happened (`sync_endpoint`).
+            Event::Suppressed { .. } => 0,
         };
+    }
+
+    /// The counter an event of `kind` adds to.
+    fn counter(&self, kind: EventKind) -> Option<&AtomicU64> {
+        Some(match kind {
+            EventKind::LoginFailed(r) => &self.login_failures[failure_index(r)],
+            EventKind::RefusedLockedOut => &self.refused_locked_out,
+            EventKind::HalfOpenEvicted => &self.evictions,
+            EventKind::SourceLockedOut => &self.lockouts_source,
+            EventKind::AnswerThrottled => return None,
+        })
     }
 
     /// Count one answered request by command and completion code.
