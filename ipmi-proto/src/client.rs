@@ -3,20 +3,29 @@
 //! It exists for tests (an in-memory client/BMC pair), for the load generator and for fuzz
 //! seeds; the real-client tests use ipmitool, freeipmi and pyghmi.
 
+use crate::codes::{AuthAlg, CompletionCode, ConfAlg, IntegAlg, NetFn, PayloadType, RakpStatus};
 use crate::crypto::{self, CipherSuite, SessionKeys};
 use crate::endpoint::Entropy;
+use crate::rmcp::{
+    OpenSessionRequest, OpenSessionResponse, Rakp1, Rakp2, Rakp3, Rakp4, SetupMessage,
+};
+use crate::seal::{self, OpenError, OutSeq};
 use crate::session::Privilege;
-use crate::wire::{self, Datagram, IpmiRequest, IpmiResponse, payload};
+use crate::wire::{self, DecodeError, IpmiRequest, IpmiResponse};
 
-/// Why the client gave up.
+/// Why the client gave up. Every reply the client cannot use is one of these; none panics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
-    /// The datagram did not decode or was not the expected message.
-    #[error("unexpected or malformed message")]
+    /// The datagram did not decode as the message expected at this step.
+    #[error("malformed message: {0}")]
+    Malformed(DecodeError),
+    /// The message decoded but does not belong to this exchange (tag, session ID, suite,
+    /// answer length), or the client has no session yet.
+    #[error("unexpected message")]
     Unexpected,
     /// The BMC answered a set-up step with a non-zero RMCP+ status code.
-    #[error("RMCP+ status {0:#04x}")]
-    Status(u8),
+    #[error("RMCP+ status {0}")]
+    Status(RakpStatus),
     /// RAKP 2's AuthCode did not verify: wrong password (as ipmitool reports it).
     #[error("RAKP 2 HMAC is invalid")]
     BadRakp2,
@@ -24,8 +33,14 @@ pub enum ClientError {
     #[error("RAKP 4 ICV is invalid")]
     BadRakp4,
     /// An in-session packet failed its integrity check or decryption.
-    #[error("integrity or decryption failure")]
-    Integrity,
+    #[error("in-session packet refused: {0}")]
+    Integrity(OpenError),
+}
+
+impl From<DecodeError> for ClientError {
+    fn from(e: DecodeError) -> Self {
+        Self::Malformed(e)
+    }
 }
 
 /// A console session with one BMC.
@@ -41,7 +56,7 @@ pub struct Client {
     rc: [u8; 16],
     guid: [u8; 16],
     keys: Option<SessionKeys>,
-    out_seq: u32,
+    out_seq: OutSeq,
     rq_seq: u8,
     tag: u8,
 }
@@ -70,7 +85,7 @@ impl Client {
             rc: [0; 16],
             guid: [0; 16],
             keys: None,
-            out_seq: 0,
+            out_seq: OutSeq::default(),
             rq_seq: 0,
             tag: 0,
         }
@@ -96,7 +111,8 @@ impl Client {
     /// Session-less Get Channel Authentication Capabilities in IPMI 1.5 format.
     pub fn auth_caps_request(&self) -> Vec<u8> {
         let mut msg = Vec::new();
-        request(0x06, 0x38, 0, &[0x8e, 0x04]).encode(&mut msg);
+        // Channel E (this one) with the IPMI v2.0 extended-data bit, ADMINISTRATOR (§22.13).
+        IpmiRequest::to_bmc(NetFn::APP, 0x38, 0, &[0x8e, 0x04]).encode(&mut msg);
         let mut out = Vec::new();
         wire::encode_v15_sessionless(&msg, &mut out);
         out
@@ -105,12 +121,15 @@ impl Client {
     /// Open Session Request proposing the client's suite.
     pub fn open_session_request(&mut self) -> Vec<u8> {
         let (a, i, c) = self.suite.algorithms();
-        let mut p = vec![self.tag, 0, 0, 0];
-        p.extend_from_slice(&self.sid_m.to_le_bytes());
-        for (ty, alg) in [(0u8, a), (1, i), (2, c)] {
-            p.extend_from_slice(&[ty, 0, 0, 8, alg, 0, 0, 0]);
+        OpenSessionRequest {
+            tag: self.tag,
+            max_privilege: 0,
+            sid_m: self.sid_m,
+            auth: Some(AuthAlg(a)),
+            integ: Some(IntegAlg(i)),
+            conf: Some(ConfAlg(c)),
         }
-        setup_packet(payload::OPEN_SESSION_REQUEST, &p)
+        .to_datagram()
     }
 
     /// Handle the Open Session Response; returns RAKP 1.
@@ -119,40 +138,43 @@ impl Client {
         d: &[u8],
         rng: &mut dyn Entropy,
     ) -> Result<Vec<u8>, ClientError> {
-        let p = setup_payload(d, payload::OPEN_SESSION_RESPONSE)?;
-        if p.len() < 2 {
+        let m = OpenSessionResponse::from_datagram(d)?;
+        let Some(g) = m.granted else {
+            return Err(ClientError::Status(m.status));
+        };
+        let (a, i, c) = self.suite.algorithms();
+        if m.tag != self.tag
+            || m.sid_m != self.sid_m
+            || (g.auth.0, g.integ.0, g.conf.0) != (a, i, c)
+        {
             return Err(ClientError::Unexpected);
         }
-        if p[1] != 0 {
-            return Err(ClientError::Status(p[1]));
-        }
-        if p.len() != 36 || p[0] != self.tag {
-            return Err(ClientError::Unexpected);
-        }
-        self.sid_c = u32::from_le_bytes(p[8..12].try_into().unwrap());
+        self.sid_c = g.sid_c;
         rng.fill(&mut self.rm);
-        let mut r = vec![self.tag, 0, 0, 0];
-        r.extend_from_slice(&self.sid_c.to_le_bytes());
-        r.extend_from_slice(&self.rm);
-        r.extend_from_slice(&[self.role, 0, 0, self.user.len() as u8]);
-        r.extend_from_slice(&self.user);
-        Ok(setup_packet(payload::RAKP1, &r))
+        Ok(Rakp1 {
+            tag: self.tag,
+            sid_c: self.sid_c,
+            rm: self.rm,
+            role: self.role,
+            user: &self.user,
+        }
+        .to_datagram())
     }
 
     /// Handle RAKP 2 (verify the BMC knows the password); returns RAKP 3.
     pub fn handle_rakp2(&mut self, d: &[u8]) -> Result<Vec<u8>, ClientError> {
-        let p = setup_payload(d, payload::RAKP2)?;
-        if p.len() < 2 {
+        let m = Rakp2::from_datagram(d)?;
+        if !m.status.is_ok() {
+            return Err(ClientError::Status(m.status));
+        }
+        let Some(b) = m.body.filter(|b| b.auth.len() == self.suite.hash_len()) else {
+            return Err(ClientError::Unexpected);
+        };
+        if m.tag != self.tag || m.sid_m != self.sid_m {
             return Err(ClientError::Unexpected);
         }
-        if p[1] != 0 {
-            return Err(ClientError::Status(p[1]));
-        }
-        if p.len() != 40 + self.suite.hash_len() {
-            return Err(ClientError::Unexpected);
-        }
-        self.rc.copy_from_slice(&p[8..24]);
-        self.guid.copy_from_slice(&p[24..40]);
+        self.rc = b.rc;
+        self.guid = b.guid;
         let expect = crypto::rakp2_auth(
             self.suite,
             &self.password,
@@ -164,7 +186,7 @@ impl Client {
             self.role,
             &self.user,
         );
-        if !crypto::ct_eq(&expect, &p[40..]) {
+        if !crypto::ct_eq(&expect, b.auth) {
             return Err(ClientError::BadRakp2);
         }
         let auth = crypto::rakp3_auth(
@@ -175,25 +197,29 @@ impl Client {
             self.role,
             &self.user,
         );
-        let mut r = vec![self.tag, 0, 0, 0];
-        r.extend_from_slice(&self.sid_c.to_le_bytes());
-        r.extend_from_slice(&auth);
-        Ok(setup_packet(payload::RAKP3, &r))
+        Ok(Rakp3 {
+            tag: self.tag,
+            status: RakpStatus::OK,
+            sid_c: self.sid_c,
+            auth: &auth,
+        }
+        .to_datagram())
     }
 
     /// Handle RAKP 4: the session is active if the ICV verifies.
     pub fn handle_rakp4(&mut self, d: &[u8]) -> Result<(), ClientError> {
-        let p = setup_payload(d, payload::RAKP4)?;
-        if p.len() < 2 {
-            return Err(ClientError::Unexpected);
+        let m = Rakp4::from_datagram(d)?;
+        if !m.status.is_ok() {
+            return Err(ClientError::Status(m.status));
         }
-        if p[1] != 0 {
-            return Err(ClientError::Status(p[1]));
+        if m.tag != self.tag || m.sid_m != self.sid_m {
+            return Err(ClientError::Unexpected);
         }
         let kg = self.kg.as_deref().unwrap_or(&self.password);
         let keys = SessionKeys::derive(self.suite, kg, &self.rm, &self.rc, self.role, &self.user);
         let icv = keys.rakp4_icv(&self.rm, self.sid_c, &self.guid);
-        if !crypto::ct_eq(&icv, &p[8..]) {
+        // A short or long ICV fails here too (ct_eq compares lengths first).
+        if !crypto::ct_eq(&icv, m.icv) {
             return Err(ClientError::BadRakp4);
         }
         self.keys = Some(keys);
@@ -207,86 +233,55 @@ impl Client {
     }
 
     /// An in-session request (encrypted and authenticated). Returns the datagram and the rqSeq.
-    pub fn request(&mut self, netfn: u8, cmd: u8, data: &[u8], rng: &mut dyn Entropy) -> Vec<u8> {
+    ///
+    /// # Panics
+    ///
+    /// Before a successful [`Client::handle_rakp4`] (there are no keys to seal with).
+    pub fn request(
+        &mut self,
+        netfn: impl Into<NetFn>,
+        cmd: u8,
+        data: &[u8],
+        rng: &mut dyn Entropy,
+    ) -> Vec<u8> {
         self.rq_seq = (self.rq_seq + 1) & 0x3f;
         let seq = self.rq_seq;
         self.request_with_rq_seq(netfn, cmd, data, seq, rng)
     }
 
     /// Like [`Client::request`] with an explicit rqSeq (to model a retry).
+    ///
+    /// # Panics
+    ///
+    /// Before a successful [`Client::handle_rakp4`].
     pub fn request_with_rq_seq(
         &mut self,
-        netfn: u8,
+        netfn: impl Into<NetFn>,
         cmd: u8,
         data: &[u8],
         rq_seq: u8,
         rng: &mut dyn Entropy,
     ) -> Vec<u8> {
         let mut msg = Vec::new();
-        request(netfn, cmd, rq_seq, data).encode(&mut msg);
-        self.out_seq = self.out_seq.wrapping_add(1).max(1);
+        IpmiRequest::to_bmc(netfn.into(), cmd, rq_seq, data).encode(&mut msg);
+        let seq = self.out_seq.advance();
         let mut iv = [0u8; 16];
         rng.fill(&mut iv);
         let keys = self.keys.as_ref().expect("request before login");
-        let mut out = Vec::new();
-        let at = wire::begin_v20(
-            &mut out,
-            payload::IPMI,
-            true,
-            true,
-            self.sid_c,
-            self.out_seq,
-        );
-        keys.encrypt(&iv, &msg, &mut out);
-        wire::finish_v20(&mut out, at);
-        wire::append_trailer(&mut out, |c| keys.integrity(c));
-        out
+        seal::seal(keys, PayloadType::IPMI, self.sid_c, seq, &iv, &msg)
     }
 
     /// Decode an in-session response: (rqSeq, completion code, data).
-    pub fn response(&self, d: &[u8]) -> Result<(u8, u8, Vec<u8>), ClientError> {
+    pub fn response(&self, d: &[u8]) -> Result<(u8, CompletionCode, Vec<u8>), ClientError> {
         let keys = self.keys.as_ref().ok_or(ClientError::Unexpected)?;
-        let Ok(Datagram::V20(p)) = wire::decode_datagram(d) else {
-            return Err(ClientError::Unexpected);
-        };
-        if p.session_id != self.sid_m || !p.encrypted || !p.authenticated {
+        let o = seal::open(keys, d).map_err(|e| match e {
+            OpenError::Decode(e) => ClientError::Malformed(e),
+            e => ClientError::Integrity(e),
+        })?;
+        if o.session_id != self.sid_m || o.payload_type != PayloadType::IPMI {
             return Err(ClientError::Unexpected);
         }
-        let (covered, code) = wire::split_trailer(d, p.trailer.len(), self.suite.icv_len())
-            .map_err(|_| ClientError::Integrity)?;
-        if !keys.verify_integrity(covered, code) {
-            return Err(ClientError::Integrity);
-        }
-        let plain = keys.decrypt(p.payload).ok_or(ClientError::Integrity)?;
-        let r = IpmiResponse::decode(&plain).map_err(|_| ClientError::Unexpected)?;
+        let r = IpmiResponse::decode(&o.plaintext)?;
         Ok((r.rq_seq, r.cc, r.data.to_vec()))
-    }
-}
-
-fn request(netfn: u8, cmd: u8, rq_seq: u8, data: &[u8]) -> IpmiRequest<'_> {
-    IpmiRequest {
-        rs_addr: 0x20,
-        netfn,
-        rs_lun: 0,
-        rq_addr: 0x81,
-        rq_seq,
-        rq_lun: 0,
-        cmd,
-        data,
-    }
-}
-
-fn setup_packet(ty: u8, p: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let at = wire::begin_v20(&mut out, ty, false, false, 0, 0);
-    out.extend_from_slice(p);
-    wire::finish_v20(&mut out, at);
-    out
-}
-
-fn setup_payload(d: &[u8], ty: u8) -> Result<&[u8], ClientError> {
-    match wire::decode_datagram(d) {
-        Ok(Datagram::V20(p)) if p.payload_type == ty => Ok(p.payload),
-        _ => Err(ClientError::Unexpected),
     }
 }

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::codes::NetFn;
 use crate::config::BmcConfig;
 use crate::crypto::CipherSuite;
 use crate::endpoint::BmcState;
@@ -15,56 +16,222 @@ use crate::machine::{
 use crate::session::{Privilege, RetryKey};
 use crate::wire::IpmiRequest;
 
-/// Completion codes (IPMI v2.0 §5.2, Table 5-2).
+/// Completion codes as bare bytes: thin aliases of the constants of
+/// [`CompletionCode`](crate::codes::CompletionCode) while `Outcome` and the endpoint carry
+/// `u8` (to go when they carry `CompletionCode`).
 pub mod cc {
+    use crate::codes::CompletionCode as C;
     /// Command completed normally.
-    pub const OK: u8 = 0x00;
+    pub const OK: u8 = C::OK.0;
     /// Node busy: the command could not be processed now; clients retry.
-    pub const NODE_BUSY: u8 = 0xc0;
+    pub const NODE_BUSY: u8 = C::NODE_BUSY.0;
     /// Invalid or unsupported command.
-    pub const INVALID_COMMAND: u8 = 0xc1;
+    pub const INVALID_COMMAND: u8 = C::INVALID_COMMAND.0;
     /// Timeout while processing the command.
-    pub const TIMEOUT: u8 = 0xc3;
+    pub const TIMEOUT: u8 = C::TIMEOUT.0;
     /// Request data length invalid.
-    pub const BAD_LENGTH: u8 = 0xc7;
+    pub const BAD_LENGTH: u8 = C::BAD_LENGTH.0;
     /// Parameter out of range.
-    pub const OUT_OF_RANGE: u8 = 0xc9;
+    pub const OUT_OF_RANGE: u8 = C::OUT_OF_RANGE.0;
     /// Requested sensor, data or record not present.
-    pub const NOT_PRESENT: u8 = 0xcb;
+    pub const NOT_PRESENT: u8 = C::NOT_PRESENT.0;
     /// Invalid data field in request.
-    pub const INVALID_FIELD: u8 = 0xcc;
+    pub const INVALID_FIELD: u8 = C::INVALID_FIELD.0;
     /// Insufficient privilege level.
-    pub const INSUFFICIENT_PRIVILEGE: u8 = 0xd4;
+    pub const INSUFFICIENT_PRIVILEGE: u8 = C::INSUFFICIENT_PRIVILEGE.0;
     /// Command not supported in present state.
-    pub const NOT_IN_PRESENT_STATE: u8 = 0xd5;
+    pub const NOT_IN_PRESENT_STATE: u8 = C::NOT_IN_PRESENT_STATE.0;
     /// Sub-function disabled or unavailable.
-    pub const UNAVAILABLE: u8 = 0xd6;
+    pub const UNAVAILABLE: u8 = C::UNAVAILABLE.0;
     /// Unspecified error.
-    pub const UNSPECIFIED: u8 = 0xff;
+    pub const UNSPECIFIED: u8 = C::UNSPECIFIED.0;
     /// Set/Get System Boot Options: parameter not supported.
-    pub const PARAM_NOT_SUPPORTED: u8 = 0x80;
+    pub const PARAM_NOT_SUPPORTED: u8 = C::PARAM_NOT_SUPPORTED.0;
     /// Set Session Privilege Level: requested level exceeds the user or channel limit.
-    pub const PRIV_EXCEEDS_LIMIT: u8 = 0x81;
+    pub const PRIV_EXCEEDS_LIMIT: u8 = C::PRIV_EXCEEDS_LIMIT.0;
     /// Close Session: invalid session ID.
-    pub const INVALID_SESSION_ID: u8 = 0x87;
+    pub const INVALID_SESSION_ID: u8 = C::INVALID_SESSION_ID.0;
     /// Close Session: invalid session handle.
-    pub const INVALID_SESSION_HANDLE: u8 = 0x88;
+    pub const INVALID_SESSION_HANDLE: u8 = C::INVALID_SESSION_HANDLE.0;
 }
 
-/// Network functions (IPMI v2.0 Table 5-1).
+/// Network functions as bare bytes: thin aliases of [`NetFn`]'s constants while
+/// [`IpmiRequest::netfn`] is a `u8` (to go when it is a [`NetFn`]).
 pub mod netfn {
+    use crate::codes::NetFn as N;
     /// Chassis.
-    pub const CHASSIS: u8 = 0x00;
+    pub const CHASSIS: u8 = N::CHASSIS.0;
     /// Sensor/Event.
-    pub const SENSOR: u8 = 0x04;
+    pub const SENSOR: u8 = N::SENSOR.0;
     /// Application.
-    pub const APP: u8 = 0x06;
+    pub const APP: u8 = N::APP.0;
     /// Storage.
-    pub const STORAGE: u8 = 0x0a;
+    pub const STORAGE: u8 = N::STORAGE.0;
     /// Transport.
-    pub const TRANSPORT: u8 = 0x0c;
+    pub const TRANSPORT: u8 = N::TRANSPORT.0;
     /// Group extension (PICMG, VITA, DCMI).
-    pub const GROUP: u8 = 0x2c;
+    pub const GROUP: u8 = N::GROUP.0;
+}
+
+/// One command this BMC implements: where it is (netFn, command), its name (the metrics label
+/// `ovbmc_requests_total{command}` and log lines), the least privilege that may run it, and
+/// its handler.
+#[derive(Clone, Copy)]
+pub struct CommandSpec {
+    /// Network function (request).
+    pub netfn: NetFn,
+    /// Command number.
+    pub cmd: u8,
+    /// Name, in snake case.
+    pub name: &'static str,
+    /// Minimum session privilege.
+    pub min_privilege: Privilege,
+    pub(crate) handler: Handler,
+}
+
+impl core::fmt::Debug for CommandSpec {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("CommandSpec")
+            .field("netfn", &self.netfn)
+            .field("cmd", &format_args!("{:#04x}", self.cmd))
+            .field("name", &self.name)
+            .field("min_privilege", &self.min_privilege)
+            .finish_non_exhaustive()
+    }
+}
+
+const fn spec(
+    netfn: NetFn,
+    cmd: u8,
+    name: &'static str,
+    min_privilege: Privilege,
+    handler: Handler,
+) -> CommandSpec {
+    CommandSpec {
+        netfn,
+        cmd,
+        name,
+        min_privilege,
+        handler,
+    }
+}
+
+/// Every command the BMC answers in a session, with the minimum privileges of the spec's
+/// command table (IPMI v2.0 Appendix G) as OpenIPMI encodes them (`lanserv/priv_table.c`).
+/// The privilege check, the dispatcher and the metrics labels all read this one table; a
+/// command that is not here gets C1.
+pub static COMMANDS: &[CommandSpec] = {
+    use NetFn as N;
+    use Privilege::{
+        Administrator as ADMIN, Callback as CALLBACK, Operator as OPERATOR, User as USER,
+    };
+    &[
+        spec(N::APP, 0x01, "get_device_id", USER, |c| {
+            get_device_id(c.data(), c.cfg)
+        }),
+        spec(N::APP, 0x02, "cold_reset", ADMIN, reset),
+        spec(N::APP, 0x03, "warm_reset", ADMIN, reset),
+        // 55h = no error (IPMI v2.0 §20.4).
+        spec(N::APP, 0x04, "get_self_test_results", USER, |_| {
+            ok(vec![0x55, 0x00])
+        }),
+        spec(N::APP, 0x08, "get_device_guid", USER, guid),
+        spec(N::APP, 0x37, "get_system_guid", USER, guid),
+        spec(N::APP, 0x38, "get_channel_auth_capabilities", USER, |c| {
+            let (cc, data) = auth_caps(c.data(), c.cfg.kg.is_some());
+            reply(cc, data)
+        }),
+        spec(N::APP, 0x3b, "set_session_privilege_level", USER, |c| {
+            set_session_privilege(c.req.data, c.ctx)
+        }),
+        spec(N::APP, 0x3c, "close_session", CALLBACK, |c| {
+            close_session(c.req.data, c.ctx)
+        }),
+        spec(N::APP, 0x3d, "get_session_info", USER, |c| {
+            get_session_info(c.req.data, c.ctx)
+        }),
+        spec(N::APP, 0x41, "get_channel_access", USER, get_channel_access),
+        spec(N::APP, 0x42, "get_channel_info", USER, get_channel_info),
+        spec(N::APP, 0x44, "get_user_access", OPERATOR, |c| {
+            get_user_access(c.req.data, c.ctx, c.cfg)
+        }),
+        spec(N::APP, 0x46, "get_user_name", OPERATOR, |c| {
+            get_user_name(c.data(), c.cfg)
+        }),
+        spec(N::APP, 0x54, "get_channel_cipher_suites", USER, |c| {
+            let (cc, data) = cipher_suites(c.data());
+            reply(cc, data)
+        }),
+        // No intrusion/lockout; FRU/SDR/SEL/SM at the BMC (20h) (IPMI v2.0 §28.1).
+        spec(N::CHASSIS, 0x00, "get_chassis_capabilities", USER, |_| {
+            ok(vec![0x00, 0x20, 0x20, 0x20, 0x20])
+        }),
+        spec(
+            N::CHASSIS,
+            0x01,
+            "get_chassis_status",
+            USER,
+            get_chassis_status,
+        ),
+        spec(
+            N::CHASSIS,
+            0x02,
+            "chassis_control",
+            OPERATOR,
+            chassis_control,
+        ),
+        spec(N::CHASSIS, 0x04, "chassis_identify", OPERATOR, |c| {
+            chassis_identify(c.req.data, c.ctx.now, c.bmc)
+        }),
+        spec(N::CHASSIS, 0x08, "set_system_boot_options", OPERATOR, |c| {
+            set_boot_option(c.req.data, c.bmc)
+        }),
+        spec(N::CHASSIS, 0x09, "get_system_boot_options", OPERATOR, |c| {
+            get_boot_option(c.req.data, c.bmc)
+        }),
+        spec(
+            N::STORAGE,
+            0x20,
+            "get_sdr_repository_info",
+            USER,
+            storage_cmd,
+        ),
+        spec(
+            N::STORAGE,
+            0x22,
+            "reserve_sdr_repository",
+            USER,
+            storage_cmd,
+        ),
+        spec(N::STORAGE, 0x23, "get_sdr", USER, storage_cmd),
+        spec(N::STORAGE, 0x40, "get_sel_info", USER, storage_cmd),
+        spec(N::STORAGE, 0x42, "reserve_sel", USER, storage_cmd),
+        spec(N::STORAGE, 0x43, "get_sel_entry", USER, storage_cmd),
+        spec(
+            N::TRANSPORT,
+            0x02,
+            "get_lan_configuration_parameters",
+            OPERATOR,
+            get_lan_config,
+        ),
+    ]
+};
+
+fn storage_cmd(c: &mut Call<'_, '_>) -> Outcome {
+    storage(c.req.cmd, c.req.data)
+}
+
+/// The position in [`COMMANDS`] of (netFn, command), if the BMC implements it.
+pub fn command_index(netfn: impl Into<NetFn>, cmd: u8) -> Option<usize> {
+    let netfn = netfn.into();
+    COMMANDS
+        .iter()
+        .position(|c| c.netfn == netfn && c.cmd == cmd)
+}
+
+/// The [`CommandSpec`] of (netFn, command), if the BMC implements it.
+pub fn command(netfn: impl Into<NetFn>, cmd: u8) -> Option<&'static CommandSpec> {
+    command_index(netfn, cmd).map(|i| &COMMANDS[i])
 }
 
 /// The channel number we report (a LAN channel; 1 is what most BMCs use).
@@ -270,23 +437,26 @@ fn cipher_suites(data: &[u8]) -> (u8, Vec<u8>) {
     (cc::OK, out)
 }
 
-/// The minimum privilege for a known command, or `None` if we do not implement it.
-fn min_privilege(netfn: u8, cmd: u8) -> Option<Privilege> {
-    use Privilege::*;
-    Some(match (netfn, cmd) {
-        (netfn::APP, 0x01 | 0x04 | 0x08 | 0x37 | 0x38 | 0x3b | 0x3d | 0x41 | 0x42 | 0x54) => User,
-        (netfn::APP, 0x3c) => Callback,
-        (netfn::APP, 0x44 | 0x46) => Operator,
-        (netfn::APP, 0x02 | 0x03) => Administrator,
-        (netfn::CHASSIS, 0x00 | 0x01) => User,
-        (netfn::CHASSIS, 0x02 | 0x04 | 0x08 | 0x09) => Operator,
-        (netfn::STORAGE, 0x20 | 0x22 | 0x23 | 0x40 | 0x42 | 0x43) => User,
-        (netfn::TRANSPORT, 0x02) => Operator,
-        _ => return None,
-    })
+/// What a command handler gets: the request, the session's context and the BMC's state.
+pub(crate) struct Call<'a, 'r> {
+    req: &'a IpmiRequest<'r>,
+    ctx: &'a mut CmdContext,
+    cfg: &'a BmcConfig,
+    wire_guid: &'a [u8; 16],
+    bmc: &'a mut BmcState,
 }
 
-/// Dispatch an in-session request.
+impl Call<'_, '_> {
+    fn data(&self) -> &[u8] {
+        self.req.data
+    }
+}
+
+/// A command's handler, as [`COMMANDS`] holds it.
+pub(crate) type Handler = fn(&mut Call<'_, '_>) -> Outcome;
+
+/// Dispatch an in-session request through [`COMMANDS`]: unknown commands get C1, then the
+/// privilege check (D4), then the command's handler.
 pub(crate) fn dispatch(
     req: &IpmiRequest<'_>,
     ctx: &mut CmdContext,
@@ -294,119 +464,114 @@ pub(crate) fn dispatch(
     wire_guid: &[u8; 16],
     bmc: &mut BmcState,
 ) -> Outcome {
-    let Some(min) = min_privilege(req.netfn, req.cmd) else {
+    let Some(spec) = command(req.netfn, req.cmd) else {
         // Unknown commands, and the netFn 2Ch probes ipmitool sends at start-up, get C1:
         // a success would switch ipmitool into PICMG/VITA mode (protocol notes §8.7).
         return err(cc::INVALID_COMMAND);
     };
-    if ctx.privilege < min {
+    if ctx.privilege < spec.min_privilege {
         return err(cc::INSUFFICIENT_PRIVILEGE);
     }
-    let d = req.data;
-    match (req.netfn, req.cmd) {
-        (netfn::APP, 0x01) => get_device_id(d, cfg),
-        (netfn::APP, 0x02 | 0x03) => {
-            if !d.is_empty() {
-                return err(cc::BAD_LENGTH);
-            }
-            Outcome::Reply {
-                cc: cc::OK,
-                data: Vec::new(),
-                after: After::ResetBmc,
-            }
-        }
-        // Get Self Test Results: 55h = no error (IPMI v2.0 §20.4).
-        (netfn::APP, 0x04) => ok(vec![0x55, 0x00]),
-        (netfn::APP, 0x08 | 0x37) => {
-            if !d.is_empty() {
-                return err(cc::BAD_LENGTH);
-            }
-            ok(wire_guid.to_vec())
-        }
-        (netfn::APP, 0x38) => {
-            let (c, data) = auth_caps(d, cfg.kg.is_some());
-            reply(c, data)
-        }
-        (netfn::APP, 0x54) => {
-            let (c, data) = cipher_suites(d);
-            reply(c, data)
-        }
-        (netfn::APP, 0x3b) => set_session_privilege(d, ctx),
-        (netfn::APP, 0x3c) => close_session(d, ctx),
-        (netfn::APP, 0x3d) => get_session_info(d, ctx),
-        (netfn::APP, 0x41) => {
-            if d.len() != 2 {
-                return err(cc::BAD_LENGTH);
-            }
-            // Always available, per-message and user-level auth enabled; limit ADMINISTRATOR.
-            ok(vec![0x02, 0x04])
-        }
-        (netfn::APP, 0x42) => {
-            if d.len() != 1 {
-                return err(cc::BAD_LENGTH);
-            }
-            let chan = d[0] & 0x0f;
-            if chan != 0x0e && chan != CHANNEL {
-                return err(cc::INVALID_FIELD);
-            }
-            // 802.3 LAN, IPMB-1.0 protocol, multi-session; IANA 7154 (IPMI forum).
-            let active = ctx.active_sessions.min(0x3f) as u8;
-            ok(vec![
-                CHANNEL,
-                0x04,
-                0x01,
-                0x80 | active,
-                0xf2,
-                0x1b,
-                0x00,
-                0x00,
-                0x00,
-            ])
-        }
-        (netfn::APP, 0x44) => get_user_access(d, ctx, cfg),
-        (netfn::APP, 0x46) => get_user_name(d, cfg),
-        (netfn::CHASSIS, 0x00) => {
-            // Get Chassis Capabilities: no intrusion/lockout; FRU/SDR/SEL/SM at the BMC (20h).
-            ok(vec![0x00, 0x20, 0x20, 0x20, 0x20])
-        }
-        (netfn::CHASSIS, 0x01) => {
-            if !d.is_empty() {
-                return err(cc::BAD_LENGTH);
-            }
-            Outcome::Machine {
-                request: MachineRequest::PowerState,
-                kind: PendingKind::ChassisStatus,
-            }
-        }
-        (netfn::CHASSIS, 0x02) => {
-            if d.len() != 1 {
-                return err(cc::BAD_LENGTH);
-            }
-            let Some(action) = PowerAction::from_control(d[0]).filter(|_| d[0] & 0xf0 == 0) else {
-                return err(cc::INVALID_FIELD);
-            };
-            Outcome::Machine {
-                request: MachineRequest::Power(action),
-                kind: PendingKind::Control(action),
-            }
-        }
-        (netfn::CHASSIS, 0x04) => chassis_identify(d, ctx.now, bmc),
-        (netfn::CHASSIS, 0x08) => set_boot_option(d, bmc),
-        (netfn::CHASSIS, 0x09) => get_boot_option(d, bmc),
-        (netfn::STORAGE, _) => storage(req.cmd, d),
-        (netfn::TRANSPORT, 0x02) => {
-            // Get LAN Configuration Parameters: revision-only queries answer; the rest of
-            // the LAN configuration belongs to the host, not to this virtual BMC.
-            if d.len() != 4 {
-                return err(cc::BAD_LENGTH);
-            }
-            if d[0] & 0x80 != 0 || d[1] == 0 {
-                ok(vec![0x11, 0x00][..if d[0] & 0x80 != 0 { 1 } else { 2 }].to_vec())
-            } else {
-                err(cc::PARAM_NOT_SUPPORTED)
-            }
-        }
-        _ => err(cc::INVALID_COMMAND),
+    (spec.handler)(&mut Call {
+        req,
+        ctx,
+        cfg,
+        wire_guid,
+        bmc,
+    })
+}
+
+/// Cold Reset and Warm Reset (IPMI v2.0 §20.2–20.3): answered, then the BMC's sessions end.
+fn reset(c: &mut Call<'_, '_>) -> Outcome {
+    if !c.data().is_empty() {
+        return err(cc::BAD_LENGTH);
+    }
+    Outcome::Reply {
+        cc: cc::OK,
+        data: Vec::new(),
+        after: After::ResetBmc,
+    }
+}
+
+/// Get Device GUID and Get System GUID (IPMI v2.0 §20.8, §22.14).
+fn guid(c: &mut Call<'_, '_>) -> Outcome {
+    if !c.data().is_empty() {
+        return err(cc::BAD_LENGTH);
+    }
+    ok(c.wire_guid.to_vec())
+}
+
+/// Get Channel Access (IPMI v2.0 §22.23).
+fn get_channel_access(c: &mut Call<'_, '_>) -> Outcome {
+    if c.data().len() != 2 {
+        return err(cc::BAD_LENGTH);
+    }
+    // Always available, per-message and user-level auth enabled; limit ADMINISTRATOR.
+    ok(vec![0x02, 0x04])
+}
+
+/// Get Channel Info (IPMI v2.0 §22.24).
+fn get_channel_info(c: &mut Call<'_, '_>) -> Outcome {
+    let d = c.data();
+    if d.len() != 1 {
+        return err(cc::BAD_LENGTH);
+    }
+    let chan = d[0] & 0x0f;
+    if chan != 0x0e && chan != CHANNEL {
+        return err(cc::INVALID_FIELD);
+    }
+    // 802.3 LAN, IPMB-1.0 protocol, multi-session; IANA 7154 (IPMI forum).
+    let active = c.ctx.active_sessions.min(0x3f) as u8;
+    ok(vec![
+        CHANNEL,
+        0x04,
+        0x01,
+        0x80 | active,
+        0xf2,
+        0x1b,
+        0x00,
+        0x00,
+        0x00,
+    ])
+}
+
+/// Get Chassis Status (IPMI v2.0 §28.2): asks the machine for its power state.
+fn get_chassis_status(c: &mut Call<'_, '_>) -> Outcome {
+    if !c.data().is_empty() {
+        return err(cc::BAD_LENGTH);
+    }
+    Outcome::Machine {
+        request: MachineRequest::PowerState,
+        kind: PendingKind::ChassisStatus,
+    }
+}
+
+/// Chassis Control (IPMI v2.0 §28.3).
+fn chassis_control(c: &mut Call<'_, '_>) -> Outcome {
+    let d = c.data();
+    if d.len() != 1 {
+        return err(cc::BAD_LENGTH);
+    }
+    let Some(action) = PowerAction::from_control(d[0]).filter(|_| d[0] & 0xf0 == 0) else {
+        return err(cc::INVALID_FIELD);
+    };
+    Outcome::Machine {
+        request: MachineRequest::Power(action),
+        kind: PendingKind::Control(action),
+    }
+}
+
+/// Get LAN Configuration Parameters (IPMI v2.0 §23.2): revision-only queries answer; the
+/// rest of the LAN configuration belongs to the host, not to this virtual BMC.
+fn get_lan_config(c: &mut Call<'_, '_>) -> Outcome {
+    let d = c.data();
+    if d.len() != 4 {
+        return err(cc::BAD_LENGTH);
+    }
+    if d[0] & 0x80 != 0 || d[1] == 0 {
+        ok(vec![0x11, 0x00][..if d[0] & 0x80 != 0 { 1 } else { 2 }].to_vec())
+    } else {
+        err(cc::PARAM_NOT_SUPPORTED)
     }
 }
 
@@ -753,5 +918,67 @@ pub(crate) fn machine_reply(
             },
             Vec::new(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::User;
+    use zeroize::Zeroizing;
+
+    fn run(netfn: u8, cmd: u8, privilege: Privilege) -> Option<u8> {
+        let user = User::new("a", Zeroizing::new(b"p".to_vec()), Privilege::Administrator);
+        let cfg = BmcConfig::new(vec![user.unwrap()], [1; 16]).unwrap();
+        let mut ctx = CmdContext {
+            sid: 1,
+            privilege,
+            max_privilege: Privilege::Administrator,
+            user_id: 2,
+            user_count: 1,
+            active_sessions: 1,
+            max_sessions: 4,
+            now: Instant::now(),
+        };
+        let req = IpmiRequest::to_bmc(NetFn(netfn), cmd, 1, &[]);
+        match dispatch(&req, &mut ctx, &cfg, &[0; 16], &mut BmcState::default()) {
+            Outcome::Reply { cc, .. } => Some(cc),
+            _ => None,
+        }
+    }
+
+    /// The table and the dispatcher agree: every command in `COMMANDS` has a handler (no C1
+    /// at ADMINISTRATOR), runs at its minimum privilege and is refused just below it (D4);
+    /// a command not in the table is C1 whatever the privilege.
+    #[test]
+    fn the_command_table_and_dispatch_agree() {
+        for c in COMMANDS {
+            let at = |p| run(c.netfn.0, c.cmd, p);
+            assert_ne!(
+                at(Privilege::Administrator),
+                Some(cc::INVALID_COMMAND),
+                "{c:?}"
+            );
+            assert_ne!(
+                at(c.min_privilege),
+                Some(cc::INSUFFICIENT_PRIVILEGE),
+                "{c:?}"
+            );
+            if let Some(below) = Privilege::from_u8(c.min_privilege as u8 - 1) {
+                assert_eq!(at(below), Some(cc::INSUFFICIENT_PRIVILEGE), "{c:?}");
+            }
+            assert!(
+                command(c.netfn, c.cmd).is_some_and(|f| std::ptr::eq(f, c)),
+                "{c:?}"
+            );
+        }
+        for (netfn, cmd) in [(0x2c, 0x00), (0x06, 0x05), (0x0a, 0x44), (0x30, 0x01)] {
+            assert_eq!(
+                run(netfn, cmd, Privilege::Administrator),
+                Some(cc::INVALID_COMMAND)
+            );
+        }
+        let names: std::collections::HashSet<_> = COMMANDS.iter().map(|c| c.name).collect();
+        assert_eq!(names.len(), COMMANDS.len(), "names are unique");
     }
 }

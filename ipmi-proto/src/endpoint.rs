@@ -1335,8 +1335,8 @@ impl Endpoint {
             data: req.data.to_vec(),
         };
         if let Some(msg) = act.cache.get(&key, now, self.cfg.limits.reply_cache_ttl) {
-            // A client retry: answer again, never execute twice (protocol notes §3.3).
-            let msg = Zeroizing::new(msg.to_vec());
+            // A client retry: answer again, never execute twice (IPMI v2.0 §6.12: a retry
+            // repeats rqSeq). `msg` is a shared handle to the cached answer, not a copy.
             self.stats.retries_answered += 1;
             let data = seal(sess, &msg, rng);
             return Some(Output::Transmit { to: peer, data });

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod codes;
 pub mod commands;
 pub mod config;
 pub mod crypto;
@@ -14,6 +15,8 @@ pub mod endpoint;
 pub mod fuzzing;
 pub mod machine;
 pub mod ratelimit;
+pub mod rmcp;
+pub mod seal;
 pub mod session;
 pub mod wire;
 

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use zeroize::{Zeroize, Zeroizing};
 
 /// IPMI privilege levels (IPMI v2.0 §6.8, Table 6-?): the numbers are the wire values.
@@ -128,32 +129,37 @@ impl Drop for RetryKey {
 /// The last few replies of a session, to answer retries without executing twice.
 ///
 /// Only a handful are kept: rqSeq is 6 bits, so after 64 requests a number comes back for a
-/// new request; a ring of 8 can never mistake such a request for a retry. Requests and
-/// answers are the session's plaintext: each is wiped when it leaves the cache, and all of
-/// them when the session ends.
+/// new request; a ring of 8 can never mistake such a request for a retry.
+///
+/// The IPMI response message is kept, not the datagram: a retry's answer needs a new
+/// session sequence number and IV (IPMI v2.0 §6.12, §13.29), so it is sealed again. The
+/// message is [`Bytes`], so taking it out for a retry is a reference count, not a copy; its
+/// owner is a `Zeroizing` buffer, so the session's plaintext is wiped when the last handle to
+/// it goes (it leaves the cache, or the session ends).
 #[derive(Debug, Default)]
 pub struct ReplyCache {
-    entries: Vec<(RetryKey, Instant, Zeroizing<Vec<u8>>)>,
+    entries: Vec<(RetryKey, Instant, Bytes)>,
 }
 
 const REPLY_CACHE_LEN: usize = 8;
 
 impl ReplyCache {
-    /// The cached IPMI response message for `key`, if fresh.
-    pub fn get(&self, key: &RetryKey, now: Instant, ttl: Duration) -> Option<&[u8]> {
+    /// The cached IPMI response message for `key`, if fresh (a shared handle to it).
+    pub fn get(&self, key: &RetryKey, now: Instant, ttl: Duration) -> Option<Bytes> {
         self.entries
             .iter()
             .find(|(k, t, _)| k == key && now.saturating_duration_since(*t) <= ttl)
-            .map(|(_, _, m)| m.as_slice())
+            .map(|(_, _, m)| m.clone())
     }
 
-    /// Remember the response `msg` to `key`.
+    /// Remember the response `msg` to `key` (a `Vec` is taken over without a copy).
     pub fn put(&mut self, key: RetryKey, now: Instant, msg: Vec<u8>) {
         self.entries.retain(|(k, _, _)| *k != key);
         if self.entries.len() == REPLY_CACHE_LEN {
             self.entries.remove(0);
         }
-        self.entries.push((key, now, Zeroizing::new(msg)));
+        self.entries
+            .push((key, now, Bytes::from_owner(Zeroizing::new(msg))));
     }
 }
 
@@ -202,7 +208,13 @@ mod tests {
             c.put(key(s), now, vec![s]);
         }
         assert!(c.get(&key(3), now, ttl).is_none());
-        assert_eq!(c.get(&key(19), now, ttl), Some(&[19u8][..]));
+        assert_eq!(c.get(&key(19), now, ttl).as_deref(), Some(&[19u8][..]));
+        // A hit shares the cached message instead of copying it.
+        let (a, b) = (
+            c.get(&key(19), now, ttl).unwrap(),
+            c.get(&key(19), now, ttl).unwrap(),
+        );
+        assert_eq!(a.as_ptr(), b.as_ptr());
         assert!(c.get(&key(19), now + ttl * 2, ttl).is_none());
     }
 
@@ -212,7 +224,9 @@ mod tests {
     /// process's memory, for the session keys).
     #[test]
     fn reply_cache_answers_are_zeroizing() {
-        fn zod<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+        fn zod<T: zeroize::ZeroizeOnDrop>() {}
+        // The owner `put` gives each cached answer's `Bytes`: wiped when the last handle goes.
+        zod::<Zeroizing<Vec<u8>>>();
         let mut c = ReplyCache::default();
         let key = RetryKey {
             rq_seq: 1,
@@ -220,7 +234,10 @@ mod tests {
             cmd: 1,
             data: vec![0xaa; 4],
         };
-        c.put(key, Instant::now(), vec![1, 2, 3]);
-        zod(&c.entries[0].2);
+        let msg = vec![1, 2, 3];
+        let at = msg.as_ptr();
+        c.put(key, Instant::now(), msg);
+        // Taken over, not copied: the cached handle is the buffer `put` was given.
+        assert_eq!(c.entries[0].2.as_ptr(), at);
     }
 }

@@ -10,6 +10,7 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::client::{Client, ClientError};
+use crate::codes::RakpStatus;
 use crate::crypto::{CipherSuite, SessionKeys, rakp2_auth, rakp3_auth};
 use crate::endpoint::{Endpoint, Entropy, Event, EventKind, LoginFailure, Output};
 use crate::machine::{BootFlags, MachineReply, MachineRequest, PowerAction, PowerState};
@@ -358,7 +359,7 @@ impl Pair {
             panic!("no reply")
         };
         let (_, cc, data) = c.response(&data).unwrap();
-        (cc, data)
+        (cc.0, data)
     }
 }
 
@@ -404,7 +405,46 @@ fn wrong_rakp3_gets_status_0f() {
         Privilege::Administrator,
     );
     let rakp4 = p.bad_rakp3(&mut c);
-    assert_eq!(c.handle_rakp4(&rakp4), Err(ClientError::Status(0x0f)));
+    assert_eq!(
+        c.handle_rakp4(&rakp4),
+        Err(ClientError::Status(RakpStatus::INVALID_ICV))
+    );
+}
+
+/// Issue 11 item 5: a RAKP 4 with status 00 and 2–7 bytes made `Client::handle_rakp4` panic
+/// (it sliced `&p[8..]`). Every prefix of each real answer is now an error, not a panic, and
+/// does not spoil the login: the real answer still succeeds afterwards.
+#[test]
+fn client_refuses_short_answers_at_every_step_without_panicking() {
+    fn frame(ty: u8, p: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let at = wire::begin_v20(&mut out, ty, false, false, 0, 0);
+        out.extend_from_slice(p);
+        wire::finish_v20(&mut out, at);
+        out
+    }
+    let mut p = Pair::new(admin("pw"));
+    let mut c = admin_client(CipherSuite::Suite17);
+    let shorts = |c: &mut Client, ty: u8, d: &[u8], rng: &mut Script| {
+        for n in 0..d.len() - 16 {
+            let short = frame(ty, &d[16..16 + n]);
+            let r = match ty {
+                0x11 => c.handle_open_session_response(&short, rng).map(drop),
+                0x13 => c.handle_rakp2(&short).map(drop),
+                _ => c.handle_rakp4(&short),
+            };
+            assert!(r.is_err(), "{n}-byte payload of type {ty:#04x} accepted");
+        }
+    };
+    let r = p.reply(&c.open_session_request());
+    shorts(&mut c, 0x11, &r, &mut p.rng);
+    let rakp1 = c.handle_open_session_response(&r, &mut p.rng).unwrap();
+    let r = p.reply(&rakp1);
+    shorts(&mut c, 0x13, &r, &mut p.rng);
+    let rakp3 = c.handle_rakp2(&r).unwrap();
+    let r = p.reply(&rakp3);
+    shorts(&mut c, 0x15, &r, &mut p.rng);
+    assert_eq!(c.handle_rakp4(&r), Ok(()));
 }
 
 #[test]
@@ -420,7 +460,7 @@ fn cipher_suite_zero_and_unknown_proposals_are_refused() {
     let r = p.reply(&open);
     assert_eq!(
         c.handle_open_session_response(&r, &mut p.rng),
-        Err(ClientError::Status(0x11))
+        Err(ClientError::Status(RakpStatus::NO_CIPHER_MATCH))
     );
     assert_eq!(p.ep.session_counts(), (0, 0));
 }
@@ -448,7 +488,7 @@ fn privileges_are_enforced() {
     let mut c = Client::new(CipherSuite::Suite3, "op", b"pw", Privilege::Administrator);
     assert_eq!(
         p.login(&mut c),
-        Err(ClientError::Status(0x0a)),
+        Err(ClientError::Status(RakpStatus::UNAUTHORIZED_ROLE)),
         "role above the user's limit"
     );
     let mut c = Client::new(CipherSuite::Suite3, "op", b"pw", Privilege::Operator);
@@ -533,7 +573,10 @@ fn session_limit_answers_insufficient_resources() {
         p.login(&mut c).unwrap();
     }
     let mut c = admin_client(CipherSuite::Suite3);
-    assert_eq!(p.login(&mut c), Err(ClientError::Status(0x01)));
+    assert_eq!(
+        p.login(&mut c),
+        Err(ClientError::Status(RakpStatus::NO_RESOURCES))
+    );
 }
 
 #[test]
@@ -599,6 +642,7 @@ fn fuzz_corpora_replay() {
         ("endpoint", crate::fuzzing::endpoint_sequence),
         ("commands", crate::fuzzing::commands),
         ("setup", crate::fuzzing::setup),
+        ("client", crate::fuzzing::client),
     ] {
         for e in std::fs::read_dir(format!("{root}/{target}")).unwrap() {
             let path = e.unwrap().path();
@@ -632,7 +676,7 @@ fn repeated_failed_logins_lock_the_source_out_for_a_while() {
     );
     assert_eq!(
         p.login(&mut c),
-        Err(ClientError::Status(0x01)),
+        Err(ClientError::Status(RakpStatus::NO_RESOURCES)),
         "even the right password waits"
     );
     p.now += Duration::from_secs(61);
@@ -811,7 +855,7 @@ fn abandoned_handshakes_count_against_their_source_not_the_user() {
     };
     assert_eq!(
         f.handle_open_session_response(&data, &mut p.rng),
-        Err(ClientError::Status(0x01))
+        Err(ClientError::Status(RakpStatus::NO_RESOURCES))
     );
 }
 
@@ -894,7 +938,7 @@ fn garbage_rakp3_from_elsewhere_does_not_lock_out_a_trusted_source() {
     let stranger = SocketAddr::from(([203, 0, 113, 9], 623));
     assert_eq!(
         p.login_from(stranger, &mut admin_client(CipherSuite::Suite17)),
-        Err(ClientError::Status(0x01))
+        Err(ClientError::Status(RakpStatus(0x01)))
     );
     // The attackers' own sources stay locked for the operator's user too.
     assert_eq!(
@@ -902,7 +946,7 @@ fn garbage_rakp3_from_elsewhere_does_not_lock_out_a_trusted_source() {
             SocketAddr::from(([198, 51, 100, 2], 1)),
             &mut admin_client(CipherSuite::Suite17)
         ),
-        Err(ClientError::Status(0x01))
+        Err(ClientError::Status(RakpStatus(0x01)))
     );
 }
 
@@ -937,7 +981,11 @@ fn trust_expires_and_can_be_turned_off() {
         }
         let r = p.login_from(operator, &mut admin_client(CipherSuite::Suite17));
         if trust.is_zero() {
-            assert_eq!(r, Err(ClientError::Status(0x01)), "no trust: locked");
+            assert_eq!(
+                r,
+                Err(ClientError::Status(RakpStatus(0x01))),
+                "no trust: locked"
+            );
             continue;
         }
         r.unwrap();
@@ -951,7 +999,7 @@ fn trust_expires_and_can_be_turned_off() {
         }
         assert_eq!(
             p.login_from(operator, &mut admin_client(CipherSuite::Suite17)),
-            Err(ClientError::Status(0x01))
+            Err(ClientError::Status(RakpStatus(0x01)))
         );
     }
 }
@@ -1004,7 +1052,7 @@ fn trusted_sources_are_bounded_oldest_out() {
     for i in 1..=2 {
         assert_eq!(
             p.login_from(host(i), &mut admin_client(CipherSuite::Suite17)),
-            Err(ClientError::Status(0x01)),
+            Err(ClientError::Status(RakpStatus(0x01))),
             "host {i} was pushed out of the table"
         );
     }
@@ -1033,7 +1081,7 @@ fn ipv6_failed_logins_count_per_64() {
     let r = p.reply_from(a(1, 99), &c.open_session_request());
     assert_eq!(
         c.handle_open_session_response(&r, &mut p.rng),
-        Err(ClientError::Status(0x01)),
+        Err(ClientError::Status(RakpStatus(0x01))),
         "a fresh address in the locked /64 is refused"
     );
     p.login_from(a(2, 1), &mut admin_client(CipherSuite::Suite17))
@@ -1065,7 +1113,7 @@ fn the_active_session_cap_holds_at_rakp3() {
         let r = p.reply_from(*at, &rakp3);
         match c.handle_rakp4(&r) {
             Ok(()) => ok += 1,
-            Err(ClientError::Status(0x01)) => full += 1,
+            Err(ClientError::Status(RakpStatus(0x01))) => full += 1,
             e => panic!("unexpected RAKP 4: {e:?}"),
         }
     }
@@ -1101,7 +1149,7 @@ fn a_higher_privilege_login_takes_the_longest_idle_lower_slot() {
     while p.ep.poll_event().is_some() {}
     // Another USER login outranks nobody: refused (RAKP 4 01h).
     let mut c = Client::new(CipherSuite::Suite17, "admin", b"pw", Privilege::User);
-    assert_eq!(p.login(&mut c), Err(ClientError::Status(0x01)));
+    assert_eq!(p.login(&mut c), Err(ClientError::Status(RakpStatus(0x01))));
     // ADMINISTRATOR takes the second session's slot.
     let mut a = admin_client(CipherSuite::Suite17);
     p.login(&mut a).unwrap();
@@ -1131,7 +1179,7 @@ fn a_higher_privilege_login_takes_the_longest_idle_lower_slot() {
     let r = p.reply(&c.open_session_request());
     assert_eq!(
         c.handle_open_session_response(&r, &mut p.rng),
-        Err(ClientError::Status(0x01))
+        Err(ClientError::Status(RakpStatus(0x01)))
     );
 }
 
@@ -1171,7 +1219,7 @@ fn chassis_status(p: &mut Pair, c: &mut Client) -> Result<crate::endpoint::Ticke
     let d = c.request(0x00, 0x01, &[], &mut p.rng);
     match p.send(&d) {
         Some(Output::Machine { ticket, .. }) => Ok(ticket),
-        Some(Output::Transmit { data, .. }) => Err(c.response(&data).unwrap().1),
+        Some(Output::Transmit { data, .. }) => Err(c.response(&data).unwrap().1.0),
         None => panic!("dropped"),
     }
 }

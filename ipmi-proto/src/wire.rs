@@ -9,6 +9,8 @@ use nom::Parser;
 use nom::bytes::complete::take;
 use nom::number::complete::{be_u32, le_u16, le_u32, u8 as byte};
 
+use crate::codes::{CompletionCode, NetFn};
+
 /// A malformed datagram or message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -53,26 +55,29 @@ pub const RMCP_IPMI_HEADER: [u8; 4] = [0x06, 0x00, 0xff, class::IPMI];
 /// The ASF IANA enterprise number, 4542 (DMTF DSP0136), big-endian on the wire.
 pub const ASF_IANA: u32 = 4542;
 
-/// Payload types (IPMI v2.0 Table 13-16), bits 5:0 of the payload type byte.
+/// Payload types as bare bytes: thin aliases of the constants of
+/// [`PayloadType`](crate::codes::PayloadType), kept while the endpoint still matches on `u8`
+/// (to go once it reads `PayloadType`).
 pub mod payload {
+    use crate::codes::PayloadType;
     /// An IPMI message.
-    pub const IPMI: u8 = 0x00;
+    pub const IPMI: u8 = PayloadType::IPMI.0;
     /// Serial over LAN.
-    pub const SOL: u8 = 0x01;
+    pub const SOL: u8 = PayloadType::SOL.0;
     /// OEM explicit (carries an OEM IANA and payload ID).
-    pub const OEM_EXPLICIT: u8 = 0x02;
+    pub const OEM_EXPLICIT: u8 = PayloadType::OEM_EXPLICIT.0;
     /// RMCP+ Open Session Request.
-    pub const OPEN_SESSION_REQUEST: u8 = 0x10;
+    pub const OPEN_SESSION_REQUEST: u8 = PayloadType::OPEN_SESSION_REQUEST.0;
     /// RMCP+ Open Session Response.
-    pub const OPEN_SESSION_RESPONSE: u8 = 0x11;
+    pub const OPEN_SESSION_RESPONSE: u8 = PayloadType::OPEN_SESSION_RESPONSE.0;
     /// RAKP Message 1.
-    pub const RAKP1: u8 = 0x12;
+    pub const RAKP1: u8 = PayloadType::RAKP1.0;
     /// RAKP Message 2.
-    pub const RAKP2: u8 = 0x13;
+    pub const RAKP2: u8 = PayloadType::RAKP2.0;
     /// RAKP Message 3.
-    pub const RAKP3: u8 = 0x14;
+    pub const RAKP3: u8 = PayloadType::RAKP3.0;
     /// RAKP Message 4.
-    pub const RAKP4: u8 = 0x15;
+    pub const RAKP4: u8 = PayloadType::RAKP4.0;
 }
 
 /// A decoded datagram, borrowing from it.
@@ -294,12 +299,33 @@ pub fn checksum(bytes: &[u8]) -> u8 {
         .wrapping_neg()
 }
 
+/// The two checksummed parts every IPMI LAN message has (IPMI v2.0 §13.8, Figure 13-4): the
+/// connection header `[addr, netFn/LUN, checksum]` and the body `[addr, seq/LUN, cmd, …,
+/// checksum]`, at least `min_body` bytes before its checksum. Returns the header's two bytes
+/// and the body without its checksum, after checking both checksums.
+fn checked_message<'a>(
+    m: &'a [u8],
+    min_body: usize,
+    what: &'static str,
+) -> Result<([u8; 2], &'a [u8]), DecodeError> {
+    let (body, (a, nl, c1)) = trunc((byte, byte, byte).parse(m), what)?;
+    let (body, chk2) = match body.split_last() {
+        Some((&c, b)) if b.len() >= min_body => (b, c),
+        _ => return Err(DecodeError::Truncated(what)),
+    };
+    if checksum(&[a, nl]) != c1 || checksum(body) != chk2 {
+        return Err(DecodeError::BadChecksum);
+    }
+    Ok(([a, nl], body))
+}
+
 /// An IPMI request message (IPMI v2.0 §13.8, Figure 13-4), borrowing its data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IpmiRequest<'a> {
     /// Responder slave address (20h for the BMC).
     pub rs_addr: u8,
-    /// Network function (even: request).
+    /// Network function (even: request), 6 bits. A bare byte while the endpoint matches on
+    /// it; [`IpmiRequest::net_fn`] gives the typed value.
     pub netfn: u8,
     /// Responder LUN.
     pub rs_lun: u8,
@@ -316,24 +342,40 @@ pub struct IpmiRequest<'a> {
 }
 
 impl<'a> IpmiRequest<'a> {
+    /// A request from remote console software (81h) to the BMC (20h), LUN 0.
+    pub fn to_bmc(netfn: NetFn, cmd: u8, rq_seq: u8, data: &'a [u8]) -> Self {
+        Self {
+            rs_addr: 0x20,
+            netfn: netfn.0 & 0x3f,
+            rs_lun: 0,
+            rq_addr: 0x81,
+            rq_seq: rq_seq & 0x3f,
+            rq_lun: 0,
+            cmd,
+            data,
+        }
+    }
+
     /// Decode and check both checksums.
     pub fn decode(m: &'a [u8]) -> Result<Self, DecodeError> {
-        if m.len() < 7 {
-            return Err(DecodeError::Truncated("IPMI message"));
-        }
-        if checksum(&m[..2]) != m[2] || checksum(&m[3..m.len() - 1]) != m[m.len() - 1] {
-            return Err(DecodeError::BadChecksum);
-        }
+        const WHAT: &str = "IPMI message";
+        let ([rs_addr, nl], body) = checked_message(m, 3, WHAT)?;
+        let (data, (rq_addr, sl, cmd)) = trunc((byte, byte, byte).parse(body), WHAT)?;
         Ok(Self {
-            rs_addr: m[0],
-            netfn: m[1] >> 2,
-            rs_lun: m[1] & 3,
-            rq_addr: m[3],
-            rq_seq: m[4] >> 2,
-            rq_lun: m[4] & 3,
-            cmd: m[5],
-            data: &m[6..m.len() - 1],
+            rs_addr,
+            netfn: nl >> 2,
+            rs_lun: nl & 3,
+            rq_addr,
+            rq_seq: sl >> 2,
+            rq_lun: sl & 3,
+            cmd,
+            data,
         })
+    }
+
+    /// The network function, typed.
+    pub fn net_fn(&self) -> NetFn {
+        NetFn(self.netfn)
     }
 
     /// Encode (for clients and tests).
@@ -347,35 +389,47 @@ impl<'a> IpmiRequest<'a> {
         out.push(checksum(&out[body..]));
     }
 
-    /// Encode the response to this request: addresses swapped, netFn + 1, rqSeq and cmd
-    /// copied, then the completion code and data.
-    pub fn encode_response(&self, cc: u8, data: &[u8], out: &mut Vec<u8>) {
-        let start = out.len();
-        out.extend_from_slice(&[self.rq_addr, (self.netfn | 1) << 2 | (self.rq_lun & 3)]);
-        out.push(checksum(&out[start..]));
-        let body = out.len();
-        out.extend_from_slice(&[
-            self.rs_addr,
-            self.rq_seq << 2 | (self.rs_lun & 3),
-            self.cmd,
-            cc,
-        ]);
-        out.extend_from_slice(data);
-        out.push(checksum(&out[body..]));
+    /// The response to this request: addresses swapped, netFn + 1, rqSeq, LUNs and cmd
+    /// copied (IPMI v2.0 §13.8).
+    pub fn response<'b>(&self, cc: impl Into<CompletionCode>, data: &'b [u8]) -> IpmiResponse<'b> {
+        IpmiResponse {
+            rq_addr: self.rq_addr,
+            netfn: NetFn(self.netfn).response(),
+            rq_lun: self.rq_lun,
+            rs_addr: self.rs_addr,
+            rq_seq: self.rq_seq,
+            rs_lun: self.rs_lun,
+            cmd: self.cmd,
+            cc: cc.into(),
+            data,
+        }
+    }
+
+    /// Encode the response to this request (see [`IpmiRequest::response`]).
+    pub fn encode_response(&self, cc: impl Into<CompletionCode>, data: &[u8], out: &mut Vec<u8>) {
+        self.response(cc, data).encode(out);
     }
 }
 
-/// An IPMI response message, decoded (for clients and tests).
+/// An IPMI response message (IPMI v2.0 §13.8, Figure 13-4), borrowing its data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IpmiResponse<'a> {
+    /// Requester address (the response's destination).
+    pub rq_addr: u8,
     /// Network function (odd).
-    pub netfn: u8,
+    pub netfn: NetFn,
+    /// Requester LUN.
+    pub rq_lun: u8,
+    /// Responder address (the BMC).
+    pub rs_addr: u8,
     /// Requester sequence number copied from the request.
     pub rq_seq: u8,
+    /// Responder LUN.
+    pub rs_lun: u8,
     /// Command.
     pub cmd: u8,
     /// Completion code.
-    pub cc: u8,
+    pub cc: CompletionCode,
     /// Response data after the completion code.
     pub data: &'a [u8],
 }
@@ -383,19 +437,39 @@ pub struct IpmiResponse<'a> {
 impl<'a> IpmiResponse<'a> {
     /// Decode and check both checksums.
     pub fn decode(m: &'a [u8]) -> Result<Self, DecodeError> {
-        if m.len() < 8 {
-            return Err(DecodeError::Truncated("IPMI response"));
-        }
-        if checksum(&m[..2]) != m[2] || checksum(&m[3..m.len() - 1]) != m[m.len() - 1] {
-            return Err(DecodeError::BadChecksum);
-        }
+        const WHAT: &str = "IPMI response";
+        let ([rq_addr, nl], body) = checked_message(m, 4, WHAT)?;
+        let (data, (rs_addr, sl, cmd, cc)) = trunc(
+            (byte, byte, byte, byte.map(CompletionCode)).parse(body),
+            WHAT,
+        )?;
         Ok(Self {
-            netfn: m[1] >> 2,
-            rq_seq: m[4] >> 2,
-            cmd: m[5],
-            cc: m[6],
-            data: &m[7..m.len() - 1],
+            rq_addr,
+            netfn: NetFn(nl >> 2),
+            rq_lun: nl & 3,
+            rs_addr,
+            rq_seq: sl >> 2,
+            rs_lun: sl & 3,
+            cmd,
+            cc,
+            data,
         })
+    }
+
+    /// Encode, with both checksums. 6-bit fields are masked to their width.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[self.rq_addr, (self.netfn.0 & 0x3f) << 2 | (self.rq_lun & 3)]);
+        out.push(checksum(&out[start..]));
+        let body = out.len();
+        out.extend_from_slice(&[
+            self.rs_addr,
+            (self.rq_seq & 0x3f) << 2 | (self.rs_lun & 3),
+            self.cmd,
+            self.cc.0,
+        ]);
+        out.extend_from_slice(self.data);
+        out.push(checksum(&out[body..]));
     }
 }
 

@@ -20,45 +20,31 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
+use ipmi_proto::commands;
 use ipmi_proto::endpoint::{Event, EventKind, LoginFailure, Stats};
 use ipmi_proto::machine::MachineError;
 
-/// Commands named in `ovbmc_requests_total{command=...}` (IPMI v2.0 Appendix G numbering).
-/// Anything else (unknown commands, which get C1) is counted as `other`, so that a client
-/// cannot create series at will.
-const COMMANDS: &[(u8, u8, &str)] = &[
-    (0x06, 0x01, "get_device_id"),
-    (0x06, 0x02, "cold_reset"),
-    (0x06, 0x03, "warm_reset"),
-    (0x06, 0x04, "get_self_test_results"),
-    (0x06, 0x08, "get_device_guid"),
-    (0x06, 0x37, "get_system_guid"),
-    (0x06, 0x38, "get_channel_auth_capabilities"),
-    (0x06, 0x3b, "set_session_privilege_level"),
-    (0x06, 0x3c, "close_session"),
-    (0x06, 0x3d, "get_session_info"),
-    (0x06, 0x41, "get_channel_access"),
-    (0x06, 0x42, "get_channel_info"),
-    (0x06, 0x44, "get_user_access"),
-    (0x06, 0x46, "get_user_name"),
-    (0x06, 0x54, "get_channel_cipher_suites"),
-    (0x00, 0x00, "get_chassis_capabilities"),
-    (0x00, 0x01, "get_chassis_status"),
-    (0x00, 0x02, "chassis_control"),
-    (0x00, 0x04, "chassis_identify"),
-    (0x00, 0x08, "set_system_boot_options"),
-    (0x00, 0x09, "get_system_boot_options"),
-    (0x0a, 0x20, "get_sdr_repository_info"),
-    (0x0a, 0x22, "reserve_sdr_repository"),
-    (0x0a, 0x23, "get_sdr"),
-    (0x0a, 0x40, "get_sel_info"),
-    (0x0a, 0x42, "reserve_sel"),
-    (0x0a, 0x43, "get_sel_entry"),
-    (0x0c, 0x02, "get_lan_configuration_parameters"),
-    // Every command of netFn 2Ch (PICMG, VITA, DCMI: ipmitool probes them at start-up and
-    // gets C1) under one name.
-    (GROUP, 0x00, "group_extension"),
-];
+/// The `command` label of a request, as an index: 0 is `other`, 1..=N the protocol crate's
+/// command table (`ipmi_proto::commands::COMMANDS`, which names every command the BMC
+/// implements), N+1 every netFn 2Ch command (PICMG, VITA, DCMI: ipmitool probes them at
+/// start-up and gets C1) under one name. Anything else (unknown commands, which get C1) is
+/// `other`, so that a client cannot create series at will.
+fn command_label_index(netfn: u8, cmd: u8) -> usize {
+    match commands::command_index(netfn, cmd) {
+        Some(i) => i + 1,
+        None if netfn == GROUP => commands::COMMANDS.len() + 1,
+        None => 0,
+    }
+}
+
+/// The `command` label for [`command_label_index`]'s `idx`.
+pub(crate) fn command_label(idx: usize) -> &'static str {
+    match idx.checked_sub(1) {
+        Some(i) if i == commands::COMMANDS.len() => "group_extension",
+        Some(i) => commands::COMMANDS.get(i).map_or("other", |c| c.name),
+        None => "other",
+    }
+}
 
 /// NetFn 2Ch, group extension (IPMI v2.0 Table 5-1).
 const GROUP: u8 = 0x2c;
@@ -249,10 +235,7 @@ impl BmcMetrics {
     /// Count one answered request by command and completion code.
     #[inline]
     pub fn request(&self, netfn: u8, cmd: u8, cc: u8) {
-        let idx = COMMANDS
-            .iter()
-            .position(|&(n, c, _)| n == netfn && (c == cmd || n == GROUP))
-            .map_or(0, |i| i + 1);
+        let idx = command_label_index(netfn, cmd);
         let key = ((idx as u32 + 1) << 8) | cc as u32;
         let start = (key as usize).wrapping_mul(0x9e37) % REQUEST_SLOTS;
         let d = self.detail();

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use tokio::sync::Mutex;
 
 use super::{
-    BmcMetrics, COMMANDS, ERROR_KINDS, LATENCY_BUCKETS, LOGIN_FAILURES, Metrics, REQUEST_SLOTS,
+    BmcMetrics, ERROR_KINDS, LATENCY_BUCKETS, LOGIN_FAILURES, Metrics, REQUEST_SLOTS, command_label,
 };
 
 impl Metrics {
@@ -190,12 +190,7 @@ impl Metrics {
                 if k == 0 {
                     continue;
                 }
-                let idx = (k >> 8) as usize - 1;
-                let name = if idx == 0 {
-                    "other"
-                } else {
-                    COMMANDS.get(idx - 1).map_or("other", |c| c.2)
-                };
+                let name = command_label((k >> 8) as usize - 1);
                 rows.push((name, k as u8, b.request_counts[s].load(Relaxed)));
             }
             rows.sort_unstable();

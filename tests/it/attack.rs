@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use ipmi_proto::client::{Client, ClientError};
+use ipmi_proto::codes::RakpStatus;
 use ipmi_proto::crypto::CipherSuite;
 use ipmi_proto::endpoint::Entropy as _;
 use ipmi_proto::fuzzing::Xorshift as TestRng; // the console's nonces need not be secret here
@@ -149,7 +150,7 @@ fn garbage_rakp3_from_three_sources_does_not_lock_the_operator_out() {
         );
         assert_eq!(
             stranger.login(&mut c, &mut rng),
-            Err(ClientError::Status(0x01)),
+            Err(ClientError::Status(RakpStatus(0x01))),
             "the user lock-out should hold against a source that never logged in"
         );
         let r = t.run(&["power", "status"]);
@@ -192,7 +193,7 @@ fn the_active_session_cap_holds_when_handshakes_finish_late() {
         let rakp3 = c.handle_rakp2(&raw.exchange(rakp1)).expect("RAKP 2");
         match c.handle_rakp4(&raw.exchange(&rakp3)) {
             Ok(()) => ok += 1,
-            Err(ClientError::Status(0x01)) => full += 1,
+            Err(ClientError::Status(RakpStatus(0x01))) => full += 1,
             e => panic!("unexpected RAKP 4: {e:?}"),
         }
     }
@@ -228,7 +229,7 @@ fn an_administrator_login_takes_the_slot_of_the_longest_idle_user_session() {
     let get_device_id = |c: &mut Client, rng: &mut TestRng| {
         let d = c.request(0x06, 0x01, &[], rng);
         raw.try_exchange(&d)
-            .map(|r| c.response(&r).expect("a valid answer").1)
+            .map(|r| c.response(&r).expect("a valid answer").1.0)
     };
     assert_eq!(get_device_id(&mut users[0], &mut rng), Some(0));
     // A 33rd USER login outranks nobody and is refused.
@@ -240,7 +241,7 @@ fn an_administrator_login_takes_the_slot_of_the_longest_idle_user_session() {
     );
     assert_eq!(
         raw.login(&mut extra, &mut rng),
-        Err(ClientError::Status(0x01))
+        Err(ClientError::Status(RakpStatus(0x01)))
     );
     t.extra(&["-R", "1", "-N", "2"])
         .run(&["power", "status"])

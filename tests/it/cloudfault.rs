@@ -363,7 +363,7 @@ impl Console {
                 && rs == seq
             {
                 return Ok(Answer {
-                    cc,
+                    cc: cc.into(),
                     elapsed: start.elapsed(),
                 });
             }
