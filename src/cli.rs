@@ -1,6 +1,7 @@
 //! Command line: `ovbmc --bind ADDR [--port 623] --instance NAME` for one BMC, or
 //! `ovbmc --config FLEET.toml` for many (see `docs/configuration.md`), and
-//! `ovbmc routes --dry-run` to review the policy routing ovbmc would set up.
+//! `ovbmc routes --dry-run` to review the policy routing ovbmc would set up, and
+//! `ovbmc routes apply|remove --config FLEET.toml` to install or remove it in one shot.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -126,16 +127,21 @@ pub struct Cli {
 /// Subcommands (serving needs none).
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print the `ip` commands the policy routing for these BMCs amounts to (read-only: it
-    /// inspects the host's addresses and routes but changes nothing).
+    /// Policy routing for these BMCs: `--dry-run` prints the `ip` commands it amounts to
+    /// (read-only); `apply` / `remove` install or remove it in one shot.
     Routes(RoutesArgs),
 }
 
-/// `ovbmc routes`.
+/// `ovbmc routes`: `--dry-run` prints; `apply` / `remove` change the host.
 #[derive(Debug, Args)]
+#[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
 pub struct RoutesArgs {
-    /// Only print (the only mode for now; required so that a later mode that applies the
-    /// routes cannot be started by accident).
+    /// Install or remove the routing (one-shot, for systemd ExecStartPre/ExecStopPost).
+    #[command(subcommand)]
+    pub action: Option<RoutesAction>,
+
+    /// Only print (required without `apply` or `remove`, so that nothing changes the host
+    /// by accident).
     #[arg(long, required = true)]
     pub dry_run: bool,
 
@@ -149,6 +155,37 @@ pub struct RoutesArgs {
 
     #[command(flatten)]
     pub routing: RoutingArgs,
+}
+
+/// `ovbmc routes apply|remove`.
+#[derive(Debug, Subcommand)]
+pub enum RoutesAction {
+    /// Install the rules and routes `--routing auto` would (idempotent: what is present is
+    /// left alone), then exit. Needs CAP_NET_ADMIN; the daemon then runs with `--routing off`.
+    Apply(RoutesTarget),
+    /// Remove the rules and routes the plan for these BMCs names (and, with
+    /// `--add-address`, their addresses), then exit. Anything else is left alone.
+    Remove(RoutesTarget),
+}
+
+/// What `ovbmc routes apply|remove` acts on.
+#[derive(Debug, Args)]
+pub struct RoutesTarget {
+    /// The fleet file whose addresses to route.
+    #[arg(long, value_name = "FILE", required_unless_present = "bind")]
+    pub config: Option<PathBuf>,
+
+    /// An address to route (repeatable), instead of --config.
+    #[arg(long, conflicts_with = "config")]
+    pub bind: Vec<IpAddr>,
+
+    /// How to change the host: `ip` runs iproute2's `ip`; otherwise netlink (whatever the
+    /// file's `[routing] mode`, which is the daemon's). Overrides `[routing] mode` = "ip".
+    #[arg(long, value_enum)]
+    pub routing: Option<RoutingMode>,
+
+    #[command(flatten)]
+    pub opts: RoutingArgs,
 }
 
 /// Policy-routing options (command line; each overrides the fleet file's `[routing]` key).

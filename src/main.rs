@@ -14,7 +14,7 @@ use ipmi_proto::{BmcConfig, User};
 use ovbmc::backend::SharedMachine;
 use ovbmc::backend::sim::{SimConfig, SimMachine};
 use ovbmc::cli::{
-    BackendKind, Cli, Command, LogFormat, OnOff, RoutesArgs, RoutingArgs, RoutingMode,
+    BackendKind, Cli, Command, LogFormat, OnOff, RoutesAction, RoutesArgs, RoutingArgs, RoutingMode,
 };
 use ovbmc::cloud::session::Session;
 use ovbmc::cloud::{BootStrategy, NovaArgs};
@@ -40,7 +40,10 @@ fn main() -> ExitCode {
         }
     };
     let result = match &cli.command {
-        Some(Command::Routes(args)) => routes_dry_run(args),
+        Some(Command::Routes(args)) => match &args.action {
+            Some(action) => routes_oneshot(action),
+            None => routes_dry_run(args),
+        },
         None => rt.block_on(run(cli)),
     };
     match result {
@@ -176,6 +179,48 @@ fn routes_dry_run(args: &RoutesArgs) -> anyhow::Result<()> {
             println!("{}", op.command(false));
         }
     }
+    Ok(())
+}
+
+/// `ovbmc routes apply|remove`: install or remove the policy routing, then exit.
+fn routes_oneshot(action: &RoutesAction) -> anyhow::Result<()> {
+    use ovbmc::net::oneshot::{self, Change};
+    let (RoutesAction::Apply(t) | RoutesAction::Remove(t)) = action;
+    let fleet = t.config.as_deref().map(Fleet::load).transpose()?;
+    let reqs = match &fleet {
+        Some(f) => route_requests(&f.bmcs),
+        None => t.bind.iter().map(|a| RouteRequest::new(*a)).collect(),
+    };
+    let (mode, settings) = routing_settings(t.routing, &t.opts, fleet.as_ref());
+    // The file's mode is the daemon's (`off` when these commands do the routing): only `ip`
+    // picks a backend here.
+    let backend = ovbmc::net::backend(if mode == RoutingMode::Ip {
+        mode
+    } else {
+        RoutingMode::Auto
+    });
+    let (verb, done, ops) = match action {
+        RoutesAction::Apply(_) => ("apply", "added", oneshot::apply(backend, &reqs, &settings)),
+        RoutesAction::Remove(_) => (
+            "remove",
+            "removed",
+            oneshot::remove(backend, &reqs, &settings),
+        ),
+    };
+    let ops = ops.with_context(|| format!("routes {verb}"))?;
+    let changed = ops.iter().filter(|(_, c)| *c == Change::Changed).count();
+    for (op, c) in &ops {
+        let add = matches!(action, RoutesAction::Apply(_));
+        match c {
+            Change::Changed => println!("{}", op.command(add)),
+            Change::Unchanged if add => println!("# already present: {}", op.command(true)),
+            Change::Unchanged => println!("# already absent: {}", op.command(true)),
+        }
+    }
+    println!(
+        "# routes {verb}: {changed} {done}, {} unchanged",
+        ops.len() - changed
+    );
     Ok(())
 }
 

@@ -21,10 +21,13 @@
 //!   iproute2's `ip` instead (`--routing ip`, a fallback for a kernel or netlink quirk the
 //!   crate gets wrong, and the easiest to trace: every change is exactly the printed command);
 //! * [`Router`]: applies a plan idempotently (an op already present is neither added nor, at
-//!   the end, removed), remembers what it added, and removes exactly that on reload or exit.
+//!   the end, removed), remembers what it added, and removes exactly that on reload or exit;
+//! * [`oneshot`]: `ovbmc routes apply|remove`, the same plan installed or removed by a
+//!   one-shot command, for a daemon that runs without CAP_NET_ADMIN.
 
 pub mod iproute;
 pub mod netlink;
+pub mod oneshot;
 pub mod plan;
 
 use std::fmt;
