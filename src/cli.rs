@@ -163,8 +163,8 @@ pub enum RoutesAction {
     /// Install the rules and routes `--routing auto` would (idempotent: what is present is
     /// left alone), then exit. Needs CAP_NET_ADMIN; the daemon then runs with `--routing off`.
     Apply(RoutesTarget),
-    /// Remove the rules and routes the plan for these BMCs names (and, with
-    /// `--add-address`, their addresses), then exit. Anything else is left alone.
+    /// Remove the rules and routes the plan for these BMCs names, then exit. Anything else
+    /// is left alone, addresses included (even ones `apply --add-address` added).
     Remove(RoutesTarget),
 }
 

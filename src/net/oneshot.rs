@@ -8,8 +8,6 @@
 //! changes nothing, and `remove` deletes only entries the plan names (rules `from ADDR`
 //! with ovbmc's priority and table, the routes in ovbmc's tables), never anything else.
 
-use std::net::IpAddr;
-
 use super::{
     Applied, NetError, NetOps, Op, RouteRequest, Router, RoutingSettings, plan, tables_of,
 };
@@ -50,8 +48,7 @@ pub fn apply(
         .collect())
 }
 
-/// Delete the entries the plan for `reqs` names, newest first (rules, then routes, then —
-/// with `add_address` — the BMC addresses). Entries already gone are reported
+/// Delete the rules and routes the plan for `reqs` names, newest first (rules, then routes). Entries already gone are reported
 /// [`Change::Unchanged`]. Deletion goes on past an error (so that one refusal does not
 /// leave the rest behind) and the first error is returned.
 pub fn remove(
@@ -59,13 +56,11 @@ pub fn remove(
     reqs: &[RouteRequest],
     settings: &RoutingSettings,
 ) -> Result<Vec<(Op, Change)>, NetError> {
-    let mut first = ops.state(&[])?;
-    if settings.add_address {
-        // Plan as if the BMC addresses were missing, so that the plan names the addresses
-        // `apply --add-address` adds (as `Router::preview` does for its own).
-        let bmc: Vec<IpAddr> = reqs.iter().filter_map(|r| r.addr).collect();
-        first.addrs.retain(|a| !bmc.contains(&a.cidr.addr));
-    }
+    // Planned over the host as it is: an address that is there is not in the plan, so
+    // `remove` never takes an address away. It cannot tell one `apply --add-address` added
+    // from the host's own without keeping state, and removing the host's own would cut it
+    // off; an added address left behind is harmless with the rules gone (docs/deploy.md).
+    let first = ops.state(&[])?;
     let planned = plan(&first, reqs, settings)?;
     let state = ops.state(&tables_of(&planned.ops))?;
     let mut out = Vec::new();

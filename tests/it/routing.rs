@@ -311,6 +311,21 @@ impl Lab {
         s + &sh(&["ip", "-n", b, "-br", "addr", "show"])
     }
 
+    /// The rules and every table but `local` (whose link-local entries come and go with
+    /// IPv6 autoconfiguration): what `ovbmc routes apply|remove` may change.
+    fn policy(&self) -> String {
+        let b = self.bmc.as_str();
+        let mut s = self.rules();
+        for fam in ["-4", "-6"] {
+            let all = sh(&["ip", "-n", b, fam, "route", "show", "table", "all"]);
+            for l in all.lines().filter(|l| !l.contains("table local")) {
+                s += l;
+                s.push('\n');
+            }
+        }
+        s
+    }
+
     /// Run an `ip` command (as `ovbmc routes --dry-run` prints it) in the BMC host.
     fn ip(&self, command: &str) {
         let mut args = vec!["ip", "-n", &self.bmc];
@@ -511,4 +526,115 @@ fn routing_auto_answers_from_every_nic() {
         pristine,
         "--routing ip left the host changed"
     );
+}
+
+/// `ovbmc routes apply|remove`: the one-shot commands install what `--routing auto` would, so
+/// a daemon with `--routing off` (and no CAP_NET_ADMIN) answers from every NIC; a second apply
+/// changes nothing; remove takes the rules and routes away and nothing else.
+#[test]
+fn routes_apply_remove_one_shot() {
+    if let Some(why) = lab_blocker() {
+        if labs_required() {
+            panic!("{TIER}: {why} and OVBMC_REQUIRE_LABS=1");
+        }
+        skip(TIER, &why);
+        return;
+    }
+    let dir = ScratchDir::new("routing-oneshot");
+    let pw = dir.write_secret("pw", PASSWORD);
+    let lab = Lab::new();
+    // No address to add: `remove` leaves addresses alone, so the host must end as it began.
+    let two = config(
+        &dir,
+        "two.toml",
+        &pw,
+        &[
+            ("198.51.100.10", None),
+            ("198.51.100.11", None),
+            ("2001:db8:1::10", None),
+            ("2001:db8:1::11", None),
+        ],
+    );
+    let routes = |verb: &str, caps: bool| {
+        let bin = crate::support::ovbmc_bin().display().to_string();
+        let cfg = two.display().to_string();
+        let mut args: Vec<String> = ["netns", "exec", &lab.bmc].map(String::from).to_vec();
+        if !caps {
+            // Drop CAP_NET_ADMIN even for root: what an unprivileged unit has.
+            args.extend(
+                ["setpriv", "--inh-caps=-all", "--bounding-set=-net_admin"].map(String::from),
+            );
+        }
+        args.extend([bin, "routes".into(), verb.into(), "--config".into(), cfg]);
+        run(
+            &find_program("ip").expect("ip"),
+            &args,
+            &[],
+            Duration::from_secs(30),
+        )
+    };
+    let pristine = lab.policy();
+
+    // Without CAP_NET_ADMIN: a clear refusal, and the host unchanged.
+    if find_program("setpriv").is_some() {
+        let r = routes("apply", false);
+        r.expect_failure();
+        assert!(r.stderr.contains("CAP_NET_ADMIN"), "{r}");
+        assert_eq!(lab.policy(), pristine, "a refused apply changed the host");
+    }
+
+    let first = routes("apply", true);
+    let out = first.expect_success();
+    assert!(
+        out.contains("ip rule add from 198.51.100.11 table"),
+        "{first}"
+    );
+    let applied = lab.policy();
+    let rules = lab.rules();
+    for addr in [
+        "198.51.100.10",
+        "198.51.100.11",
+        "2001:db8:1::10",
+        "2001:db8:1::11",
+    ] {
+        assert_eq!(
+            rules.matches(&format!("from {addr} lookup")).count(),
+            1,
+            "one rule for {addr}:\n{rules}"
+        );
+    }
+    let second = routes("apply", true);
+    assert!(second.expect_success().contains(" 0 added"), "{second}");
+    assert_eq!(lab.policy(), applied, "a second apply changed the host");
+
+    // The daemon with routing off answers from both NICs thanks to the applied rules.
+    {
+        let mut p = lab.ovbmc(&dir, &two, &["--routing", "off"], "oneshot.log");
+        p.wait_log("serving", 1, Duration::from_secs(30))
+            .unwrap_or_else(|l| panic!("{l}"));
+        for addr in [
+            "198.51.100.10",
+            "198.51.100.11",
+            "2001:db8:1::10",
+            "2001:db8:1::11",
+        ] {
+            let r = lab.power_status(addr, &pw);
+            assert!(
+                r.expect_success().contains("Chassis Power is off"),
+                "{addr}: {r}"
+            );
+        }
+    }
+    assert_eq!(lab.policy(), applied, "--routing off touched the routing");
+
+    let rm = routes("remove", true);
+    rm.expect_success();
+    assert_eq!(
+        lab.policy(),
+        pristine,
+        "remove left the host changed:\n{rm}"
+    );
+    let again = routes("remove", true);
+    assert!(again.expect_success().contains(" 0 removed"), "{again}");
+    assert_eq!(lab.policy(), pristine);
 }
