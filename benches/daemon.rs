@@ -1,0 +1,212 @@
+//! `cargo bench --bench daemon [-- --duration S --clients N]`: the load generator
+//! (`ovbmc-bench`, src/bin/ovbmc-bench.rs) against the real `ovbmc` binary (simulator
+//! backend, one BMC on 127.0.0.1), printing a table: sessions/s, requests/s, latency, and the
+//! server's CPU per request and RSS read from /proc. Both binaries are the ones cargo built
+//! for this target (release profile under `cargo bench`).
+//!
+//! Under `cargo test --benches` (no `--bench` argument) it does one tiny smoke run (one client,
+//! one second, the debug build) and checks only that sessions completed: never a timing.
+//! See docs/performance.md.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+
+const OVBMC: &str = env!("CARGO_BIN_EXE_ovbmc");
+const LOADGEN: &str = env!("CARGO_BIN_EXE_ovbmc-bench");
+const PASSWORD: &str = "bench-password";
+
+/// (label, ovbmc-bench arguments).
+const WORKLOADS: &[(&str, &[&str])] = &[
+    (
+        "login, suite 17, no commands",
+        &["--mode", "login", "--suite", "17", "--commands", "0"],
+    ),
+    (
+        "login, suite 3, no commands",
+        &["--mode", "login", "--suite", "3", "--commands", "0"],
+    ),
+    (
+        "hold, suite 17, Get Device ID",
+        &["--mode", "hold", "--suite", "17", "--command", "device-id"],
+    ),
+    (
+        "hold, suite 17, Chassis Status (backend)",
+        &[
+            "--mode",
+            "hold",
+            "--suite",
+            "17",
+            "--command",
+            "chassis-status",
+        ],
+    ),
+    ("ASF ping (no session)", &["--mode", "ping"]),
+];
+
+/// The ovbmc process; killed on drop.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    // Bind port 0, read it, let it go: a small race, acceptable on loopback for a bench.
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(16_623)
+}
+
+fn start(pw: &Path, port: u16) -> std::io::Result<Server> {
+    let child = Command::new(OVBMC)
+        .args([
+            "--backend",
+            "sim",
+            "--bind",
+            "127.0.0.1",
+            "--instance",
+            "bench",
+        ])
+        .args(["--port", &port.to_string(), "--sim-power-on-ms", "0"])
+        .arg("--password-file")
+        .arg(pw)
+        .env("OVBMC_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()?;
+    Ok(Server(child))
+}
+
+fn loadgen(
+    port: u16,
+    pw: &Path,
+    pid: u32,
+    args: &[&str],
+    extra: &[String],
+) -> Result<serde_json::Value, String> {
+    let out = Command::new(LOADGEN)
+        .args(["--target", &format!("127.0.0.1:{port}"), "--json"])
+        .arg("--password-file")
+        .arg(pw)
+        .args(["--pid", &pid.to_string()])
+        .args(args)
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {LOADGEN}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "ovbmc-bench {args:?}: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).map_err(|e| format!("ovbmc-bench output {text:?}: {e}"))
+}
+
+fn f(v: &serde_json::Value, key: &str) -> f64 {
+    v.get(key)
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(0.0)
+}
+
+fn main() -> ExitCode {
+    let (bench, extra) = common::args();
+    let dir = std::env::temp_dir().join(format!("ovbmc-bench-{}", std::process::id()));
+    let pw: PathBuf = dir.join("pw");
+    let write = || {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::create_dir_all(&dir)?;
+        // 0600: ovbmc warns about a secret file others can read.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&pw)?
+            .write_all(PASSWORD.as_bytes())
+    };
+    if let Err(e) = write() {
+        eprintln!("daemon bench: {}: {e}", dir.display());
+        return ExitCode::FAILURE;
+    }
+    let code = run(bench, &extra, &pw);
+    let _ = std::fs::remove_dir_all(&dir);
+    code
+}
+
+fn run(bench: bool, extra: &[String], pw: &Path) -> ExitCode {
+    let port = free_port();
+    let server = match start(pw, port) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("daemon bench: cannot start {OVBMC}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let pid = server.0.id();
+    // Until it answers (probe re-sends to a silent target; bounded by --duration).
+    if let Err(e) = loadgen(port, pw, pid, &["--mode", "probe", "--duration", "30"], &[]) {
+        eprintln!("daemon bench: ovbmc did not come up: {e}");
+        return ExitCode::FAILURE;
+    }
+    if !bench {
+        // Smoke: the pipeline works end to end. Counts only, never a timing.
+        let smoke = ["--mode", "login", "--clients", "1", "--duration", "1"];
+        return match loadgen(port, pw, pid, &smoke, &[]) {
+            Ok(v) if f(&v, "sessions") >= 1.0 => {
+                println!("daemon: smoke run ok (use `cargo bench --bench daemon` to measure)");
+                ExitCode::SUCCESS
+            }
+            Ok(v) => {
+                eprintln!("daemon: smoke run completed no session: {v}");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("daemon: smoke run: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    println!(
+        "\novbmc-bench against the ovbmc binary (simulator, 127.0.0.1); extra args: {extra:?}\n"
+    );
+    println!(
+        "| workload | sessions/s | requests/s | p50 µs | p99 µs | server CPU µs/request | RSS MiB | errors |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut failed = false;
+    for (label, args) in WORKLOADS {
+        match loadgen(port, pw, pid, args, extra) {
+            Ok(v) => println!(
+                "| {label} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} |",
+                f(&v, "sessions_per_s"),
+                f(&v, "requests_per_s"),
+                f(&v, "p50_us"),
+                f(&v, "p99_us"),
+                f(&v, "server_cpu_us_per_request"),
+                f(&v, "server_rss_kib") / 1024.0,
+                f(&v, "errors"),
+            ),
+            Err(e) => {
+                eprintln!("{label}: {e}");
+                failed = true;
+            }
+        }
+    }
+    drop(server);
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
