@@ -90,7 +90,11 @@ impl Drop for Lab {
 
 impl Lab {
     fn new() -> Self {
-        let tag = format!("ovbmc-{}", std::process::id());
+        // Pid and a per-process counter: the tests of this file run in parallel in one
+        // process, each with its own lab.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("ovbmc-{}-{n}", std::process::id());
         let lab = Self {
             bmc: format!("{tag}-bmc"),
             router: format!("{tag}-rtr"),
