@@ -60,6 +60,18 @@ pub struct Cli {
     #[arg(long, value_name = "MS")]
     pub backend_timeout_ms: Option<u64>,
 
+    /// At SIGTERM, how long to wait for background work still running (a power action
+    /// answered "busy", the remaining steps of a Nova plan such as rescue then reboot) before
+    /// exiting; each one not finished by then is logged with what it had left to do.
+    /// Overrides `[defaults] shutdown_timeout_secs`. [default: 30]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub shutdown_timeout: Option<u64>,
+
+    /// Simulator (tests): milliseconds every call to the simulated machine takes, as a slow
+    /// cloud API would.
+    #[arg(long, default_value_t = 0, conflicts_with = "config", hide = true)]
+    pub sim_api_latency_ms: u64,
+
     /// Simulator: milliseconds a power-on takes.
     #[arg(long, default_value_t = 1000, conflicts_with = "config")]
     pub sim_power_on_ms: u64,

@@ -138,6 +138,8 @@ pub struct SimSettings {
     pub power_off_ms: u64,
     /// Power state at start.
     pub initial_power: OnOff,
+    /// Milliseconds every call takes (single-BMC `--sim-api-latency-ms`, for tests).
+    pub api_latency_ms: u64,
 }
 
 impl Default for SimSettings {
@@ -147,6 +149,7 @@ impl Default for SimSettings {
             power_on_ms: 1000,
             power_off_ms: 500,
             initial_power: OnOff::Off,
+            api_latency_ms: 0,
         }
     }
 }
@@ -283,6 +286,7 @@ sections! {
     /// `[defaults]`: the shared keys plus process-wide settings.
     struct RawDefaults {
         backend_timeout_ms: Option<u64>,
+        shutdown_timeout_secs: Option<u64>,
         // A string, checked below, so that a bad value is reported with the key's name.
         metrics: Option<String>,
     }
@@ -305,6 +309,8 @@ pub struct Fleet {
     pub bmcs: Vec<BmcEntry>,
     /// `[defaults] backend_timeout_ms`.
     pub backend_timeout_ms: Option<u64>,
+    /// `[defaults] shutdown_timeout_secs`: how long SIGTERM waits for background work.
+    pub shutdown_timeout_secs: Option<u64>,
     /// `[defaults] metrics`: where to serve Prometheus metrics (`--metrics` wins).
     pub metrics: Option<SocketAddr>,
     /// `[cloud]`.
@@ -462,6 +468,7 @@ impl Fleet {
         Ok(Self {
             bmcs,
             backend_timeout_ms: defaults.backend_timeout_ms,
+            shutdown_timeout_secs: defaults.shutdown_timeout_secs,
             metrics,
             cloud,
             routing,
@@ -613,6 +620,7 @@ fn build_entry(
             Some(s) => parse_enum::<OnOff>(s).map_err(|m| ("sim_initial_power", m))?,
             None => dflt.initial_power,
         },
+        api_latency_ms: 0,
     };
     if let Some(g) = raw.gateway
         && g.is_ipv4() != address.is_ipv4()
@@ -668,6 +676,7 @@ mod tests {
 backend = "sim"
 password_file = "pw"
 backend_timeout_ms = 900
+shutdown_timeout_secs = 5
 metrics = "127.0.0.1:9623"
 
 [cloud]
@@ -710,6 +719,7 @@ interface = "eth1"
         assert_eq!(b.boot_strategy, Some(BootStrategy::Rescue));
         assert_eq!(b.route.interface.as_deref(), Some("eth1"));
         assert_eq!(f.backend_timeout_ms, Some(900));
+        assert_eq!(f.shutdown_timeout_secs, Some(5));
         assert_eq!(f.metrics, Some("127.0.0.1:9623".parse().unwrap()));
         assert_eq!(f.cloud.os_cloud.as_deref(), Some("mycloud"));
         assert_eq!(f.routing.priority, Some(500));

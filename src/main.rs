@@ -22,6 +22,7 @@ use ovbmc::config::{BmcEntry, CloudSection, Fleet, PasswordSource, RouteHints, S
 use ovbmc::metrics::Metrics;
 use ovbmc::net::{RouteRequest, Router, RoutingSettings};
 use ovbmc::server::{self, BmcSpec, BoundBmc, Server, ServerOptions};
+use ovbmc::tasks::Tasks;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use zeroize::Zeroizing;
@@ -102,10 +103,12 @@ fn load_fleet(cli: &Cli) -> anyhow::Result<Fleet> {
                 power_on_ms: cli.sim_power_on_ms,
                 power_off_ms: cli.sim_power_off_ms,
                 initial_power: cli.sim_initial_power,
+                api_latency_ms: cli.sim_api_latency_ms,
             },
             route: RouteHints::default(),
         }],
         backend_timeout_ms: None,
+        shutdown_timeout_secs: None,
         metrics: None,
         cloud: CloudSection::default(),
         routing: Default::default(),
@@ -220,10 +223,12 @@ fn load_entry(e: &BmcEntry) -> anyhow::Result<Loaded> {
 struct Cloud {
     args: NovaArgs,
     session: Option<Arc<Session>>,
+    /// Handed to every Nova machine: its plans' background steps are waited for at exit.
+    tasks: Tasks,
 }
 
 impl Cloud {
-    fn new(cli: &NovaArgs, c: &CloudSection) -> Self {
+    fn new(cli: &NovaArgs, c: &CloudSection, tasks: Tasks) -> Self {
         let mut args = cli.clone();
         // [cloud] keys override the flags (and OS_CLOUD, which is often exported anyway).
         if c.os_cloud.is_some() {
@@ -255,6 +260,7 @@ impl Cloud {
         Self {
             args,
             session: None,
+            tasks,
         }
     }
 
@@ -271,6 +277,7 @@ impl Cloud {
                     let mut c = SimConfig::new(&e.instance);
                     c.power_on_delay = Duration::from_millis(e.sim.power_on_ms);
                     c.power_off_delay = Duration::from_millis(e.sim.power_off_ms);
+                    c.api_latency = Duration::from_millis(e.sim.api_latency_ms);
                     c.initial_power = match e.sim.initial_power {
                         OnOff::On => ipmi_proto::machine::PowerState::On,
                         OnOff::Off => ipmi_proto::machine::PowerState::Off,
@@ -300,9 +307,10 @@ impl Cloud {
             for (strategy, idx) in nova {
                 let mut args = self.args.clone();
                 args.boot_strategy = strategy;
-                let opts = ovbmc::cloud::machine_options(&session, &args)
+                let mut opts = ovbmc::cloud::machine_options(&session, &args)
                     .await
                     .context("Nova backend")?;
+                opts.tasks = self.tasks.clone();
                 let names: Vec<String> = idx
                     .iter()
                     .map(|i| entries[*i].entry.instance.clone())
@@ -351,6 +359,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         cli.config.as_ref().map(|_| &fleet),
     );
     let metrics = Metrics::new();
+    let tasks = Tasks::new();
     let opts = ServerOptions {
         backend_budget: Duration::from_millis(
             cli.backend_timeout_ms
@@ -358,10 +367,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .unwrap_or(700),
         ),
         metrics: metrics.clone(),
+        tasks: tasks.clone(),
+        shutdown_timeout: cli
+            .shutdown_timeout
+            .or(fleet.shutdown_timeout_secs)
+            .map_or(server::DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_secs),
     };
     let metrics_addr = cli.metrics.or(fleet.metrics);
     raise_fd_limit(fleet.bmcs.len())?;
-    let mut cloud = Cloud::new(&cli.nova, &fleet.cloud);
+    let mut cloud = Cloud::new(&cli.nova, &fleet.cloud, tasks);
 
     // Everything that can fail happens before the first BMC serves: secrets, machines
     // (Nova lookups), routing (which may add the addresses), sockets.
@@ -428,10 +442,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     info!("shutting down");
     metrics.set_serving(false);
-    server.drain().await;
+    let unfinished = server.drain().await;
     metrics_stop.cancel();
     if let Some(r) = router.as_mut() {
         tokio::task::block_in_place(|| r.teardown());
+    }
+    if unfinished > 0 {
+        warn!(
+            unfinished,
+            "exiting with background work not finished (logged above)"
+        );
     }
     Ok(())
 }
@@ -493,7 +513,11 @@ async fn reload(
     );
     info!("SIGHUP: reloading {what}");
     let fleet = load_fleet(cli)?;
-    if Cloud::new(&cli.nova, &fleet.cloud).args.os_cloud != cloud.args.os_cloud {
+    if Cloud::new(&cli.nova, &fleet.cloud, Tasks::new())
+        .args
+        .os_cloud
+        != cloud.args.os_cloud
+    {
         warn!("reload: [cloud] changes take effect at the next restart");
     }
     if cli.metrics.is_none() && fleet.metrics != metrics_addr {

@@ -29,6 +29,7 @@ use zeroize::Zeroize as _;
 
 use crate::backend::{BackendError, BoxFuture, SharedMachine};
 use crate::metrics::{BmcMetrics, ErrorKind, Metrics};
+use crate::tasks::Tasks;
 
 /// The OS random source (getrandom), as the protocol crate's entropy.
 #[derive(Debug, Default, Clone, Copy)]
@@ -123,13 +124,23 @@ pub struct ServerOptions {
     /// Where the BMCs count (served by `--metrics`; kept even without it: the counters
     /// cost a few relaxed atomics per packet).
     pub metrics: Arc<Metrics>,
+    /// Where machine calls that outlive the budget are tracked, with the Nova plans'
+    /// background steps (the same set is handed to the Nova machines).
+    pub tasks: Tasks,
+    /// How long [`Server::drain`] waits for them at shutdown (`--shutdown-timeout`).
+    pub shutdown_timeout: Duration,
 }
+
+/// The default of `--shutdown-timeout` (and `[defaults] shutdown_timeout_secs`).
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for ServerOptions {
     fn default() -> Self {
         Self {
             backend_budget: Duration::from_millis(700),
             metrics: Metrics::new(),
+            tasks: Tasks::new(),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }
 }
@@ -192,16 +203,6 @@ pub fn bind_all(specs: Vec<BmcSpec>) -> anyhow::Result<Vec<BoundBmc>> {
     Ok(out)
 }
 
-/// Serve until `shutdown` is cancelled, then wait (bounded) for in-flight machine calls.
-pub async fn run(bmcs: Vec<BoundBmc>, opts: ServerOptions, shutdown: CancellationToken) {
-    let mut server = Server::new(opts, shutdown.clone());
-    for b in bmcs {
-        server.start(b);
-    }
-    shutdown.cancelled().await;
-    server.drain().await;
-}
-
 /// A running BMC: its own cancellation token (a child of the server's) and its task, which
 /// hands its socket back when it stops.
 struct Running {
@@ -239,13 +240,9 @@ impl Server {
         info!(addr = %key, instance = %name, "listening");
         let cancel = self.shutdown.child_token();
         let metrics = self.opts.metrics.bmc(key, &name);
-        let task = self.tracker.spawn(serve_bmc(
-            b,
-            self.opts.clone(),
-            metrics,
-            cancel.clone(),
-            self.tracker.clone(),
-        ));
+        let task = self
+            .tracker
+            .spawn(serve_bmc(b, self.opts.clone(), metrics, cancel.clone()));
         if let Some(old) = self.running.insert(key, Running { cancel, task }) {
             warn!(addr = %key, "a BMC was already running on this address; stopping it");
             old.cancel.cancel();
@@ -273,16 +270,15 @@ impl Server {
         self.running.keys().copied().collect()
     }
 
-    /// Stop everything and wait (at most 10 s) for in-flight machine calls.
-    pub async fn drain(self) {
+    /// Stop every BMC, then wait (at most `shutdown_timeout`) for the background work still
+    /// running: machine calls answered "busy" and Nova plans. Each one not finished is logged
+    /// with what it had left to do. Returns how many did not finish.
+    pub async fn drain(self) -> usize {
         self.shutdown.cancel();
         self.tracker.close();
-        if tokio::time::timeout(Duration::from_secs(10), self.tracker.wait())
-            .await
-            .is_err()
-        {
-            warn!("shutdown: some machine calls did not finish within 10 s");
-        }
+        // BMC tasks stop at the next turn of their loop.
+        self.tracker.wait().await;
+        self.opts.tasks.drain(self.opts.shutdown_timeout).await
     }
 }
 
@@ -293,8 +289,8 @@ struct Calls {
     budget: Duration,
     metrics: Arc<BmcMetrics>,
     read_errors: Arc<ReadErrors>,
-    tx: mpsc::UnboundedSender<(Ticket, MachineResult)>,
-    tracker: TaskTracker,
+    tx: mpsc::Sender<(Ticket, MachineResult)>,
+    tasks: Tasks,
 }
 
 impl Calls {
@@ -329,11 +325,24 @@ impl Calls {
         let name = self.name.clone();
         let metrics = self.metrics.clone();
         let read_errors = self.read_errors.clone();
-        self.tracker.spawn(async move {
-            let result =
-                call_with_budget(fut, started, request, budget, &name, metrics, read_errors).await;
-            let _ = tx.send((ticket, result));
-        });
+        let tasks = self.tasks.clone();
+        self.tasks
+            .spawn(format!("{name}: {request:?}"), |_| async move {
+                let result = call_with_budget(
+                    fut,
+                    started,
+                    request,
+                    budget,
+                    &name,
+                    metrics,
+                    read_errors,
+                    &tasks,
+                )
+                .await;
+                // Bounded by `Limits::max_pending` (see `serve_bmc`); if the BMC stopped, the
+                // result is dropped (its outcome was logged).
+                let _ = tx.send((ticket, result)).await;
+            });
         None
     }
 }
@@ -417,15 +426,18 @@ async fn serve_bmc(
     opts: ServerOptions,
     metrics: Arc<BmcMetrics>,
     shutdown: CancellationToken,
-    tracker: TaskTracker,
 ) -> UdpSocket {
     let BoundBmc { socket, spec } = b;
     let name = spec.machine.name();
     let local = socket.local_addr().ok();
+    // The channel of machine results is bounded by what the endpoint lets be in flight per
+    // BMC (`Limits::max_pending`, beyond which it answers C0 at once), so a call task never
+    // waits on it and a flood cannot grow it.
+    let results = spec.config.limits.max_pending.max(1);
     let mut ep = Endpoint::new(spec.config);
     ep.set_log_key(log_key());
     let mut rng = PooledEntropy::default();
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Ticket, MachineResult)>();
+    let (tx, mut rx) = mpsc::channel::<(Ticket, MachineResult)>(results);
     let calls = Calls {
         machine: spec.machine,
         name: name.clone(),
@@ -433,7 +445,7 @@ async fn serve_bmc(
         metrics: metrics.clone(),
         read_errors: Arc::default(),
         tx,
-        tracker,
+        tasks: opts.tasks.clone(),
     };
     let mut timer = Timer::new();
     let mut carried = Stats::default();
@@ -516,6 +528,7 @@ async fn call_with_budget(
     name: &str,
     metrics: Arc<BmcMetrics>,
     read_errors: Arc<ReadErrors>,
+    tasks: &Tasks,
 ) -> MachineResult {
     // JoinHandle is Unpin: it can be polled by reference and then moved into the follow-up.
     let mut call = tokio::spawn(fut);
@@ -534,7 +547,9 @@ async fn call_with_budget(
         Err(_) => {
             metrics.backend_error(ErrorKind::BudgetExceeded);
             let name = name.to_string();
-            tokio::spawn(async move {
+            // Tracked: shutdown waits for it, or logs it as not finished.
+            let what = format!("{name}: {request:?} (answered busy, still running)");
+            tasks.spawn(what, |_| async move {
                 match call.await {
                     Ok(Ok(_)) => {
                         metrics.backend_call(started.elapsed());

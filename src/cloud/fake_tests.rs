@@ -45,6 +45,7 @@ fn mopts(strategy: BootStrategy) -> MachineOptions {
         ipxe_image: Some("ipxe".into()),
         confirm_timeout: Duration::from_secs(10),
         settle_poll: Duration::from_millis(20),
+        ..MachineOptions::default()
     }
 }
 

@@ -41,6 +41,9 @@ pub struct MachineOptions {
     pub confirm_timeout: Duration,
     /// Poll interval while a multi-step action waits for Nova to finish a step.
     pub settle_poll: Duration,
+    /// Where the background part of a multi-step action runs, so that shutdown waits for it
+    /// or logs what it left undone (the daemon hands every machine the same set).
+    pub tasks: crate::tasks::Tasks,
 }
 
 impl Default for MachineOptions {
@@ -50,6 +53,7 @@ impl Default for MachineOptions {
             ipxe_image: None,
             confirm_timeout: Duration::from_secs(300),
             settle_poll: Duration::from_millis(500),
+            tasks: crate::tasks::Tasks::new(),
         }
     }
 }
@@ -647,8 +651,14 @@ impl Inner {
             let gen_at_start = self.lock().boot_gen;
             let me = self.clone();
             let rest = plan.steps[1..].to_vec();
-            tokio::spawn(async move {
-                me.finish(action, rest, accepted, consume, gen_at_start)
+            let what = format!(
+                "{}: power {action}: {} sent, waiting for Nova; left: {}",
+                self.name,
+                first.name(),
+                left_to_do(&rest, consume.is_some() || unwritten)
+            );
+            self.opts.tasks.spawn(what, |note| async move {
+                me.finish(action, rest, accepted, consume, gen_at_start, &note)
                     .await;
                 me.lock().busy_with = None;
             });
@@ -680,10 +690,17 @@ impl Inner {
         mut after: Instant,
         consume: Option<BootFlags>,
         gen_at_start: u64,
+        note: &crate::tasks::Note,
     ) {
         let deadline = after + self.opts.confirm_timeout;
         let mut last = None;
-        for step in rest {
+        let flags_left = consume.is_some() || self.lock().boot.is_some();
+        for (i, step) in rest.iter().copied().enumerate() {
+            note.set(format!(
+                "{}: power {action}: waiting for Nova to finish the previous step; left: {}",
+                self.name,
+                left_to_do(&rest[i..], flags_left)
+            ));
             let s = match self.settled(after, deadline).await {
                 Ok(s) => s,
                 Err(why) => {
@@ -713,6 +730,12 @@ impl Inner {
             }
             after = Instant::now();
             last = Some(step);
+            note.set(format!(
+                "{}: power {action}: {} sent, waiting for Nova; left: {}",
+                self.name,
+                step.name(),
+                left_to_do(&rest[i + 1..], flags_left)
+            ));
         }
         let s = match self.settled(after, deadline).await {
             Ok(s) => s,
@@ -752,6 +775,17 @@ impl Inner {
             tracing::warn!("{}: boot flags {f} not stored: {e}", self.name);
         }
     }
+}
+
+/// What a plan still has to do, for the shutdown log: the Nova steps not sent yet, and the
+/// boot-flag update that follows them.
+fn left_to_do(steps: &[Step], flags: bool) -> String {
+    let mut v: Vec<&str> = steps.iter().map(|s| s.name()).collect();
+    v.push("wait for Nova to settle");
+    if flags {
+        v.push("store the boot flags");
+    }
+    v.join(", then ")
 }
 
 fn on_off(p: PowerState) -> &'static str {
