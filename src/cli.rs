@@ -37,18 +37,22 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = BackendKind::Nova, conflicts_with = "config")]
     pub backend: BackendKind,
 
-    /// IPMI user name.
-    #[arg(long, env = "OVBMC_USER", default_value = "admin")]
-    pub user: String,
+    /// IPMI user name (else the OVBMC_USER environment variable, else `admin`). Single-BMC
+    /// only: a fleet file sets `user` per BMC or in [defaults], so --config refuses it rather
+    /// than ignore it.
+    #[arg(long, conflicts_with = "config")]
+    pub user: Option<String>,
 
     /// File holding the IPMI password (one trailing newline is ignored). Without it the
     /// password comes from the OVBMC_PASSWORD environment variable. There is no default.
     #[arg(long, conflicts_with = "config")]
     pub password_file: Option<PathBuf>,
 
-    /// Highest privilege the user may take: USER, OPERATOR or ADMINISTRATOR.
-    #[arg(long, default_value = "ADMINISTRATOR", value_parser = parse_privilege)]
-    pub user_privilege: ipmi_proto::session::Privilege,
+    /// Highest privilege the user may take: USER, OPERATOR or ADMINISTRATOR [default:
+    /// ADMINISTRATOR]. Single-BMC only: with --config use the `privilege` key (a security
+    /// setting is refused, never silently ignored).
+    #[arg(long, value_parser = parse_privilege, conflicts_with = "config")]
+    pub user_privilege: Option<ipmi_proto::session::Privilege>,
 
     /// File holding the BMC key Kg (ipmitool -k/-y); by default SIK is keyed by the password.
     #[arg(long, conflicts_with = "config")]
@@ -171,9 +175,10 @@ pub struct RoutingArgs {
     #[arg(long, value_name = "N")]
     pub route_table_base: Option<u32>,
 
-    /// Priority (preference) of the `ip rule`s; must come before the main table's 32766.
-    /// [default: 1000]
-    #[arg(long, value_name = "PRIO")]
+    /// Priority (preference) of the `ip rule`s, 1 to 32765: after the local table and before
+    /// the main table's 32766. [default: 1000]
+    #[arg(long, value_name = "PRIO",
+          value_parser = clap::value_parser!(u32).range(1..=32765))]
     pub route_priority: Option<u32>,
 
     /// Add BMC addresses that are not on the host (`ip addr add ADDR/PREFIX dev IF`, the

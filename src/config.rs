@@ -390,6 +390,13 @@ impl Fleet {
                 message: format!("mode: {message}"),
             })?;
         }
+        if let Some(prio) = routing.priority {
+            check_route_priority(prio).map_err(|message| ConfigError::Section {
+                path: p(),
+                section: "routing",
+                message: format!("priority: {message}"),
+            })?;
+        }
         let entries = match table.remove("bmc") {
             Some(toml::Value::Array(a)) => a,
             Some(_) => {
@@ -477,6 +484,40 @@ impl Fleet {
     }
 }
 
+/// The address and port of one BMC, as the fleet file and the single-BMC flags both need them
+/// (one check for both: `--bind 0.0.0.0` is refused as `address = "0.0.0.0"` is). Err names
+/// the key (`address`, `port`) and what is wrong.
+pub fn check_bmc_address(address: IpAddr, port: u16) -> Result<(), (&'static str, String)> {
+    if port == 0 {
+        return Err(("port", "0 is not a port a client can reach".into()));
+    }
+    if address.is_unspecified() || address.is_multicast() {
+        return Err((
+            "address",
+            "must be one unicast address (a wildcard would answer for every BMC at once)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The range `ip rule` priorities may take: after the kernel's `local` rule (0) and before
+/// the `main` table's rule (32766), or the per-address tables are never consulted.
+pub const ROUTE_PRIORITY: std::ops::RangeInclusive<u32> = 1..=32765;
+
+/// Check `[routing] priority` / `--route-priority` against [`ROUTE_PRIORITY`].
+pub fn check_route_priority(p: u32) -> Result<(), String> {
+    if ROUTE_PRIORITY.contains(&p) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{p} is outside {}..={}: rules must come after the local table (0) and before \
+             the main table (32766), or replies keep leaving through the main table",
+            ROUTE_PRIORITY.start(),
+            ROUTE_PRIORITY.end()
+        ))
+    }
+}
+
 /// The key of a `[[bmc]]` table whose value does not decode (tried one key at a time: every
 /// field of [`RawBmc`] is optional, so a one-key table fails only on that key's value).
 fn bad_key(v: &toml::Value) -> Option<String> {
@@ -560,15 +601,7 @@ fn build_entry(
         .clone()
         .ok_or(("instance", "missing".to_string()))?;
     let port = c.port.or(d.port).unwrap_or(623);
-    if port == 0 {
-        return Err(("port", "0 is not a port a client can reach".into()));
-    }
-    if address.is_unspecified() || address.is_multicast() {
-        return Err((
-            "address",
-            "must be one unicast address (a wildcard would answer for every BMC at once)".into(),
-        ));
-    }
+    check_bmc_address(address, port)?;
     if instance.trim().is_empty() {
         return Err(("instance", "empty".into()));
     }
@@ -776,6 +809,10 @@ interface = "eth1"
         refused(
             "[[bmc]]\naddress='192.0.2.1'\ninstance='a'\npassword_env='X'\nprivilege='root'\n",
             &["bmc #1", "privilege"],
+        );
+        refused(
+            "[routing]\npriority=40000\n[[bmc]]\naddress='192.0.2.1'\ninstance='a'\npassword_env='X'\n",
+            &["[routing]", "priority", "40000", "32765"],
         );
         refused(
             "[[bmc]]\naddress='192.0.2.1'\ninstance='a'\npassword_env='X'\ntable=254\n",

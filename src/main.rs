@@ -47,8 +47,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Once: the log goes to stderr already (as JSON with --log-format json).
             error!("{e:#}");
-            eprintln!("ovbmc: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -72,6 +72,12 @@ fn init_tracing(format: LogFormat) {
 /// The fleet the command line describes: the `--config` file, or one BMC from the flags.
 fn load_fleet(cli: &Cli) -> anyhow::Result<Fleet> {
     if let Some(path) = &cli.config {
+        if std::env::var_os("OVBMC_USER").is_some() {
+            warn!(
+                "OVBMC_USER is ignored with --config: the fleet file's `user` keys name the \
+                 users"
+            );
+        }
         let fleet = Fleet::load(path)?;
         for i in &fleet.inline_passwords {
             warn!(
@@ -88,15 +94,30 @@ fn load_fleet(cli: &Cli) -> anyhow::Result<Fleet> {
     let (Some(bind), Some(instance)) = (cli.bind, cli.instance.clone()) else {
         anyhow::bail!("--bind and --instance are required without --config");
     };
+    // The same checks as a fleet file's `address` and `port` (issue 15 item 16).
+    ovbmc::config::check_bmc_address(bind, cli.port).map_err(|(key, why)| {
+        let flag = if key == "port" { "--port" } else { "--bind" };
+        anyhow::anyhow!("{flag}: {why}")
+    })?;
+    let user = match &cli.user {
+        Some(u) => u.clone(),
+        None => std::env::var("OVBMC_USER").unwrap_or_else(|_| "admin".into()),
+    };
+    if user.is_empty() || user.len() > 16 {
+        // IPMI v2.0 §22.28: user names are at most 16 bytes (as the fleet file checks).
+        anyhow::bail!("--user: {user:?} must be 1 to 16 bytes");
+    }
     Ok(Fleet {
         bmcs: vec![BmcEntry {
             index: 0,
             addr: SocketAddr::new(bind, cli.port),
             instance,
             backend: cli.backend,
-            user: cli.user.clone(),
+            user,
             password: PasswordSource::Preloaded(password),
-            privilege: cli.user_privilege,
+            privilege: cli
+                .user_privilege
+                .unwrap_or(ipmi_proto::session::Privilege::Administrator),
             kg_file: cli.kg_file.clone(),
             boot_strategy: None,
             sim: SimSettings {
@@ -183,21 +204,32 @@ fn routes_dry_run(args: &RoutesArgs) -> anyhow::Result<()> {
 }
 
 /// One BMC with its secrets read: what a reload compares to decide whether a BMC changed.
-#[derive(PartialEq, Eq)]
 struct Loaded {
     entry: BmcEntry,
     password: Zeroizing<Vec<u8>>,
     kg: Option<Zeroizing<Vec<u8>>>,
+    /// Where it is written ("FILE: bmc #N (ADDR)", or "" on the command line), for errors.
+    /// Not part of its identity: moving an entry in the file is no change.
+    place: String,
 }
 
-fn load_entry(e: &BmcEntry) -> anyhow::Result<Loaded> {
-    let what = || {
-        if e.index == 0 {
-            String::new()
-        } else {
-            format!("bmc #{} ({}): ", e.index, e.addr)
-        }
-    };
+impl PartialEq for Loaded {
+    fn eq(&self, o: &Self) -> bool {
+        self.entry == o.entry && self.password == o.password && self.kg == o.kg
+    }
+}
+
+/// "FILE: bmc #N (ADDR): " for an entry of a fleet file, "" for the single-BMC command line.
+fn place(cli: &Cli, e: &BmcEntry) -> String {
+    match &cli.config {
+        Some(p) if e.index > 0 => format!("{}: bmc #{} ({}): ", p.display(), e.index, e.addr),
+        _ => String::new(),
+    }
+}
+
+fn load_entry(cli: &Cli, e: &BmcEntry) -> anyhow::Result<Loaded> {
+    let here = place(cli, e);
+    let what = || here.clone();
     let password = e
         .password
         .load()
@@ -215,6 +247,7 @@ fn load_entry(e: &BmcEntry) -> anyhow::Result<Loaded> {
         entry,
         password,
         kg,
+        place: here,
     })
 }
 
@@ -315,9 +348,20 @@ impl Cloud {
                     .iter()
                     .map(|i| entries[*i].entry.instance.clone())
                     .collect();
-                let built = ovbmc::cloud::build_on(&session, &opts, &names)
-                    .await
-                    .context("Nova backend")?;
+                let built = match ovbmc::cloud::build_on(&session, &opts, &names).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        // Name the entry whose instance failed (the message names it).
+                        let msg = format!("{e:#}");
+                        let at = idx
+                            .iter()
+                            .map(|i| entries[*i])
+                            .find(|l| msg.contains(&format!("instance {:?}", l.entry.instance)))
+                            .map(|l| l.place.clone())
+                            .unwrap_or_default();
+                        return Err(e.context(format!("{at}Nova backend")));
+                    }
+                };
                 for (i, m) in idx.into_iter().zip(built) {
                     out[i] = Some(m as SharedMachine);
                 }
@@ -338,6 +382,7 @@ fn spec(cli: &Cli, l: &Loaded, machine: SharedMachine) -> anyhow::Result<BmcSpec
         cfg = cfg.with_kg(kg.clone())?;
     }
     Ok(BmcSpec {
+        place: l.place.clone(),
         addr: e.addr,
         config: cfg,
         machine,
@@ -382,7 +427,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let loaded: Vec<Loaded> = fleet
         .bmcs
         .iter()
-        .map(load_entry)
+        .map(|e| load_entry(&cli, e))
         .collect::<Result<_, _>>()?;
     let refs: Vec<&Loaded> = loaded.iter().collect();
     let machines = cloud.machines(&refs).await?;
@@ -417,7 +462,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // BMCs drain, and it stops after them.
     let metrics_stop = CancellationToken::new();
     if let Some(l) = metrics_listener {
-        info!(addr = ?l.local_addr().ok(), "metrics: serving /metrics and /healthz");
+        if let Ok(a) = l.local_addr() {
+            info!(addr = %a, "metrics: serving /metrics and /healthz");
+        }
         tokio::spawn(ovbmc::metrics::serve(
             l,
             metrics.clone(),
@@ -527,7 +574,7 @@ async fn reload(
     let loaded: Vec<Loaded> = fleet
         .bmcs
         .iter()
-        .map(load_entry)
+        .map(|e| load_entry(&cli, e))
         .collect::<Result<_, _>>()?;
     let mut keep = 0;
     let mut added = Vec::new();

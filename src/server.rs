@@ -106,6 +106,9 @@ impl Drop for PooledEntropy {
 
 /// One BMC to serve.
 pub struct BmcSpec {
+    /// Where it is configured ("FILE: bmc #N (ADDR): ", empty on the command line), which
+    /// errors about it start with.
+    pub place: String,
     /// Address and port to bind.
     pub addr: SocketAddr,
     /// Protocol configuration (users, GUID, limits).
@@ -193,7 +196,8 @@ pub fn bind_all(specs: Vec<BmcSpec>) -> anyhow::Result<Vec<BoundBmc>> {
                 ""
             };
             anyhow::Error::new(e).context(format!(
-                "cannot bind UDP {} for instance {}{hint}",
+                "{}cannot bind UDP {} for instance {}{hint}",
+                spec.place,
                 spec.addr,
                 spec.machine.name()
             ))
@@ -429,11 +433,13 @@ async fn serve_bmc(
 ) -> UdpSocket {
     let BoundBmc { socket, spec } = b;
     let name = spec.machine.name();
-    let local = socket.local_addr().ok();
+    // The bound address (a plain address in log fields, never `Some(...)`).
+    let local = socket.local_addr().unwrap_or(spec.addr);
     // The channel of machine results is bounded by what the endpoint lets be in flight per
     // BMC (`Limits::max_pending`, beyond which it answers C0 at once), so a call task never
     // waits on it and a flood cannot grow it.
     let results = spec.config.limits.max_pending.max(1);
+    let lockout_secs = spec.config.limits.lockout_duration.as_secs();
     let mut ep = Endpoint::new(spec.config);
     ep.set_log_key(log_key());
     let mut rng = PooledEntropy::default();
@@ -508,12 +514,12 @@ async fn serve_bmc(
         }
         while let Some(ev) = ep.poll_event() {
             metrics.on_event(&ev);
-            log_event(&name, local, ev);
+            log_event(&name, local, lockout_secs, ev);
         }
         metrics.sync_endpoint(ep.stats(), &mut carried, ep.session_counts());
         timer.after_packet(&ep, now);
     }
-    info!(instance = %name, addr = ?local, "stopped");
+    info!(instance = %name, addr = %local, "stopped");
     socket
 }
 
@@ -679,7 +685,7 @@ fn log_key() -> [u8; 32] {
 /// Log one endpoint event. The endpoint already rate-limits what unauthenticated peers cause
 /// (first occurrences, then [`Event::Suppressed`] with a count per interval), so each event
 /// is one line.
-fn log_event(name: &str, local: Option<SocketAddr>, ev: Event) {
+fn log_event(name: &str, local: SocketAddr, lockout_secs: u64, ev: Event) {
     match ev {
         Event::SessionOpened {
             sid,
@@ -700,7 +706,7 @@ fn log_event(name: &str, local: Option<SocketAddr>, ev: Event) {
                 LoginFailure::NoCipherMatch => " (only cipher suites 3 and 17 are offered)",
                 _ => "",
             };
-            warn!(instance = %name, addr = ?local, %peer, user = %user, reason = reason.label(), "login failed{hint}")
+            warn!(instance = %name, addr = %local, %peer, user = %user, reason = reason.label(), "login failed{hint}")
         }
         Event::HalfOpenEvicted { peer } => {
             warn!(instance = %name, %peer, "half-open session table full: evicting the oldest (login flood?)");
@@ -708,11 +714,11 @@ fn log_event(name: &str, local: Option<SocketAddr>, ev: Event) {
         Event::LockedOut {
             source,
             user,
-            until,
+            until: _,
         } => {
-            let secs = until
-                .saturating_duration_since(std::time::Instant::now())
-                .as_secs();
+            // The configured duration (`--lockout-secs`), not the time left by the moment
+            // this line is written, which reads one second short (issue 15 item 18).
+            let secs = lockout_secs;
             match (source, user) {
                 (Some(ip), _) => {
                     warn!(instance = %name, source = %ip, seconds = secs, "too many failed logins: source locked out")
@@ -730,7 +736,7 @@ fn log_event(name: &str, local: Option<SocketAddr>, ev: Event) {
             warn!(instance = %name, %peer, "session-less answers to this source over budget: not answered (a reflection flood with a forged source?)");
         }
         Event::Suppressed { kind, count, over } => {
-            warn!(instance = %name, addr = ?local, kind = kind.label(), count, seconds = over.as_secs(),
+            warn!(instance = %name, addr = %local, kind = kind.label(), count, seconds = over.as_secs(),
                 "{count} more '{}' events in the last {} s not logged one by one (flood?)", kind.label(), over.as_secs())
         }
     }

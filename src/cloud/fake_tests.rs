@@ -309,6 +309,10 @@ async fn instance_resolution() {
     let m = build_on(&s, &o, &[B.to_uppercase()]).await.unwrap();
     assert_eq!(m[0].uuid()[15], 0x0b);
     assert_eq!(m[0].name(), "twin");
+    // The 32-digit form without dashes, as nova.md promises (issue 15 item 15; refused as "no
+    // server" before the fix).
+    let m = build_on(&s, &o, &[B.replace('-', "")]).await.unwrap();
+    assert_eq!(m[0].instance_id(), B);
 }
 
 /// A slow list: a BMC request waits at most `wait`, then is answered busy while the list goes

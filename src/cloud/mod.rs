@@ -341,11 +341,10 @@ pub async fn build_on(
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for want in instances {
-        let by_id = parse_uuid(want).and_then(|_| {
-            view.servers
-                .values()
-                .find(|s| s.id.eq_ignore_ascii_case(want.trim()))
-        });
+        // By id in any spelling Nova accepts: with or without dashes, either case (compared
+        // as the 16 bytes; nova.md says a UUID without dashes is accepted).
+        let by_id = parse_uuid(want)
+            .and_then(|u| view.servers.values().find(|s| parse_uuid(&s.id) == Some(u)));
         let server = match by_id {
             Some(s) => s,
             None => {

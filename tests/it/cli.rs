@@ -304,3 +304,84 @@ fn shutdown_timeout_bounds_the_wait_and_logs_what_is_left() {
     );
     assert!(log.contains("answered busy, still running"), "{log}");
 }
+
+fn ovbmc(args: &[&str], env: &[(&str, &str)]) -> crate::support::Ran {
+    let a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    run(&ovbmc_bin(), &a, env, CLIENT_TIMEOUT)
+}
+
+/// Issue 15 item 13: `--user` and `--user-privilege` with `--config` are refused with a clear
+/// error (before the fix they were accepted and silently ignored: `--user-privilege USER` with a
+/// fleet file still let an ADMINISTRATOR log in).
+#[test]
+fn user_flags_with_a_fleet_file_are_refused() {
+    for flag in [["--user-privilege", "USER"], ["--user", "operator"]] {
+        let r = ovbmc(
+            &["--config", "/nonexistent/fleet.toml", flag[0], flag[1]],
+            &[],
+        );
+        r.expect_failure();
+        let out = r.output();
+        assert!(
+            out.contains(flag[0])
+                && out.contains("cannot be used with")
+                && out.contains("--config"),
+            "{r}"
+        );
+    }
+}
+
+/// Issue 15 item 14: `--route-priority` outside 1..=32765 is refused (40000 would sit after the
+/// main table, so the per-address rules would never be consulted; 0 is the local table's).
+#[test]
+fn route_priority_out_of_range_is_refused() {
+    for p in ["40000", "0", "32766"] {
+        let r = ovbmc(
+            &[
+                "routes",
+                "--dry-run",
+                "--bind",
+                "127.0.0.1",
+                "--route-priority",
+                p,
+            ],
+            &[],
+        );
+        r.expect_failure();
+        assert!(r.output().contains("32765"), "{p}: {r}");
+    }
+}
+
+/// Issue 15 items 16 and 18: the single-BMC flags are checked as the fleet file's `address`
+/// and `port` are (a wildcard address or port 0 used to serve), and the fatal error is printed
+/// once, in text and JSON log modes (it used to be logged and then printed again).
+#[test]
+fn single_bmc_mode_refuses_what_the_fleet_file_refuses_and_says_it_once() {
+    let env = [("OVBMC_PASSWORD", "pw-for-a-test")];
+    for (bind, port, want) in [
+        ("0.0.0.0", "623", "--bind: must be one unicast address"),
+        ("::", "623", "--bind: must be one unicast address"),
+        ("127.0.0.1", "0", "--port: 0 is not a port"),
+    ] {
+        for format in ["text", "json"] {
+            let r = ovbmc(
+                &[
+                    "--backend",
+                    "sim",
+                    "--instance",
+                    "x",
+                    "--bind",
+                    bind,
+                    "--port",
+                    port,
+                    "--log-format",
+                    format,
+                ],
+                &env,
+            );
+            r.expect_failure();
+            let out = r.output();
+            assert_eq!(out.matches(want).count(), 1, "{bind} {port} {format}: {r}");
+        }
+    }
+}
