@@ -211,7 +211,7 @@ pub fn bind_all(specs: Vec<BmcSpec>) -> anyhow::Result<Vec<BoundBmc>> {
 /// hands its socket back when it stops.
 struct Running {
     cancel: CancellationToken,
-    task: tokio::task::JoinHandle<UdpSocket>,
+    task: tokio::task::JoinHandle<Option<UdpSocket>>,
 }
 
 /// A set of BMC tasks that can grow and shrink while it runs (fleet reloads): each BMC has a
@@ -244,9 +244,13 @@ impl Server {
         info!(addr = %key, instance = %name, "listening");
         let cancel = self.shutdown.child_token();
         let metrics = self.opts.metrics.bmc(key, &name);
-        let task = self
-            .tracker
-            .spawn(serve_bmc(b, self.opts.clone(), metrics, cancel.clone()));
+        let task = self.tracker.spawn(supervise(
+            b,
+            key,
+            self.opts.clone(),
+            metrics,
+            cancel.clone(),
+        ));
         if let Some(old) = self.running.insert(key, Running { cancel, task }) {
             warn!(addr = %key, "a BMC was already running on this address; stopping it");
             old.cancel.cancel();
@@ -258,7 +262,7 @@ impl Server {
     pub async fn stop(&mut self, addr: SocketAddr) -> Option<UdpSocket> {
         let r = self.running.remove(&addr)?;
         r.cancel.cancel();
-        r.task.await.ok()
+        r.task.await.ok().flatten()
     }
 
     /// Stop the BMC on `addr` for good (removed from the fleet): as [`Server::stop`], and its
@@ -425,13 +429,100 @@ thread_local! {
         std::cell::RefCell::new(Box::new([0; RECV_BUF_LEN]));
 }
 
-async fn serve_bmc(
+/// First wait before restarting a BMC whose task panicked; doubled for each panic in a row,
+/// up to [`RESTART_MAX`]. A BMC that then served for [`RESTART_RESET`] starts over at 1 s.
+const RESTART_FIRST: Duration = Duration::from_secs(1);
+const RESTART_MAX: Duration = Duration::from_secs(30);
+const RESTART_RESET: Duration = Duration::from_secs(60);
+
+/// Run one BMC's task, and restart it if it panics: the panic is logged, the BMC is marked
+/// down (`/healthz` answers 503 naming it) until it serves again after a back-off. The
+/// socket stays bound throughout (the supervisor holds it), so no other process can take the
+/// address meanwhile and a restart needs no bind. Sessions of the panicked task are lost
+/// (clients log in again). Returns the socket when the BMC is stopped.
+async fn supervise(
     b: BoundBmc,
+    addr: SocketAddr,
     opts: ServerOptions,
     metrics: Arc<BmcMetrics>,
     shutdown: CancellationToken,
-) -> UdpSocket {
+) -> Option<UdpSocket> {
     let BoundBmc { socket, spec } = b;
+    let socket = Arc::new(socket);
+    let name = spec.machine.name();
+    let health = opts.metrics.clone();
+    let mut wait = RESTART_FIRST;
+    loop {
+        let started = Instant::now();
+        let task = tokio::spawn(serve_bmc(
+            socket.clone(),
+            spec.config.clone(),
+            spec.machine.clone(),
+            opts.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        match task.await {
+            Ok(()) => break,
+            Err(e) if e.is_panic() => {
+                let why = e
+                    .into_panic()
+                    .downcast::<String>()
+                    .map(|s| *s)
+                    .or_else(|p| p.downcast::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|_| "a panic".into());
+                if started.elapsed() >= RESTART_RESET {
+                    wait = RESTART_FIRST;
+                }
+                health.health().set_down(addr);
+                tracing::error!(instance = %name, addr = %addr, panic = %Escaped(&why),
+                    restart_in_secs = wait.as_secs(), "BMC task panicked; marked down, restarting");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(RESTART_MAX);
+                health.health().set_up(addr);
+                info!(instance = %name, addr = %addr, "BMC restarted after a panic");
+            }
+            // Cancelled (the runtime is shutting down).
+            Err(_) => break,
+        }
+    }
+    health.health().set_up(addr);
+    Arc::try_unwrap(socket).ok()
+}
+
+/// A test hook, honoured only in debug builds and only when the process was started with
+/// `OVBMC_TEST_PANIC=1` in its environment: a datagram consisting of exactly
+/// [`TEST_PANIC_DATAGRAM`] makes the BMC task that receives it panic, so that the tests can
+/// show a panic is supervised (tests/it/metrics.rs). A release build has no such code path,
+/// and without the variable no datagram can cause it; the bytes are not an RMCP packet.
+const TEST_PANIC_DATAGRAM: &[u8] = b"ovbmc-test-panic";
+
+fn test_panic_hook(datagram: &[u8]) {
+    if cfg!(debug_assertions) && datagram == TEST_PANIC_DATAGRAM {
+        static ARMED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if *ARMED.get_or_init(|| std::env::var("OVBMC_TEST_PANIC").as_deref() == Ok("1")) {
+            panic!("test panic requested (OVBMC_TEST_PANIC=1, debug build)");
+        }
+    }
+}
+
+async fn serve_bmc(
+    socket: Arc<UdpSocket>,
+    config: BmcConfig,
+    machine: SharedMachine,
+    opts: ServerOptions,
+    metrics: Arc<BmcMetrics>,
+    shutdown: CancellationToken,
+) {
+    let spec = BmcSpec {
+        place: String::new(),
+        addr: socket.local_addr().unwrap_or(([0, 0, 0, 0], 0).into()),
+        config,
+        machine,
+    };
     let name = spec.machine.name();
     // The bound address (a plain address in log fields, never `Some(...)`).
     let local = socket.local_addr().unwrap_or(spec.addr);
@@ -465,7 +556,10 @@ async fn serve_bmc(
                     // The datagram is read into the worker thread's buffer, not one per BMC
                     // (2 KiB × 10,000 BMCs): nothing awaits while it is borrowed.
                     Ok(()) => RECV_BUF.with_borrow_mut(|buf| match socket.try_recv_from(&mut buf[..]) {
-                        Ok((n, peer)) => ep.handle(now, peer, &buf[..n], &mut rng),
+                        Ok((n, peer)) => {
+                            test_panic_hook(&buf[..n]);
+                            ep.handle(now, peer, &buf[..n], &mut rng)
+                        }
                         // Readiness was stale; tokio clears it, and we wait again.
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
                         Err(e) => {
@@ -520,7 +614,6 @@ async fn serve_bmc(
         timer.after_packet(&ep, now);
     }
     info!(instance = %name, addr = %local, "stopped");
-    socket
 }
 
 /// Finish a machine call that was not ready at once: answer busy if it takes longer than
