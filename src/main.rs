@@ -480,9 +480,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             _ = int.recv() => break,
             _ = hup.recv() => {
                 let r = reload(&cli, &mut current, &mut server, &mut cloud, router.as_mut(), metrics_addr);
-                match r.await {
-                    Ok(summary) => info!("reload: {summary}"),
-                    Err(e) => error!("reload failed, still serving the previous fleet: {e:#}"),
+                // SIGTERM/SIGINT during a reload are honoured at once (a reload may wait on
+                // Keystone and Nova for up to --nova-timeout): the reload is dropped where it
+                // is, and the shutdown below stops whatever runs and removes the routing the
+                // router added, new or old.
+                tokio::select! {
+                    r = r => match r {
+                        Ok(summary) => info!("reload: {summary}"),
+                        Err(e) => error!("reload failed, still serving the previous fleet: {e:#}"),
+                    },
+                    _ = term.recv() => {
+                        warn!("SIGTERM during a reload: reload abandoned");
+                        break;
+                    }
+                    _ = int.recv() => {
+                        warn!("SIGINT during a reload: reload abandoned");
+                        break;
+                    }
                 }
             }
         }
