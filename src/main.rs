@@ -588,7 +588,7 @@ async fn reload(
     let loaded: Vec<Loaded> = fleet
         .bmcs
         .iter()
-        .map(|e| load_entry(&cli, e))
+        .map(|e| load_entry(cli, e))
         .collect::<Result<_, _>>()?;
     let mut keep = 0;
     let mut added = Vec::new();

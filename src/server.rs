@@ -619,6 +619,8 @@ async fn serve_bmc(
 /// Finish a machine call that was not ready at once: answer busy if it takes longer than
 /// `budget`, but let it finish in the background and log how it ended, so an action
 /// answered "busy" is never silently lost.
+// The call's context is passed piecewise because the task owns it after `Calls::start` returns.
+#[allow(clippy::too_many_arguments)]
 async fn call_with_budget(
     fut: BoxFuture<'static, Result<MachineReply, BackendError>>,
     started: Instant,
