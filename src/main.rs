@@ -326,6 +326,15 @@ impl Cloud {
                 }
             }
         }
+        if let Some(i) = &self.args.ipxe_image
+            && !nova.is_empty()
+            && nova.iter().all(|(s, _)| *s == BootStrategy::Metadata)
+        {
+            warn!(
+                "ipxe_image {i:?} is not used: every Nova BMC uses boot strategy metadata \
+                 (only rescue and rebuild boot it)"
+            );
+        }
         if !nova.is_empty() {
             let session = match &self.session {
                 Some(s) => s.clone(),

@@ -413,3 +413,20 @@ async fn a_second_action_while_one_is_in_flight_is_busy_not_sent() {
     assert_eq!(f.count("/action"), 1);
     assert_eq!(m.power_state().await.unwrap(), PowerState::Off);
 }
+
+/// Issue 15 item 17: the rescue strategy clears a `libvirt:pxe-first` left by the metadata
+/// strategy (OVB's Nova would otherwise put the network first on every boot), even when the
+/// flags themselves do not change.
+#[tokio::test]
+async fn rescue_strategy_clears_an_old_pxe_first() {
+    let f = Fake::start().await;
+    f.add_server(A, "a", "ACTIVE");
+    f.lock().servers.get_mut(A).unwrap()["metadata"] =
+        json!({ "libvirt:pxe-first": "1", "ovbmc:boot": "c008000000" });
+    let m = machine(&f, BootStrategy::Rescue).await;
+    m.set_boot_flags(BootFlags::new(BootDevice::Disk, true, false))
+        .await
+        .unwrap();
+    let meta = f.lock().servers[A]["metadata"].clone();
+    assert_eq!(meta["libvirt:pxe-first"], json!(""), "{meta}");
+}

@@ -466,12 +466,18 @@ impl Inner {
     /// Items"). Nova refuses metadata changes of a rescued instance (409, vm_state must be
     /// active, paused, suspended or stopped); then the flags are kept here and written when it
     /// leaves rescue.
-    async fn write_flags(&self, flags: BootFlags, status: &str) -> Result<(), BackendError> {
+    async fn write_flags(&self, flags: BootFlags, server: &Server) -> Result<(), BackendError> {
+        let status = server.status.as_str();
         let mut meta = serde_json::Map::new();
         meta.insert(BOOT_KEY.into(), json!(hex(flags)));
         if self.opts.strategy == BootStrategy::Metadata {
             let pxe = flags.effective_device() == BootDevice::Pxe;
             meta.insert(PXE_FIRST_KEY.into(), json!(if pxe { "1" } else { "" }));
+        } else if stale_pxe_first(server) {
+            // Rescue and rebuild boot the network their own way; an old "1" left by the
+            // metadata strategy would make OVB's Nova put the network first on every boot
+            // (issue 15 item 17).
+            meta.insert(PXE_FIRST_KEY.into(), json!(""));
         }
         let path = format!("/servers/{}/metadata", self.id);
         let r = self
@@ -514,7 +520,7 @@ impl Inner {
         let _writing = self.begin_write(format!("boot flags {flags}"))?;
         let (started, s) = self.server(None).await?;
         let current = self.flags_from(started, &s);
-        let pxe_first_ok = self.opts.strategy != BootStrategy::Metadata
+        let pxe_first_ok = (self.opts.strategy != BootStrategy::Metadata && !stale_pxe_first(&s))
             || s.metadata.get(PXE_FIRST_KEY).map(String::as_str)
                 == Some(if flags.effective_device() == BootDevice::Pxe {
                     "1"
@@ -527,7 +533,7 @@ impl Inner {
         if current == flags && s.metadata.contains_key(BOOT_KEY) && pxe_first_ok {
             return Ok(());
         }
-        self.write_flags(flags, &s.status).await
+        self.write_flags(flags, &s).await
     }
 
     async fn act(&self, step: Step) -> Result<(), CloudError> {
@@ -770,11 +776,17 @@ impl Inner {
             }
         };
         if let Some(f) = flags
-            && let Err(e) = self.write_flags(f, &s.status).await
+            && let Err(e) = self.write_flags(f, &s).await
         {
             tracing::warn!("{}: boot flags {f} not stored: {e}", self.name);
         }
     }
+}
+
+/// Whether `s` carries a non-empty `libvirt:pxe-first` (set by the metadata strategy), which
+/// the rescue and rebuild strategies clear.
+fn stale_pxe_first(s: &Server) -> bool {
+    s.metadata.get(PXE_FIRST_KEY).is_some_and(|v| !v.is_empty())
 }
 
 /// What a plan still has to do, for the shutdown log: the Nova steps not sent yet, and the

@@ -306,10 +306,9 @@ pub async fn build_machines(
 pub async fn machine_options(session: &Session, args: &NovaArgs) -> anyhow::Result<MachineOptions> {
     let ipxe_image = match (args.boot_strategy, &args.ipxe_image) {
         (BootStrategy::Metadata, None) => None,
-        (BootStrategy::Metadata, Some(i)) => {
-            tracing::warn!("--ipxe-image {i:?} is ignored with --boot-strategy metadata");
-            None
-        }
+        // Not warned about here: in a fleet another BMC may use it with rescue or rebuild;
+        // the caller warns when no BMC does (issue 15 item 17).
+        (BootStrategy::Metadata, Some(_)) => None,
         (s, None) => anyhow::bail!(
             "--boot-strategy {} needs --ipxe-image NAME_OR_ID",
             if s == BootStrategy::Rescue {
