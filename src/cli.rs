@@ -145,6 +145,18 @@ pub enum Command {
     /// Print the `ip` commands the policy routing for these BMCs amounts to (read-only: it
     /// inspects the host's addresses and routes but changes nothing).
     Routes(RoutesArgs),
+    /// Check a fleet file without serving it: print each BMC's effective settings (never a
+    /// secret) and what is wrong (unreadable password or Kg files, ...); the exit status is
+    /// non-zero when something is.
+    Check(CheckArgs),
+}
+
+/// `ovbmc check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The fleet file to check.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub config: PathBuf,
 }
 
 /// `ovbmc routes`.

@@ -14,7 +14,7 @@ use ipmi_proto::{BmcConfig, User};
 use ovbmc::backend::SharedMachine;
 use ovbmc::backend::sim::{SimConfig, SimMachine};
 use ovbmc::cli::{
-    BackendKind, Cli, Command, LogFormat, OnOff, RoutesArgs, RoutingArgs, RoutingMode,
+    BackendKind, CheckArgs, Cli, Command, LogFormat, OnOff, RoutesArgs, RoutingArgs, RoutingMode,
 };
 use ovbmc::cloud::session::Session;
 use ovbmc::cloud::{BootStrategy, NovaArgs};
@@ -42,6 +42,7 @@ fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Some(Command::Routes(args)) => routes_dry_run(args),
+        Some(Command::Check(args)) => check(args),
         None => rt.block_on(run(cli)),
     };
     match result {
@@ -200,6 +201,69 @@ fn routes_dry_run(args: &RoutesArgs) -> anyhow::Result<()> {
             println!("{}", op.command(false));
         }
     }
+    Ok(())
+}
+
+/// `ovbmc check --config FILE`: the effective settings of each BMC and what is wrong, without
+/// binding, routing or calling the cloud. Secrets are read to prove they can be, never shown.
+fn check(args: &CheckArgs) -> anyhow::Result<()> {
+    let fleet = Fleet::load(&args.config)?;
+    let file = args.config.display();
+    let mut wrong = 0usize;
+    println!("{file}: {} BMCs", fleet.bmcs.len());
+    for e in &fleet.bmcs {
+        println!("bmc #{} {}", e.index, e.addr);
+        println!("  instance        {}", e.instance);
+        println!("  backend         {:?}", e.backend);
+        println!("  user            {}", e.user);
+        println!("  privilege       {:?}", e.privilege);
+        // PasswordSource's Debug names the file or variable and redacts any inline value.
+        println!("  password        {:?}", e.password);
+        if let Some(k) = &e.kg_file {
+            println!("  kg_file         {}", k.display());
+        }
+        if let Some(b) = e.boot_strategy.or(fleet
+            .cloud
+            .boot_strategy
+            .as_deref()
+            .and_then(|s| <BootStrategy as clap::ValueEnum>::from_str(s, true).ok()))
+        {
+            println!("  boot_strategy   {b:?}");
+        }
+        if e.backend == BackendKind::Sim {
+            println!(
+                "  sim             on {} ms, off {} ms, initially {:?}",
+                e.sim.power_on_ms, e.sim.power_off_ms, e.sim.initial_power
+            );
+        }
+        if let Err(err) = e.password.load() {
+            wrong += 1;
+            println!(
+                "  WRONG: {file}: bmc #{} ({}): password: {err:#}",
+                e.index, e.addr
+            );
+        }
+        if let Some(k) = &e.kg_file
+            && let Err(err) = ovbmc::secrets::read_kg_file(k)
+        {
+            wrong += 1;
+            println!(
+                "  WRONG: {file}: bmc #{} ({}): kg_file: {err:#}",
+                e.index, e.addr
+            );
+        }
+    }
+    for i in &fleet.inline_passwords {
+        println!("warning: bmc #{i} uses insecure_inline_password");
+    }
+    if let Err(err) = check_fd_limit(fleet.bmcs.len()) {
+        wrong += 1;
+        println!("WRONG: {err:#}");
+    }
+    if wrong > 0 {
+        anyhow::bail!("{file}: {wrong} problem(s) found");
+    }
+    println!("{file}: OK");
     Ok(())
 }
 

@@ -385,3 +385,42 @@ fn single_bmc_mode_refuses_what_the_fleet_file_refuses_and_says_it_once() {
         }
     }
 }
+
+/// Issue 15 item 19: `ovbmc check --config FILE` prints each BMC's effective settings and
+/// what is wrong, never a secret, and exits non-zero when something is wrong.
+#[test]
+fn check_prints_effective_settings_and_problems_without_secrets() {
+    let dir = crate::support::ScratchDir::new("check");
+    let pw = dir.write_secret("pw", "secret-password-1");
+    let good = format!(
+        "[defaults]\nbackend = \"sim\"\npassword_file = \"{}\"\n\n[[bmc]]\naddress = \"192.0.2.10\"\n\
+         instance = \"node-0\"\nprivilege = \"operator\"\n\n[[bmc]]\naddress = \"192.0.2.11\"\n\
+         instance = \"node-1\"\ninsecure_inline_password = \"hunter2-inline\"\n",
+        pw.display()
+    );
+    let f = dir.path().join("good.toml");
+    std::fs::write(&f, &good).unwrap();
+    let r = ovbmc(&["check", "--config", &f.display().to_string()], &[]);
+    let out = r.expect_success().to_string();
+    for want in [
+        "bmc #1 192.0.2.10:623",
+        "node-0",
+        "Operator",
+        "bmc #2",
+        "OK",
+    ] {
+        assert!(out.contains(want), "{want:?}: {r}");
+    }
+    assert!(
+        !r.output().contains("hunter2-inline") && !r.output().contains("secret-password-1"),
+        "{r}"
+    );
+    let bad = good.replace(&pw.display().to_string(), "/nonexistent/pw");
+    std::fs::write(&f, bad).unwrap();
+    let r = ovbmc(&["check", "--config", &f.display().to_string()], &[]);
+    r.expect_failure();
+    assert!(
+        r.output().contains("WRONG") && r.output().contains("bmc #1 (192.0.2.10:623): password"),
+        "{r}"
+    );
+}
