@@ -38,18 +38,22 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = BackendKind::Nova, conflicts_with = "config")]
     pub backend: BackendKind,
 
-    /// IPMI user name.
-    #[arg(long, env = "OVBMC_USER", default_value = "admin")]
-    pub user: String,
+    /// IPMI user name (else the OVBMC_USER environment variable, else `admin`). Single-BMC
+    /// only: a fleet file sets `user` per BMC or in [defaults], so --config refuses it rather
+    /// than ignore it.
+    #[arg(long, conflicts_with = "config")]
+    pub user: Option<String>,
 
     /// File holding the IPMI password (one trailing newline is ignored). Without it the
     /// password comes from the OVBMC_PASSWORD environment variable. There is no default.
     #[arg(long, conflicts_with = "config")]
     pub password_file: Option<PathBuf>,
 
-    /// Highest privilege the user may take: USER, OPERATOR or ADMINISTRATOR.
-    #[arg(long, default_value = "ADMINISTRATOR", value_parser = parse_privilege)]
-    pub user_privilege: ipmi_proto::session::Privilege,
+    /// Highest privilege the user may take: USER, OPERATOR or ADMINISTRATOR [default:
+    /// ADMINISTRATOR]. Single-BMC only: with --config use the `privilege` key (a security
+    /// setting is refused, never silently ignored).
+    #[arg(long, value_parser = parse_privilege, conflicts_with = "config")]
+    pub user_privilege: Option<ipmi_proto::session::Privilege>,
 
     /// File holding the BMC key Kg (ipmitool -k/-y); by default SIK is keyed by the password.
     #[arg(long, conflicts_with = "config")]
@@ -60,6 +64,18 @@ pub struct Cli {
     /// [default: 700]
     #[arg(long, value_name = "MS")]
     pub backend_timeout_ms: Option<u64>,
+
+    /// At SIGTERM, how long to wait for background work still running (a power action
+    /// answered "busy", the remaining steps of a Nova plan such as rescue then reboot) before
+    /// exiting; each one not finished by then is logged with what it had left to do.
+    /// Overrides `[defaults] shutdown_timeout_secs`. [default: 30]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub shutdown_timeout: Option<u64>,
+
+    /// Simulator (tests): milliseconds every call to the simulated machine takes, as a slow
+    /// cloud API would.
+    #[arg(long, default_value_t = 0, conflicts_with = "config", hide = true)]
+    pub sim_api_latency_ms: u64,
 
     /// Simulator: milliseconds a power-on takes.
     #[arg(long, default_value_t = 1000, conflicts_with = "config")]
@@ -130,6 +146,18 @@ pub enum Command {
     /// Policy routing for these BMCs: `--dry-run` prints the `ip` commands it amounts to
     /// (read-only); `apply` / `remove` install or remove it in one shot.
     Routes(RoutesArgs),
+    /// Check a fleet file without serving it: print each BMC's effective settings (never a
+    /// secret) and what is wrong (unreadable password or Kg files, ...); the exit status is
+    /// non-zero when something is.
+    Check(CheckArgs),
+}
+
+/// `ovbmc check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The fleet file to check.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub config: PathBuf,
 }
 
 /// `ovbmc routes`: `--dry-run` prints; `apply` / `remove` change the host.
@@ -196,9 +224,10 @@ pub struct RoutingArgs {
     #[arg(long, value_name = "N")]
     pub route_table_base: Option<u32>,
 
-    /// Priority (preference) of the `ip rule`s; must come before the main table's 32766.
-    /// [default: 1000]
-    #[arg(long, value_name = "PRIO")]
+    /// Priority (preference) of the `ip rule`s, 1 to 32765: after the local table and before
+    /// the main table's 32766. [default: 1000]
+    #[arg(long, value_name = "PRIO",
+          value_parser = clap::value_parser!(u32).range(1..=32765))]
     pub route_priority: Option<u32>,
 
     /// Add BMC addresses that are not on the host (`ip addr add ADDR/PREFIX dev IF`, the

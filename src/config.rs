@@ -138,6 +138,8 @@ pub struct SimSettings {
     pub power_off_ms: u64,
     /// Power state at start.
     pub initial_power: OnOff,
+    /// Milliseconds every call takes (single-BMC `--sim-api-latency-ms`, for tests).
+    pub api_latency_ms: u64,
 }
 
 impl Default for SimSettings {
@@ -147,6 +149,7 @@ impl Default for SimSettings {
             power_on_ms: 1000,
             power_off_ms: 500,
             initial_power: OnOff::Off,
+            api_latency_ms: 0,
         }
     }
 }
@@ -283,6 +286,7 @@ sections! {
     /// `[defaults]`: the shared keys plus process-wide settings.
     struct RawDefaults {
         backend_timeout_ms: Option<u64>,
+        shutdown_timeout_secs: Option<u64>,
         // A string, checked below, so that a bad value is reported with the key's name.
         metrics: Option<String>,
     }
@@ -305,6 +309,8 @@ pub struct Fleet {
     pub bmcs: Vec<BmcEntry>,
     /// `[defaults] backend_timeout_ms`.
     pub backend_timeout_ms: Option<u64>,
+    /// `[defaults] shutdown_timeout_secs`: how long SIGTERM waits for background work.
+    pub shutdown_timeout_secs: Option<u64>,
     /// `[defaults] metrics`: where to serve Prometheus metrics (`--metrics` wins).
     pub metrics: Option<SocketAddr>,
     /// `[cloud]`.
@@ -382,6 +388,13 @@ impl Fleet {
                 path: p(),
                 section: "routing",
                 message: format!("mode: {message}"),
+            })?;
+        }
+        if let Some(prio) = routing.priority {
+            check_route_priority(prio).map_err(|message| ConfigError::Section {
+                path: p(),
+                section: "routing",
+                message: format!("priority: {message}"),
             })?;
         }
         let entries = match table.remove("bmc") {
@@ -462,11 +475,46 @@ impl Fleet {
         Ok(Self {
             bmcs,
             backend_timeout_ms: defaults.backend_timeout_ms,
+            shutdown_timeout_secs: defaults.shutdown_timeout_secs,
             metrics,
             cloud,
             routing,
             inline_passwords,
         })
+    }
+}
+
+/// The address and port of one BMC, as the fleet file and the single-BMC flags both need them
+/// (one check for both: `--bind 0.0.0.0` is refused as `address = "0.0.0.0"` is). Err names
+/// the key (`address`, `port`) and what is wrong.
+pub fn check_bmc_address(address: IpAddr, port: u16) -> Result<(), (&'static str, String)> {
+    if port == 0 {
+        return Err(("port", "0 is not a port a client can reach".into()));
+    }
+    if address.is_unspecified() || address.is_multicast() {
+        return Err((
+            "address",
+            "must be one unicast address (a wildcard would answer for every BMC at once)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The range `ip rule` priorities may take: after the kernel's `local` rule (0) and before
+/// the `main` table's rule (32766), or the per-address tables are never consulted.
+pub const ROUTE_PRIORITY: std::ops::RangeInclusive<u32> = 1..=32765;
+
+/// Check `[routing] priority` / `--route-priority` against [`ROUTE_PRIORITY`].
+pub fn check_route_priority(p: u32) -> Result<(), String> {
+    if ROUTE_PRIORITY.contains(&p) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{p} is outside {}..={}: rules must come after the local table (0) and before \
+             the main table (32766), or replies keep leaving through the main table",
+            ROUTE_PRIORITY.start(),
+            ROUTE_PRIORITY.end()
+        ))
     }
 }
 
@@ -553,15 +601,7 @@ fn build_entry(
         .clone()
         .ok_or(("instance", "missing".to_string()))?;
     let port = c.port.or(d.port).unwrap_or(623);
-    if port == 0 {
-        return Err(("port", "0 is not a port a client can reach".into()));
-    }
-    if address.is_unspecified() || address.is_multicast() {
-        return Err((
-            "address",
-            "must be one unicast address (a wildcard would answer for every BMC at once)".into(),
-        ));
-    }
+    check_bmc_address(address, port)?;
     if instance.trim().is_empty() {
         return Err(("instance", "empty".into()));
     }
@@ -613,6 +653,7 @@ fn build_entry(
             Some(s) => parse_enum::<OnOff>(s).map_err(|m| ("sim_initial_power", m))?,
             None => dflt.initial_power,
         },
+        api_latency_ms: 0,
     };
     if let Some(g) = raw.gateway
         && g.is_ipv4() != address.is_ipv4()
@@ -668,6 +709,7 @@ mod tests {
 backend = "sim"
 password_file = "pw"
 backend_timeout_ms = 900
+shutdown_timeout_secs = 5
 metrics = "127.0.0.1:9623"
 
 [cloud]
@@ -710,6 +752,7 @@ interface = "eth1"
         assert_eq!(b.boot_strategy, Some(BootStrategy::Rescue));
         assert_eq!(b.route.interface.as_deref(), Some("eth1"));
         assert_eq!(f.backend_timeout_ms, Some(900));
+        assert_eq!(f.shutdown_timeout_secs, Some(5));
         assert_eq!(f.metrics, Some("127.0.0.1:9623".parse().unwrap()));
         assert_eq!(f.cloud.os_cloud.as_deref(), Some("mycloud"));
         assert_eq!(f.routing.priority, Some(500));
@@ -766,6 +809,10 @@ interface = "eth1"
         refused(
             "[[bmc]]\naddress='192.0.2.1'\ninstance='a'\npassword_env='X'\nprivilege='root'\n",
             &["bmc #1", "privilege"],
+        );
+        refused(
+            "[routing]\npriority=40000\n[[bmc]]\naddress='192.0.2.1'\ninstance='a'\npassword_env='X'\n",
+            &["[routing]", "priority", "40000", "32765"],
         );
         refused(
             "[[bmc]]\naddress='192.0.2.1'\ninstance='a'\npassword_env='X'\ntable=254\n",

@@ -14,3 +14,4 @@ pub mod net;
 pub mod secrets;
 pub mod server;
 pub mod suggest;
+pub mod tasks;

@@ -14,7 +14,8 @@ use ipmi_proto::{BmcConfig, User};
 use ovbmc::backend::SharedMachine;
 use ovbmc::backend::sim::{SimConfig, SimMachine};
 use ovbmc::cli::{
-    BackendKind, Cli, Command, LogFormat, OnOff, RoutesAction, RoutesArgs, RoutingArgs, RoutingMode,
+    BackendKind, CheckArgs, Cli, Command, LogFormat, OnOff, RoutesAction, RoutesArgs, RoutingArgs,
+    RoutingMode,
 };
 use ovbmc::cloud::session::Session;
 use ovbmc::cloud::{BootStrategy, NovaArgs};
@@ -22,6 +23,7 @@ use ovbmc::config::{BmcEntry, CloudSection, Fleet, PasswordSource, RouteHints, S
 use ovbmc::metrics::Metrics;
 use ovbmc::net::{RouteRequest, Router, RoutingSettings};
 use ovbmc::server::{self, BmcSpec, BoundBmc, Server, ServerOptions};
+use ovbmc::tasks::Tasks;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use zeroize::Zeroizing;
@@ -44,13 +46,14 @@ fn main() -> ExitCode {
             Some(action) => routes_oneshot(action),
             None => routes_dry_run(args),
         },
+        Some(Command::Check(args)) => check(args),
         None => rt.block_on(run(cli)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Once: the log goes to stderr already (as JSON with --log-format json).
             error!("{e:#}");
-            eprintln!("ovbmc: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -74,6 +77,12 @@ fn init_tracing(format: LogFormat) {
 /// The fleet the command line describes: the `--config` file, or one BMC from the flags.
 fn load_fleet(cli: &Cli) -> anyhow::Result<Fleet> {
     if let Some(path) = &cli.config {
+        if std::env::var_os("OVBMC_USER").is_some() {
+            warn!(
+                "OVBMC_USER is ignored with --config: the fleet file's `user` keys name the \
+                 users"
+            );
+        }
         let fleet = Fleet::load(path)?;
         for i in &fleet.inline_passwords {
             warn!(
@@ -90,25 +99,42 @@ fn load_fleet(cli: &Cli) -> anyhow::Result<Fleet> {
     let (Some(bind), Some(instance)) = (cli.bind, cli.instance.clone()) else {
         anyhow::bail!("--bind and --instance are required without --config");
     };
+    // The same checks as a fleet file's `address` and `port` (issue 15 item 16).
+    ovbmc::config::check_bmc_address(bind, cli.port).map_err(|(key, why)| {
+        let flag = if key == "port" { "--port" } else { "--bind" };
+        anyhow::anyhow!("{flag}: {why}")
+    })?;
+    let user = match &cli.user {
+        Some(u) => u.clone(),
+        None => std::env::var("OVBMC_USER").unwrap_or_else(|_| "admin".into()),
+    };
+    if user.is_empty() || user.len() > 16 {
+        // IPMI v2.0 §22.28: user names are at most 16 bytes (as the fleet file checks).
+        anyhow::bail!("--user: {user:?} must be 1 to 16 bytes");
+    }
     Ok(Fleet {
         bmcs: vec![BmcEntry {
             index: 0,
             addr: SocketAddr::new(bind, cli.port),
             instance,
             backend: cli.backend,
-            user: cli.user.clone(),
+            user,
             password: PasswordSource::Preloaded(password),
-            privilege: cli.user_privilege,
+            privilege: cli
+                .user_privilege
+                .unwrap_or(ipmi_proto::session::Privilege::Administrator),
             kg_file: cli.kg_file.clone(),
             boot_strategy: None,
             sim: SimSettings {
                 power_on_ms: cli.sim_power_on_ms,
                 power_off_ms: cli.sim_power_off_ms,
                 initial_power: cli.sim_initial_power,
+                api_latency_ms: cli.sim_api_latency_ms,
             },
             route: RouteHints::default(),
         }],
         backend_timeout_ms: None,
+        shutdown_timeout_secs: None,
         metrics: None,
         cloud: CloudSection::default(),
         routing: Default::default(),
@@ -224,22 +250,96 @@ fn routes_oneshot(action: &RoutesAction) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `ovbmc check --config FILE`: the effective settings of each BMC and what is wrong, without
+/// binding, routing or calling the cloud. Secrets are read to prove they can be, never shown.
+fn check(args: &CheckArgs) -> anyhow::Result<()> {
+    let fleet = Fleet::load(&args.config)?;
+    let file = args.config.display();
+    let mut wrong = 0usize;
+    println!("{file}: {} BMCs", fleet.bmcs.len());
+    for e in &fleet.bmcs {
+        println!("bmc #{} {}", e.index, e.addr);
+        println!("  instance        {}", e.instance);
+        println!("  backend         {:?}", e.backend);
+        println!("  user            {}", e.user);
+        println!("  privilege       {:?}", e.privilege);
+        // PasswordSource's Debug names the file or variable and redacts any inline value.
+        println!("  password        {:?}", e.password);
+        if let Some(k) = &e.kg_file {
+            println!("  kg_file         {}", k.display());
+        }
+        if let Some(b) = e.boot_strategy.or(fleet
+            .cloud
+            .boot_strategy
+            .as_deref()
+            .and_then(|s| <BootStrategy as clap::ValueEnum>::from_str(s, true).ok()))
+        {
+            println!("  boot_strategy   {b:?}");
+        }
+        if e.backend == BackendKind::Sim {
+            println!(
+                "  sim             on {} ms, off {} ms, initially {:?}",
+                e.sim.power_on_ms, e.sim.power_off_ms, e.sim.initial_power
+            );
+        }
+        if let Err(err) = e.password.load() {
+            wrong += 1;
+            println!(
+                "  WRONG: {file}: bmc #{} ({}): password: {err:#}",
+                e.index, e.addr
+            );
+        }
+        if let Some(k) = &e.kg_file
+            && let Err(err) = ovbmc::secrets::read_kg_file(k)
+        {
+            wrong += 1;
+            println!(
+                "  WRONG: {file}: bmc #{} ({}): kg_file: {err:#}",
+                e.index, e.addr
+            );
+        }
+    }
+    for i in &fleet.inline_passwords {
+        println!("warning: bmc #{i} uses insecure_inline_password");
+    }
+    if let Err(err) = check_fd_limit(fleet.bmcs.len()) {
+        wrong += 1;
+        println!("WRONG: {err:#}");
+    }
+    if wrong > 0 {
+        anyhow::bail!("{file}: {wrong} problem(s) found");
+    }
+    println!("{file}: OK");
+    Ok(())
+}
+
 /// One BMC with its secrets read: what a reload compares to decide whether a BMC changed.
-#[derive(PartialEq, Eq)]
 struct Loaded {
     entry: BmcEntry,
     password: Zeroizing<Vec<u8>>,
     kg: Option<Zeroizing<Vec<u8>>>,
+    /// Where it is written ("FILE: bmc #N (ADDR)", or "" on the command line), for errors.
+    /// Not part of its identity: moving an entry in the file is no change.
+    place: String,
 }
 
-fn load_entry(e: &BmcEntry) -> anyhow::Result<Loaded> {
-    let what = || {
-        if e.index == 0 {
-            String::new()
-        } else {
-            format!("bmc #{} ({}): ", e.index, e.addr)
-        }
-    };
+impl PartialEq for Loaded {
+    fn eq(&self, o: &Self) -> bool {
+        self.entry == o.entry && self.password == o.password && self.kg == o.kg
+    }
+}
+
+/// "FILE: bmc #N (ADDR): " for an entry of a fleet file, "" for the single-BMC command line.
+fn place(cli: &Cli, e: &BmcEntry) -> String {
+    match &cli.config {
+        Some(p) if e.index > 0 => format!("{}: bmc #{} ({}): ", p.display(), e.index, e.addr),
+        _ => String::new(),
+    }
+}
+
+fn load_entry(cli: &Cli, e: &BmcEntry) -> anyhow::Result<Loaded> {
+    let here = place(cli, e);
+    let what = || here.clone();
     let password = e
         .password
         .load()
@@ -257,6 +357,7 @@ fn load_entry(e: &BmcEntry) -> anyhow::Result<Loaded> {
         entry,
         password,
         kg,
+        place: here,
     })
 }
 
@@ -265,10 +366,12 @@ fn load_entry(e: &BmcEntry) -> anyhow::Result<Loaded> {
 struct Cloud {
     args: NovaArgs,
     session: Option<Arc<Session>>,
+    /// Handed to every Nova machine: its plans' background steps are waited for at exit.
+    tasks: Tasks,
 }
 
 impl Cloud {
-    fn new(cli: &NovaArgs, c: &CloudSection) -> Self {
+    fn new(cli: &NovaArgs, c: &CloudSection, tasks: Tasks) -> Self {
         let mut args = cli.clone();
         // [cloud] keys override the flags (and OS_CLOUD, which is often exported anyway).
         if c.os_cloud.is_some() {
@@ -300,6 +403,7 @@ impl Cloud {
         Self {
             args,
             session: None,
+            tasks,
         }
     }
 
@@ -316,6 +420,7 @@ impl Cloud {
                     let mut c = SimConfig::new(&e.instance);
                     c.power_on_delay = Duration::from_millis(e.sim.power_on_ms);
                     c.power_off_delay = Duration::from_millis(e.sim.power_off_ms);
+                    c.api_latency = Duration::from_millis(e.sim.api_latency_ms);
                     c.initial_power = match e.sim.initial_power {
                         OnOff::On => ipmi_proto::machine::PowerState::On,
                         OnOff::Off => ipmi_proto::machine::PowerState::Off,
@@ -331,6 +436,15 @@ impl Cloud {
                 }
             }
         }
+        if let Some(i) = &self.args.ipxe_image
+            && !nova.is_empty()
+            && nova.iter().all(|(s, _)| *s == BootStrategy::Metadata)
+        {
+            warn!(
+                "ipxe_image {i:?} is not used: every Nova BMC uses boot strategy metadata \
+                 (only rescue and rebuild boot it)"
+            );
+        }
         if !nova.is_empty() {
             let session = match &self.session {
                 Some(s) => s.clone(),
@@ -345,16 +459,28 @@ impl Cloud {
             for (strategy, idx) in nova {
                 let mut args = self.args.clone();
                 args.boot_strategy = strategy;
-                let opts = ovbmc::cloud::machine_options(&session, &args)
+                let mut opts = ovbmc::cloud::machine_options(&session, &args)
                     .await
                     .context("Nova backend")?;
+                opts.tasks = self.tasks.clone();
                 let names: Vec<String> = idx
                     .iter()
                     .map(|i| entries[*i].entry.instance.clone())
                     .collect();
-                let built = ovbmc::cloud::build_on(&session, &opts, &names)
-                    .await
-                    .context("Nova backend")?;
+                let built = match ovbmc::cloud::build_on(&session, &opts, &names).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        // Name the entry whose instance failed (the message names it).
+                        let msg = format!("{e:#}");
+                        let at = idx
+                            .iter()
+                            .map(|i| entries[*i])
+                            .find(|l| msg.contains(&format!("instance {:?}", l.entry.instance)))
+                            .map(|l| l.place.clone())
+                            .unwrap_or_default();
+                        return Err(e.context(format!("{at}Nova backend")));
+                    }
+                };
                 for (i, m) in idx.into_iter().zip(built) {
                     out[i] = Some(m as SharedMachine);
                 }
@@ -375,6 +501,7 @@ fn spec(cli: &Cli, l: &Loaded, machine: SharedMachine) -> anyhow::Result<BmcSpec
         cfg = cfg.with_kg(kg.clone())?;
     }
     Ok(BmcSpec {
+        place: l.place.clone(),
         addr: e.addr,
         config: cfg,
         machine,
@@ -396,6 +523,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         cli.config.as_ref().map(|_| &fleet),
     );
     let metrics = Metrics::new();
+    let tasks = Tasks::new();
     let opts = ServerOptions {
         backend_budget: Duration::from_millis(
             cli.backend_timeout_ms
@@ -403,17 +531,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .unwrap_or(700),
         ),
         metrics: metrics.clone(),
+        tasks: tasks.clone(),
+        shutdown_timeout: cli
+            .shutdown_timeout
+            .or(fleet.shutdown_timeout_secs)
+            .map_or(server::DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_secs),
     };
     let metrics_addr = cli.metrics.or(fleet.metrics);
     raise_fd_limit(fleet.bmcs.len())?;
-    let mut cloud = Cloud::new(&cli.nova, &fleet.cloud);
+    let mut cloud = Cloud::new(&cli.nova, &fleet.cloud, tasks);
 
     // Everything that can fail happens before the first BMC serves: secrets, machines
     // (Nova lookups), routing (which may add the addresses), sockets.
     let loaded: Vec<Loaded> = fleet
         .bmcs
         .iter()
-        .map(load_entry)
+        .map(|e| load_entry(&cli, e))
         .collect::<Result<_, _>>()?;
     let refs: Vec<&Loaded> = loaded.iter().collect();
     let machines = cloud.machines(&refs).await?;
@@ -448,7 +581,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // BMCs drain, and it stops after them.
     let metrics_stop = CancellationToken::new();
     if let Some(l) = metrics_listener {
-        info!(addr = ?l.local_addr().ok(), "metrics: serving /metrics and /healthz");
+        if let Ok(a) = l.local_addr() {
+            info!(addr = %a, "metrics: serving /metrics and /healthz");
+        }
         tokio::spawn(ovbmc::metrics::serve(
             l,
             metrics.clone(),
@@ -464,19 +599,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             _ = int.recv() => break,
             _ = hup.recv() => {
                 let r = reload(&cli, &mut current, &mut server, &mut cloud, router.as_mut(), metrics_addr);
-                match r.await {
-                    Ok(summary) => info!("reload: {summary}"),
-                    Err(e) => error!("reload failed, still serving the previous fleet: {e:#}"),
+                // SIGTERM/SIGINT during a reload are honoured at once (a reload may wait on
+                // Keystone and Nova for up to --nova-timeout): the reload is dropped where it
+                // is, and the shutdown below stops whatever runs and removes the routing the
+                // router added, new or old.
+                tokio::select! {
+                    r = r => match r {
+                        Ok(summary) => info!("reload: {summary}"),
+                        Err(e) => error!("reload failed, still serving the previous fleet: {e:#}"),
+                    },
+                    _ = term.recv() => {
+                        warn!("SIGTERM during a reload: reload abandoned");
+                        break;
+                    }
+                    _ = int.recv() => {
+                        warn!("SIGINT during a reload: reload abandoned");
+                        break;
+                    }
                 }
             }
         }
     }
     info!("shutting down");
     metrics.set_serving(false);
-    server.drain().await;
+    let unfinished = server.drain().await;
     metrics_stop.cancel();
     if let Some(r) = router.as_mut() {
         tokio::task::block_in_place(|| r.teardown());
+    }
+    if unfinished > 0 {
+        warn!(
+            unfinished,
+            "exiting with background work not finished (logged above)"
+        );
     }
     Ok(())
 }
@@ -538,7 +693,11 @@ async fn reload(
     );
     info!("SIGHUP: reloading {what}");
     let fleet = load_fleet(cli)?;
-    if Cloud::new(&cli.nova, &fleet.cloud).args.os_cloud != cloud.args.os_cloud {
+    if Cloud::new(&cli.nova, &fleet.cloud, Tasks::new())
+        .args
+        .os_cloud
+        != cloud.args.os_cloud
+    {
         warn!("reload: [cloud] changes take effect at the next restart");
     }
     if cli.metrics.is_none() && fleet.metrics != metrics_addr {
@@ -548,7 +707,7 @@ async fn reload(
     let loaded: Vec<Loaded> = fleet
         .bmcs
         .iter()
-        .map(load_entry)
+        .map(|e| load_entry(cli, e))
         .collect::<Result<_, _>>()?;
     let mut keep = 0;
     let mut added = Vec::new();

@@ -45,6 +45,7 @@ fn mopts(strategy: BootStrategy) -> MachineOptions {
         ipxe_image: Some("ipxe".into()),
         confirm_timeout: Duration::from_secs(10),
         settle_poll: Duration::from_millis(20),
+        ..MachineOptions::default()
     }
 }
 
@@ -308,6 +309,10 @@ async fn instance_resolution() {
     let m = build_on(&s, &o, &[B.to_uppercase()]).await.unwrap();
     assert_eq!(m[0].uuid()[15], 0x0b);
     assert_eq!(m[0].name(), "twin");
+    // The 32-digit form without dashes, as nova.md promises (issue 15 item 15; refused as "no
+    // server" before the fix).
+    let m = build_on(&s, &o, &[B.replace('-', "")]).await.unwrap();
+    assert_eq!(m[0].instance_id(), B);
 }
 
 /// A slow list: a BMC request waits at most `wait`, then is answered busy while the list goes
@@ -407,4 +412,21 @@ async fn a_second_action_while_one_is_in_flight_is_busy_not_sent() {
     first.await.unwrap().unwrap();
     assert_eq!(f.count("/action"), 1);
     assert_eq!(m.power_state().await.unwrap(), PowerState::Off);
+}
+
+/// Issue 15 item 17: the rescue strategy clears a `libvirt:pxe-first` left by the metadata
+/// strategy (OVB's Nova would otherwise put the network first on every boot), even when the
+/// flags themselves do not change.
+#[tokio::test]
+async fn rescue_strategy_clears_an_old_pxe_first() {
+    let f = Fake::start().await;
+    f.add_server(A, "a", "ACTIVE");
+    f.lock().servers.get_mut(A).unwrap()["metadata"] =
+        json!({ "libvirt:pxe-first": "1", "ovbmc:boot": "c008000000" });
+    let m = machine(&f, BootStrategy::Rescue).await;
+    m.set_boot_flags(BootFlags::new(BootDevice::Disk, true, false))
+        .await
+        .unwrap();
+    let meta = f.lock().servers[A]["metadata"].clone();
+    assert_eq!(meta["libvirt:pxe-first"], json!(""), "{meta}");
 }

@@ -41,6 +41,9 @@ pub struct MachineOptions {
     pub confirm_timeout: Duration,
     /// Poll interval while a multi-step action waits for Nova to finish a step.
     pub settle_poll: Duration,
+    /// Where the background part of a multi-step action runs, so that shutdown waits for it
+    /// or logs what it left undone (the daemon hands every machine the same set).
+    pub tasks: crate::tasks::Tasks,
 }
 
 impl Default for MachineOptions {
@@ -50,6 +53,7 @@ impl Default for MachineOptions {
             ipxe_image: None,
             confirm_timeout: Duration::from_secs(300),
             settle_poll: Duration::from_millis(500),
+            tasks: crate::tasks::Tasks::new(),
         }
     }
 }
@@ -462,12 +466,18 @@ impl Inner {
     /// Items"). Nova refuses metadata changes of a rescued instance (409, vm_state must be
     /// active, paused, suspended or stopped); then the flags are kept here and written when it
     /// leaves rescue.
-    async fn write_flags(&self, flags: BootFlags, status: &str) -> Result<(), BackendError> {
+    async fn write_flags(&self, flags: BootFlags, server: &Server) -> Result<(), BackendError> {
+        let status = server.status.as_str();
         let mut meta = serde_json::Map::new();
         meta.insert(BOOT_KEY.into(), json!(hex(flags)));
         if self.opts.strategy == BootStrategy::Metadata {
             let pxe = flags.effective_device() == BootDevice::Pxe;
             meta.insert(PXE_FIRST_KEY.into(), json!(if pxe { "1" } else { "" }));
+        } else if stale_pxe_first(server) {
+            // Rescue and rebuild boot the network their own way; an old "1" left by the
+            // metadata strategy would make OVB's Nova put the network first on every boot
+            // (issue 15 item 17).
+            meta.insert(PXE_FIRST_KEY.into(), json!(""));
         }
         let path = format!("/servers/{}/metadata", self.id);
         let r = self
@@ -510,7 +520,7 @@ impl Inner {
         let _writing = self.begin_write(format!("boot flags {flags}"))?;
         let (started, s) = self.server(None).await?;
         let current = self.flags_from(started, &s);
-        let pxe_first_ok = self.opts.strategy != BootStrategy::Metadata
+        let pxe_first_ok = (self.opts.strategy != BootStrategy::Metadata && !stale_pxe_first(&s))
             || s.metadata.get(PXE_FIRST_KEY).map(String::as_str)
                 == Some(if flags.effective_device() == BootDevice::Pxe {
                     "1"
@@ -523,7 +533,7 @@ impl Inner {
         if current == flags && s.metadata.contains_key(BOOT_KEY) && pxe_first_ok {
             return Ok(());
         }
-        self.write_flags(flags, &s.status).await
+        self.write_flags(flags, &s).await
     }
 
     async fn act(&self, step: Step) -> Result<(), CloudError> {
@@ -647,8 +657,14 @@ impl Inner {
             let gen_at_start = self.lock().boot_gen;
             let me = self.clone();
             let rest = plan.steps[1..].to_vec();
-            tokio::spawn(async move {
-                me.finish(action, rest, accepted, consume, gen_at_start)
+            let what = format!(
+                "{}: power {action}: {} sent, waiting for Nova; left: {}",
+                self.name,
+                first.name(),
+                left_to_do(&rest, consume.is_some() || unwritten)
+            );
+            self.opts.tasks.spawn(what, |note| async move {
+                me.finish(action, rest, accepted, consume, gen_at_start, &note)
                     .await;
                 me.lock().busy_with = None;
             });
@@ -680,10 +696,17 @@ impl Inner {
         mut after: Instant,
         consume: Option<BootFlags>,
         gen_at_start: u64,
+        note: &crate::tasks::Note,
     ) {
         let deadline = after + self.opts.confirm_timeout;
         let mut last = None;
-        for step in rest {
+        let flags_left = consume.is_some() || self.lock().boot.is_some();
+        for (i, step) in rest.iter().copied().enumerate() {
+            note.set(format!(
+                "{}: power {action}: waiting for Nova to finish the previous step; left: {}",
+                self.name,
+                left_to_do(&rest[i..], flags_left)
+            ));
             let s = match self.settled(after, deadline).await {
                 Ok(s) => s,
                 Err(why) => {
@@ -713,6 +736,12 @@ impl Inner {
             }
             after = Instant::now();
             last = Some(step);
+            note.set(format!(
+                "{}: power {action}: {} sent, waiting for Nova; left: {}",
+                self.name,
+                step.name(),
+                left_to_do(&rest[i + 1..], flags_left)
+            ));
         }
         let s = match self.settled(after, deadline).await {
             Ok(s) => s,
@@ -747,11 +776,28 @@ impl Inner {
             }
         };
         if let Some(f) = flags
-            && let Err(e) = self.write_flags(f, &s.status).await
+            && let Err(e) = self.write_flags(f, &s).await
         {
             tracing::warn!("{}: boot flags {f} not stored: {e}", self.name);
         }
     }
+}
+
+/// Whether `s` carries a non-empty `libvirt:pxe-first` (set by the metadata strategy), which
+/// the rescue and rebuild strategies clear.
+fn stale_pxe_first(s: &Server) -> bool {
+    s.metadata.get(PXE_FIRST_KEY).is_some_and(|v| !v.is_empty())
+}
+
+/// What a plan still has to do, for the shutdown log: the Nova steps not sent yet, and the
+/// boot-flag update that follows them.
+fn left_to_do(steps: &[Step], flags: bool) -> String {
+    let mut v: Vec<&str> = steps.iter().map(|s| s.name()).collect();
+    v.push("wait for Nova to settle");
+    if flags {
+        v.push("store the boot flags");
+    }
+    v.join(", then ")
 }
 
 fn on_off(p: PowerState) -> &'static str {

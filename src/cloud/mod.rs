@@ -306,10 +306,9 @@ pub async fn build_machines(
 pub async fn machine_options(session: &Session, args: &NovaArgs) -> anyhow::Result<MachineOptions> {
     let ipxe_image = match (args.boot_strategy, &args.ipxe_image) {
         (BootStrategy::Metadata, None) => None,
-        (BootStrategy::Metadata, Some(i)) => {
-            tracing::warn!("--ipxe-image {i:?} is ignored with --boot-strategy metadata");
-            None
-        }
+        // Not warned about here: in a fleet another BMC may use it with rescue or rebuild;
+        // the caller warns when no BMC does (issue 15 item 17).
+        (BootStrategy::Metadata, Some(_)) => None,
         (s, None) => anyhow::bail!(
             "--boot-strategy {} needs --ipxe-image NAME_OR_ID",
             if s == BootStrategy::Rescue {
@@ -341,11 +340,10 @@ pub async fn build_on(
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for want in instances {
-        let by_id = parse_uuid(want).and_then(|_| {
-            view.servers
-                .values()
-                .find(|s| s.id.eq_ignore_ascii_case(want.trim()))
-        });
+        // By id in any spelling Nova accepts: with or without dashes, either case (compared
+        // as the 16 bytes; nova.md says a UUID without dashes is accepted).
+        let by_id = parse_uuid(want)
+            .and_then(|u| view.servers.values().find(|s| parse_uuid(&s.id) == Some(u)));
         let server = match by_id {
             Some(s) => s,
             None => {

@@ -211,3 +211,216 @@ fn version_names_the_git_revision() {
         None => assert!(out.contains("(git unknown)"), "{out}"),
     }
 }
+
+/// Send Chassis Control "power up" once with ipmitool (its answer does not matter: with a
+/// slow machine it is C0 "node busy" while the call goes on in the background).
+fn power_on_once(bmc: &Bmc) -> bool {
+    let Some(ipmitool) = crate::support::client("cli", "ipmitool") else {
+        return false;
+    };
+    let args: Vec<String> = [
+        "-I",
+        "lanplus",
+        "-H",
+        &bmc.addr.to_string(),
+        "-p",
+        &bmc.port.to_string(),
+        "-U",
+        crate::support::USER,
+        "-f",
+        &bmc.password_file.display().to_string(),
+        "-C",
+        "17",
+        "-R",
+        "1",
+        "-N",
+        "1",
+        "chassis",
+        "power",
+        "on",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let _ = run(&ipmitool, &args, &[], CLIENT_TIMEOUT);
+    true
+}
+
+fn slow_sim(latency_ms: u64, extra: &[&str]) -> Bmc {
+    let mut a: Vec<String> = vec![
+        "--sim-api-latency-ms".into(),
+        latency_ms.to_string(),
+        "--backend-timeout-ms".into(),
+        "100".into(),
+    ];
+    a.extend(extra.iter().map(|s| s.to_string()));
+    Bmc::start_with(BmcConfig {
+        extra_args: a,
+        ..BmcConfig::default()
+    })
+}
+
+/// Issue 15 item 12 / issue 11 item 5: a power action answered "busy" and still running when
+/// SIGTERM arrives is waited for; ovbmc logs that it waits and how the action ended. (Before
+/// the fix the call ran in an untracked task and ovbmc exited at once, never logging it.)
+#[test]
+fn sigterm_waits_for_a_power_action_still_running() {
+    let mut bmc = slow_sim(4000, &[]);
+    if !power_on_once(&bmc) {
+        return;
+    }
+    bmc.signal("TERM");
+    let status = bmc
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("ovbmc did not exit:\n{}", bmc.log()));
+    let log = bmc.log();
+    assert!(status.success(), "{status}:\n{log}");
+    for want in [
+        "shutdown: waiting for background tasks",
+        "slow machine call completed after the client was told busy",
+        "shutdown: all background tasks finished",
+    ] {
+        assert!(log.contains(want), "{want:?} not in the log:\n{log}");
+    }
+}
+
+/// The wait is bounded by `--shutdown-timeout`, and what did not finish is logged with what it
+/// was doing.
+#[test]
+fn shutdown_timeout_bounds_the_wait_and_logs_what_is_left() {
+    let mut bmc = slow_sim(120_000, &["--shutdown-timeout", "1"]);
+    if !power_on_once(&bmc) {
+        return;
+    }
+    bmc.signal("TERM");
+    let status = bmc
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("ovbmc ignored --shutdown-timeout 1:\n{}", bmc.log()));
+    let log = bmc.log();
+    assert!(status.success(), "{status}:\n{log}");
+    assert!(
+        log.contains("shutdown: background task not finished: it-node: Power(On)"),
+        "{log}"
+    );
+    assert!(log.contains("answered busy, still running"), "{log}");
+}
+
+fn ovbmc(args: &[&str], env: &[(&str, &str)]) -> crate::support::Ran {
+    let a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    run(&ovbmc_bin(), &a, env, CLIENT_TIMEOUT)
+}
+
+/// Issue 15 item 13: `--user` and `--user-privilege` with `--config` are refused with a clear
+/// error (before the fix they were accepted and silently ignored: `--user-privilege USER` with a
+/// fleet file still let an ADMINISTRATOR log in).
+#[test]
+fn user_flags_with_a_fleet_file_are_refused() {
+    for flag in [["--user-privilege", "USER"], ["--user", "operator"]] {
+        let r = ovbmc(
+            &["--config", "/nonexistent/fleet.toml", flag[0], flag[1]],
+            &[],
+        );
+        r.expect_failure();
+        let out = r.output();
+        assert!(
+            out.contains(flag[0])
+                && out.contains("cannot be used with")
+                && out.contains("--config"),
+            "{r}"
+        );
+    }
+}
+
+/// Issue 15 item 14: `--route-priority` outside 1..=32765 is refused (40000 would sit after the
+/// main table, so the per-address rules would never be consulted; 0 is the local table's).
+#[test]
+fn route_priority_out_of_range_is_refused() {
+    for p in ["40000", "0", "32766"] {
+        let r = ovbmc(
+            &[
+                "routes",
+                "--dry-run",
+                "--bind",
+                "127.0.0.1",
+                "--route-priority",
+                p,
+            ],
+            &[],
+        );
+        r.expect_failure();
+        assert!(r.output().contains("32765"), "{p}: {r}");
+    }
+}
+
+/// Issue 15 items 16 and 18: the single-BMC flags are checked as the fleet file's `address`
+/// and `port` are (a wildcard address or port 0 used to serve), and the fatal error is printed
+/// once, in text and JSON log modes (it used to be logged and then printed again).
+#[test]
+fn single_bmc_mode_refuses_what_the_fleet_file_refuses_and_says_it_once() {
+    let env = [("OVBMC_PASSWORD", "pw-for-a-test")];
+    for (bind, port, want) in [
+        ("0.0.0.0", "623", "--bind: must be one unicast address"),
+        ("::", "623", "--bind: must be one unicast address"),
+        ("127.0.0.1", "0", "--port: 0 is not a port"),
+    ] {
+        for format in ["text", "json"] {
+            let r = ovbmc(
+                &[
+                    "--backend",
+                    "sim",
+                    "--instance",
+                    "x",
+                    "--bind",
+                    bind,
+                    "--port",
+                    port,
+                    "--log-format",
+                    format,
+                ],
+                &env,
+            );
+            r.expect_failure();
+            let out = r.output();
+            assert_eq!(out.matches(want).count(), 1, "{bind} {port} {format}: {r}");
+        }
+    }
+}
+
+/// Issue 15 item 19: `ovbmc check --config FILE` prints each BMC's effective settings and
+/// what is wrong, never a secret, and exits non-zero when something is wrong.
+#[test]
+fn check_prints_effective_settings_and_problems_without_secrets() {
+    let dir = crate::support::ScratchDir::new("check");
+    let pw = dir.write_secret("pw", "secret-password-1");
+    let good = format!(
+        "[defaults]\nbackend = \"sim\"\npassword_file = \"{}\"\n\n[[bmc]]\naddress = \"192.0.2.10\"\n\
+         instance = \"node-0\"\nprivilege = \"operator\"\n\n[[bmc]]\naddress = \"192.0.2.11\"\n\
+         instance = \"node-1\"\ninsecure_inline_password = \"hunter2-inline\"\n",
+        pw.display()
+    );
+    let f = dir.path().join("good.toml");
+    std::fs::write(&f, &good).unwrap();
+    let r = ovbmc(&["check", "--config", &f.display().to_string()], &[]);
+    let out = r.expect_success().to_string();
+    for want in [
+        "bmc #1 192.0.2.10:623",
+        "node-0",
+        "Operator",
+        "bmc #2",
+        "OK",
+    ] {
+        assert!(out.contains(want), "{want:?}: {r}");
+    }
+    assert!(
+        !r.output().contains("hunter2-inline") && !r.output().contains("secret-password-1"),
+        "{r}"
+    );
+    let bad = good.replace(&pw.display().to_string(), "/nonexistent/pw");
+    std::fs::write(&f, bad).unwrap();
+    let r = ovbmc(&["check", "--config", &f.display().to_string()], &[]);
+    r.expect_failure();
+    assert!(
+        r.output().contains("WRONG") && r.output().contains("bmc #1 (192.0.2.10:623): password"),
+        "{r}"
+    );
+}

@@ -399,3 +399,71 @@ fn config_and_single_bmc_flags_do_not_mix() {
     r.expect_failure();
     assert!(r.stderr.contains("cannot be used with"), "{r}");
 }
+
+/// Issue 11 item 5: SIGTERM during a reload is honoured at once. The reload adds a Nova BMC
+/// whose Keystone (a TCP listener that accepts and never answers) would hold it for the
+/// 120 s `nova_timeout_secs`; SIGTERM in the middle ends the process with status 0 long before
+/// (before the fix the signal waited for the reload to give up).
+#[test]
+fn sigterm_during_a_reload_is_honoured_at_once() {
+    let dir = ScratchDir::new("reload-term");
+    let pw = dir.write_secret("pw", PASSWORD);
+    let addrs = fleet_addrs(2);
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let clouds = dir.write_secret(
+        "clouds.yaml",
+        &format!(
+            "clouds:\n  hole:\n    auth:\n      auth_url: http://{}/v3\n      username: u\n      \
+             password: p\n      project_name: p\n      user_domain_name: Default\n      \
+             project_domain_name: Default\n",
+            hole.local_addr().unwrap()
+        ),
+    );
+    // [cloud] is read at start only, so it is there from the start (a sim-only fleet never
+    // connects); the reload then adds a Nova BMC.
+    let port = free_udp_port(addrs[0]);
+    let with_cloud = |text: String| {
+        text.replacen(
+            "[[bmc]]",
+            &format!(
+                "[cloud]\nos_cloud = \"hole\"\nos_client_config_file = \"{}\"\n\
+             nova_timeout_secs = 120\n\n[[bmc]]",
+                clouds.display()
+            ),
+            1,
+        )
+    };
+    let cfg = dir.path().join("fleet.toml");
+    fs::write(&cfg, with_cloud(fleet_toml(&addrs[..1], port, &pw))).unwrap();
+    let mut p = FleetProc::spawn(
+        &[],
+        &["--config".into(), cfg.display().to_string()],
+        dir.path().join("ovbmc.log"),
+    );
+    p.wait_log("serving", 1, STARTUP_TIMEOUT)
+        .unwrap_or_else(|l| panic!("{l}"));
+    let mut text = with_cloud(fleet_toml(&addrs, port, &pw));
+    text = text.replacen(
+        "instance = \"node-1\"",
+        "instance = \"node-1\"\nbackend = \"nova\"",
+        1,
+    );
+    fs::write(&cfg, text).unwrap();
+    p.signal("HUP");
+    p.wait_log("SIGHUP: reloading", 1, STARTUP_TIMEOUT)
+        .unwrap_or_else(|l| panic!("{l}"));
+    // Let the reload reach Keystone (the listener's backlog holds the connection).
+    thread::sleep(Duration::from_millis(500));
+    p.signal("TERM");
+    let st = p
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("SIGTERM during a reload ignored:\n{}", p.log()));
+    assert!(st.success(), "{st}:\n{}", p.log());
+    assert!(
+        p.log()
+            .contains("SIGTERM during a reload: reload abandoned"),
+        "{}",
+        p.log()
+    );
+    drop(hole);
+}

@@ -743,3 +743,74 @@ fn a_client_that_does_not_read_its_answer_is_cut() {
     // The listener still answers.
     assert_eq!(get(maddr, "/healthz").0, 200);
 }
+
+/// Issue 11 item 5: BMC tasks are supervised. A panic in a BMC's task (injected through the
+/// debug-build-only test hook, `OVBMC_TEST_PANIC=1` plus the datagram `ovbmc-test-panic`, see
+/// `src/server.rs`) is logged, `/healthz` answers 503 naming the BMC while it is down, and the
+/// BMC is restarted: `/healthz` is 200 again and the BMC answers on the same socket. (Before:
+/// the task died for good, the BMC went silent and `/healthz` kept saying 200.)
+#[test]
+fn a_panicking_bmc_is_restarted_and_healthz_says_503_meanwhile() {
+    let maddr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port(Ipv4Addr::LOCALHOST)));
+    let bmc = Bmc::start_with(BmcConfig {
+        extra_args: vec!["--metrics".into(), maddr.to_string()],
+        env: vec![("OVBMC_TEST_PANIC".into(), "1".into())],
+        ..BmcConfig::default()
+    });
+    let wait_for = |want: u16| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (code, body) = get(maddr, "/healthz");
+            if code == want {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/healthz never answered {want}:\n{}",
+                bmc.log()
+            );
+            let log = bmc.log();
+            if want == 503
+                && log.matches("BMC task panicked").count()
+                    == log.matches("BMC restarted after a panic").count()
+            {
+                // The BMC is up: make it panic (again, if a window was missed: each panic in
+                // a row keeps it down twice as long as the one before).
+                let s = std::net::UdpSocket::bind((bmc.addr, 0)).unwrap();
+                let _ = s.send_to(b"ovbmc-test-panic", bmc.socket_addr());
+                thread::sleep(Duration::from_millis(50));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for(200);
+    let body = wait_for(503);
+    assert!(body.contains(&bmc.socket_addr().to_string()), "{body}");
+    wait_for(200);
+    // The restarted BMC answers on its socket.
+    let probe = std::net::UdpSocket::bind((bmc.addr, 0)).unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let req = crate::support::get_channel_auth_caps_request(0x04);
+    let mut answered = false;
+    for _ in 0..20 {
+        let _ = probe.send_to(&req, bmc.socket_addr());
+        let mut buf = [0u8; 256];
+        if probe.recv_from(&mut buf).is_ok() {
+            answered = true;
+            break;
+        }
+    }
+    assert!(
+        answered,
+        "the restarted BMC does not answer:\n{}",
+        bmc.log()
+    );
+    let log = bmc.log();
+    assert!(
+        log.contains("BMC task panicked; marked down, restarting"),
+        "{log}"
+    );
+    assert!(log.contains("BMC restarted after a panic"), "{log}");
+}

@@ -132,6 +132,8 @@ pub struct BmcConfig {
     pub power_off_ms: u64,
     /// Anything else to append to the command line.
     pub extra_args: Vec<String>,
+    /// Extra environment variables for the process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for BmcConfig {
@@ -146,6 +148,7 @@ impl Default for BmcConfig {
             power_on_ms: 0,
             power_off_ms: 0,
             extra_args: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -209,6 +212,7 @@ impl Bmc {
             .arg("--sim-power-off-ms")
             .arg(cfg.power_off_ms.to_string())
             .args(&cfg.extra_args)
+            .envs(cfg.env.iter().map(|(k, v)| (k, v)))
             // Never inherit credentials from the developer's shell.
             .env_remove("OVBMC_PASSWORD")
             .env_remove("OVBMC_USER")
