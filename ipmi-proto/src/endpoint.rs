@@ -19,6 +19,7 @@ use crate::config::BmcConfig;
 use crate::crypto::{CipherSuite, SessionKeys, rakp2_auth, rakp3_auth};
 use crate::machine::{MachineRequest, MachineResult};
 use crate::ratelimit::{AnswerBudget, EventLimiter};
+use crate::rmcp::{OpenSessionRequest, SetupMessage};
 use crate::session::{Privilege, ReplyCache, RetryKey, SeqWindow};
 use crate::wire::{self, Datagram, IpmiRequest, V15Packet, V20Packet, payload};
 
@@ -897,18 +898,15 @@ impl Endpoint {
             r[4..8].copy_from_slice(&sid_m.to_le_bytes());
             Some(r)
         };
-        if p.len() != 32 || sid_m == 0 {
+        // Exactly 32 bytes, each algorithm record of its own type with payload length 8 or 0
+        // (Table 13-9); anything else is 12h, as before.
+        let Ok(req) = OpenSessionRequest::read(p) else {
+            return refuse(status::ILLEGAL_PARAMETER);
+        };
+        if sid_m == 0 {
             return refuse(status::ILLEGAL_PARAMETER);
         }
-        // Each algorithm record: type, 00 00, length 08, algorithm, 00 00 00 (Table 13-9).
-        let alg = |i: usize, ty: u8| -> Option<u8> {
-            let r = &p[8 + 8 * i..16 + 8 * i];
-            (r[0] == ty && r[3] == 8).then_some(r[4] & 0x3f)
-        };
-        let (Some(a), Some(i), Some(c)) = (alg(0, 0), alg(1, 1), alg(2, 2)) else {
-            return refuse(status::ILLEGAL_PARAMETER);
-        };
-        let Some(suite) = CipherSuite::from_algorithms(a, i, c) else {
+        let Some(suite) = pick_suite(&req) else {
             // Suite 0 and everything else we do not complete: status 11 is the one Ironic's
             // cipher-suite fallback recognises ("no matching cipher suite").
             self.login_failed(now, peer, String::new(), LoginFailure::NoCipherMatch);
@@ -1578,6 +1576,21 @@ impl Endpoint {
 
 /// The unit the half-open table is shared by: an IPv4 address, or an IPv6 /64 (one host
 /// usually holds a whole /64, so per-address shares would be no limit there).
+/// The suite an Open Session Request asks for. A null algorithm payload (length 0) asks the
+/// BMC to choose that algorithm (IPMI v2.0 §13.17, Table 13-9 "null"; OpenIPMI's `bmcpick`
+/// sends all three null); the BMC then names its choice in the response (§13.18). We take
+/// the first suite, in preference order (17, then 3), whose algorithms agree with every
+/// algorithm that was proposed, so all-null gets suite 17 and an explicit RAKP-none or
+/// integrity/confidentiality "none" (cipher suite 0) still matches nothing and is refused.
+fn pick_suite(req: &OpenSessionRequest) -> Option<CipherSuite> {
+    CipherSuite::ALL.into_iter().find(|s| {
+        let (a, i, c) = s.algorithms();
+        req.auth.is_none_or(|x| x.0 == a)
+            && req.integ.is_none_or(|x| x.0 == i)
+            && req.conf.is_none_or(|x| x.0 == c)
+    })
+}
+
 fn source_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
