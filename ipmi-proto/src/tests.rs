@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 use crate::client::{Client, ClientError};
 use crate::codes::{AuthAlg, ConfAlg, IntegAlg, RakpStatus};
 use crate::crypto::{CipherSuite, SessionKeys, rakp2_auth, rakp3_auth};
-use crate::endpoint::{Endpoint, Entropy, Event, EventKind, LoginFailure, Output};
+use crate::endpoint::{DropReason, Endpoint, Entropy, Event, EventKind, LoginFailure, Output};
 use crate::machine::{BootFlags, MachineReply, MachineRequest, PowerAction, PowerState};
 use crate::rmcp::{OpenSessionResponse, SetupMessage};
 use crate::session::Privilege;
@@ -956,6 +956,39 @@ fn in_session_numbers_outside_the_window_are_dropped() {
     }
     assert!(p.send(&ahead).is_none(), "17 ahead: outside the window");
     assert_eq!(p.ep.stats().dropped, dropped + 3);
+}
+
+/// Every datagram dropped says why (issue 11 item 3), and the reasons are counted.
+#[test]
+fn dropped_datagrams_carry_a_reason() {
+    let mut p = Pair::new(admin("pw"));
+    let mut c = admin_client(CipherSuite::Suite17);
+    p.login(&mut c).unwrap();
+    let mut check = |p: &mut Pair, d: &[u8], why: DropReason| {
+        let before = p.ep.stats().dropped_by[why.index()];
+        assert!(p.send(d).is_none(), "{why:?}: answered");
+        assert_eq!(p.ep.last_dropped(), Some(why));
+        assert_eq!(p.ep.stats().dropped_by[why.index()], before + 1, "{why:?}");
+    };
+    check(&mut p, &[0x06, 0x00], DropReason::TooShort);
+    check(
+        &mut p,
+        &[0x05, 0x00, 0xff, 0x07, 0, 0, 0, 0],
+        DropReason::BadRmcpHeader,
+    );
+    let good = c.request(0x06, 0x01, &[], &mut p.rng);
+    let mut bad = good.clone();
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    check(&mut p, &bad, DropReason::BadIntegrity);
+    let mut other = good.clone();
+    other[6] ^= 0x55; // a session ID nobody holds
+    check(&mut p, &other, DropReason::UnknownSession);
+    assert!(p.send(&good).is_some());
+    assert_eq!(p.ep.last_dropped(), None);
+    check(&mut p, &good, DropReason::OutOfWindow);
+    let total: u64 = p.ep.stats().dropped_by.iter().sum();
+    assert_eq!(total, p.ep.stats().dropped);
 }
 
 /// The RMCP+ status of a set-up answer (Open Session Response, RAKP 2 or RAKP 4).
