@@ -964,7 +964,7 @@ fn dropped_datagrams_carry_a_reason() {
     let mut p = Pair::new(admin("pw"));
     let mut c = admin_client(CipherSuite::Suite17);
     p.login(&mut c).unwrap();
-    let mut check = |p: &mut Pair, d: &[u8], why: DropReason| {
+    let check = |p: &mut Pair, d: &[u8], why: DropReason| {
         let before = p.ep.stats().dropped_by[why.index()];
         assert!(p.send(d).is_none(), "{why:?}: answered");
         assert_eq!(p.ep.last_dropped(), Some(why));
