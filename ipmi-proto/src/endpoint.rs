@@ -19,6 +19,7 @@ use crate::config::BmcConfig;
 use crate::crypto::{CipherSuite, SessionKeys, rakp2_auth, rakp3_auth};
 use crate::machine::{MachineRequest, MachineResult};
 use crate::ratelimit::{AnswerBudget, EventLimiter};
+use crate::rmcp::{OpenSessionRequest, SetupMessage};
 use crate::session::{Privilege, ReplyCache, RetryKey, SeqWindow};
 use crate::wire::{self, Datagram, IpmiRequest, V15Packet, V20Packet, payload};
 
@@ -317,6 +318,87 @@ pub struct Answered {
     pub cc: u8,
 }
 
+/// Why a datagram got no answer (issue 11 item 3): every `None` from [`Endpoint::handle`]
+/// has one, read with [`Endpoint::last_dropped`] and counted in [`Stats::dropped_by`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Shorter than its headers or a length field says (`DecodeError::Truncated`).
+    TooShort,
+    /// Not RMCP v1.0, or an RMCP class / ASF message we do not serve (IPMI v2.0 §13.1.3).
+    BadRmcpHeader,
+    /// Framed, but a field, checksum or length is not what the format allows.
+    Malformed,
+    /// A session-less answer the source's byte budget cannot pay for (reflection guard).
+    RateLimited,
+    /// An in-session packet naming no active session, or from another peer than the one that
+    /// logged in.
+    UnknownSession,
+    /// An in-session packet without integrity and confidentiality (suites 3 and 17 protect
+    /// every packet, so this is not from our client).
+    Unprotected,
+    /// The integrity AuthCode does not verify, or the payload does not decrypt (§13.28).
+    BadIntegrity,
+    /// Sequence number outside the window or seen already (§6.12.13).
+    OutOfWindow,
+    /// A client retry whose first copy is still with the machine: its answer serves both.
+    RetryInFlight,
+    /// A payload type this BMC does not serve in a session (SOL, OEM: Activate Payload
+    /// answers C1), or a session set-up message that is not a request.
+    UnsupportedPayload,
+    /// Well-formed, but nothing this BMC answers (IPMI 1.5 sessions, a session-less command
+    /// not allowed outside a session, a set-up message too short to answer).
+    NotAnswered,
+}
+
+impl DropReason {
+    /// Every reason, in [`Self::index`] order.
+    pub const ALL: [DropReason; 11] = [
+        Self::TooShort,
+        Self::BadRmcpHeader,
+        Self::Malformed,
+        Self::RateLimited,
+        Self::UnknownSession,
+        Self::Unprotected,
+        Self::BadIntegrity,
+        Self::OutOfWindow,
+        Self::RetryInFlight,
+        Self::UnsupportedPayload,
+        Self::NotAnswered,
+    ];
+
+    /// Position in [`Self::ALL`] and in [`Stats::dropped_by`].
+    pub fn index(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::TooShort => "too_short",
+            Self::BadRmcpHeader => "bad_rmcp_header",
+            Self::Malformed => "malformed",
+            Self::RateLimited => "rate_limited",
+            Self::UnknownSession => "unknown_session",
+            Self::Unprotected => "unprotected",
+            Self::BadIntegrity => "bad_integrity",
+            Self::OutOfWindow => "out_of_window",
+            Self::RetryInFlight => "retry_in_flight",
+            Self::UnsupportedPayload => "unsupported_payload",
+            Self::NotAnswered => "not_answered",
+        }
+    }
+
+    fn of_decode(e: &wire::DecodeError) -> Self {
+        match e {
+            wire::DecodeError::Truncated(_) => Self::TooShort,
+            wire::DecodeError::BadRmcpVersion
+            | wire::DecodeError::UnsupportedClass(_)
+            | wire::DecodeError::UnsupportedAsf => Self::BadRmcpHeader,
+            _ => Self::Malformed,
+        }
+    }
+}
+
 /// Counters, for metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -324,6 +406,8 @@ pub struct Stats {
     pub datagrams: u64,
     /// Datagrams dropped as malformed, unauthenticated, replayed or not allowed.
     pub dropped: u64,
+    /// `dropped` by reason, indexed by [`DropReason::index`].
+    pub dropped_by: [u64; DropReason::ALL.len()],
     /// In-session requests answered from the reply cache.
     pub retries_answered: u64,
     /// Successful logins.
@@ -458,6 +542,10 @@ pub(crate) struct BmcState {
 
 /// One virtual BMC.
 pub struct Endpoint {
+    /// Why the datagram being handled is dropped, as the handler that gave up said.
+    why: Option<DropReason>,
+    /// Why the last datagram handled was dropped (see [`Endpoint::last_dropped`]).
+    last_dropped: Option<DropReason>,
     cfg: BmcConfig,
     wire_guid: [u8; 16],
     sessions: HashMap<u32, Session>,
@@ -508,6 +596,8 @@ impl Endpoint {
     /// A BMC with no sessions.
     pub fn new(cfg: BmcConfig) -> Self {
         Self {
+            why: None,
+            last_dropped: None,
             wire_guid: cfg.wire_guid(),
             cfg,
             sessions: HashMap::new(),
@@ -766,10 +856,12 @@ impl Endpoint {
             || matches!(&decoded, Ok(Datagram::V20(p)) if p.session_id == 0 && p.payload_type == payload::IPMI);
         let source = source_key(peer.ip());
         if budgeted && !self.answer_budget.allows(source, now) {
-            self.stats.dropped += 1;
+            self.count_drop(DropReason::RateLimited);
             self.event(Event::AnswerThrottled { peer });
             return None;
         }
+        self.why = None;
+        self.last_dropped = None;
         let out = match decoded {
             Ok(Datagram::AsfPing { tag }) => {
                 let mut out = Vec::with_capacity(28);
@@ -782,10 +874,16 @@ impl Endpoint {
             Ok(Datagram::V15(p)) => self.handle_v15(peer, &p),
             Ok(Datagram::V20(p)) if p.session_id == 0 => self.handle_setup(now, peer, &p, rng),
             Ok(Datagram::V20(p)) => self.handle_in_session(now, peer, datagram, &p, rng),
-            Err(_) => None,
+            Err(e) => {
+                self.why = Some(DropReason::of_decode(&e));
+                None
+            }
         };
         match &out {
-            None => self.stats.dropped += 1,
+            None => {
+                let why = self.why.take().unwrap_or(DropReason::NotAnswered);
+                self.count_drop(why);
+            }
             Some(Output::Transmit { data, .. }) if budgeted => {
                 self.answer_budget
                     .spend(source, now, data.len().saturating_sub(datagram.len()));
@@ -793,6 +891,26 @@ impl Endpoint {
             Some(_) => {}
         }
         out
+    }
+
+    /// Count a datagram dropped for `why`, and remember it for [`Self::last_dropped`].
+    fn count_drop(&mut self, why: DropReason) {
+        self.stats.dropped += 1;
+        self.stats.dropped_by[why.index()] += 1;
+        self.last_dropped = Some(why);
+    }
+
+    /// Note why the datagram being handled is dropped (the first reason given wins); `None`,
+    /// for `return self.drop(..)` where a handler gives up.
+    fn drop<T>(&mut self, why: DropReason) -> Option<T> {
+        self.why.get_or_insert(why);
+        None
+    }
+
+    /// Why the last datagram given to [`Self::handle`] got no answer; `None` when it was
+    /// answered or handed to the machine.
+    pub fn last_dropped(&self) -> Option<DropReason> {
+        self.last_dropped
     }
 
     /// IPMI 1.5 format: only session-less Get Channel Authentication Capabilities (and Get
@@ -855,7 +973,7 @@ impl Endpoint {
             ),
             payload::RAKP1 => (payload::RAKP2, self.rakp1(now, peer, p.payload, rng)?),
             payload::RAKP3 => (payload::RAKP4, self.rakp3(now, peer, p.payload)?),
-            _ => return None,
+            _ => return self.drop(DropReason::UnsupportedPayload),
         };
         let mut out = Vec::with_capacity(reply.1.len() + 16);
         let at = wire::begin_v20(&mut out, reply.0, false, false, 0, 0);
@@ -897,18 +1015,15 @@ impl Endpoint {
             r[4..8].copy_from_slice(&sid_m.to_le_bytes());
             Some(r)
         };
-        if p.len() != 32 || sid_m == 0 {
+        // Exactly 32 bytes, each algorithm record of its own type with payload length 8 or 0
+        // (Table 13-9); anything else is 12h, as before.
+        let Ok(req) = OpenSessionRequest::read(p) else {
+            return refuse(status::ILLEGAL_PARAMETER);
+        };
+        if sid_m == 0 {
             return refuse(status::ILLEGAL_PARAMETER);
         }
-        // Each algorithm record: type, 00 00, length 08, algorithm, 00 00 00 (Table 13-9).
-        let alg = |i: usize, ty: u8| -> Option<u8> {
-            let r = &p[8 + 8 * i..16 + 8 * i];
-            (r[0] == ty && r[3] == 8).then_some(r[4] & 0x3f)
-        };
-        let (Some(a), Some(i), Some(c)) = (alg(0, 0), alg(1, 1), alg(2, 2)) else {
-            return refuse(status::ILLEGAL_PARAMETER);
-        };
-        let Some(suite) = CipherSuite::from_algorithms(a, i, c) else {
+        let Some(suite) = pick_suite(&req) else {
             // Suite 0 and everything else we do not complete: status 11 is the one Ironic's
             // cipher-suite fallback recognises ("no matching cipher suite").
             self.login_failed(now, peer, String::new(), LoginFailure::NoCipherMatch);
@@ -1293,21 +1408,29 @@ impl Endpoint {
         rng: &mut dyn Entropy,
     ) -> Option<Output> {
         let sid_c = p.session_id;
-        let sess = self.sessions.get_mut(&sid_c)?;
-        let State::Active(act) = &mut sess.state else {
-            return None;
+        let Some(sess) = self.sessions.get_mut(&sid_c) else {
+            return self.drop(DropReason::UnknownSession);
         };
-        // Suites 3 and 17 protect every packet: anything less is not from our client.
-        if !p.encrypted || !p.authenticated || sess.peer != peer {
-            return None;
+        let State::Active(act) = &mut sess.state else {
+            return self.drop(DropReason::UnknownSession);
+        };
+        if sess.peer != peer {
+            return self.drop(DropReason::UnknownSession);
         }
-        let (covered, code) =
-            wire::split_trailer(datagram, p.trailer.len(), sess.suite.icv_len()).ok()?;
+        // Suites 3 and 17 protect every packet: anything less is not from our client.
+        if !p.encrypted || !p.authenticated {
+            return self.drop(DropReason::Unprotected);
+        }
+        let Ok((covered, code)) =
+            wire::split_trailer(datagram, p.trailer.len(), sess.suite.icv_len())
+        else {
+            return self.drop(DropReason::Malformed);
+        };
         if !act.keys.verify_integrity(covered, code) {
-            return None;
+            return self.drop(DropReason::BadIntegrity);
         }
         if !act.window.check(p.seq) {
-            return None;
+            return self.drop(DropReason::OutOfWindow);
         }
         act.window.accept(p.seq);
         sess.last_seen = now;
@@ -1321,13 +1444,17 @@ impl Endpoint {
             heap = Zeroizing::new(vec![0u8; p.payload.len()]);
             &mut heap[..]
         };
-        let n = act.keys.decrypt_into(p.payload, buf)?;
+        let Some(n) = act.keys.decrypt_into(p.payload, buf) else {
+            return self.drop(DropReason::BadIntegrity);
+        };
         let plain = &buf[..n];
         if p.payload_type != payload::IPMI {
             // SOL and OEM payloads are not offered (Activate Payload answers C1).
-            return None;
+            return self.drop(DropReason::UnsupportedPayload);
         }
-        let req = IpmiRequest::decode(plain).ok()?;
+        let Ok(req) = IpmiRequest::decode(plain) else {
+            return self.drop(DropReason::Malformed);
+        };
         let key = RetryKey {
             rq_seq: req.rq_seq,
             netfn: req.netfn,
@@ -1347,7 +1474,7 @@ impl Endpoint {
             .any(|pd| pd.sid == sid_c && pd.key == key)
         {
             // The first copy is still with the machine; its answer will serve this retry.
-            return None;
+            return self.drop(DropReason::RetryInFlight);
         }
         let State::Active(act) = &mut sess.state else {
             return None;
@@ -1578,6 +1705,21 @@ impl Endpoint {
 
 /// The unit the half-open table is shared by: an IPv4 address, or an IPv6 /64 (one host
 /// usually holds a whole /64, so per-address shares would be no limit there).
+/// The suite an Open Session Request asks for. A null algorithm payload (length 0) asks the
+/// BMC to choose that algorithm (IPMI v2.0 §13.17, Table 13-9 "null"; OpenIPMI's `bmcpick`
+/// sends all three null); the BMC then names its choice in the response (§13.18). We take
+/// the first suite, in preference order (17, then 3), whose algorithms agree with every
+/// algorithm that was proposed, so all-null gets suite 17 and an explicit RAKP-none or
+/// integrity/confidentiality "none" (cipher suite 0) still matches nothing and is refused.
+fn pick_suite(req: &OpenSessionRequest) -> Option<CipherSuite> {
+    CipherSuite::ALL.into_iter().find(|s| {
+        let (a, i, c) = s.algorithms();
+        req.auth.is_none_or(|x| x.0 == a)
+            && req.integ.is_none_or(|x| x.0 == i)
+            && req.conf.is_none_or(|x| x.0 == c)
+    })
+}
+
 fn source_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -10,10 +10,11 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::client::{Client, ClientError};
-use crate::codes::RakpStatus;
+use crate::codes::{AuthAlg, ConfAlg, IntegAlg, RakpStatus};
 use crate::crypto::{CipherSuite, SessionKeys, rakp2_auth, rakp3_auth};
-use crate::endpoint::{Endpoint, Entropy, Event, EventKind, LoginFailure, Output};
+use crate::endpoint::{DropReason, Endpoint, Entropy, Event, EventKind, LoginFailure, Output};
 use crate::machine::{BootFlags, MachineReply, MachineRequest, PowerAction, PowerState};
+use crate::rmcp::{OpenSessionResponse, SetupMessage};
 use crate::session::Privilege;
 use crate::wire::{self, Datagram, IpmiResponse};
 use crate::{BmcConfig, User};
@@ -465,6 +466,71 @@ fn cipher_suite_zero_and_unknown_proposals_are_refused() {
     assert_eq!(p.ep.session_counts(), (0, 0));
 }
 
+/// OpenIPMI's `bmcpick` (issue 11 item 6): three null algorithm payloads (length 0) ask the
+/// BMC to choose (IPMI v2.0 §13.17); we choose suite 17 and name its algorithms in the
+/// response (§13.18), and the login completes. Before the fix this was answered 12h.
+#[test]
+fn null_algorithm_payloads_get_suite_17() {
+    let mut p = Pair::new(admin("pw"));
+    let mut c = admin_client(CipherSuite::Suite17);
+    let mut open = c.open_session_request();
+    let n = open.len();
+    // Payload length 0 and algorithm 0 in each record, as OpenIPMI sends them.
+    for at in [n - 21, n - 20, n - 13, n - 12, n - 5, n - 4] {
+        open[at] = 0;
+    }
+    let r = p.reply(&open);
+    // Status 00h and suite 17's algorithms named in the three records.
+    let m = OpenSessionResponse::from_datagram(&r).unwrap();
+    assert_eq!(m.status, RakpStatus::OK);
+    let g = m.granted.unwrap();
+    assert_eq!(
+        (g.auth, g.integ, g.conf),
+        (
+            AuthAlg::RAKP_HMAC_SHA256,
+            IntegAlg::HMAC_SHA256_128,
+            ConfAlg::AES_CBC_128
+        )
+    );
+    let rakp1 = c.handle_open_session_response(&r, &mut p.rng).unwrap();
+    let r = p.reply(&rakp1);
+    let rakp3 = c.handle_rakp2(&r).unwrap();
+    let r = p.reply(&rakp3);
+    assert_eq!(c.handle_rakp4(&r), Ok(()));
+    assert_eq!(p.ep.session_counts().0, 1);
+}
+
+/// A null payload beside explicit proposals fills in from a suite that agrees with them
+/// (RAKP-HMAC-SHA1 + null + null is suite 3), and never reaches cipher suite 0: an explicit
+/// RAKP-none with null integrity and confidentiality is still refused 11h.
+#[test]
+fn partly_null_proposals_agree_with_what_was_proposed_and_never_pick_suite_zero() {
+    let mut p = Pair::new(admin("pw"));
+    let mut c = admin_client(CipherSuite::Suite3);
+    let mut open = c.open_session_request();
+    let n = open.len();
+    for at in [n - 13, n - 12, n - 5, n - 4] {
+        open[at] = 0;
+    }
+    let r = p.reply(&open);
+    let rakp1 = c.handle_open_session_response(&r, &mut p.rng).unwrap();
+    let r = p.reply(&rakp1);
+    let rakp3 = c.handle_rakp2(&r).unwrap();
+    assert_eq!(c.handle_rakp4(&p.reply(&rakp3)), Ok(()));
+
+    let mut c = admin_client(CipherSuite::Suite17);
+    let mut open = c.open_session_request();
+    let n = open.len();
+    open[n - 20] = 0; // RAKP-none, length 8
+    for at in [n - 13, n - 12, n - 5, n - 4] {
+        open[at] = 0;
+    }
+    assert_eq!(
+        c.handle_open_session_response(&p.reply(&open), &mut p.rng),
+        Err(ClientError::Status(RakpStatus::NO_CIPHER_MATCH))
+    );
+}
+
 #[test]
 fn privileges_are_enforced() {
     let mut p = Pair::new(admin("pw"));
@@ -890,6 +956,39 @@ fn in_session_numbers_outside_the_window_are_dropped() {
     }
     assert!(p.send(&ahead).is_none(), "17 ahead: outside the window");
     assert_eq!(p.ep.stats().dropped, dropped + 3);
+}
+
+/// Every datagram dropped says why (issue 11 item 3), and the reasons are counted.
+#[test]
+fn dropped_datagrams_carry_a_reason() {
+    let mut p = Pair::new(admin("pw"));
+    let mut c = admin_client(CipherSuite::Suite17);
+    p.login(&mut c).unwrap();
+    let check = |p: &mut Pair, d: &[u8], why: DropReason| {
+        let before = p.ep.stats().dropped_by[why.index()];
+        assert!(p.send(d).is_none(), "{why:?}: answered");
+        assert_eq!(p.ep.last_dropped(), Some(why));
+        assert_eq!(p.ep.stats().dropped_by[why.index()], before + 1, "{why:?}");
+    };
+    check(&mut p, &[0x06, 0x00], DropReason::TooShort);
+    check(
+        &mut p,
+        &[0x05, 0x00, 0xff, 0x07, 0, 0, 0, 0],
+        DropReason::BadRmcpHeader,
+    );
+    let good = c.request(0x06, 0x01, &[], &mut p.rng);
+    let mut bad = good.clone();
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    check(&mut p, &bad, DropReason::BadIntegrity);
+    let mut other = good.clone();
+    other[6] ^= 0x55; // a session ID nobody holds
+    check(&mut p, &other, DropReason::UnknownSession);
+    assert!(p.send(&good).is_some());
+    assert_eq!(p.ep.last_dropped(), None);
+    check(&mut p, &good, DropReason::OutOfWindow);
+    let total: u64 = p.ep.stats().dropped_by.iter().sum();
+    assert_eq!(total, p.ep.stats().dropped);
 }
 
 /// The RMCP+ status of a set-up answer (Open Session Response, RAKP 2 or RAKP 4).

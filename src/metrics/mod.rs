@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use ipmi_proto::commands;
-use ipmi_proto::endpoint::{Event, EventKind, LoginFailure, Stats};
+use ipmi_proto::endpoint::{DropReason, Event, EventKind, LoginFailure, Stats};
 use ipmi_proto::machine::MachineError;
 
 /// The `command` label of a request, as an index: 0 is `other`, 1..=N the protocol crate's
@@ -122,6 +122,8 @@ pub struct BmcMetrics {
     sessions_half_open: AtomicU32,
     datagrams: AtomicU64,
     dropped: AtomicU64,
+    /// `dropped` by reason, indexed by `DropReason::index`.
+    dropped_by: [AtomicU64; DropReason::ALL.len()],
     retries: AtomicU64,
     logins: AtomicU64,
     login_failures: [AtomicU64; 5],
@@ -156,6 +158,7 @@ impl BmcMetrics {
             sessions_half_open: AtomicU32::new(0),
             datagrams: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            dropped_by: Default::default(),
             retries: AtomicU64::new(0),
             logins: AtomicU64::new(0),
             login_failures: Default::default(),
@@ -183,6 +186,9 @@ impl BmcMetrics {
         }
         add(&self.datagrams, now.datagrams, &mut prev.datagrams);
         add(&self.dropped, now.dropped, &mut prev.dropped);
+        for (i, c) in self.dropped_by.iter().enumerate() {
+            add(c, now.dropped_by[i], &mut prev.dropped_by[i]);
+        }
         add(
             &self.retries,
             now.retries_answered,

@@ -14,6 +14,7 @@ use tokio::sync::Mutex;
 use super::{
     BmcMetrics, ERROR_KINDS, LATENCY_BUCKETS, LOGIN_FAILURES, Metrics, REQUEST_SLOTS, command_label,
 };
+use ipmi_proto::endpoint::DropReason;
 
 impl Metrics {
     /// The Prometheus text exposition (format 0.0.4). Labelled series whose value is zero
@@ -102,14 +103,24 @@ impl Metrics {
             &|b| b.datagrams.load(Relaxed),
             false,
         );
-        each(
+        header(
             &mut o,
             "ovbmc_datagrams_dropped_total",
             "counter",
-            "Datagrams dropped unanswered: malformed, unauthenticated, replayed, or not for us.",
-            &|b| b.dropped.load(Relaxed),
-            false,
+            "Datagrams dropped unanswered, by reason (malformed, unauthenticated, replayed, ...).",
         );
+        for (b, l) in bmcs.iter().zip(&labels) {
+            for r in DropReason::ALL {
+                let x = b.dropped_by[r.index()].load(Relaxed);
+                if x != 0 {
+                    let _ = writeln!(
+                        o,
+                        "ovbmc_datagrams_dropped_total{{{l},reason=\"{}\"}} {x}",
+                        r.label()
+                    );
+                }
+            }
+        }
         each(
             &mut o,
             "ovbmc_retries_answered_total",

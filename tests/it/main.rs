@@ -21,6 +21,7 @@ mod logging;
 mod memory;
 mod metrics;
 mod nova;
+mod openipmi;
 mod pyghmi;
 mod reflection;
 mod rmcp;

@@ -706,7 +706,9 @@ fn a_client_that_does_not_read_its_answer_is_cut() {
         thread::sleep(Duration::from_millis(200));
     }
     let page_len = get(maddr, "/metrics").1.len();
-    assert!(page_len > 4_000_000, "a page of {page_len} bytes");
+    // 3.7 MB since ovbmc_datagrams_dropped_total lists only the reasons seen (a BMC with no
+    // drops has no line); still far beyond any socket buffer, which is what this needs.
+    assert!(page_len > 3_000_000, "a page of {page_len} bytes");
 
     let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     s.set_recv_buffer_size(4096).unwrap();
