@@ -596,8 +596,12 @@ fn failing_cloud_every_request_answered_in_time_logged_once_and_recovers() {
     let id = m.instance_id().to_string();
     rt.block_on(crate::nova::reset_to_active(&m));
 
-    let keystone = Proxy::start(&rt, "127.0.0.1:15000".parse().unwrap());
-    let nova = Proxy::start(&rt, "127.0.0.1:18774".parse().unwrap());
+    let port = |key: &str, dflt: &str| {
+        let p = crate::support::lab_env("openstack", key).unwrap_or_else(|| dflt.into());
+        format!("127.0.0.1:{p}").parse().unwrap()
+    };
+    let keystone = Proxy::start(&rt, port("keystone_port", "15000"));
+    let nova = Proxy::start(&rt, port("nova_port", "18774"));
     let clouds = dir.join("clouds.yaml");
     std::fs::write(&clouds, proxied_clouds_yaml(&lab_clouds, &keystone, &nova)).unwrap();
     let mut bmc = start_ovbmc(&dir, &clouds, "baremetal_0");

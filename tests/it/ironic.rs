@@ -114,8 +114,8 @@ fn env_path(var: &str) -> Option<PathBuf> {
 fn probe() -> Result<Lab, String> {
     let home = env_path("HOME").ok_or("HOME is not set")?;
     let cache = env_path("XDG_CACHE_HOME").unwrap_or_else(|| home.join(".cache"));
-    let lab_dir = env_path("OVBMC_LAB")
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/lab"));
+    let lab_dir = crate::support::lab_dir();
+    let le = |k: &str, key: &str| crate::support::lab_env(k, key).map(PathBuf::from);
     let e2e = lab_dir.join("ironic/e2e");
     if !e2e.is_file() {
         return Err(format!("{} not found", e2e.display()));
@@ -126,8 +126,12 @@ fn probe() -> Result<Lab, String> {
 
     // The same defaults as the labs' own scripts (ironic/lib.sh, openstack/lib/common.sh).
     let iroot = env_path("IRONICLAB_ROOT").unwrap_or_else(|| cache.join("ironiclab"));
-    let istate = env_path("IRONICLAB_STATE").unwrap_or_else(|| iroot.join("state"));
-    let port = std::env::var("IRONICLAB_PORT").unwrap_or_else(|_| "6385".into());
+    let istate = le("ironic", "state")
+        .or_else(|| env_path("IRONICLAB_STATE"))
+        .unwrap_or_else(|| iroot.join("state"));
+    let port = crate::support::lab_env("ironic", "ironic_port")
+        .or_else(|| std::env::var("IRONICLAB_PORT").ok())
+        .unwrap_or_else(|| "6385".into());
     let ironic_url = format!("http://127.0.0.1:{port}");
     let r = curl(
         "GET",
@@ -144,10 +148,12 @@ fn probe() -> Result<Lab, String> {
     }
 
     let oroot = env_path("OSLAB_ROOT").unwrap_or_else(|| cache.join("oslab"));
-    let clouds = env_path("OSLAB_STATE")
+    let clouds = le("openstack", "state")
+        .or_else(|| env_path("OSLAB_STATE"))
         .unwrap_or_else(|| oroot.join("state"))
         .join("clouds.yaml");
-    let openstack = env_path("OSLAB_VENV")
+    let openstack = le("openstack", "venv")
+        .or_else(|| env_path("OSLAB_VENV"))
         .unwrap_or_else(|| oroot.join("venv"))
         .join("bin/openstack");
     if !clouds.is_file() || !openstack.is_file() {
@@ -158,8 +164,12 @@ fn probe() -> Result<Lab, String> {
             lab_dir.display()
         ));
     }
-    TcpStream::connect_timeout(&"127.0.0.1:15000".parse().unwrap(), Duration::from_secs(2))
-        .map_err(|e| format!("Keystone not answering on 127.0.0.1:15000 ({e}); is the lab up?"))?;
+    let ks = format!(
+        "127.0.0.1:{}",
+        crate::support::lab_env("openstack", "keystone_port").unwrap_or_else(|| "15000".into())
+    );
+    TcpStream::connect_timeout(&ks.parse().unwrap(), Duration::from_secs(2))
+        .map_err(|e| format!("Keystone not answering on {ks} ({e}); is the lab up?"))?;
     let lab = Lab {
         e2e,
         openstack,

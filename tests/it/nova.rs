@@ -48,12 +48,12 @@ pub(crate) fn lab() -> Option<PathBuf> {
 }
 
 fn probe() -> Result<PathBuf, String> {
-    let lab_dir = std::env::var("OVBMC_LAB")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/lab"));
-    let state = match std::env::var("OSLAB_STATE") {
-        Ok(s) => PathBuf::from(s),
-        Err(_) => {
+    let lab_dir = crate::support::lab_dir();
+    let state = match crate::support::lab_env("openstack", "state")
+        .or_else(|| std::env::var("OSLAB_STATE").ok())
+    {
+        Some(s) => PathBuf::from(s),
+        None => {
             let home = std::env::var("HOME").map_err(|_| "HOME is not set".to_string())?;
             Path::new(&home).join(".cache/oslab/state")
         }
@@ -66,7 +66,11 @@ fn probe() -> Result<PathBuf, String> {
             lab_dir.display()
         ));
     }
-    TcpStream::connect_timeout(&"127.0.0.1:15000".parse().unwrap(), Duration::from_secs(2))
+    let ks = format!(
+        "127.0.0.1:{}",
+        crate::support::lab_env("openstack", "keystone_port").unwrap_or_else(|| "15000".into())
+    );
+    TcpStream::connect_timeout(&ks.parse().unwrap(), Duration::from_secs(2))
         .map_err(|e| format!("Keystone not answering on 127.0.0.1:15000 ({e}); is the lab up?"))?;
     Ok(clouds)
 }

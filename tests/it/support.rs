@@ -680,3 +680,30 @@ impl Drop for LossyRelay {
         }
     }
 }
+
+/// Where the labs are: `OVBMC_LAB`, else the project's own `tests/lab`.
+pub(crate) fn lab_dir() -> PathBuf {
+    std::env::var("OVBMC_LAB")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab"))
+}
+
+/// One setting of the lab, asked of `tests/lab/env KIND KEY` (lab.conf and its environment
+/// overrides, e.g. `OVBMC_LAB_PORT_OFFSET`), or `None` for a lab without `env` (e.g.
+/// `../shared/lab`), whose callers fall back to that lab's defaults.
+pub(crate) fn lab_env(kind: &str, key: &str) -> Option<String> {
+    let env = lab_dir().join("env");
+    if !env.is_file() {
+        return None;
+    }
+    let out = std::process::Command::new(&env)
+        .args([kind, key])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string()).filter(|s| !s.is_empty())
+}

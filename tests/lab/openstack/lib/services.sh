@@ -1,0 +1,195 @@
+# shellcheck shell=bash
+# Per-service pieces of the OpenStack lab, sourced by ../up. For each name in
+# OVBMC_LAB_OPENSTACK_SERVICES (lab.conf):
+#   conf_<svc>     write $S/<svc>/*.conf (regenerated on every `up`)
+#   init_<svc>     one-time database/key setup (optional; marked by $S/<svc>/.initialized)
+#   start_<svc>    start the process (start_bg) ; health_<svc>: the URL `up` waits for
+# Adding a service (nova-serialproxy, a real neutron) = a name and a port in lab.conf and these
+# functions here.
+
+ksauth() {  # username -> keystoneauth password settings
+  cat <<EOC
+auth_type = password
+auth_url = $KEYSTONE_URL
+username = $1
+password = $OVBMC_LAB_SERVICE_PASSWORD
+project_name = service
+user_domain_name = Default
+project_domain_name = Default
+region_name = $OVBMC_LAB_REGION
+EOC
+}
+authtoken() { echo "www_authenticate_uri = $KEYSTONE_URL"; ksauth "$1"; echo "service_token_roles_required = true"; }
+
+# ------------------------------------------------------------------ keystone
+conf_keystone() {
+  cat > "$S/keystone/keystone.conf" <<EOC
+[DEFAULT]
+log_dir = $LOGS
+log_file = keystone.log
+[database]
+connection = sqlite:///$S/keystone/keystone.sqlite
+sqlite_synchronous = false
+[token]
+provider = fernet
+expiration = 86400
+[fernet_tokens]
+key_repository = $S/keystone/fernet-keys
+[fernet_receipts]
+key_repository = $S/keystone/fernet-keys
+[credential]
+key_repository = $S/keystone/credential-keys
+[identity]
+# lab only: cheap password hashing keeps token requests fast
+password_hash_rounds = 4
+[cache]
+enabled = true
+backend = dogpile.cache.memory
+EOC
+}
+init_keystone() {
+  local K="$V/keystone-manage --config-file $S/keystone/keystone.conf"
+  $K db_sync
+  $K fernet_setup --keystone-user "$(id -un)" --keystone-group "$(id -gn)"
+  $K credential_setup --keystone-user "$(id -un)" --keystone-group "$(id -gn)"
+  $K bootstrap --bootstrap-password "$OVBMC_LAB_ADMIN_PASSWORD" \
+    --bootstrap-admin-url "$KEYSTONE_URL/v3" --bootstrap-public-url "$KEYSTONE_URL/v3" \
+    --bootstrap-internal-url "$KEYSTONE_URL/v3" --bootstrap-region-id "$OVBMC_LAB_REGION"
+}
+start_keystone() {
+  OS_KEYSTONE_CONFIG_DIR="$S/keystone" OS_KEYSTONE_CONFIG_FILES=keystone.conf \
+    start_bg keystone "$PY" "$SERVE" keystone keystone.wsgi.api:application "$OVBMC_LAB_KEYSTONE_PORT" 8
+}
+health_keystone() { echo "$KEYSTONE_URL/v3"; }
+
+# ------------------------------------------------------------------ placement
+conf_placement() {
+  cat > "$S/placement/placement.conf" <<EOC
+[DEFAULT]
+log_dir = $LOGS
+log_file = placement.log
+[api]
+auth_strategy = keystone
+[placement_database]
+connection = sqlite:///$S/placement/placement.sqlite
+sqlite_synchronous = false
+sync_on_startup = true
+[keystone_authtoken]
+$(authtoken placement)
+EOC
+}
+start_placement() {
+  OS_PLACEMENT_CONFIG_DIR="$S/placement" \
+    start_bg placement "$PY" "$SERVE" placement placement.wsgi.api:application "$OVBMC_LAB_PLACEMENT_PORT" 1
+}
+health_placement() { echo "$PLACEMENT_URL/"; }
+
+# ------------------------------------------------------------------ neutron (null stub for now)
+conf_neutron() { :; }
+start_neutron() {
+  start_bg neutron "$PY" "$SERVE" neutron-null oslab_neutron:application "$OVBMC_LAB_NEUTRON_PORT" 4
+}
+health_neutron() { echo "$NEUTRON_URL/"; }
+
+# ------------------------------------------------------------------ glance
+conf_glance() {
+  cat > "$S/glance/glance-api.conf" <<EOC
+[DEFAULT]
+log_dir = $LOGS
+log_file = glance.log
+worker_self_reference_url = $GLANCE_URL
+enabled_backends = fs:file
+image_cache_dir = $S/glance/cache
+[database]
+connection = sqlite:///$S/glance/glance.sqlite
+sqlite_synchronous = false
+[glance_store]
+default_backend = fs
+[fs]
+filesystem_store_datadir = $S/glance/images/
+[os_glance_staging_store]
+filesystem_store_datadir = $S/glance/staging/
+[os_glance_tasks_store]
+filesystem_store_datadir = $S/glance/tasks/
+[paste_deploy]
+flavor = keystone
+config_file = $VENV/etc/glance/glance-api-paste.ini
+[keystone_authtoken]
+$(authtoken glance)
+[oslo_concurrency]
+lock_path = $S/glance/lock
+EOC
+}
+init_glance() { "$V/glance-manage" --config-file "$S/glance/glance-api.conf" db_sync; }
+start_glance() {
+  OS_GLANCE_CONFIG_DIR="$S/glance" \
+    start_bg glance "$PY" "$SERVE" glance glance.wsgi.api:application "$OVBMC_LAB_GLANCE_PORT" 8
+}
+health_glance() { echo "$GLANCE_URL/versions"; }
+
+# ------------------------------------------------------------------ nova
+conf_nova() {
+  cp "$VENV/etc/nova/api-paste.ini" "$S/nova/api-paste.ini"
+  cat > "$S/nova/nova.conf" <<EOC
+[DEFAULT]
+host = ovbmc-lab
+compute_driver = oslab_fakevirt.LabFakeDriver
+transport_url = fake://
+concurrency_backend = threading
+state_path = $S/nova
+instances_path = $S/nova/instances
+log_dir = $LOGS
+log_file = nova.log
+my_ip = 127.0.0.1
+enabled_apis = osapi_compute
+[api]
+auth_strategy = keystone
+[api_database]
+connection = sqlite:///$S/nova/nova_api.sqlite
+sqlite_synchronous = false
+[database]
+connection = sqlite:///$S/nova/nova.sqlite
+sqlite_synchronous = false
+[keystone_authtoken]
+$(authtoken nova)
+[placement]
+$(ksauth nova)
+valid_interfaces = public
+[neutron]
+$(ksauth nova)
+valid_interfaces = public
+[glance]
+valid_interfaces = public
+[cinder]
+os_region_name = $OVBMC_LAB_REGION
+[service_user]
+send_service_user_token = true
+$(ksauth nova)
+[oslo_concurrency]
+lock_path = $S/nova/lock
+[oslo_messaging_notifications]
+driver = noop
+[scheduler]
+discover_hosts_in_cells_interval = 30
+[vnc]
+enabled = false
+[quota]
+instances = 100
+cores = 1000
+ram = 10240000
+EOC
+}
+init_nova() {
+  local M="$V/nova-manage --config-file $S/nova/nova.conf"
+  $M api_db sync
+  $M cell_v2 map_cell0 --database_connection "sqlite:///$S/nova/nova_cell0.sqlite"
+  $M cell_v2 list_cells | grep -q ' cell1 ' ||
+    $M cell_v2 create_cell --name cell1 --transport-url "none:///cell1" \
+      --database_connection "sqlite:///$S/nova/nova.sqlite"
+  $M db sync
+}
+start_nova() {
+  is_running nova || echo "$OVBMC_LAB_FAKE_DELAY" > "$RUN/fake_delay"
+  OS_NOVA_CONFIG_DIR="$S/nova" start_bg nova "$PY" "$LIB/oslab_nova.py"
+}
+health_nova() { echo "$NOVA_URL/"; }
