@@ -1,7 +1,7 @@
 //! ipmitool (Debian 1.8.19, `-I lanplus`) against `ovbmc --backend sim`.
 //!
 //! These are the command lines Ironic and operators run (see
-//! `shared/lab/ironic/ironic-ipmitool-commands.txt`), checked on the text ipmitool prints,
+//! `tests/lab/ironic/ironic-ipmitool-commands.txt`, what the lab's `extract-commands` printed), checked on the text ipmitool prints,
 //! because that text is what Ironic parses. Every scenario runs with cipher suite 3, with 17,
 //! and with no `-C` (ipmitool then asks Get Channel Cipher Suites and picks 17 if offered).
 

@@ -1,5 +1,5 @@
-//! The Ironic tier: the real OpenStack Ironic conductor of `shared/lab/ironic` drives ovbmc's
-//! Nova backend over IPMI, against the real Nova of `shared/lab/openstack`, end to end.
+//! The Ironic tier: the real OpenStack Ironic conductor of `tests/lab/ironic` drives ovbmc's
+//! Nova backend over IPMI, against the real Nova of `tests/lab/openstack`, end to end.
 //!
 //! One `ovbmc --config` process serves two BMCs: 127.0.9.1 for `baremetal_2` and 127.0.9.2 for
 //! `baremetal_3`. The nova tier uses `baremetal_0` and `baremetal_1`, so both tiers run at the
@@ -80,7 +80,7 @@ const MUST_PASS: [&str; 22] = [
 
 /// Where the labs are.
 struct Lab {
-    /// `shared/lab/ironic/e2e`.
+    /// `tests/lab/ironic/e2e` (or that of `$OVBMC_LAB`).
     e2e: PathBuf,
     /// The OpenStack lab's `openstack` CLI.
     openstack: PathBuf,

@@ -1,5 +1,5 @@
 //! The lab tier: ovbmc's Nova backend against the real Keystone + Nova of
-//! `shared/lab/openstack` (servers `baremetal_0` and `baremetal_1`, images `lab-disk` and
+//! `tests/lab/openstack` (servers `baremetal_0` and `baremetal_1`, images `lab-disk` and
 //! `ipxe-boot`).
 //!
 //! The lab must already be up (`$OVBMC_LAB/openstack/setup` then `up`; CI does this before
