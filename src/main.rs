@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,6 +169,21 @@ fn routing_settings(
     )
 }
 
+/// A routing error, led by the fleet file and `[[bmc]]` entry it is about where it names a
+/// BMC address ("FILE: bmc #N (ADDR): policy routing: ..."), as configuration.md promises.
+fn routing_error(file: Option<&Path>, bmcs: &[BmcEntry], e: ovbmc::net::NetError) -> anyhow::Error {
+    let place = e
+        .addr()
+        .zip(file)
+        .and_then(|(a, f)| {
+            bmcs.iter()
+                .find(|b| b.addr.ip() == a)
+                .map(|b| format!("{}: bmc #{} ({}): ", f.display(), b.index, b.addr))
+        })
+        .unwrap_or_default();
+    anyhow::anyhow!("{place}policy routing: {e}")
+}
+
 fn route_requests<'a>(entries: impl IntoIterator<Item = &'a BmcEntry>) -> Vec<RouteRequest> {
     entries
         .into_iter()
@@ -190,7 +206,13 @@ fn routes_dry_run(args: &RoutesArgs) -> anyhow::Result<()> {
     };
     let (mode, settings) = routing_settings(None, &args.routing, fleet.as_ref());
     let router = Router::new(ovbmc::net::backend(mode), settings);
-    let ops = router.preview(&reqs)?;
+    let ops = router.preview(&reqs).map_err(|e| {
+        routing_error(
+            args.config.as_deref(),
+            fleet.as_ref().map_or(&[][..], |f| &f.bmcs),
+            e,
+        )
+    })?;
     println!("# ovbmc policy routing on this host would run the equivalent of:");
     for (op, present) in &ops {
         if *present {
@@ -559,7 +581,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         RoutingMode::Auto | RoutingMode::Ip => {
             let mut r = Router::new(ovbmc::net::backend(mode), settings);
             tokio::task::block_in_place(|| r.sync(&route_requests(&fleet.bmcs)))
-                .context("policy routing")?;
+                .map_err(|e| routing_error(cli.config.as_deref(), &fleet.bmcs, e))?;
             Some(r)
         }
         RoutingMode::Off => None,
@@ -737,7 +759,7 @@ async fn reload(
     let mut router = router;
     if let Some(r) = &mut router {
         tokio::task::block_in_place(|| r.sync(&route_requests(&fleet.bmcs)))
-            .context("policy routing")?;
+            .map_err(|e| routing_error(cli.config.as_deref(), &fleet.bmcs, e))?;
     }
     let bound = match server::bind_all(specs) {
         Ok(b) => b,

@@ -133,9 +133,25 @@ pub enum NetError {
     TableConflict {
         /// The table.
         table: u32,
+        /// The BMC address that clashes with an earlier one.
+        addr: IpAddr,
         /// What clashes.
         message: String,
     },
+}
+
+impl NetError {
+    /// The BMC address the error is about, if it is about one: the daemon uses it to name the
+    /// fleet file's `[[bmc]]` entry in the message (issue 15 item 18).
+    pub fn addr(&self) -> Option<IpAddr> {
+        match self {
+            NetError::NotLocal { addr }
+            | NetError::NoInterface { addr }
+            | NetError::Interface { addr, .. }
+            | NetError::TableConflict { addr, .. } => Some(*addr),
+            _ => None,
+        }
+    }
 }
 
 /// A prefix: an address and a prefix length.

@@ -104,6 +104,7 @@ pub fn plan(
             Some((dev, gw)) if *dev != ifname || *gw != gateway => {
                 return Err(NetError::TableConflict {
                     table,
+                    addr,
                     message: format!(
                         "{addr} needs dev {ifname} via {}, another BMC dev {dev} via {}",
                         show(gateway),

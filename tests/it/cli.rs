@@ -424,3 +424,31 @@ fn check_prints_effective_settings_and_problems_without_secrets() {
         "{r}"
     );
 }
+
+/// Issue 15 item 18: a routing error about one BMC's address names the fleet file and its
+/// `[[bmc]]` entry (it used to say only "policy routing: address ... is not on any interface").
+/// `routes --dry-run` plans against this host's addresses and changes nothing.
+#[test]
+fn a_routing_error_names_the_fleet_file_and_bmc_entry() {
+    let dir = crate::support::ScratchDir::new("routeplace");
+    let pw = dir.write_secret("pw", "secret-password-1");
+    // 192.0.2.0/24 is TEST-NET-1 (RFC 5737): on no interface of a test machine.
+    let fleet = format!(
+        "[defaults]\nbackend = \"sim\"\npassword_file = \"{}\"\n\n[[bmc]]\naddress = \"127.0.0.1\"\n\
+         port = 16230\ninstance = \"node-0\"\n\n[[bmc]]\naddress = \"192.0.2.77\"\n\
+         instance = \"node-1\"\n",
+        pw.display()
+    );
+    let f = dir.path().join("fleet.toml");
+    std::fs::write(&f, fleet).unwrap();
+    let r = ovbmc(
+        &["routes", "--dry-run", "--config", &f.display().to_string()],
+        &[],
+    );
+    r.expect_failure();
+    let want = format!(
+        "{}: bmc #2 (192.0.2.77:623): policy routing: address 192.0.2.77 is not on any interface",
+        f.display()
+    );
+    assert!(r.output().contains(&want), "{want:?}: {r}");
+}
