@@ -467,3 +467,49 @@ fn sigterm_during_a_reload_is_honoured_at_once() {
     );
     drop(hole);
 }
+
+/// Issue 11 item 5: a reload that fails half-way — here the last added BMC's socket is taken,
+/// after the secrets, the machines and the other sockets were prepared — leaves the running
+/// fleet exactly as it was: the BMC the file drops still answers, the one it changes keeps its
+/// machine (still on), the ones it adds do not answer.
+#[test]
+fn a_reload_that_fails_half_way_changes_nothing() {
+    let Some(tool) = client("fleet", "ipmitool") else {
+        return;
+    };
+    let dir = ScratchDir::new("reloadhalf");
+    let pw = dir.write_secret("pw", PASSWORD);
+    let addrs = fleet_addrs(5);
+    let (mut p, port, cfg) = start_fleet(&dir, &addrs[..3], &pw);
+    ipmitool(&tool, addrs[2], port, &pw, &["power", "on"]).expect_success();
+    // Someone else holds the port on the last address the new file adds.
+    let _squatter = UdpSocket::bind(SocketAddr::from((addrs[4], port))).expect("squat");
+
+    // Keep 0, drop 1, change 2 (its instance becomes node-1), add 3 and 4.
+    fs::write(
+        &cfg,
+        fleet_toml(&[addrs[0], addrs[2], addrs[3], addrs[4]], port, &pw),
+    )
+    .unwrap();
+    p.signal("HUP");
+    p.wait_log("reload failed", 1, STARTUP_TIMEOUT)
+        .unwrap_or_else(|l| panic!("{l}"));
+    assert!(p.log().contains(&addrs[4].to_string()), "{}", p.log());
+
+    let kept = ipmitool(&tool, addrs[2], port, &pw, &["power", "status"]);
+    assert!(
+        kept.expect_success().contains("is on"),
+        "the BMC the failed file changed was restarted: {kept}"
+    );
+    let dropped = SocketAddr::from((addrs[1], port));
+    assert_eq!(
+        answering(&[dropped], Duration::from_secs(3)),
+        vec![dropped],
+        "the BMC the failed file drops was stopped"
+    );
+    let added = SocketAddr::from((addrs[3], port));
+    assert!(
+        answering(&[added], Duration::from_secs(1)).is_empty(),
+        "a BMC the failed file adds was started"
+    );
+}
