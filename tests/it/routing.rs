@@ -34,6 +34,19 @@ fn labs_required() -> bool {
     std::env::var("OVBMC_REQUIRE_LABS").is_ok_and(|v| v == "1")
 }
 
+/// Whether the namespace lab can run here; if not, says SKIP with the reason (or fails the
+/// test when OVBMC_REQUIRE_LABS=1).
+fn lab_ready() -> bool {
+    let Some(why) = lab_blocker() else {
+        return true;
+    };
+    if labs_required() {
+        panic!("{TIER}: {why} and OVBMC_REQUIRE_LABS=1");
+    }
+    skip(TIER, &why);
+    false
+}
+
 /// Why the lab cannot run here, if it cannot.
 fn lab_blocker() -> Option<String> {
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -412,11 +425,7 @@ fn config(dir: &ScratchDir, name: &str, pw: &Path, bmcs: &[(&str, Option<&str>)]
 
 #[test]
 fn routing_auto_answers_from_every_nic() {
-    if let Some(why) = lab_blocker() {
-        if labs_required() {
-            panic!("{TIER}: {why} and OVBMC_REQUIRE_LABS=1");
-        }
-        skip(TIER, &why);
+    if !lab_ready() {
         return;
     }
     let dir = ScratchDir::new("routing");
@@ -537,11 +546,7 @@ fn routing_auto_answers_from_every_nic() {
 /// changes nothing; remove takes the rules and routes away and nothing else.
 #[test]
 fn routes_apply_remove_one_shot() {
-    if let Some(why) = lab_blocker() {
-        if labs_required() {
-            panic!("{TIER}: {why} and OVBMC_REQUIRE_LABS=1");
-        }
-        skip(TIER, &why);
+    if !lab_ready() {
         return;
     }
     let dir = ScratchDir::new("routing-oneshot");
