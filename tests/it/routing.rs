@@ -423,6 +423,14 @@ fn config(dir: &ScratchDir, name: &str, pw: &Path, bmcs: &[(&str, Option<&str>)]
     p
 }
 
+/// Four BMCs, an IPv4 and an IPv6 address on each of the lab's two NICs' subnets, no hints.
+const TWO_NIC_BMCS: &[(&str, Option<&str>)] = &[
+    ("198.51.100.10", None),
+    ("198.51.100.11", None),
+    ("2001:db8:1::10", None),
+    ("2001:db8:1::11", None),
+];
+
 #[test]
 fn routing_auto_answers_from_every_nic() {
     if !lab_ready() {
@@ -431,17 +439,7 @@ fn routing_auto_answers_from_every_nic() {
     let dir = ScratchDir::new("routing");
     let pw = dir.write_secret("pw", PASSWORD);
     let lab = Lab::new();
-    let two = config(
-        &dir,
-        "two.toml",
-        &pw,
-        &[
-            ("198.51.100.10", None),
-            ("198.51.100.11", None),
-            ("2001:db8:1::10", None),
-            ("2001:db8:1::11", None),
-        ],
-    );
+    let two = config(&dir, "two.toml", &pw, TWO_NIC_BMCS);
     let three = config(
         &dir,
         "three.toml",
@@ -553,17 +551,7 @@ fn routes_apply_remove_one_shot() {
     let pw = dir.write_secret("pw", PASSWORD);
     let lab = Lab::new();
     // No address to add: `remove` leaves addresses alone, so the host must end as it began.
-    let two = config(
-        &dir,
-        "two.toml",
-        &pw,
-        &[
-            ("198.51.100.10", None),
-            ("198.51.100.11", None),
-            ("2001:db8:1::10", None),
-            ("2001:db8:1::11", None),
-        ],
-    );
+    let two = config(&dir, "two.toml", &pw, TWO_NIC_BMCS);
     let routes = |verb: &str, caps: bool| {
         let bin = crate::support::ovbmc_bin().display().to_string();
         let cfg = two.display().to_string();
