@@ -18,6 +18,7 @@ pub mod ratelimit;
 pub mod rmcp;
 pub mod seal;
 pub mod session;
+pub mod sol;
 pub mod wire;
 
 pub use config::{BmcConfig, Limits, User};
