@@ -8,6 +8,7 @@ pub mod backend;
 pub mod cli;
 pub mod cloud;
 pub mod config;
+pub mod console;
 pub mod http;
 pub mod metrics;
 pub mod net;
