@@ -6,6 +6,7 @@
 //! Backends: [`sim`] (the simulator's console, for tests and trying ovbmc without a cloud);
 //! Nova's serial console through nova-serialproxy and Nova's console log follow (issue 12).
 
+pub mod log;
 pub mod sim;
 
 use bytes::Bytes;
