@@ -44,6 +44,11 @@ pub struct St {
     pub pending: BTreeMap<String, (u32, String, i64)>,
     /// Token lifetime in seconds.
     pub token_life: u64,
+    /// What `POST /servers/{id}/remote-consoles` answers: the URL, or (None) 400 as Nova
+    /// does with `[serial_console] enabled=False` (ConsoleTypeUnavailable).
+    pub serial_url: Option<String>,
+    /// The console log every server shares (`os-getConsoleOutput`).
+    pub console_log: String,
 }
 
 #[derive(Clone)]
@@ -278,6 +283,7 @@ impl Fake {
             let v: Value = serde_json::from_str(body).unwrap_or_default();
             let mut st = self.lock();
             let task_lists = st.task_lists;
+            let (serial_url, console_log) = (st.serial_url.clone(), st.console_log.clone());
             let Some(s) = st.servers.get_mut(id) else {
                 return (
                     404,
@@ -303,6 +309,32 @@ impl Fake {
                     String::new(),
                     json!({"metadata": s["metadata"]}).to_string(),
                 );
+            }
+            if what == "remote-consoles" && method == "POST" {
+                return match &serial_url {
+                    Some(url) => (
+                        200,
+                        String::new(),
+                        json!({"remote_console": {"protocol": "serial", "type": "serial", "url": url}})
+                            .to_string(),
+                    ),
+                    None => (
+                        400,
+                        String::new(),
+                        r#"{"badRequest":{"message":"Unavailable console type serial.","code":400}}"#
+                            .into(),
+                    ),
+                };
+            }
+            if what == "action" && v.get("os-getConsoleOutput").is_some() {
+                // The last `length` lines (all when null), as nova/compute/api.py does.
+                let n = v["os-getConsoleOutput"]["length"]
+                    .as_u64()
+                    .map(|n| n as usize);
+                let lines: Vec<&str> = console_log.split_inclusive('\n').collect();
+                let from = n.map_or(0, |n| lines.len().saturating_sub(n));
+                let output: String = lines[from..].concat();
+                return (200, String::new(), json!({ "output": output }).to_string());
             }
             if what == "action" {
                 if !s["OS-EXT-STS:task_state"].is_null() {

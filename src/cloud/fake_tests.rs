@@ -16,7 +16,7 @@ use ipmi_proto::machine::{BootDevice, BootFlags, MachineError, PowerAction, Powe
 const A: &str = "00000000-0000-4000-8000-00000000000a";
 const B: &str = "00000000-0000-4000-8000-00000000000b";
 
-async fn session(f: &Fake, opts: SessionOptions) -> Arc<Session> {
+pub(crate) async fn session(f: &Fake, opts: SessionOptions) -> Arc<Session> {
     let dir = std::env::temp_dir().join(format!(
         "ovbmc-fake-{}-{}",
         std::process::id(),
@@ -31,7 +31,7 @@ async fn session(f: &Fake, opts: SessionOptions) -> Arc<Session> {
     s
 }
 
-fn fast() -> SessionOptions {
+pub(crate) fn fast() -> SessionOptions {
     SessionOptions {
         cache_ttl: Duration::from_millis(50),
         request_timeout: Duration::from_secs(5),

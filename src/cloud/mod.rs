@@ -13,9 +13,9 @@ pub mod secret;
 pub mod session;
 
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 #[cfg(test)]
-mod fake_tests;
+pub(crate) mod fake_tests;
 
 use std::path::PathBuf;
 use std::sync::Arc;
