@@ -282,6 +282,8 @@ mod proxy_tests {
             while let Ok((tcp, _)) = l.accept().await {
                 let n = c.fetch_add(1, Ordering::SeqCst) + 1;
                 tokio::spawn(async move {
+                    // The callback's error type is tungstenite's own (large) response type.
+                    #[allow(clippy::result_large_err)]
                     let check = |req: &Request, mut resp: Response| {
                         let offered = req.headers().get("Sec-WebSocket-Protocol");
                         assert_eq!(offered.and_then(|v| v.to_str().ok()), Some("binary"));
