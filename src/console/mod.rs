@@ -7,6 +7,7 @@
 //! Nova's serial console through nova-serialproxy and Nova's console log follow (issue 12).
 
 pub mod log;
+pub mod nova_log;
 pub mod nova_serial;
 pub mod sim;
 

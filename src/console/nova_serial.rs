@@ -136,10 +136,21 @@ pub fn open(
     tokio::spawn(async move {
         let mut pause = Duration::from_secs(1);
         let mut first = true;
+        let mut told = false;
         loop {
             let ws = match console_url(&session, &id).await {
                 Ok(url) => connect(&url, tls.clone()).await,
-                Err(e) => Err(anyhow::Error::new(e)),
+                Err(e) => {
+                    if matches!(e, UrlError::Unavailable(_)) && !std::mem::replace(&mut told, true)
+                    {
+                        // Say it where the operator looks, once, not only in the BMC's log.
+                        let notice = format!("\r\n[ovbmc: {e}; trying again]\r\n");
+                        if out_tx.send(Bytes::from(notice)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(anyhow::Error::new(e))
+                }
             };
             let ended = match ws {
                 Ok(ws) => {
