@@ -199,7 +199,8 @@ pub struct BmcEntry {
 #[serde(deny_unknown_fields)]
 pub struct RoutingSection {
     /// `auto` (netlink), `ip` (iproute2 fallback) or `off`.
-    pub mode: Option<String>,
+    #[serde(default, deserialize_with = "routing_mode")]
+    pub mode: Option<RoutingMode>,
     /// Table numbers are `table_base + interface index` unless an entry sets `table`.
     pub table_base: Option<u32>,
     /// Priority of the `ip rule`s.
@@ -208,7 +209,8 @@ pub struct RoutingSection {
     pub add_address: Option<bool>,
 }
 
-/// `[cloud]`: overrides the `--os-*` / `--boot-strategy` / `--nova-*` flags when set.
+/// `[cloud]`: the `--os-*` / `--boot-strategy` / `--nova-*` settings; a flag written on the
+/// command line beats its key here (`crate::settings::Settings::resolve`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CloudSection {
@@ -219,7 +221,8 @@ pub struct CloudSection {
     /// Region.
     pub os_region_name: Option<String>,
     /// Default boot strategy (`metadata`, `rescue`, `rebuild`).
-    pub boot_strategy: Option<String>,
+    #[serde(default, deserialize_with = "boot_strategy")]
+    pub boot_strategy: Option<BootStrategy>,
     /// iPXE image for rescue/rebuild.
     pub ipxe_image: Option<String>,
     /// Server-list cache lifetime.
@@ -375,21 +378,7 @@ impl Fleet {
             })
             .transpose()?;
         let cloud: CloudSection = typed(&mut table, "cloud", path)?;
-        if let Some(s) = &cloud.boot_strategy {
-            parse_enum::<BootStrategy>(s).map_err(|message| ConfigError::Section {
-                path: p(),
-                section: "cloud",
-                message: format!("boot_strategy: {message}"),
-            })?;
-        }
         let routing: RoutingSection = typed(&mut table, "routing", path)?;
-        if let Some(m) = &routing.mode {
-            parse_enum::<RoutingMode>(m).map_err(|message| ConfigError::Section {
-                path: p(),
-                section: "routing",
-                message: format!("mode: {message}"),
-            })?;
-        }
         if let Some(prio) = routing.priority {
             check_route_priority(prio).map_err(|message| ConfigError::Section {
                 path: p(),
@@ -542,6 +531,27 @@ fn field_in(msg: &str) -> Option<String> {
     let start = msg.find('`')? + 1;
     let len = msg[start..].find('`')?;
     Some(msg[start..start + len].to_string())
+}
+
+/// A section's value enum, spelt as its flag's value (`"auto"`, `"Rescue"`: case does not
+/// matter), the message naming `key` ("mode: \"on\" is not one of off, auto, ip"): typed
+/// at decoding, so nothing downstream matches strings by hand.
+fn section_enum<'de, D, T>(d: D, key: &str) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: clap::ValueEnum,
+{
+    Option::<String>::deserialize(d)?
+        .map(|s| parse_enum::<T>(&s).map_err(|m| serde::de::Error::custom(format!("{key}: {m}"))))
+        .transpose()
+}
+
+fn routing_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<RoutingMode>, D::Error> {
+    section_enum(d, "mode")
+}
+
+fn boot_strategy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<BootStrategy>, D::Error> {
+    section_enum(d, "boot_strategy")
 }
 
 /// Parse a clap value enum from a config string, with the same spelling as the flag.
