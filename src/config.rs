@@ -859,6 +859,30 @@ interface = "eth1"
         refused("[[bmc]\n", &["not valid TOML"]);
     }
 
+    /// `[routing] mode` and `[cloud] boot_strategy` are typed when the section is decoded,
+    /// with the messages they had when they were checked by hand afterwards.
+    #[test]
+    fn section_enums_are_typed_with_the_same_messages() {
+        let bmc = "[[bmc]]\naddress='192.0.2.1'\ninstance='a'\npassword_env='X'\n";
+        let e = parse(&format!("[routing]\nmode='on'\n{bmc}")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/ovbmc/fleet.toml: [routing]: mode: \"on\" is not one of off, auto, ip"
+        );
+        let e = parse(&format!("[cloud]\nboot_strategy='pxe'\n{bmc}")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/ovbmc/fleet.toml: [cloud]: boot_strategy: \"pxe\" is not one of metadata, \
+             rescue, rebuild"
+        );
+        let f = parse(&format!(
+            "[routing]\nmode='IP'\n[cloud]\nboot_strategy='Rescue'\n{bmc}"
+        ))
+        .unwrap();
+        assert_eq!(f.routing.mode, Some(RoutingMode::Ip));
+        assert_eq!(f.cloud.boot_strategy, Some(BootStrategy::Rescue));
+    }
+
     #[test]
     fn inline_passwords_are_flagged_and_never_printed() {
         let f = parse(
