@@ -680,3 +680,81 @@ pub(crate) fn check_fd_limit(bmcs: usize) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use ipmi_proto::machine::{PowerAction, PowerState};
+
+    use super::*;
+
+    fn free_port() -> u16 {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port")
+    }
+
+    fn fleet(pw: &Path, ports: &[u16], renamed: bool) -> String {
+        let mut s = format!(
+            "[defaults]\nbackend = \"sim\"\npassword_file = \"{}\"\nsim_power_on_ms = 0\n",
+            pw.display()
+        );
+        for (i, p) in ports.iter().enumerate() {
+            let name = if renamed && i == 1 {
+                "node-1-renamed".into()
+            } else {
+                format!("node-{i}")
+            };
+            s.push_str(&format!(
+                "\n[[bmc]]\naddress = \"127.0.0.1\"\nport = {p}\ninstance = \"{name}\"\n"
+            ));
+        }
+        s
+    }
+
+    /// The library as a second front end uses it: start a fleet, drive a BMC's machine
+    /// from outside the IPMI task, reload, and shut down. The machine of an unchanged BMC is
+    /// the very `Arc` its IPMI task drives, across the reload; a changed BMC gets a new one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_second_face_shares_the_machines_across_a_reload() {
+        let dir = std::env::temp_dir().join(format!("ovbmc-daemon-lib-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pw = dir.join("pw");
+        std::fs::write(&pw, "secret-password-1").unwrap();
+        let cfg = dir.join("fleet.toml");
+        let ports = [free_port(), free_port()];
+        std::fs::write(&cfg, fleet(&pw, &ports, false)).unwrap();
+        let cli = Cli::try_from_args(["ovbmc", "--config", &cfg.display().to_string()]).unwrap();
+        let mut d = Daemon::start(cli).await.unwrap();
+        assert_eq!(d.bmcs().count(), 2);
+        let machine = |d: &Daemon, name: &str| {
+            d.bmcs()
+                .find(|b| b.entry().instance == name)
+                .map(|b| b.machine().clone())
+                .unwrap()
+        };
+        let m0 = machine(&d, "node-0");
+        let m1 = machine(&d, "node-1");
+        m0.power(PowerAction::On).await.unwrap();
+
+        std::fs::write(&cfg, fleet(&pw, &ports, true)).unwrap();
+        let summary = d.reload().await.unwrap();
+        assert!(
+            summary.starts_with("0 added, 0 removed, 1 unchanged, 1 restarted"),
+            "{summary}"
+        );
+        let still = machine(&d, "node-0");
+        assert!(
+            Arc::ptr_eq(&still, &m0),
+            "an unchanged BMC got a new machine"
+        );
+        assert_eq!(still.power_state().await.unwrap(), PowerState::On);
+        let new = machine(&d, "node-1-renamed");
+        assert!(
+            !Arc::ptr_eq(&new, &m1),
+            "a changed BMC kept its old machine"
+        );
+        assert_eq!(d.shutdown().await, 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
