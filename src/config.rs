@@ -273,17 +273,17 @@ macro_rules! sections {
 sections! {
     common {
         port: Option<u16>,
-        backend: Option<String>,
+        backend: Option<Spelt<BackendKind>>,
         user: Option<String>,
         password_file: Option<PathBuf>,
         password_env: Option<String>,
         insecure_inline_password: Option<String>,
-        privilege: Option<String>,
+        privilege: Option<Spelt<Privilege>>,
         kg_file: Option<PathBuf>,
-        boot_strategy: Option<String>,
+        boot_strategy: Option<Spelt<BootStrategy>>,
         sim_power_on_ms: Option<u64>,
         sim_power_off_ms: Option<u64>,
-        sim_initial_power: Option<String>,
+        sim_initial_power: Option<Spelt<OnOff>>,
     }
 
     /// `[defaults]`: the shared keys plus process-wide settings.
@@ -565,6 +565,50 @@ fn parse_enum<T: clap::ValueEnum>(s: &str) -> Result<T, String> {
     })
 }
 
+/// A key whose string value names one of a few values (`backend`, `privilege`,
+/// `boot_strategy`, `sim_initial_power`), decoded with the file: the value, or why the
+/// spelling is not one. The error waits to be reported by the entry that uses the value
+/// ("bmc #3 (ADDR): backend: ..."), as a `[defaults]` value matters only to the entries it
+/// applies to.
+#[derive(Clone, Debug)]
+struct Spelt<T>(Result<T, String>);
+
+impl<T: Copy> Spelt<T> {
+    /// The value, or the entry error for `key`.
+    fn get(&self, key: &'static str) -> Result<T, (&'static str, String)> {
+        self.0.clone().map_err(|m| (key, m))
+    }
+}
+
+/// How a [`Spelt`] value is read from its string.
+trait Spelling: Sized {
+    fn spell(s: &str) -> Result<Self, String>;
+}
+
+macro_rules! value_enum_spelling {
+    ($($t:ty),*) => {$(
+        impl Spelling for $t {
+            fn spell(s: &str) -> Result<Self, String> {
+                parse_enum(s)
+            }
+        }
+    )*};
+}
+value_enum_spelling!(BackendKind, BootStrategy, OnOff);
+
+impl Spelling for Privilege {
+    fn spell(s: &str) -> Result<Self, String> {
+        parse_privilege(s)
+    }
+}
+
+impl<'de, T: Spelling> Deserialize<'de> for Spelt<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // A value of the wrong type (a number, a table) is still a decoding error here.
+        Ok(Self(T::spell(&String::deserialize(d)?)))
+    }
+}
+
 fn parse_privilege(s: &str) -> Result<Privilege, String> {
     Privilege::parse(s)
         .filter(|p| *p >= Privilege::User)
@@ -616,7 +660,7 @@ fn build_entry(
         return Err(("instance", "empty".into()));
     }
     let backend = match c.backend.as_ref().or(d.backend.as_ref()) {
-        Some(s) => parse_enum::<BackendKind>(s).map_err(|m| ("backend", m))?,
+        Some(s) => s.get("backend")?,
         None => BackendKind::Nova,
     };
     let user = c
@@ -638,11 +682,11 @@ fn build_entry(
         ))?,
     };
     let privilege = match c.privilege.as_ref().or(d.privilege.as_ref()) {
-        Some(s) => parse_privilege(s).map_err(|m| ("privilege", m))?,
+        Some(s) => s.get("privilege")?,
         None => Privilege::Administrator,
     };
     let boot_strategy = match c.boot_strategy.as_ref().or(d.boot_strategy.as_ref()) {
-        Some(s) => Some(parse_enum::<BootStrategy>(s).map_err(|m| ("boot_strategy", m))?),
+        Some(s) => Some(s.get("boot_strategy")?),
         None => None,
     };
     let dflt = SimSettings::default();
@@ -660,7 +704,7 @@ fn build_entry(
             .as_ref()
             .or(d.sim_initial_power.as_ref())
         {
-            Some(s) => parse_enum::<OnOff>(s).map_err(|m| ("sim_initial_power", m))?,
+            Some(s) => s.get("sim_initial_power")?,
             None => dflt.initial_power,
         },
         api_latency_ms: 0,
@@ -819,6 +863,15 @@ interface = "eth1"
         refused(
             "[[bmc]]\naddress='192.0.2.1'\ninstance='a'\npassword_env='X'\nprivilege='root'\n",
             &["bmc #1", "privilege"],
+        );
+        // A bad [defaults] spelling is the error of the entry it applies to.
+        refused(
+            "[defaults]\nbackend='ironic'\n[[bmc]]\naddress='192.0.2.1'\ninstance='a'\npassword_env='X'\n",
+            &["bmc #1 (192.0.2.1): backend: \"ironic\" is not one of nova, sim"],
+        );
+        refused(
+            "[[bmc]]\naddress='192.0.2.1'\ninstance='a'\npassword_env='X'\nsim_initial_power=1\n",
+            &["bmc #1 (192.0.2.1): sim_initial_power:"],
         );
         refused(
             "[routing]\npriority=40000\n[[bmc]]\naddress='192.0.2.1'\ninstance='a'\npassword_env='X'\n",
