@@ -141,7 +141,8 @@ pub struct Cli {
 
     /// The ids of the options written on the command line (not defaults, not environment
     /// variables): what beats the fleet file in [`crate::settings::Settings::resolve`].
-    /// Filled by [`Cli::from_command_line`] and [`Cli::try_from_args`].
+    /// Filled by [`Cli::from_command_line`] and [`Cli::try_from_args`]; clap's own
+    /// `Cli::parse` leaves it empty (the fleet file would then beat every flag).
     #[arg(skip)]
     pub given: std::collections::BTreeSet<String>,
 }

@@ -3,10 +3,11 @@
 //! TOML (the `toml` crate), read in two steps so that every error names where it is: the
 //! file is parsed into a generic table first (syntax errors carry a line and column), then
 //! each `[[bmc]]` entry is decoded on its own, so a bad key is reported as
-//! "bmc #3 (192.0.2.47): field `port`: ...". Validation then checks what serde cannot
-//! (one password source, unique addresses, known enum values). Nothing here touches the
-//! network or starts anything: the caller binds and resolves only after the whole file is
-//! good, so a bad file never starts a fleet half-way.
+//! "bmc #3 (192.0.2.47): field `port`: ...". Keys naming one of a few values (`backend`,
+//! `[routing] mode`, ...) are typed as they are decoded; validation then checks what serde
+//! cannot (one password source, unique addresses). Nothing here touches the network or
+//! starts anything: the caller binds and resolves only after the whole file is good, so a
+//! bad file never starts a fleet half-way.
 //!
 //! The format is documented in `docs/configuration.md`; keep the two in step.
 
