@@ -588,7 +588,7 @@ async fn serve_bmc(
         // A machine call that completes inline loops back into the endpoint once.
         while let Some(o) = out.take() {
             if let Some(a) = ep.take_answered() {
-                metrics.request(a.netfn, a.cmd, a.cc);
+                metrics.request(a.netfn.0, a.cmd, a.cc.0);
             }
             match o {
                 Output::Transmit { to, data } => {
@@ -604,7 +604,7 @@ async fn serve_bmc(
             }
         }
         if let Some(a) = ep.take_answered() {
-            metrics.request(a.netfn, a.cmd, a.cc);
+            metrics.request(a.netfn.0, a.cmd, a.cc.0);
         }
         while let Some(ev) = ep.poll_event() {
             metrics.on_event(&ev);

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ipmi_proto::client::Client;
+use ipmi_proto::codes::PayloadType;
 use ipmi_proto::crypto::{CipherSuite, SessionKeys};
 use ipmi_proto::fuzzing::Xorshift as Rng; // cheap: the benches measure the protocol, not the RNG
 use ipmi_proto::session::Privilege;
@@ -93,7 +94,14 @@ fn wire_codec(cr: &mut Criterion) {
         let mut out = Vec::with_capacity(64);
         b.iter(|| {
             out.clear();
-            let at = wire::begin_v20(&mut out, 0, true, true, black_box(0x1234), 7);
+            let at = wire::begin_v20(
+                &mut out,
+                PayloadType::IPMI,
+                true,
+                true,
+                black_box(0x1234),
+                7,
+            );
             out.extend_from_slice(&[0u8; 32]);
             wire::finish_v20(&mut out, at);
             out.len()

@@ -14,14 +14,19 @@ use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
+use crate::codes::{CompletionCode, NetFn, PayloadType, RakpStatus};
 use crate::commands::{self, After, CmdContext, Outcome, Pending};
 use crate::config::BmcConfig;
 use crate::crypto::{CipherSuite, SessionKeys, rakp2_auth, rakp3_auth};
 use crate::machine::{MachineRequest, MachineResult};
 use crate::ratelimit::{AnswerBudget, EventLimiter};
-use crate::rmcp::{OpenSessionRequest, SetupMessage};
+use crate::rmcp::{
+    self, Granted, OpenSessionRequest, OpenSessionResponse, Rakp1, Rakp2, Rakp2Body, Rakp3, Rakp4,
+    SetupMessage,
+};
+use crate::seal::{self, OpenError, OutSeq};
 use crate::session::{Privilege, ReplyCache, RetryKey, SeqWindow};
-use crate::wire::{self, Datagram, IpmiRequest, V15Packet, V20Packet, payload};
+use crate::wire::{self, Datagram, IpmiRequest, V15Packet, V20Packet};
 
 /// A source of random bytes (session IDs, Rc, IVs). The runtime passes the OS CSPRNG; tests
 /// pass a seeded generator.
@@ -51,30 +56,6 @@ pub enum Output {
         /// What to do.
         request: MachineRequest,
     },
-}
-
-/// RMCP+ status codes (IPMI v2.0 §13.24).
-pub mod status {
-    /// No errors.
-    pub const OK: u8 = 0x00;
-    /// Insufficient resources to create a session.
-    pub const NO_RESOURCES: u8 = 0x01;
-    /// Invalid session ID.
-    pub const INVALID_SESSION_ID: u8 = 0x02;
-    /// Invalid role.
-    pub const INVALID_ROLE: u8 = 0x09;
-    /// Unauthorized role or privilege level requested.
-    pub const UNAUTHORIZED_ROLE: u8 = 0x0a;
-    /// Invalid name length.
-    pub const INVALID_NAME_LENGTH: u8 = 0x0c;
-    /// Unauthorized name.
-    pub const UNAUTHORIZED_NAME: u8 = 0x0d;
-    /// Invalid integrity check value.
-    pub const INVALID_ICV: u8 = 0x0f;
-    /// No cipher suite match with proposed security algorithms.
-    pub const NO_CIPHER_MATCH: u8 = 0x11;
-    /// Illegal or unrecognized parameter.
-    pub const ILLEGAL_PARAMETER: u8 = 0x12;
 }
 
 /// Why a login failed, for logs and metrics.
@@ -311,11 +292,11 @@ impl Event {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Answered {
     /// Network function of the request.
-    pub netfn: u8,
+    pub netfn: NetFn,
     /// Command.
     pub cmd: u8,
     /// Completion code of the answer.
-    pub cc: u8,
+    pub cc: CompletionCode,
 }
 
 /// Why a datagram got no answer (issue 11 item 3): every `None` from [`Endpoint::handle`]
@@ -496,7 +477,8 @@ struct Handshake {
     rm: [u8; 16],
     rc: [u8; 16],
     role: u8,
-    /// The RAKP 1 payload and our RAKP 2, to answer an identical retransmission identically.
+    /// The RAKP 1 payload and our RAKP 2 datagram, to answer an identical retransmission
+    /// identically.
     rakp1: Vec<u8>,
     rakp2: Vec<u8>,
 }
@@ -508,9 +490,9 @@ struct Active {
     privilege: Privilege,
     max_privilege: Privilege,
     window: SeqWindow,
-    out_seq: u32,
+    out_seq: OutSeq,
     cache: ReplyCache,
-    /// RAKP 3 payload and our RAKP 4, for a client whose RAKP 4 got lost.
+    /// RAKP 3 payload and our RAKP 4 datagram, for a client whose RAKP 4 got lost.
     rakp3: Vec<u8>,
     rakp4: Vec<u8>,
 }
@@ -853,7 +835,7 @@ impl Endpoint {
         // times the request (Open Session, 52 B for 48 B; shorter requests get shorter
         // refusals), and RAKP 2 goes only to the address that was granted the session ID.
         let budgeted = matches!(&decoded, Ok(Datagram::AsfPing { .. } | Datagram::V15(_)))
-            || matches!(&decoded, Ok(Datagram::V20(p)) if p.session_id == 0 && p.payload_type == payload::IPMI);
+            || matches!(&decoded, Ok(Datagram::V20(p)) if p.session_id == 0 && p.payload_type == PayloadType::IPMI);
         let source = source_key(peer.ip());
         if budgeted && !self.answer_budget.allows(source, now) {
             self.count_drop(DropReason::RateLimited);
@@ -955,34 +937,17 @@ impl Endpoint {
         if p.encrypted || p.authenticated {
             return None;
         }
-        let reply = match p.payload_type {
-            payload::IPMI => {
+        let data = match p.payload_type {
+            PayloadType::IPMI => {
                 let msg = self.answer_sessionless(p.payload)?;
-                let mut out = Vec::with_capacity(msg.len() + 16);
-                let at = wire::begin_v20(&mut out, payload::IPMI, false, false, 0, 0);
-                out.extend_from_slice(&msg);
-                wire::finish_v20(&mut out, at);
-                return Some(Output::Transmit {
-                    to: peer,
-                    data: out,
-                });
+                rmcp::setup_datagram(PayloadType::IPMI, &msg)
             }
-            payload::OPEN_SESSION_REQUEST => (
-                payload::OPEN_SESSION_RESPONSE,
-                self.open_session(now, peer, p.payload, rng)?,
-            ),
-            payload::RAKP1 => (payload::RAKP2, self.rakp1(now, peer, p.payload, rng)?),
-            payload::RAKP3 => (payload::RAKP4, self.rakp3(now, peer, p.payload)?),
+            PayloadType::OPEN_SESSION_REQUEST => self.open_session(now, peer, p.payload, rng)?,
+            PayloadType::RAKP1 => self.rakp1(now, peer, p.payload, rng)?,
+            PayloadType::RAKP3 => self.rakp3(now, peer, p.payload)?,
             _ => return self.drop(DropReason::UnsupportedPayload),
         };
-        let mut out = Vec::with_capacity(reply.1.len() + 16);
-        let at = wire::begin_v20(&mut out, reply.0, false, false, 0, 0);
-        out.extend_from_slice(&reply.1);
-        wire::finish_v20(&mut out, at);
-        Some(Output::Transmit {
-            to: peer,
-            data: out,
-        })
+        Some(Output::Transmit { to: peer, data })
     }
 
     /// Open Session Request → Response (IPMI v2.0 §13.17–13.18). A refusal of a full-length
@@ -994,40 +959,37 @@ impl Endpoint {
         p: &[u8],
         rng: &mut dyn Entropy,
     ) -> Option<Vec<u8>> {
-        let tag = *p.first()?;
-        let sid_m = p
-            .get(4..8)
-            .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()));
+        // Tag and SIDm are read even from a request that does not parse, to answer it.
+        let (tag, Some(sid_m)) = rmcp::peek_tag_and_id(p)? else {
+            return None;
+        };
         // A refusal is never longer than the request (issue 15 item 10: a 1-byte payload got
         // the 36-byte layout, 52 B for 17 B, a reflector): the full layout for a full-length
         // request, else tag, status, reserved and SIDm (8 bytes), else nothing (too short to
         // name a console session ID to answer to). Protocol notes §4.3: clients read the status
         // from byte 2 (ipmi_sim answers tag and status only, and ipmitool reports it).
-        let refusal_len = match p.len() {
-            n if n >= 32 => 36,
-            n if n >= 8 => 8,
-            _ => return None,
-        };
-        let refuse = |status: u8| {
-            let mut r = vec![0u8; refusal_len];
-            r[0] = tag;
-            r[1] = status;
-            r[4..8].copy_from_slice(&sid_m.to_le_bytes());
-            Some(r)
+        let full = p.len() >= 32;
+        let refuse = |status| {
+            let r = OpenSessionResponse::refusal(tag, status, sid_m);
+            Some(if full {
+                r.to_datagram()
+            } else {
+                r.short_refusal_datagram()
+            })
         };
         // Exactly 32 bytes, each algorithm record of its own type with payload length 8 or 0
         // (Table 13-9); anything else is 12h, as before.
         let Ok(req) = OpenSessionRequest::read(p) else {
-            return refuse(status::ILLEGAL_PARAMETER);
+            return refuse(RakpStatus::ILLEGAL_PARAMETER);
         };
         if sid_m == 0 {
-            return refuse(status::ILLEGAL_PARAMETER);
+            return refuse(RakpStatus::ILLEGAL_PARAMETER);
         }
         let Some(suite) = pick_suite(&req) else {
             // Suite 0 and everything else we do not complete: status 11 is the one Ironic's
             // cipher-suite fallback recognises ("no matching cipher suite").
             self.login_failed(now, peer, String::new(), LoginFailure::NoCipherMatch);
-            return refuse(status::NO_CIPHER_MATCH);
+            return refuse(RakpStatus::NO_CIPHER_MATCH);
         };
         if self
             .sources
@@ -1036,11 +998,11 @@ impl Endpoint {
         {
             self.stats.refused_locked_out += 1;
             self.event(Event::RefusedLockedOut { peer });
-            return refuse(status::NO_RESOURCES);
+            return refuse(RakpStatus::NO_RESOURCES);
         }
-        let open_max = p[1] & 0x0f;
+        let open_max = req.max_privilege & 0x0f;
         if open_max > 4 {
-            return refuse(status::INVALID_ROLE);
+            return refuse(RakpStatus::INVALID_ROLE);
         }
         // With the table full, go on only if this login could take a lower-privilege
         // session's slot at RAKP 3: its ceiling is the requested maximum (0: the highest)
@@ -1052,7 +1014,7 @@ impl Endpoint {
                 .unwrap_or(Privilege::Administrator)
                 .min(users_max.unwrap_or(Privilege::Callback));
             if self.preemptable(ceiling).is_none() {
-                return refuse(status::NO_RESOURCES);
+                return refuse(RakpStatus::NO_RESOURCES);
             }
         }
         self.make_room_for_half_open(peer);
@@ -1074,16 +1036,22 @@ impl Endpoint {
             .entry(source_key(peer.ip()))
             .or_default()
             .push_back(sid_c);
-        let granted = if open_max == 0 { 4 } else { open_max };
-        let mut r = Vec::with_capacity(36);
-        r.extend_from_slice(&[tag, status::OK, granted, 0]);
-        r.extend_from_slice(&sid_m.to_le_bytes());
-        r.extend_from_slice(&sid_c.to_le_bytes());
-        let (a, i, c) = suite.algorithms();
-        for (ty, alg) in [(0u8, a), (1, i), (2, c)] {
-            r.extend_from_slice(&[ty, 0, 0, 8, alg, 0, 0, 0]);
-        }
-        Some(r)
+        let (auth, integ, conf) = suite.algorithms();
+        Some(
+            OpenSessionResponse {
+                tag,
+                status: RakpStatus::OK,
+                max_privilege: if open_max == 0 { 4 } else { open_max },
+                sid_m,
+                granted: Some(Granted {
+                    sid_c,
+                    auth,
+                    integ,
+                    conf,
+                }),
+            }
+            .to_datagram(),
+        )
     }
 
     /// Make room for one more half-open session from `peer`. A source that already holds its
@@ -1161,47 +1129,51 @@ impl Endpoint {
         p: &[u8],
         rng: &mut dyn Entropy,
     ) -> Option<Vec<u8>> {
-        let (tag, sid_c) = rakp_tag_and_session(p)?;
+        // Tag and SIDc are read even from a RAKP 1 that does not parse, to answer it.
+        let (tag, Some(sid_c)) = rmcp::peek_tag_and_id(p)? else {
+            return None;
+        };
+        let refuse = |st, sid_m| Some(Rakp2::refusal(tag, st, sid_m).to_datagram());
         let Some(sess) = self.sessions.get(&sid_c) else {
-            return Some(rakp_error(tag, status::INVALID_SESSION_ID, 0));
+            return refuse(RakpStatus::INVALID_SESSION_ID, 0);
         };
         let sid_m = sess.sid_m;
         if sess.peer != peer {
-            return Some(rakp_error(tag, status::INVALID_SESSION_ID, 0));
+            return refuse(RakpStatus::INVALID_SESSION_ID, 0);
         }
         match &sess.state {
             State::Opened => {}
             // An identical retransmission gets the identical answer.
             State::Rakp2Sent(h) if h.rakp1 == p => return Some(h.rakp2.clone()),
             State::Rakp2Sent(_) => {}
-            State::Active(_) => return Some(rakp_error(tag, status::INVALID_SESSION_ID, sid_m)),
+            State::Active(_) => return refuse(RakpStatus::INVALID_SESSION_ID, sid_m),
         }
-        // ULENm (byte 28) is at most 16 and the payload is exactly 28 + ULENm bytes.
-        if p.len() < 28 || p[27] > 16 || p.len() != 28 + p[27] as usize {
+        // ULENm is at most 16 and the payload is exactly 28 + ULENm bytes (Table 13-11).
+        let Ok(m) = Rakp1::read(p) else {
             return Some(self.fail_rakp1(
                 now,
                 sid_c,
                 peer,
                 tag,
-                status::INVALID_NAME_LENGTH,
+                RakpStatus::INVALID_NAME_LENGTH,
                 "",
                 None,
             ));
-        }
-        let name = &p[28..];
+        };
+        let name = m.user;
         let shown = String::from_utf8_lossy(name).into_owned();
         if !self.cfg.users.iter().any(|u| u.name.as_bytes() == name) {
             // It will be logged, by its keyed hash only.
             self.ensure_log_key(rng);
         }
-        let role = p[24];
+        let role = m.role;
         let Some(requested) = Privilege::from_u8(role & 0x0f) else {
             return Some(self.fail_rakp1(
                 now,
                 sid_c,
                 peer,
                 tag,
-                status::INVALID_ROLE,
+                RakpStatus::INVALID_ROLE,
                 &shown,
                 Some(LoginFailure::BadRole),
             ));
@@ -1217,7 +1189,7 @@ impl Endpoint {
                 sid_c,
                 peer,
                 tag,
-                status::UNAUTHORIZED_NAME,
+                RakpStatus::UNAUTHORIZED_NAME,
                 &shown,
                 Some(LoginFailure::UnknownUser),
             ));
@@ -1230,7 +1202,7 @@ impl Endpoint {
             self.stats.refused_locked_out += 1;
             self.event(Event::RefusedLockedOut { peer });
             let sid_m = self.remove_session(sid_c).map_or(0, |s| s.sid_m);
-            return Some(rakp_error(tag, status::NO_RESOURCES, sid_m));
+            return refuse(RakpStatus::NO_RESOURCES, sid_m);
         }
         if requested > self.cfg.users[user].max_privilege {
             return Some(self.fail_rakp1(
@@ -1238,13 +1210,12 @@ impl Endpoint {
                 sid_c,
                 peer,
                 tag,
-                status::UNAUTHORIZED_ROLE,
+                RakpStatus::UNAUTHORIZED_ROLE,
                 &shown,
                 Some(LoginFailure::BadRole),
             ));
         }
-        let mut rm = [0u8; 16];
-        rm.copy_from_slice(&p[8..24]);
+        let rm = m.rm;
         let mut rc = [0u8; 16];
         rng.fill(&mut rc);
         let sess = self.sessions.get_mut(&sid_c)?;
@@ -1259,12 +1230,17 @@ impl Endpoint {
             role,
             name,
         );
-        let mut r = Vec::with_capacity(40 + auth.len());
-        r.extend_from_slice(&[tag, status::OK, 0, 0]);
-        r.extend_from_slice(&sid_m.to_le_bytes());
-        r.extend_from_slice(&rc);
-        r.extend_from_slice(&self.wire_guid);
-        r.extend_from_slice(&auth);
+        let r = Rakp2 {
+            tag,
+            status: RakpStatus::OK,
+            sid_m,
+            body: Some(Rakp2Body {
+                rc,
+                guid: self.wire_guid,
+                auth: &auth,
+            }),
+        }
+        .to_datagram();
         sess.last_seen = now;
         sess.state = State::Rakp2Sent(Box::new(Handshake {
             user,
@@ -1284,7 +1260,7 @@ impl Endpoint {
         sid_c: u32,
         peer: SocketAddr,
         tag: u8,
-        st: u8,
+        st: RakpStatus,
         user: &str,
         why: Option<LoginFailure>,
     ) -> Vec<u8> {
@@ -1292,27 +1268,31 @@ impl Endpoint {
         if let Some(reason) = why {
             self.login_failed(now, peer, user.to_string(), reason);
         }
-        rakp_error(tag, st, sid_m)
+        Rakp2::refusal(tag, st, sid_m).to_datagram()
     }
 
     /// RAKP 3 → RAKP 4 (IPMI v2.0 §13.22–13.23); on success the session becomes active at
     /// USER privilege until Set Session Privilege Level raises it.
     fn rakp3(&mut self, now: Instant, peer: SocketAddr, p: &[u8]) -> Option<Vec<u8>> {
-        let (tag, sid_c) = rakp_tag_and_session(p)?;
+        // Any 8 bytes parse (the AuthCode is the rest): the status and SIDc are always there
+        // to answer to.
+        let m = Rakp3::read(p).ok()?;
+        let (tag, sid_c) = (m.tag, m.sid_c);
+        let refuse = |st, sid_m| Some(Rakp4::refusal(tag, st, sid_m).to_datagram());
         let Some(sess) = self.sessions.get_mut(&sid_c) else {
-            return Some(rakp_error(tag, status::INVALID_SESSION_ID, 0));
+            return refuse(RakpStatus::INVALID_SESSION_ID, 0);
         };
         if sess.peer != peer {
-            return Some(rakp_error(tag, status::INVALID_SESSION_ID, 0));
+            return refuse(RakpStatus::INVALID_SESSION_ID, 0);
         }
         let sid_m = sess.sid_m;
         let h = match &sess.state {
             State::Rakp2Sent(h) => h,
             State::Active(a) if a.rakp3 == p => return Some(a.rakp4.clone()),
-            _ => return Some(rakp_error(tag, status::INVALID_SESSION_ID, sid_m)),
+            _ => return refuse(RakpStatus::INVALID_SESSION_ID, sid_m),
         };
         let user = &self.cfg.users[h.user];
-        if p[1] != 0 {
+        if !m.status.is_ok() {
             // The console reports its own failure (e.g. it could not verify RAKP 2).
             let name = user.name.clone();
             self.remove_session(sid_c);
@@ -1327,11 +1307,11 @@ impl Endpoint {
             h.role,
             user.name.as_bytes(),
         );
-        if !crate::crypto::ct_eq(&expect, &p[8..]) {
+        if !crate::crypto::ct_eq(&expect, m.auth) {
             let name = user.name.clone();
             self.remove_session(sid_c);
             self.login_failed(now, peer, name, LoginFailure::BadRakp3);
-            return Some(rakp_error(tag, status::INVALID_ICV, sid_m));
+            return refuse(RakpStatus::INVALID_ICV, sid_m);
         }
         let kg: &[u8] = self
             .cfg
@@ -1340,10 +1320,13 @@ impl Endpoint {
             .map_or(&user.password[..], |k| &k[..]);
         let keys = SessionKeys::derive(sess.suite, kg, &h.rm, &h.rc, h.role, user.name.as_bytes());
         let icv = keys.rakp4_icv(&h.rm, sid_c, &self.wire_guid);
-        let mut r = Vec::with_capacity(8 + icv.len());
-        r.extend_from_slice(&[tag, status::OK, 0, 0]);
-        r.extend_from_slice(&sid_m.to_le_bytes());
-        r.extend_from_slice(&icv);
+        let r = Rakp4 {
+            tag,
+            status: RakpStatus::OK,
+            sid_m,
+            icv: &icv,
+        }
+        .to_datagram();
         // The session's ceiling: the RAKP 1 role, the Open Session request, the user's limit.
         let mut max = Privilege::from_u8(h.role & 0x0f).unwrap_or(Privilege::User);
         if let Some(o) = Privilege::from_u8(sess.open_max) {
@@ -1365,7 +1348,7 @@ impl Endpoint {
             let Some(victim) = self.preemptable(max) else {
                 self.remove_session(sid_c);
                 self.stats.refused_full += 1;
-                return Some(rakp_error(tag, status::NO_RESOURCES, sid_m));
+                return refuse(RakpStatus::NO_RESOURCES, sid_m);
             };
             self.remove_session(victim);
             self.event(Event::SessionClosed {
@@ -1381,7 +1364,7 @@ impl Endpoint {
             privilege: Privilege::User.min(max),
             max_privilege: max,
             window: SeqWindow::default(),
-            out_seq: 0,
+            out_seq: OutSeq::default(),
             cache: ReplyCache::default(),
             rakp3: p.to_vec(),
             rakp4: r.clone(),
@@ -1417,17 +1400,13 @@ impl Endpoint {
         if sess.peer != peer {
             return self.drop(DropReason::UnknownSession);
         }
-        // Suites 3 and 17 protect every packet: anything less is not from our client.
-        if !p.encrypted || !p.authenticated {
-            return self.drop(DropReason::Unprotected);
-        }
-        let Ok((covered, code)) =
-            wire::split_trailer(datagram, p.trailer.len(), sess.suite.icv_len())
-        else {
-            return self.drop(DropReason::Malformed);
-        };
-        if !act.keys.verify_integrity(covered, code) {
-            return self.drop(DropReason::BadIntegrity);
+        // Suites 3 and 17 protect every packet: anything less is not from our client. The
+        // AuthCode comparison is constant-time (§13.28.4).
+        match seal::verify(&act.keys, datagram, p) {
+            Ok(()) => {}
+            Err(OpenError::Unprotected) => return self.drop(DropReason::Unprotected),
+            Err(OpenError::Trailer(_)) => return self.drop(DropReason::Malformed),
+            Err(_) => return self.drop(DropReason::BadIntegrity),
         }
         if !act.window.check(p.seq) {
             return self.drop(DropReason::OutOfWindow);
@@ -1444,11 +1423,11 @@ impl Endpoint {
             heap = Zeroizing::new(vec![0u8; p.payload.len()]);
             &mut heap[..]
         };
-        let Some(n) = act.keys.decrypt_into(p.payload, buf) else {
+        let Ok(n) = seal::decrypt_into(&act.keys, p, buf) else {
             return self.drop(DropReason::BadIntegrity);
         };
         let plain = &buf[..n];
-        if p.payload_type != payload::IPMI {
+        if p.payload_type != PayloadType::IPMI {
             // SOL and OEM payloads are not offered (Activate Payload answers C1).
             return self.drop(DropReason::UnsupportedPayload);
         }
@@ -1511,7 +1490,7 @@ impl Endpoint {
                         .get(&target)
                         .is_some_and(|s| matches!(s.state, State::Active(_)))
                 {
-                    cc = commands::cc::INVALID_SESSION_ID;
+                    cc = CompletionCode::INVALID_SESSION_ID;
                     after = After::None;
                 }
                 let sess = self.sessions.get_mut(&sid_c)?;
@@ -1547,10 +1526,10 @@ impl Endpoint {
                     self.answered = Some(Answered {
                         netfn: req.netfn,
                         cmd: req.cmd,
-                        cc: commands::cc::NODE_BUSY,
+                        cc: CompletionCode::NODE_BUSY,
                     });
                     let mut msg = Vec::with_capacity(8);
-                    req.encode_response(commands::cc::NODE_BUSY, &[], &mut msg);
+                    req.encode_response(CompletionCode::NODE_BUSY, &[], &mut msg);
                     let sess = self.sessions.get_mut(&sid_c)?;
                     let data = seal(sess, &msg, rng);
                     return Some(Output::Transmit { to: peer, data });
@@ -1714,9 +1693,9 @@ impl Endpoint {
 fn pick_suite(req: &OpenSessionRequest) -> Option<CipherSuite> {
     CipherSuite::ALL.into_iter().find(|s| {
         let (a, i, c) = s.algorithms();
-        req.auth.is_none_or(|x| x.0 == a)
-            && req.integ.is_none_or(|x| x.0 == i)
-            && req.conf.is_none_or(|x| x.0 == c)
+        req.auth.is_none_or(|x| x == a)
+            && req.integ.is_none_or(|x| x == i)
+            && req.conf.is_none_or(|x| x == c)
     })
 }
 
@@ -1734,21 +1713,6 @@ fn source_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The message tag and the BMC's session ID that RAKP 1 and RAKP 3 both start with (IPMI
-/// v2.0 Tables 13-11 and 13-13: tag, 3 bytes (RAKP 3: status + 2 reserved), SIDm); `None` if
-/// too short.
-fn rakp_tag_and_session(p: &[u8]) -> Option<(u8, u32)> {
-    let sid: [u8; 4] = p.get(4..8)?.try_into().ok()?;
-    Some((p[0], u32::from_le_bytes(sid)))
-}
-
-/// A RAKP 2/4 error answer: tag, status, reserved, SIDm (IPMI v2.0 Tables 13-12/13-14).
-fn rakp_error(tag: u8, st: u8, sid_m: u32) -> Vec<u8> {
-    let mut r = vec![tag, st, 0, 0];
-    r.extend_from_slice(&sid_m.to_le_bytes());
-    r
-}
-
 /// Wrap an IPMI message for the client: AES-CBC-128 with a fresh IV, the next outbound
 /// sequence number (starting at 1, skipping 0), the console's session ID and the integrity
 /// trailer.
@@ -1756,17 +1720,8 @@ fn seal(sess: &mut Session, msg: &[u8], rng: &mut dyn Entropy) -> Vec<u8> {
     let State::Active(act) = &mut sess.state else {
         return Vec::new();
     };
-    act.out_seq = act.out_seq.wrapping_add(1);
-    if act.out_seq == 0 {
-        act.out_seq = 1;
-    }
+    let seq = act.out_seq.advance();
     let mut iv = [0u8; 16];
     rng.fill(&mut iv);
-    let mut out = Vec::with_capacity(16 + 16 + msg.len() + 16 + 20);
-    let at = wire::begin_v20(&mut out, payload::IPMI, true, true, sess.sid_m, act.out_seq);
-    act.keys.encrypt(&iv, msg, &mut out);
-    wire::finish_v20(&mut out, at);
-    let keys = &act.keys;
-    wire::append_trailer(&mut out, |c| keys.integrity(c));
-    out
+    seal::seal(&act.keys, PayloadType::IPMI, sess.sid_m, seq, &iv, msg)
 }

@@ -222,7 +222,7 @@ impl Handshake {
         {
             self.sid_m = m.sid_m;
             self.sid_c = g.sid_c;
-            self.suite = CipherSuite::from_algorithms(g.auth.0, g.integ.0, g.conf.0);
+            self.suite = CipherSuite::from_algorithms(g.auth, g.integ, g.conf);
             self.rc = None;
         }
         if let Some(m) = setup_reply::<Rakp2<'_>>(o)

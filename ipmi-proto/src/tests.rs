@@ -10,7 +10,7 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::client::{Client, ClientError};
-use crate::codes::{AuthAlg, ConfAlg, IntegAlg, RakpStatus};
+use crate::codes::{AuthAlg, ConfAlg, IntegAlg, PayloadType, RakpStatus};
 use crate::crypto::{CipherSuite, SessionKeys, rakp2_auth, rakp3_auth};
 use crate::endpoint::{DropReason, Endpoint, Entropy, Event, EventKind, LoginFailure, Output};
 use crate::machine::{BootFlags, MachineReply, MachineRequest, PowerAction, PowerState};
@@ -135,7 +135,7 @@ fn fixed_iv_packets_encode_as_computed() {
             panic!()
         };
         let mut out = Vec::new();
-        let at = wire::begin_v20(&mut out, 0, true, true, v.session_id, v.seq);
+        let at = wire::begin_v20(&mut out, PayloadType::IPMI, true, true, v.session_id, v.seq);
         keys.encrypt(&a16(&p["iv"]), &h(&p["ipmi_msg"]), &mut out);
         wire::finish_v20(&mut out, at);
         wire::append_trailer(&mut out, |c| keys.integrity(c));
@@ -418,11 +418,7 @@ fn wrong_rakp3_gets_status_0f() {
 #[test]
 fn client_refuses_short_answers_at_every_step_without_panicking() {
     fn frame(ty: u8, p: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let at = wire::begin_v20(&mut out, ty, false, false, 0, 0);
-        out.extend_from_slice(p);
-        wire::finish_v20(&mut out, at);
-        out
+        crate::rmcp::setup_datagram(PayloadType(ty), p)
     }
     let mut p = Pair::new(admin("pw"));
     let mut c = admin_client(CipherSuite::Suite17);
@@ -1051,12 +1047,14 @@ fn garbage_rakp3_from_elsewhere_does_not_lock_out_a_trusted_source() {
 
 /// An RAKP 3 message with an arbitrary AuthCode (what an attacker without the password sends).
 fn wire_rakp3(out: &mut Vec<u8>, sid_c: u32, auth: &[u8]) {
-    let mut p = vec![0, 0, 0, 0];
-    p.extend_from_slice(&sid_c.to_le_bytes());
-    p.extend_from_slice(auth);
-    let at = wire::begin_v20(out, wire::payload::RAKP3, false, false, 0, 0);
-    out.extend_from_slice(&p);
-    wire::finish_v20(out, at);
+    use crate::rmcp::Rakp3;
+    *out = Rakp3 {
+        tag: 0,
+        status: RakpStatus::OK,
+        sid_c,
+        auth,
+    }
+    .to_datagram();
 }
 
 /// Trust lasts `lockout_trust` after the last login, and is per user and source.
