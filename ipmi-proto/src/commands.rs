@@ -3,17 +3,16 @@
 //! Minimum privileges follow the spec's command table (IPMI v2.0 Appendix G) as OpenIPMI
 //! encodes it (`lanserv/priv_table.c`); see the protocol notes §3.2.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::codes::{CompletionCode, NetFn};
 use crate::config::BmcConfig;
 use crate::crypto::CipherSuite;
-use crate::endpoint::BmcState;
 use crate::machine::{
     BootFlags, MachineError, MachineReply, MachineRequest, MachineResult, PowerAction, PowerState,
 };
-use crate::session::{Privilege, RetryKey};
+use crate::session::Privilege;
 use crate::wire::IpmiRequest;
 
 /// One command this BMC implements: where it is (netFn, command), its name (the metrics label
@@ -229,14 +228,17 @@ pub(crate) enum PendingKind {
     SetBootFlags,
 }
 
-/// A request waiting for the machine.
-#[derive(Debug)]
-pub(crate) struct Pending {
-    pub(crate) sid: u32,
-    pub(crate) peer: SocketAddr,
-    pub(crate) header: Header,
-    pub(crate) key: RetryKey,
-    pub(crate) kind: PendingKind,
+/// BMC state that is not per session.
+#[derive(Debug, Default)]
+pub(crate) struct BmcState {
+    /// Boot option parameters kept in the BMC (0, 1, 2, 3, 4, 6); parameter 5 lives in the
+    /// machine so that the backend can act on it at the next boot.
+    pub(crate) boot_params: HashMap<u8, Vec<u8>>,
+    /// Chassis Identify: on until this instant, or forced on.
+    pub(crate) identify_until: Option<Instant>,
+    pub(crate) identify_forced: bool,
+    /// Last power-on came from an IPMI command (Get Chassis Status byte 2 bit 4).
+    pub(crate) last_power_on_by_ipmi: bool,
 }
 
 /// What the session knows when a command runs.

@@ -25,9 +25,10 @@ use zeroize::Zeroizing;
 
 use crate::client::Client;
 use crate::codes::{NetFn, PayloadType, RakpStatus};
+use crate::commands::BmcState;
 use crate::commands::{self, CmdContext, Outcome};
 use crate::crypto::{CipherSuite, SessionKeys, rakp3_auth};
-use crate::endpoint::{BmcState, Endpoint, Entropy, Output, Ticket};
+use crate::endpoint::{Endpoint, Entropy, Output, Ticket};
 use crate::machine::{
     BootFlags, MachineError, MachineReply, MachineRequest, MachineResult, PowerState,
 };
