@@ -558,7 +558,10 @@ async fn serve_bmc(
                     Ok(()) => RECV_BUF.with_borrow_mut(|buf| match socket.try_recv_from(&mut buf[..]) {
                         Ok((n, peer)) => {
                             test_panic_hook(&buf[..n]);
-                            ep.handle(now, peer, &buf[..n], &mut rng)
+                            // A drop's reason is counted in the endpoint's Stats::dropped_by,
+                            // which metrics.sync_endpoint turns into
+                            // ovbmc_datagrams_dropped_total{reason}.
+                            ep.handle(now, peer, &buf[..n], &mut rng).ok()
                         }
                         // Readiness was stale; tokio clears it, and we wait again.
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,

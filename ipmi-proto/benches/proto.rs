@@ -13,6 +13,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use ipmi_proto::client::Client;
 use ipmi_proto::codes::PayloadType;
 use ipmi_proto::crypto::{CipherSuite, SessionKeys};
+use ipmi_proto::endpoint::DropReason;
 use ipmi_proto::fuzzing::Xorshift as Rng; // cheap: the benches measure the protocol, not the RNG
 use ipmi_proto::session::Privilege;
 use ipmi_proto::wire::{self, Datagram};
@@ -38,9 +39,9 @@ fn endpoint() -> Endpoint {
     Endpoint::new(BmcConfig::new(vec![u], [7; 16]).unwrap())
 }
 
-fn transmit(o: Option<Output>) -> Vec<u8> {
+fn transmit(o: Result<Output, DropReason>) -> Vec<u8> {
     match o {
-        Some(Output::Transmit { data, .. }) => data,
+        Ok(Output::Transmit { data, .. }) => data,
         other => panic!("expected a datagram, got {other:?}"),
     }
 }

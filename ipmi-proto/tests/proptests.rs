@@ -370,7 +370,7 @@ proptest! {
         let mut ep = Endpoint::new(cfg);
         let mut rng = Rng(seed);
         let now = Instant::now();
-        let tx = |ep: &mut Endpoint, rng: &mut Rng, d: &[u8]| match ep.handle(now, peer(), d, rng) {
+        let tx = |ep: &mut Endpoint, rng: &mut Rng, d: &[u8]| match ep.handle(now, peer(), d, rng).ok() {
             Some(Output::Transmit { data, .. }) => data,
             o => panic!("expected a datagram, got {o:?}"),
         };
@@ -390,7 +390,7 @@ proptest! {
         // An in-session request always gets an answer for the same command and rqSeq (C1 for
         // unknown commands, D4 for ones above USER, a machine request for chassis commands).
         let d = c.request_with_rq_seq(netfn, cmd, &data, 17, &mut rng);
-        let out = match ep.handle(now, peer(), &d, &mut rng) {
+        let out = match ep.handle(now, peer(), &d, &mut rng).ok() {
             Some(Output::Machine { ticket, .. }) => ep.complete(
                 now + Duration::from_millis(1),
                 ticket,

@@ -252,8 +252,8 @@ pub struct Answered {
     pub cc: CompletionCode,
 }
 
-/// Why a datagram got no answer (issue 11 item 3): every `None` from [`Endpoint::handle`]
-/// has one, read with [`Endpoint::last_dropped`] and counted in [`Stats::dropped_by`].
+/// Why a datagram got no answer (issue 11 item 3): [`Endpoint::handle`] returns it in place of
+/// an [`Output`](super::Output), and counts it in [`Stats::dropped_by`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DropReason {
     /// Shorter than its headers or a length field says (`DecodeError::Truncated`).

@@ -37,14 +37,18 @@ impl Endpoint {
     /// IPMI 1.5 format: only session-less Get Channel Authentication Capabilities (and Get
     /// Channel Cipher Suites) are served; IPMI 1.5 sessions are not offered at all (their
     /// AuthCodes are weak, see the protocol notes §11.4).
-    pub(super) fn handle_v15(&mut self, peer: SocketAddr, p: &V15Packet<'_>) -> Option<Output> {
+    pub(super) fn handle_v15(
+        &mut self,
+        peer: SocketAddr,
+        p: &V15Packet<'_>,
+    ) -> Result<Output, DropReason> {
         if p.auth_type != 0 || p.session_id != 0 {
-            return None;
+            return Err(DropReason::NotAnswered);
         }
         let msg = self.answer_sessionless(p.message)?;
         let mut out = Vec::with_capacity(msg.len() + 14);
         wire::encode_v15_sessionless(&msg, &mut out);
-        Some(Output::Transmit {
+        Ok(Output::Transmit {
             to: peer,
             data: out,
         })
@@ -52,10 +56,11 @@ impl Endpoint {
 
     /// Answer a session-less IPMI message (the commands allowed outside a session, IPMI v2.0
     /// §13.14 and §22.13/§22.15), noting it for [`Self::take_answered`]; the framing (1.5 or
-    /// 2.0) is the caller's. `None` for anything not to be answered.
-    pub(super) fn answer_sessionless(&mut self, message: &[u8]) -> Option<Vec<u8>> {
-        let req = IpmiRequest::decode(message).ok()?;
-        let (cc, data) = commands::sessionless(&req, self.cfg.kg.is_some())?;
+    /// 2.0) is the caller's. `NotAnswered` for anything not to be answered.
+    pub(super) fn answer_sessionless(&mut self, message: &[u8]) -> Result<Vec<u8>, DropReason> {
+        let req = IpmiRequest::decode(message).map_err(|_| DropReason::NotAnswered)?;
+        let (cc, data) =
+            commands::sessionless(&req, self.cfg.kg.is_some()).ok_or(DropReason::NotAnswered)?;
         self.answered = Some(Answered {
             netfn: req.netfn,
             cmd: req.cmd,
@@ -63,7 +68,7 @@ impl Endpoint {
         });
         let mut msg = Vec::with_capacity(32);
         req.encode_response(cc, &data, &mut msg);
-        Some(msg)
+        Ok(msg)
     }
 
     pub(super) fn handle_setup(
@@ -72,9 +77,9 @@ impl Endpoint {
         peer: SocketAddr,
         p: &V20Packet<'_>,
         rng: &mut dyn Entropy,
-    ) -> Option<Output> {
+    ) -> Result<Output, DropReason> {
         if p.encrypted || p.authenticated {
-            return None;
+            return Err(DropReason::NotAnswered);
         }
         let data = match p.payload_type {
             PayloadType::IPMI => {
@@ -84,9 +89,9 @@ impl Endpoint {
             PayloadType::OPEN_SESSION_REQUEST => self.open_session(now, peer, p.payload, rng)?,
             PayloadType::RAKP1 => self.rakp1(now, peer, p.payload, rng)?,
             PayloadType::RAKP3 => self.rakp3(now, peer, p.payload)?,
-            _ => return self.drop(DropReason::UnsupportedPayload),
+            _ => return Err(DropReason::UnsupportedPayload),
         };
-        Some(Output::Transmit { to: peer, data })
+        Ok(Output::Transmit { to: peer, data })
     }
 
     /// Open Session Request → Response (IPMI v2.0 §13.17–13.18). A refusal of a full-length
@@ -97,10 +102,10 @@ impl Endpoint {
         peer: SocketAddr,
         p: &[u8],
         rng: &mut dyn Entropy,
-    ) -> Option<Vec<u8>> {
+    ) -> Result<Vec<u8>, DropReason> {
         // Tag and SIDm are read even from a request that does not parse, to answer it.
-        let (tag, Some(sid_m)) = rmcp::peek_tag_and_id(p)? else {
-            return None;
+        let (tag, Some(sid_m)) = rmcp::peek_tag_and_id(p).ok_or(DropReason::NotAnswered)? else {
+            return Err(DropReason::NotAnswered);
         };
         // A refusal is never longer than the request (issue 15 item 10: a 1-byte payload got
         // the 36-byte layout, 52 B for 17 B, a reflector): the full layout for a full-length
@@ -110,7 +115,7 @@ impl Endpoint {
         let full = p.len() >= 32;
         let refuse = |status| {
             let r = OpenSessionResponse::refusal(tag, status, sid_m);
-            Some(if full {
+            Ok(if full {
                 r.to_datagram()
             } else {
                 r.short_refusal_datagram()
@@ -176,21 +181,19 @@ impl Endpoint {
             .or_default()
             .push_back(sid_c);
         let (auth, integ, conf) = suite.algorithms();
-        Some(
-            OpenSessionResponse {
-                tag,
-                status: RakpStatus::OK,
-                max_privilege: if open_max == 0 { 4 } else { open_max },
-                sid_m,
-                granted: Some(Granted {
-                    sid_c,
-                    auth,
-                    integ,
-                    conf,
-                }),
-            }
-            .to_datagram(),
-        )
+        Ok(OpenSessionResponse {
+            tag,
+            status: RakpStatus::OK,
+            max_privilege: if open_max == 0 { 4 } else { open_max },
+            sid_m,
+            granted: Some(Granted {
+                sid_c,
+                auth,
+                integ,
+                conf,
+            }),
+        }
+        .to_datagram())
     }
 
     /// A random, non-zero BMC session ID not in use (IPMI v2.0 §13.17: SIDc is the BMC's
@@ -214,12 +217,12 @@ impl Endpoint {
         peer: SocketAddr,
         p: &[u8],
         rng: &mut dyn Entropy,
-    ) -> Option<Vec<u8>> {
+    ) -> Result<Vec<u8>, DropReason> {
         // Tag and SIDc are read even from a RAKP 1 that does not parse, to answer it.
-        let (tag, Some(sid_c)) = rmcp::peek_tag_and_id(p)? else {
-            return None;
+        let (tag, Some(sid_c)) = rmcp::peek_tag_and_id(p).ok_or(DropReason::NotAnswered)? else {
+            return Err(DropReason::NotAnswered);
         };
-        let refuse = |st, sid_m| Some(Rakp2::refusal(tag, st, sid_m).to_datagram());
+        let refuse = |st, sid_m| Ok(Rakp2::refusal(tag, st, sid_m).to_datagram());
         let Some(sess) = self.sessions.get(&sid_c) else {
             return refuse(RakpStatus::INVALID_SESSION_ID, 0);
         };
@@ -230,13 +233,13 @@ impl Endpoint {
         match &sess.state {
             State::Opened => {}
             // An identical retransmission gets the identical answer.
-            State::Rakp2Sent(h) if h.rakp1 == p => return Some(h.rakp2.clone()),
+            State::Rakp2Sent(h) if h.rakp1 == p => return Ok(h.rakp2.clone()),
             State::Rakp2Sent(_) => {}
             State::Active(_) => return refuse(RakpStatus::INVALID_SESSION_ID, sid_m),
         }
         // ULENm is at most 16 and the payload is exactly 28 + ULENm bytes (Table 13-11).
         let Ok(m) = Rakp1::read(p) else {
-            return Some(self.fail_rakp1(
+            return Ok(self.fail_rakp1(
                 now,
                 sid_c,
                 peer,
@@ -254,7 +257,7 @@ impl Endpoint {
         }
         let role = m.role;
         let Some(requested) = Privilege::from_u8(role & 0x0f) else {
-            return Some(self.fail_rakp1(
+            return Ok(self.fail_rakp1(
                 now,
                 sid_c,
                 peer,
@@ -270,7 +273,7 @@ impl Endpoint {
             .iter()
             .position(|u| !name.is_empty() && u.name.as_bytes() == name)
         else {
-            return Some(self.fail_rakp1(
+            return Ok(self.fail_rakp1(
                 now,
                 sid_c,
                 peer,
@@ -291,7 +294,7 @@ impl Endpoint {
             return refuse(RakpStatus::NO_RESOURCES, sid_m);
         }
         if requested > self.cfg.users[user].max_privilege {
-            return Some(self.fail_rakp1(
+            return Ok(self.fail_rakp1(
                 now,
                 sid_c,
                 peer,
@@ -304,7 +307,10 @@ impl Endpoint {
         let rm = m.rm;
         let mut rc = [0u8; 16];
         rng.fill(&mut rc);
-        let sess = self.sessions.get_mut(&sid_c)?;
+        let sess = self
+            .sessions
+            .get_mut(&sid_c)
+            .ok_or(DropReason::NotAnswered)?;
         let auth = rakp2_auth(
             sess.suite,
             &self.cfg.users[user].password,
@@ -336,7 +342,7 @@ impl Endpoint {
             rakp1: p.to_vec(),
             rakp2: r.clone(),
         }));
-        Some(r)
+        Ok(r)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -359,12 +365,17 @@ impl Endpoint {
 
     /// RAKP 3 → RAKP 4 (IPMI v2.0 §13.22–13.23); on success the session becomes active at
     /// USER privilege until Set Session Privilege Level raises it.
-    pub(super) fn rakp3(&mut self, now: Instant, peer: SocketAddr, p: &[u8]) -> Option<Vec<u8>> {
+    pub(super) fn rakp3(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        p: &[u8],
+    ) -> Result<Vec<u8>, DropReason> {
         // Any 8 bytes parse (the AuthCode is the rest): the status and SIDc are always there
         // to answer to.
-        let m = Rakp3::read(p).ok()?;
+        let m = Rakp3::read(p).map_err(|_| DropReason::NotAnswered)?;
         let (tag, sid_c) = (m.tag, m.sid_c);
-        let refuse = |st, sid_m| Some(Rakp4::refusal(tag, st, sid_m).to_datagram());
+        let refuse = |st, sid_m| Ok(Rakp4::refusal(tag, st, sid_m).to_datagram());
         let Some(sess) = self.sessions.get_mut(&sid_c) else {
             return refuse(RakpStatus::INVALID_SESSION_ID, 0);
         };
@@ -374,7 +385,7 @@ impl Endpoint {
         let sid_m = sess.sid_m;
         let h = match &sess.state {
             State::Rakp2Sent(h) => h,
-            State::Active(a) if a.rakp3 == p => return Some(a.rakp4.clone()),
+            State::Active(a) if a.rakp3 == p => return Ok(a.rakp4.clone()),
             _ => return refuse(RakpStatus::INVALID_SESSION_ID, sid_m),
         };
         let user = &self.cfg.users[h.user];
@@ -383,7 +394,7 @@ impl Endpoint {
             let name = user.name.clone();
             self.remove_session(sid_c);
             self.login_failed(now, peer, name, LoginFailure::AbandonedAfterRakp2);
-            return None;
+            return Err(DropReason::NotAnswered);
         }
         let expect = rakp3_auth(
             sess.suite,
@@ -442,7 +453,10 @@ impl Endpoint {
                 reason: CloseReason::Preempted,
             });
         }
-        let sess = self.sessions.get_mut(&sid_c)?;
+        let sess = self
+            .sessions
+            .get_mut(&sid_c)
+            .ok_or(DropReason::NotAnswered)?;
         sess.last_seen = now;
         sess.state = State::Active(Box::new(Active {
             keys,
@@ -465,6 +479,6 @@ impl Endpoint {
             user: name,
             suite,
         });
-        Some(r)
+        Ok(r)
     }
 }

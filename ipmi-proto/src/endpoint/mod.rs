@@ -130,10 +130,6 @@ struct Session {
 
 /// One virtual BMC.
 pub struct Endpoint {
-    /// Why the datagram being handled is dropped, as the handler that gave up said.
-    why: Option<DropReason>,
-    /// Why the last datagram handled was dropped (see [`Endpoint::last_dropped`]).
-    last_dropped: Option<DropReason>,
     cfg: BmcConfig,
     wire_guid: [u8; 16],
     sessions: HashMap<u32, Session>,
@@ -182,8 +178,6 @@ impl Endpoint {
     /// A BMC with no sessions.
     pub fn new(cfg: BmcConfig) -> Self {
         Self {
-            why: None,
-            last_dropped: None,
             wire_guid: cfg.wire_guid(),
             cfg,
             sessions: HashMap::new(),
@@ -227,14 +221,15 @@ impl Endpoint {
         (self.active, self.sessions.len() - self.active)
     }
 
-    /// Handle one datagram from `peer`.
+    /// Handle one datagram from `peer`: what to do about it, or why it gets no answer (every
+    /// drop has its reason, also counted in [`Stats::dropped_by`]; issue 11 item 3).
     pub fn handle(
         &mut self,
         now: Instant,
         peer: SocketAddr,
         datagram: &[u8],
         rng: &mut dyn Entropy,
-    ) -> Option<Output> {
+    ) -> Result<Output, DropReason> {
         self.clock = Some(now);
         self.stats.datagrams += 1;
         let decoded = wire::decode_datagram(datagram);
@@ -249,15 +244,13 @@ impl Endpoint {
         if budgeted && !self.answer_budget.allows(source, now) {
             self.count_drop(DropReason::RateLimited);
             self.event(Event::AnswerThrottled { peer });
-            return None;
+            return Err(DropReason::RateLimited);
         }
-        self.why = None;
-        self.last_dropped = None;
         let out = match decoded {
             Ok(Datagram::AsfPing { tag }) => {
                 let mut out = Vec::with_capacity(28);
                 wire::encode_asf_pong(tag, &mut out);
-                Some(Output::Transmit {
+                Ok(Output::Transmit {
                     to: peer,
                     data: out,
                 })
@@ -265,43 +258,23 @@ impl Endpoint {
             Ok(Datagram::V15(p)) => self.handle_v15(peer, &p),
             Ok(Datagram::V20(p)) if p.session_id == 0 => self.handle_setup(now, peer, &p, rng),
             Ok(Datagram::V20(p)) => self.handle_in_session(now, peer, datagram, &p, rng),
-            Err(e) => {
-                self.why = Some(DropReason::of_decode(&e));
-                None
-            }
+            Err(e) => Err(DropReason::of_decode(&e)),
         };
         match &out {
-            None => {
-                let why = self.why.take().unwrap_or(DropReason::NotAnswered);
-                self.count_drop(why);
-            }
-            Some(Output::Transmit { data, .. }) if budgeted => {
+            Err(why) => self.count_drop(*why),
+            Ok(Output::Transmit { data, .. }) if budgeted => {
                 self.answer_budget
                     .spend(source, now, data.len().saturating_sub(datagram.len()));
             }
-            Some(_) => {}
+            Ok(_) => {}
         }
         out
     }
 
-    /// Count a datagram dropped for `why`, and remember it for [`Self::last_dropped`].
-    pub(super) fn count_drop(&mut self, why: DropReason) {
+    /// Count a datagram dropped for `why`.
+    fn count_drop(&mut self, why: DropReason) {
         self.stats.dropped += 1;
         self.stats.dropped_by[why.index()] += 1;
-        self.last_dropped = Some(why);
-    }
-
-    /// Note why the datagram being handled is dropped (the first reason given wins); `None`,
-    /// for `return self.drop(..)` where a handler gives up.
-    pub(super) fn drop<T>(&mut self, why: DropReason) -> Option<T> {
-        self.why.get_or_insert(why);
-        None
-    }
-
-    /// Why the last datagram given to [`Self::handle`] got no answer; `None` when it was
-    /// answered or handed to the machine.
-    pub fn last_dropped(&self) -> Option<DropReason> {
-        self.last_dropped
     }
 
     /// Expire half-open and idle sessions. Call at least every second or at

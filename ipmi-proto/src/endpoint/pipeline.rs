@@ -49,27 +49,27 @@ impl Endpoint {
         datagram: &[u8],
         p: &V20Packet<'_>,
         rng: &mut dyn Entropy,
-    ) -> Option<Output> {
+    ) -> Result<Output, DropReason> {
         let sid_c = p.session_id;
         let Some(sess) = self.sessions.get_mut(&sid_c) else {
-            return self.drop(DropReason::UnknownSession);
+            return Err(DropReason::UnknownSession);
         };
         let State::Active(act) = &mut sess.state else {
-            return self.drop(DropReason::UnknownSession);
+            return Err(DropReason::UnknownSession);
         };
         if sess.peer != peer {
-            return self.drop(DropReason::UnknownSession);
+            return Err(DropReason::UnknownSession);
         }
         // Suites 3 and 17 protect every packet: anything less is not from our client. The
         // AuthCode comparison is constant-time (§13.28.4).
         match seal::verify(&act.keys, datagram, p) {
             Ok(()) => {}
-            Err(OpenError::Unprotected) => return self.drop(DropReason::Unprotected),
-            Err(OpenError::Trailer(_)) => return self.drop(DropReason::Malformed),
-            Err(_) => return self.drop(DropReason::BadIntegrity),
+            Err(OpenError::Unprotected) => return Err(DropReason::Unprotected),
+            Err(OpenError::Trailer(_)) => return Err(DropReason::Malformed),
+            Err(_) => return Err(DropReason::BadIntegrity),
         }
         if !act.window.check(p.seq) {
-            return self.drop(DropReason::OutOfWindow);
+            return Err(DropReason::OutOfWindow);
         }
         act.window.accept(p.seq);
         sess.last_seen = now;
@@ -84,7 +84,7 @@ impl Endpoint {
             &mut heap[..]
         };
         let Ok(n) = seal::decrypt_into(&act.keys, p, buf) else {
-            return self.drop(DropReason::BadIntegrity);
+            return Err(DropReason::BadIntegrity);
         };
         let plain = &buf[..n];
         // Where a payload type other than IPMI plugs in: each in-session payload type is its
@@ -97,7 +97,7 @@ impl Endpoint {
             // `sol` module beside this one, with the per-session SOL state and its own answer
             // path sealed with `PayloadType::SOL`. Until then Activate Payload answers C1, so
             // no console sends SOL, and SOL, OEM explicit and anything else is dropped.
-            _ => self.drop(DropReason::UnsupportedPayload),
+            _ => Err(DropReason::UnsupportedPayload),
         }
     }
 
@@ -111,13 +111,16 @@ impl Endpoint {
         sid_c: u32,
         plain: &[u8],
         rng: &mut dyn Entropy,
-    ) -> Option<Output> {
+    ) -> Result<Output, DropReason> {
         let Ok(req) = IpmiRequest::decode(plain) else {
-            return self.drop(DropReason::Malformed);
+            return Err(DropReason::Malformed);
         };
-        let sess = self.sessions.get_mut(&sid_c)?;
+        let sess = self
+            .sessions
+            .get_mut(&sid_c)
+            .ok_or(DropReason::NotAnswered)?;
         let State::Active(act) = &mut sess.state else {
-            return None;
+            return Err(DropReason::NotAnswered);
         };
         let key = RetryKey {
             rq_seq: req.rq_seq,
@@ -130,7 +133,7 @@ impl Endpoint {
             // repeats rqSeq). `msg` is a shared handle to the cached answer, not a copy.
             self.stats.retries_answered += 1;
             let data = seal(sess, &msg, rng);
-            return Some(Output::Transmit { to: peer, data });
+            return Ok(Output::Transmit { to: peer, data });
         }
         if self
             .pending
@@ -138,10 +141,10 @@ impl Endpoint {
             .any(|pd| pd.sid == sid_c && pd.key == key)
         {
             // The first copy is still with the machine; its answer will serve this retry.
-            return self.drop(DropReason::RetryInFlight);
+            return Err(DropReason::RetryInFlight);
         }
         let State::Active(act) = &mut sess.state else {
-            return None;
+            return Err(DropReason::NotAnswered);
         };
         let mut ctx = CmdContext {
             sid: sid_c,
@@ -154,9 +157,12 @@ impl Endpoint {
             now,
         };
         let outcome = commands::dispatch(&req, &mut ctx, &self.cfg, &self.wire_guid, &mut self.bmc);
-        let sess = self.sessions.get_mut(&sid_c)?;
+        let sess = self
+            .sessions
+            .get_mut(&sid_c)
+            .ok_or(DropReason::NotAnswered)?;
         let State::Active(act) = &mut sess.state else {
-            return None;
+            return Err(DropReason::NotAnswered);
         };
         act.privilege = ctx.privilege;
         match outcome {
@@ -178,7 +184,10 @@ impl Endpoint {
                     cc = CompletionCode::INVALID_SESSION_ID;
                     after = After::None;
                 }
-                let sess = self.sessions.get_mut(&sid_c)?;
+                let sess = self
+                    .sessions
+                    .get_mut(&sid_c)
+                    .ok_or(DropReason::NotAnswered)?;
                 self.answered = Some(Answered {
                     netfn: req.netfn,
                     cmd: req.cmd,
@@ -191,7 +200,7 @@ impl Endpoint {
                     act.cache.put(key, now, msg);
                 }
                 self.after(after);
-                Some(Output::Transmit {
+                Ok(Output::Transmit {
                     to: peer,
                     data: out,
                 })
@@ -215,9 +224,12 @@ impl Endpoint {
                     });
                     let mut msg = Vec::with_capacity(8);
                     req.encode_response(CompletionCode::NODE_BUSY, &[], &mut msg);
-                    let sess = self.sessions.get_mut(&sid_c)?;
+                    let sess = self
+                        .sessions
+                        .get_mut(&sid_c)
+                        .ok_or(DropReason::NotAnswered)?;
                     let data = seal(sess, &msg, rng);
-                    return Some(Output::Transmit { to: peer, data });
+                    return Ok(Output::Transmit { to: peer, data });
                 }
                 let ticket = Ticket(self.next_ticket);
                 self.next_ticket += 1;
@@ -231,9 +243,9 @@ impl Endpoint {
                         kind,
                     },
                 );
-                Some(Output::Machine { ticket, request })
+                Ok(Output::Machine { ticket, request })
             }
-            Outcome::Drop => None,
+            Outcome::Drop => Err(DropReason::NotAnswered),
         }
     }
 
