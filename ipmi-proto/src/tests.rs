@@ -469,12 +469,13 @@ fn cipher_suite_zero_and_unknown_proposals_are_refused() {
 }
 
 /// OpenIPMI's `bmcpick` (issue 11 item 6): three null algorithm payloads (length 0) ask the
-/// BMC to choose (IPMI v2.0 §13.17); we choose suite 17 and name its algorithms in the
-/// response (§13.18), and the login completes. Before the fix this was answered 12h.
+/// BMC to choose (IPMI v2.0 §13.17); we choose suite 3, the one every IPMI 2.0 console
+/// implements (OpenIPMI 2.0.33 has no RAKP-HMAC-SHA256, so suite 17 left `bmcpick` unable to
+/// log in), and name its algorithms in the response (§13.18), and the login completes.
 #[test]
-fn null_algorithm_payloads_get_suite_17() {
+fn null_algorithm_payloads_get_suite_3() {
     let mut p = Pair::new(admin("pw"));
-    let mut c = admin_client(CipherSuite::Suite17);
+    let mut c = admin_client(CipherSuite::Suite3);
     let mut open = c.open_session_request();
     let n = open.len();
     // Payload length 0 and algorithm 0 in each record, as OpenIPMI sends them.
@@ -482,15 +483,15 @@ fn null_algorithm_payloads_get_suite_17() {
         open[at] = 0;
     }
     let r = p.reply(&open);
-    // Status 00h and suite 17's algorithms named in the three records.
+    // Status 00h and suite 3's algorithms named in the three records.
     let m = OpenSessionResponse::from_datagram(&r).unwrap();
     assert_eq!(m.status, RakpStatus::OK);
     let g = m.granted.unwrap();
     assert_eq!(
         (g.auth, g.integ, g.conf),
         (
-            AuthAlg::RAKP_HMAC_SHA256,
-            IntegAlg::HMAC_SHA256_128,
+            AuthAlg::RAKP_HMAC_SHA1,
+            IntegAlg::HMAC_SHA1_96,
             ConfAlg::AES_CBC_128
         )
     );
@@ -503,12 +504,25 @@ fn null_algorithm_payloads_get_suite_17() {
 }
 
 /// A null payload beside explicit proposals fills in from a suite that agrees with them
-/// (RAKP-HMAC-SHA1 + null + null is suite 3), and never reaches cipher suite 0: an explicit
-/// RAKP-none with null integrity and confidentiality is still refused 11h.
+/// (RAKP-HMAC-SHA1 + null + null is suite 3, RAKP-HMAC-SHA256 + null + null is suite 17),
+/// and never reaches cipher suite 0: an explicit RAKP-none with null integrity and
+/// confidentiality is still refused 11h.
 #[test]
 fn partly_null_proposals_agree_with_what_was_proposed_and_never_pick_suite_zero() {
     let mut p = Pair::new(admin("pw"));
     let mut c = admin_client(CipherSuite::Suite3);
+    let mut open = c.open_session_request();
+    let n = open.len();
+    for at in [n - 13, n - 12, n - 5, n - 4] {
+        open[at] = 0;
+    }
+    let r = p.reply(&open);
+    let rakp1 = c.handle_open_session_response(&r, &mut p.rng).unwrap();
+    let r = p.reply(&rakp1);
+    let rakp3 = c.handle_rakp2(&r).unwrap();
+    assert_eq!(c.handle_rakp4(&p.reply(&rakp3)), Ok(()));
+
+    let mut c = admin_client(CipherSuite::Suite17);
     let mut open = c.open_session_request();
     let n = open.len();
     for at in [n - 13, n - 12, n - 5, n - 4] {

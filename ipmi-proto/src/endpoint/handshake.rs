@@ -21,17 +21,29 @@ use crate::wire::{self, IpmiRequest, V15Packet, V20Packet};
 /// The suite an Open Session Request asks for. A null algorithm payload (length 0) asks the
 /// BMC to choose that algorithm (IPMI v2.0 §13.17, Table 13-9 "null"; OpenIPMI's `bmcpick`
 /// sends all three null); the BMC then names its choice in the response (§13.18). We take
-/// the first suite, in preference order (17, then 3), whose algorithms agree with every
-/// algorithm that was proposed, so all-null gets suite 17 and an explicit RAKP-none or
+/// the first suite, in the order of [`NULL_PAYLOAD_PREFERENCE`], whose algorithms agree with
+/// every algorithm that was proposed. A fully explicit proposal matches one suite or none,
+/// so the order only decides what null payloads get; an explicit RAKP-none or
 /// integrity/confidentiality "none" (cipher suite 0) still matches nothing and is refused.
 fn pick_suite(req: &OpenSessionRequest) -> Option<CipherSuite> {
-    CipherSuite::ALL.into_iter().find(|s| {
+    NULL_PAYLOAD_PREFERENCE.into_iter().find(|s| {
         let (a, i, c) = s.algorithms();
         req.auth.is_none_or(|x| x == a)
             && req.integ.is_none_or(|x| x == i)
             && req.conf.is_none_or(|x| x == c)
     })
 }
+
+/// What a null algorithm payload gets: suite 3 (RAKP-HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128)
+/// first. A console that leaves the choice to the BMC cannot say what it implements, so the
+/// BMC must pick what every IPMI 2.0 console has: suite 3 is in the cipher suite table of the
+/// specification itself (IPMI v2.0 §22.15, Table 22-19, record format Table 22-20), while
+/// suite 17's algorithms (RAKP-HMAC-SHA256, HMAC-SHA256-128) came later, in the errata and
+/// DCMI, and not every console has them. OpenIPMI 2.0.33 (the Debian `openipmi` client,
+/// whose `bmcpick` sends the three null payloads) has no RAKP-HMAC-SHA256: given suite 17 it
+/// gives up after Open Session, so `bmcpick` never connected. A console that wants suite 17
+/// asks for it explicitly (ipmitool, pyghmi and freeipmi do), and gets it.
+const NULL_PAYLOAD_PREFERENCE: [CipherSuite; 2] = [CipherSuite::Suite3, CipherSuite::Suite17];
 
 impl Endpoint {
     /// IPMI 1.5 format: only session-less Get Channel Authentication Capabilities (and Get
