@@ -138,6 +138,13 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Option<Command>,
+
+    /// The ids of the options written on the command line (not defaults, not environment
+    /// variables): what beats the fleet file in [`crate::settings::Settings::resolve`].
+    /// Filled by [`Cli::from_command_line`] and [`Cli::try_from_args`]; clap's own
+    /// `Cli::parse` leaves it empty (the fleet file would then beat every flag).
+    #[arg(skip)]
+    pub given: std::collections::BTreeSet<String>,
 }
 
 /// Subcommands (serving needs none).
@@ -284,6 +291,39 @@ fn parse_privilege(s: &str) -> Result<ipmi_proto::session::Privilege, String> {
 }
 
 impl Cli {
+    /// Parse the process's arguments (exiting with clap's message and status on a bad one, as
+    /// `Parser::parse` does), remembering which options were written on the command line.
+    pub fn from_command_line() -> Self {
+        Self::try_from_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Parse `args` (the first is the program name), remembering which options were written.
+    pub fn try_from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let mut cmd = Self::command();
+        let mut m = cmd.try_get_matches_from_mut(args)?;
+        let given = m
+            .ids()
+            .filter(|id| {
+                m.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
+            })
+            .map(|id| id.as_str().to_string())
+            .collect();
+        let mut cli = Self::from_arg_matches_mut(&mut m).map_err(|e| e.format(&mut cmd))?;
+        cli.given = given;
+        Ok(cli)
+    }
+
+    /// Whether the option `id` (its field name, e.g. `os_cloud`) was written on the command
+    /// line.
+    pub fn given(&self, id: &str) -> bool {
+        self.given.contains(id)
+    }
+
     /// The protocol limits the command line sets (the rest keep their defaults).
     pub fn limits(&self) -> Limits {
         let secs = std::time::Duration::from_secs(self.lockout_secs);

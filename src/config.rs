@@ -3,10 +3,11 @@
 //! TOML (the `toml` crate), read in two steps so that every error names where it is: the
 //! file is parsed into a generic table first (syntax errors carry a line and column), then
 //! each `[[bmc]]` entry is decoded on its own, so a bad key is reported as
-//! "bmc #3 (192.0.2.47): field `port`: ...". Validation then checks what serde cannot
-//! (one password source, unique addresses, known enum values). Nothing here touches the
-//! network or starts anything: the caller binds and resolves only after the whole file is
-//! good, so a bad file never starts a fleet half-way.
+//! "bmc #3 (192.0.2.47): field `port`: ...". Keys naming one of a few values (`backend`,
+//! `[routing] mode`, ...) are typed as they are decoded; validation then checks what serde
+//! cannot (one password source, unique addresses). Nothing here touches the network or
+//! starts anything: the caller binds and resolves only after the whole file is good, so a
+//! bad file never starts a fleet half-way.
 //!
 //! The format is documented in `docs/configuration.md`; keep the two in step.
 
@@ -199,7 +200,8 @@ pub struct BmcEntry {
 #[serde(deny_unknown_fields)]
 pub struct RoutingSection {
     /// `auto` (netlink), `ip` (iproute2 fallback) or `off`.
-    pub mode: Option<String>,
+    #[serde(default, deserialize_with = "routing_mode")]
+    pub mode: Option<RoutingMode>,
     /// Table numbers are `table_base + interface index` unless an entry sets `table`.
     pub table_base: Option<u32>,
     /// Priority of the `ip rule`s.
@@ -208,7 +210,8 @@ pub struct RoutingSection {
     pub add_address: Option<bool>,
 }
 
-/// `[cloud]`: overrides the `--os-*` / `--boot-strategy` / `--nova-*` flags when set.
+/// `[cloud]`: the `--os-*` / `--boot-strategy` / `--nova-*` settings; a flag written on the
+/// command line beats its key here (`crate::settings::Settings::resolve`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CloudSection {
@@ -219,7 +222,8 @@ pub struct CloudSection {
     /// Region.
     pub os_region_name: Option<String>,
     /// Default boot strategy (`metadata`, `rescue`, `rebuild`).
-    pub boot_strategy: Option<String>,
+    #[serde(default, deserialize_with = "boot_strategy")]
+    pub boot_strategy: Option<BootStrategy>,
     /// iPXE image for rescue/rebuild.
     pub ipxe_image: Option<String>,
     /// Server-list cache lifetime.
@@ -270,17 +274,17 @@ macro_rules! sections {
 sections! {
     common {
         port: Option<u16>,
-        backend: Option<String>,
+        backend: Option<Spelt<BackendKind>>,
         user: Option<String>,
         password_file: Option<PathBuf>,
         password_env: Option<String>,
         insecure_inline_password: Option<String>,
-        privilege: Option<String>,
+        privilege: Option<Spelt<Privilege>>,
         kg_file: Option<PathBuf>,
-        boot_strategy: Option<String>,
+        boot_strategy: Option<Spelt<BootStrategy>>,
         sim_power_on_ms: Option<u64>,
         sim_power_off_ms: Option<u64>,
-        sim_initial_power: Option<String>,
+        sim_initial_power: Option<Spelt<OnOff>>,
     }
 
     /// `[defaults]`: the shared keys plus process-wide settings.
@@ -375,21 +379,7 @@ impl Fleet {
             })
             .transpose()?;
         let cloud: CloudSection = typed(&mut table, "cloud", path)?;
-        if let Some(s) = &cloud.boot_strategy {
-            parse_enum::<BootStrategy>(s).map_err(|message| ConfigError::Section {
-                path: p(),
-                section: "cloud",
-                message: format!("boot_strategy: {message}"),
-            })?;
-        }
         let routing: RoutingSection = typed(&mut table, "routing", path)?;
-        if let Some(m) = &routing.mode {
-            parse_enum::<RoutingMode>(m).map_err(|message| ConfigError::Section {
-                path: p(),
-                section: "routing",
-                message: format!("mode: {message}"),
-            })?;
-        }
         if let Some(prio) = routing.priority {
             check_route_priority(prio).map_err(|message| ConfigError::Section {
                 path: p(),
@@ -544,6 +534,27 @@ fn field_in(msg: &str) -> Option<String> {
     Some(msg[start..start + len].to_string())
 }
 
+/// A section's value enum, spelt as its flag's value (`"auto"`, `"Rescue"`: case does not
+/// matter), the message naming `key` ("mode: \"on\" is not one of off, auto, ip"): typed
+/// at decoding, so nothing downstream matches strings by hand.
+fn section_enum<'de, D, T>(d: D, key: &str) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: clap::ValueEnum,
+{
+    Option::<String>::deserialize(d)?
+        .map(|s| parse_enum::<T>(&s).map_err(|m| serde::de::Error::custom(format!("{key}: {m}"))))
+        .transpose()
+}
+
+fn routing_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<RoutingMode>, D::Error> {
+    section_enum(d, "mode")
+}
+
+fn boot_strategy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<BootStrategy>, D::Error> {
+    section_enum(d, "boot_strategy")
+}
+
 /// Parse a clap value enum from a config string, with the same spelling as the flag.
 fn parse_enum<T: clap::ValueEnum>(s: &str) -> Result<T, String> {
     T::from_str(s, true).map_err(|_| {
@@ -553,6 +564,50 @@ fn parse_enum<T: clap::ValueEnum>(s: &str) -> Result<T, String> {
             .collect();
         format!("{s:?} is not one of {}", names.join(", "))
     })
+}
+
+/// A key whose string value names one of a few values (`backend`, `privilege`,
+/// `boot_strategy`, `sim_initial_power`), decoded with the file: the value, or why the
+/// spelling is not one. The error waits to be reported by the entry that uses the value
+/// ("bmc #3 (ADDR): backend: ..."), as a `[defaults]` value matters only to the entries it
+/// applies to.
+#[derive(Clone, Debug)]
+struct Spelt<T>(Result<T, String>);
+
+impl<T: Copy> Spelt<T> {
+    /// The value, or the entry error for `key`.
+    fn get(&self, key: &'static str) -> Result<T, (&'static str, String)> {
+        self.0.clone().map_err(|m| (key, m))
+    }
+}
+
+/// How a [`Spelt`] value is read from its string.
+trait Spelling: Sized {
+    fn spell(s: &str) -> Result<Self, String>;
+}
+
+macro_rules! value_enum_spelling {
+    ($($t:ty),*) => {$(
+        impl Spelling for $t {
+            fn spell(s: &str) -> Result<Self, String> {
+                parse_enum(s)
+            }
+        }
+    )*};
+}
+value_enum_spelling!(BackendKind, BootStrategy, OnOff);
+
+impl Spelling for Privilege {
+    fn spell(s: &str) -> Result<Self, String> {
+        parse_privilege(s)
+    }
+}
+
+impl<'de, T: Spelling> Deserialize<'de> for Spelt<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // A value of the wrong type (a number, a table) is still a decoding error here.
+        Ok(Self(T::spell(&String::deserialize(d)?)))
+    }
 }
 
 fn parse_privilege(s: &str) -> Result<Privilege, String> {
@@ -606,7 +661,7 @@ fn build_entry(
         return Err(("instance", "empty".into()));
     }
     let backend = match c.backend.as_ref().or(d.backend.as_ref()) {
-        Some(s) => parse_enum::<BackendKind>(s).map_err(|m| ("backend", m))?,
+        Some(s) => s.get("backend")?,
         None => BackendKind::Nova,
     };
     let user = c
@@ -628,11 +683,11 @@ fn build_entry(
         ))?,
     };
     let privilege = match c.privilege.as_ref().or(d.privilege.as_ref()) {
-        Some(s) => parse_privilege(s).map_err(|m| ("privilege", m))?,
+        Some(s) => s.get("privilege")?,
         None => Privilege::Administrator,
     };
     let boot_strategy = match c.boot_strategy.as_ref().or(d.boot_strategy.as_ref()) {
-        Some(s) => Some(parse_enum::<BootStrategy>(s).map_err(|m| ("boot_strategy", m))?),
+        Some(s) => Some(s.get("boot_strategy")?),
         None => None,
     };
     let dflt = SimSettings::default();
@@ -650,7 +705,7 @@ fn build_entry(
             .as_ref()
             .or(d.sim_initial_power.as_ref())
         {
-            Some(s) => parse_enum::<OnOff>(s).map_err(|m| ("sim_initial_power", m))?,
+            Some(s) => s.get("sim_initial_power")?,
             None => dflt.initial_power,
         },
         api_latency_ms: 0,
@@ -810,6 +865,15 @@ interface = "eth1"
             "[[bmc]]\naddress='192.0.2.1'\ninstance='a'\npassword_env='X'\nprivilege='root'\n",
             &["bmc #1", "privilege"],
         );
+        // A bad [defaults] spelling is the error of the entry it applies to.
+        refused(
+            "[defaults]\nbackend='ironic'\n[[bmc]]\naddress='192.0.2.1'\ninstance='a'\npassword_env='X'\n",
+            &["bmc #1 (192.0.2.1): backend: \"ironic\" is not one of nova, sim"],
+        );
+        refused(
+            "[[bmc]]\naddress='192.0.2.1'\ninstance='a'\npassword_env='X'\nsim_initial_power=1\n",
+            &["bmc #1 (192.0.2.1): sim_initial_power:"],
+        );
         refused(
             "[routing]\npriority=40000\n[[bmc]]\naddress='192.0.2.1'\ninstance='a'\npassword_env='X'\n",
             &["[routing]", "priority", "40000", "32765"],
@@ -847,6 +911,30 @@ interface = "eth1"
         );
         refused("bmcs = 1\n", &["unknown top-level key `bmcs`"]);
         refused("[[bmc]\n", &["not valid TOML"]);
+    }
+
+    /// `[routing] mode` and `[cloud] boot_strategy` are typed when the section is decoded,
+    /// with the messages they had when they were checked by hand afterwards.
+    #[test]
+    fn section_enums_are_typed_with_the_same_messages() {
+        let bmc = "[[bmc]]\naddress='192.0.2.1'\ninstance='a'\npassword_env='X'\n";
+        let e = parse(&format!("[routing]\nmode='on'\n{bmc}")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/ovbmc/fleet.toml: [routing]: mode: \"on\" is not one of off, auto, ip"
+        );
+        let e = parse(&format!("[cloud]\nboot_strategy='pxe'\n{bmc}")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/ovbmc/fleet.toml: [cloud]: boot_strategy: \"pxe\" is not one of metadata, \
+             rescue, rebuild"
+        );
+        let f = parse(&format!(
+            "[routing]\nmode='IP'\n[cloud]\nboot_strategy='Rescue'\n{bmc}"
+        ))
+        .unwrap();
+        assert_eq!(f.routing.mode, Some(RoutingMode::Ip));
+        assert_eq!(f.cloud.boot_strategy, Some(BootStrategy::Rescue));
     }
 
     #[test]

@@ -558,7 +558,10 @@ async fn serve_bmc(
                     Ok(()) => RECV_BUF.with_borrow_mut(|buf| match socket.try_recv_from(&mut buf[..]) {
                         Ok((n, peer)) => {
                             test_panic_hook(&buf[..n]);
-                            ep.handle(now, peer, &buf[..n], &mut rng)
+                            // A drop's reason is counted in the endpoint's Stats::dropped_by,
+                            // which metrics.sync_endpoint turns into
+                            // ovbmc_datagrams_dropped_total{reason}.
+                            ep.handle(now, peer, &buf[..n], &mut rng).ok()
                         }
                         // Readiness was stale; tokio clears it, and we wait again.
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
@@ -588,7 +591,7 @@ async fn serve_bmc(
         // A machine call that completes inline loops back into the endpoint once.
         while let Some(o) = out.take() {
             if let Some(a) = ep.take_answered() {
-                metrics.request(a.netfn, a.cmd, a.cc);
+                metrics.request(a.netfn.0, a.cmd, a.cc.0);
             }
             match o {
                 Output::Transmit { to, data } => {
@@ -604,7 +607,7 @@ async fn serve_bmc(
             }
         }
         if let Some(a) = ep.take_answered() {
-            metrics.request(a.netfn, a.cmd, a.cc);
+            metrics.request(a.netfn.0, a.cmd, a.cc.0);
         }
         while let Some(ev) = ep.poll_event() {
             metrics.on_event(&ev);

@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ipmi_proto::client::Client;
+use ipmi_proto::codes::PayloadType;
 use ipmi_proto::crypto::{CipherSuite, SessionKeys};
+use ipmi_proto::endpoint::DropReason;
 use ipmi_proto::fuzzing::Xorshift as Rng; // cheap: the benches measure the protocol, not the RNG
 use ipmi_proto::session::Privilege;
 use ipmi_proto::wire::{self, Datagram};
@@ -37,9 +39,9 @@ fn endpoint() -> Endpoint {
     Endpoint::new(BmcConfig::new(vec![u], [7; 16]).unwrap())
 }
 
-fn transmit(o: Option<Output>) -> Vec<u8> {
+fn transmit(o: Result<Output, DropReason>) -> Vec<u8> {
     match o {
-        Some(Output::Transmit { data, .. }) => data,
+        Ok(Output::Transmit { data, .. }) => data,
         other => panic!("expected a datagram, got {other:?}"),
     }
 }
@@ -93,7 +95,14 @@ fn wire_codec(cr: &mut Criterion) {
         let mut out = Vec::with_capacity(64);
         b.iter(|| {
             out.clear();
-            let at = wire::begin_v20(&mut out, 0, true, true, black_box(0x1234), 7);
+            let at = wire::begin_v20(
+                &mut out,
+                PayloadType::IPMI,
+                true,
+                true,
+                black_box(0x1234),
+                7,
+            );
             out.extend_from_slice(&[0u8; 32]);
             wire::finish_v20(&mut out, at);
             out.len()

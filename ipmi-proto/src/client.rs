@@ -3,7 +3,7 @@
 //! It exists for tests (an in-memory client/BMC pair), for the load generator and for fuzz
 //! seeds; the real-client tests use ipmitool, freeipmi and pyghmi.
 
-use crate::codes::{AuthAlg, CompletionCode, ConfAlg, IntegAlg, NetFn, PayloadType, RakpStatus};
+use crate::codes::{CompletionCode, NetFn, PayloadType, RakpStatus};
 use crate::crypto::{self, CipherSuite, SessionKeys};
 use crate::endpoint::Entropy;
 use crate::rmcp::{
@@ -125,9 +125,9 @@ impl Client {
             tag: self.tag,
             max_privilege: 0,
             sid_m: self.sid_m,
-            auth: Some(AuthAlg(a)),
-            integ: Some(IntegAlg(i)),
-            conf: Some(ConfAlg(c)),
+            auth: Some(a),
+            integ: Some(i),
+            conf: Some(c),
         }
         .to_datagram()
     }
@@ -142,10 +142,9 @@ impl Client {
         let Some(g) = m.granted else {
             return Err(ClientError::Status(m.status));
         };
-        let (a, i, c) = self.suite.algorithms();
         if m.tag != self.tag
             || m.sid_m != self.sid_m
-            || (g.auth.0, g.integ.0, g.conf.0) != (a, i, c)
+            || (g.auth, g.integ, g.conf) != self.suite.algorithms()
         {
             return Err(ClientError::Unexpected);
         }

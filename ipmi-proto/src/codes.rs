@@ -139,6 +139,9 @@ wire_enum! {
 impl CompletionCode {
     /// Set/Get System Boot Options: parameter not supported (IPMI v2.0 Table 28-14).
     pub const PARAM_NOT_SUPPORTED: Self = Self(0x80);
+    /// Set Session Privilege Level: requested level not available for this user (IPMI v2.0
+    /// Table 22-24).
+    pub const PRIV_NOT_AVAILABLE: Self = Self(0x80);
     /// Set Session Privilege Level: requested level exceeds the user or channel limit
     /// (IPMI v2.0 Table 22-24).
     pub const PRIV_EXCEEDS_LIMIT: Self = Self(0x81);

@@ -3,75 +3,17 @@
 //! Minimum privileges follow the spec's command table (IPMI v2.0 Appendix G) as OpenIPMI
 //! encodes it (`lanserv/priv_table.c`); see the protocol notes §3.2.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::codes::NetFn;
+use crate::codes::{CompletionCode, NetFn};
 use crate::config::BmcConfig;
 use crate::crypto::CipherSuite;
-use crate::endpoint::BmcState;
 use crate::machine::{
     BootFlags, MachineError, MachineReply, MachineRequest, MachineResult, PowerAction, PowerState,
 };
-use crate::session::{Privilege, RetryKey};
+use crate::session::Privilege;
 use crate::wire::IpmiRequest;
-
-/// Completion codes as bare bytes: thin aliases of the constants of
-/// [`CompletionCode`](crate::codes::CompletionCode) while `Outcome` and the endpoint carry
-/// `u8` (to go when they carry `CompletionCode`).
-pub mod cc {
-    use crate::codes::CompletionCode as C;
-    /// Command completed normally.
-    pub const OK: u8 = C::OK.0;
-    /// Node busy: the command could not be processed now; clients retry.
-    pub const NODE_BUSY: u8 = C::NODE_BUSY.0;
-    /// Invalid or unsupported command.
-    pub const INVALID_COMMAND: u8 = C::INVALID_COMMAND.0;
-    /// Timeout while processing the command.
-    pub const TIMEOUT: u8 = C::TIMEOUT.0;
-    /// Request data length invalid.
-    pub const BAD_LENGTH: u8 = C::BAD_LENGTH.0;
-    /// Parameter out of range.
-    pub const OUT_OF_RANGE: u8 = C::OUT_OF_RANGE.0;
-    /// Requested sensor, data or record not present.
-    pub const NOT_PRESENT: u8 = C::NOT_PRESENT.0;
-    /// Invalid data field in request.
-    pub const INVALID_FIELD: u8 = C::INVALID_FIELD.0;
-    /// Insufficient privilege level.
-    pub const INSUFFICIENT_PRIVILEGE: u8 = C::INSUFFICIENT_PRIVILEGE.0;
-    /// Command not supported in present state.
-    pub const NOT_IN_PRESENT_STATE: u8 = C::NOT_IN_PRESENT_STATE.0;
-    /// Sub-function disabled or unavailable.
-    pub const UNAVAILABLE: u8 = C::UNAVAILABLE.0;
-    /// Unspecified error.
-    pub const UNSPECIFIED: u8 = C::UNSPECIFIED.0;
-    /// Set/Get System Boot Options: parameter not supported.
-    pub const PARAM_NOT_SUPPORTED: u8 = C::PARAM_NOT_SUPPORTED.0;
-    /// Set Session Privilege Level: requested level exceeds the user or channel limit.
-    pub const PRIV_EXCEEDS_LIMIT: u8 = C::PRIV_EXCEEDS_LIMIT.0;
-    /// Close Session: invalid session ID.
-    pub const INVALID_SESSION_ID: u8 = C::INVALID_SESSION_ID.0;
-    /// Close Session: invalid session handle.
-    pub const INVALID_SESSION_HANDLE: u8 = C::INVALID_SESSION_HANDLE.0;
-}
-
-/// Network functions as bare bytes: thin aliases of [`NetFn`]'s constants while
-/// [`IpmiRequest::netfn`] is a `u8` (to go when it is a [`NetFn`]).
-pub mod netfn {
-    use crate::codes::NetFn as N;
-    /// Chassis.
-    pub const CHASSIS: u8 = N::CHASSIS.0;
-    /// Sensor/Event.
-    pub const SENSOR: u8 = N::SENSOR.0;
-    /// Application.
-    pub const APP: u8 = N::APP.0;
-    /// Storage.
-    pub const STORAGE: u8 = N::STORAGE.0;
-    /// Transport.
-    pub const TRANSPORT: u8 = N::TRANSPORT.0;
-    /// Group extension (PICMG, VITA, DCMI).
-    pub const GROUP: u8 = N::GROUP.0;
-}
 
 /// One command this BMC implements: where it is (netFn, command), its name (the metrics label
 /// `ovbmc_requests_total{command}` and log lines), the least privilege that may run it, and
@@ -241,7 +183,7 @@ const CHANNEL: u8 = 1;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Header {
     rs_addr: u8,
-    netfn: u8,
+    netfn: NetFn,
     rs_lun: u8,
     rq_addr: u8,
     rq_seq: u8,
@@ -262,7 +204,7 @@ impl Header {
         }
     }
 
-    pub(crate) fn encode_response(&self, cc: u8, data: &[u8], out: &mut Vec<u8>) {
+    pub(crate) fn encode_response(&self, cc: CompletionCode, data: &[u8], out: &mut Vec<u8>) {
         IpmiRequest {
             rs_addr: self.rs_addr,
             netfn: self.netfn,
@@ -286,14 +228,17 @@ pub(crate) enum PendingKind {
     SetBootFlags,
 }
 
-/// A request waiting for the machine.
-#[derive(Debug)]
-pub(crate) struct Pending {
-    pub(crate) sid: u32,
-    pub(crate) peer: SocketAddr,
-    pub(crate) header: Header,
-    pub(crate) key: RetryKey,
-    pub(crate) kind: PendingKind,
+/// BMC state that is not per session.
+#[derive(Debug, Default)]
+pub(crate) struct BmcState {
+    /// Boot option parameters kept in the BMC (0, 1, 2, 3, 4, 6); parameter 5 lives in the
+    /// machine so that the backend can act on it at the next boot.
+    pub(crate) boot_params: HashMap<u8, Vec<u8>>,
+    /// Chassis Identify: on until this instant, or forced on.
+    pub(crate) identify_until: Option<Instant>,
+    pub(crate) identify_forced: bool,
+    /// Last power-on came from an IPMI command (Get Chassis Status byte 2 bit 4).
+    pub(crate) last_power_on_by_ipmi: bool,
 }
 
 /// What the session knows when a command runs.
@@ -321,7 +266,7 @@ pub(crate) enum After {
 #[derive(Debug)]
 pub(crate) enum Outcome {
     Reply {
-        cc: u8,
+        cc: CompletionCode,
         data: Vec<u8>,
         after: After,
     },
@@ -333,7 +278,7 @@ pub(crate) enum Outcome {
     Drop,
 }
 
-fn reply(cc: u8, data: Vec<u8>) -> Outcome {
+fn reply(cc: CompletionCode, data: Vec<u8>) -> Outcome {
     Outcome::Reply {
         cc,
         data,
@@ -342,17 +287,20 @@ fn reply(cc: u8, data: Vec<u8>) -> Outcome {
 }
 
 fn ok(data: Vec<u8>) -> Outcome {
-    reply(cc::OK, data)
+    reply(CompletionCode::OK, data)
 }
 
-fn err(code: u8) -> Outcome {
+fn err(code: CompletionCode) -> Outcome {
     reply(code, Vec::new())
 }
 
 /// Commands allowed without a session (IPMI v2.0 §13.14 and Appendix G): Get Channel
 /// Authentication Capabilities and Get Channel Cipher Suites. Everything else is dropped.
-pub(crate) fn sessionless(req: &IpmiRequest<'_>, kg_set: bool) -> Option<(u8, Vec<u8>)> {
-    if req.netfn != netfn::APP {
+pub(crate) fn sessionless(
+    req: &IpmiRequest<'_>,
+    kg_set: bool,
+) -> Option<(CompletionCode, Vec<u8>)> {
+    if req.netfn != NetFn::APP {
         return None;
     }
     match req.cmd {
@@ -364,22 +312,22 @@ pub(crate) fn sessionless(req: &IpmiRequest<'_>, kg_set: bool) -> Option<(u8, Ve
 
 /// Get Channel Authentication Capabilities (IPMI v2.0 §22.13). We advertise IPMI v2.0 only,
 /// no IPMI 1.5 authentication types, non-null user names only, no anonymous login.
-fn auth_caps(data: &[u8], kg_set: bool) -> (u8, Vec<u8>) {
+fn auth_caps(data: &[u8], kg_set: bool) -> (CompletionCode, Vec<u8>) {
     if data.len() != 2 {
-        return (cc::BAD_LENGTH, Vec::new());
+        return (CompletionCode::BAD_LENGTH, Vec::new());
     }
     let chan = data[0] & 0x0f;
     if chan != 0x0e && chan != CHANNEL {
-        return (cc::INVALID_FIELD, Vec::new());
+        return (CompletionCode::INVALID_FIELD, Vec::new());
     }
     if Privilege::from_u8(data[1] & 0x0f).is_none() {
-        return (cc::INVALID_FIELD, Vec::new());
+        return (CompletionCode::INVALID_FIELD, Vec::new());
     }
     let v2 = data[0] & 0x80 != 0;
     // Byte 2 bit 7 only when the v2.0 data was asked for; a 1.5-only client then sees no
     // usable authentication type and stops cleanly.
     (
-        cc::OK,
+        CompletionCode::OK,
         vec![
             CHANNEL,
             if v2 { 0x80 } else { 0x00 },
@@ -397,13 +345,13 @@ fn auth_caps(data: &[u8], kg_set: bool) -> (u8, Vec<u8>) {
 /// Get Channel Cipher Suites (IPMI v2.0 §22.15): the record stream in 16-byte pages. Only
 /// the suites we complete are listed, so a client that picks from the list cannot pick a
 /// weak one.
-fn cipher_suites(data: &[u8]) -> (u8, Vec<u8>) {
+fn cipher_suites(data: &[u8]) -> (CompletionCode, Vec<u8>) {
     if data.len() != 3 {
-        return (cc::BAD_LENGTH, Vec::new());
+        return (CompletionCode::BAD_LENGTH, Vec::new());
     }
     let chan = data[0] & 0x0f;
     if chan != 0x0e && chan != CHANNEL {
-        return (cc::INVALID_FIELD, Vec::new());
+        return (CompletionCode::INVALID_FIELD, Vec::new());
     }
     let mut stream = Vec::new();
     if data[1] & 0x3f == 0 {
@@ -411,14 +359,14 @@ fn cipher_suites(data: &[u8]) -> (u8, Vec<u8>) {
             // Records: C0, suite ID, auth, integrity | 40h, confidentiality | 80h.
             for s in CipherSuite::ALL {
                 let (a, i, c) = s.algorithms();
-                stream.extend_from_slice(&[0xc0, s.id(), a, 0x40 | i, 0x80 | c]);
+                stream.extend_from_slice(&[0xc0, s.id(), a.0, 0x40 | i.0, 0x80 | c.0]);
             }
         } else {
             // "List supported algorithms": each algorithm once, tagged by kind.
             let mut seen = Vec::new();
             for s in CipherSuite::ALL {
                 let (a, i, c) = s.algorithms();
-                for v in [a, 0x40 | i, 0x80 | c] {
+                for v in [a.0, 0x40 | i.0, 0x80 | c.0] {
                     if !seen.contains(&v) {
                         seen.push(v);
                     }
@@ -434,7 +382,7 @@ fn cipher_suites(data: &[u8]) -> (u8, Vec<u8>) {
     let end = (start + 16).min(stream.len());
     let mut out = vec![CHANNEL];
     out.extend_from_slice(&stream[start..end]);
-    (cc::OK, out)
+    (CompletionCode::OK, out)
 }
 
 /// What a command handler gets: the request, the session's context and the BMC's state.
@@ -467,10 +415,10 @@ pub(crate) fn dispatch(
     let Some(spec) = command(req.netfn, req.cmd) else {
         // Unknown commands, and the netFn 2Ch probes ipmitool sends at start-up, get C1:
         // a success would switch ipmitool into PICMG/VITA mode (protocol notes §8.7).
-        return err(cc::INVALID_COMMAND);
+        return err(CompletionCode::INVALID_COMMAND);
     };
     if ctx.privilege < spec.min_privilege {
-        return err(cc::INSUFFICIENT_PRIVILEGE);
+        return err(CompletionCode::INSUFFICIENT_PRIVILEGE);
     }
     (spec.handler)(&mut Call {
         req,
@@ -484,10 +432,10 @@ pub(crate) fn dispatch(
 /// Cold Reset and Warm Reset (IPMI v2.0 §20.2–20.3): answered, then the BMC's sessions end.
 fn reset(c: &mut Call<'_, '_>) -> Outcome {
     if !c.data().is_empty() {
-        return err(cc::BAD_LENGTH);
+        return err(CompletionCode::BAD_LENGTH);
     }
     Outcome::Reply {
-        cc: cc::OK,
+        cc: CompletionCode::OK,
         data: Vec::new(),
         after: After::ResetBmc,
     }
@@ -496,7 +444,7 @@ fn reset(c: &mut Call<'_, '_>) -> Outcome {
 /// Get Device GUID and Get System GUID (IPMI v2.0 §20.8, §22.14).
 fn guid(c: &mut Call<'_, '_>) -> Outcome {
     if !c.data().is_empty() {
-        return err(cc::BAD_LENGTH);
+        return err(CompletionCode::BAD_LENGTH);
     }
     ok(c.wire_guid.to_vec())
 }
@@ -504,7 +452,7 @@ fn guid(c: &mut Call<'_, '_>) -> Outcome {
 /// Get Channel Access (IPMI v2.0 §22.23).
 fn get_channel_access(c: &mut Call<'_, '_>) -> Outcome {
     if c.data().len() != 2 {
-        return err(cc::BAD_LENGTH);
+        return err(CompletionCode::BAD_LENGTH);
     }
     // Always available, per-message and user-level auth enabled; limit ADMINISTRATOR.
     ok(vec![0x02, 0x04])
@@ -514,11 +462,11 @@ fn get_channel_access(c: &mut Call<'_, '_>) -> Outcome {
 fn get_channel_info(c: &mut Call<'_, '_>) -> Outcome {
     let d = c.data();
     if d.len() != 1 {
-        return err(cc::BAD_LENGTH);
+        return err(CompletionCode::BAD_LENGTH);
     }
     let chan = d[0] & 0x0f;
     if chan != 0x0e && chan != CHANNEL {
-        return err(cc::INVALID_FIELD);
+        return err(CompletionCode::INVALID_FIELD);
     }
     // 802.3 LAN, IPMB-1.0 protocol, multi-session; IANA 7154 (IPMI forum).
     let active = c.ctx.active_sessions.min(0x3f) as u8;
@@ -538,7 +486,7 @@ fn get_channel_info(c: &mut Call<'_, '_>) -> Outcome {
 /// Get Chassis Status (IPMI v2.0 §28.2): asks the machine for its power state.
 fn get_chassis_status(c: &mut Call<'_, '_>) -> Outcome {
     if !c.data().is_empty() {
-        return err(cc::BAD_LENGTH);
+        return err(CompletionCode::BAD_LENGTH);
     }
     Outcome::Machine {
         request: MachineRequest::PowerState,
@@ -550,10 +498,10 @@ fn get_chassis_status(c: &mut Call<'_, '_>) -> Outcome {
 fn chassis_control(c: &mut Call<'_, '_>) -> Outcome {
     let d = c.data();
     if d.len() != 1 {
-        return err(cc::BAD_LENGTH);
+        return err(CompletionCode::BAD_LENGTH);
     }
     let Some(action) = PowerAction::from_control(d[0]).filter(|_| d[0] & 0xf0 == 0) else {
-        return err(cc::INVALID_FIELD);
+        return err(CompletionCode::INVALID_FIELD);
     };
     Outcome::Machine {
         request: MachineRequest::Power(action),
@@ -566,12 +514,12 @@ fn chassis_control(c: &mut Call<'_, '_>) -> Outcome {
 fn get_lan_config(c: &mut Call<'_, '_>) -> Outcome {
     let d = c.data();
     if d.len() != 4 {
-        return err(cc::BAD_LENGTH);
+        return err(CompletionCode::BAD_LENGTH);
     }
     if d[0] & 0x80 != 0 || d[1] == 0 {
         ok(vec![0x11, 0x00][..if d[0] & 0x80 != 0 { 1 } else { 2 }].to_vec())
     } else {
-        err(cc::PARAM_NOT_SUPPORTED)
+        err(CompletionCode::PARAM_NOT_SUPPORTED)
     }
 }
 
@@ -579,7 +527,7 @@ fn get_lan_config(c: &mut Call<'_, '_>) -> Outcome {
 /// FreeIPMI's template expects.
 fn get_device_id(d: &[u8], cfg: &BmcConfig) -> Outcome {
     if !d.is_empty() {
-        return err(cc::BAD_LENGTH);
+        return err(CompletionCode::BAD_LENGTH);
     }
     let id = &cfg.identity;
     let m = id.manufacturer_id.to_le_bytes();
@@ -608,18 +556,17 @@ fn get_device_id(d: &[u8], cfg: &BmcConfig) -> Outcome {
 /// Set Session Privilege Level (IPMI v2.0 §22.18).
 fn set_session_privilege(d: &[u8], ctx: &mut CmdContext) -> Outcome {
     if d.len() != 1 {
-        return err(cc::BAD_LENGTH);
+        return err(CompletionCode::BAD_LENGTH);
     }
     let want = d[0] & 0x0f;
     if want == 0 {
         return ok(vec![ctx.privilege as u8]);
     }
     let Some(p) = Privilege::from_u8(want).filter(|p| *p >= Privilege::User) else {
-        // 80h: requested level not available for this user.
-        return err(0x80);
+        return err(CompletionCode::PRIV_NOT_AVAILABLE);
     };
     if p > ctx.max_privilege {
-        return err(cc::PRIV_EXCEEDS_LIMIT);
+        return err(CompletionCode::PRIV_EXCEEDS_LIMIT);
     }
     ctx.privilege = p;
     ok(vec![p as u8])
@@ -629,18 +576,18 @@ fn set_session_privilege(d: &[u8], ctx: &mut CmdContext) -> Outcome {
 /// session needs ADMINISTRATOR.
 fn close_session(d: &[u8], ctx: &CmdContext) -> Outcome {
     if d.len() != 4 && d.len() != 5 {
-        return err(cc::BAD_LENGTH);
+        return err(CompletionCode::BAD_LENGTH);
     }
     let sid = u32::from_le_bytes(d[..4].try_into().unwrap());
     if sid == 0 {
         // By handle: we number sessions by ID only; handle 0 means "this session" nowhere.
-        return err(cc::INVALID_SESSION_HANDLE);
+        return err(CompletionCode::INVALID_SESSION_HANDLE);
     }
     if sid != ctx.sid && ctx.privilege < Privilege::Administrator {
-        return err(cc::INSUFFICIENT_PRIVILEGE);
+        return err(CompletionCode::INSUFFICIENT_PRIVILEGE);
     }
     Outcome::Reply {
-        cc: cc::OK,
+        cc: CompletionCode::OK,
         data: Vec::new(),
         after: After::CloseSession(sid),
     }
@@ -649,10 +596,10 @@ fn close_session(d: &[u8], ctx: &CmdContext) -> Outcome {
 /// Get Session Info (IPMI v2.0 §22.20) for the current session.
 fn get_session_info(d: &[u8], ctx: &CmdContext) -> Outcome {
     if d.is_empty() {
-        return err(cc::BAD_LENGTH);
+        return err(CompletionCode::BAD_LENGTH);
     }
     if d[0] != 0 {
-        return err(cc::NOT_PRESENT);
+        return err(CompletionCode::NOT_PRESENT);
     }
     ok(vec![
         1,
@@ -668,12 +615,12 @@ fn get_session_info(d: &[u8], ctx: &CmdContext) -> Outcome {
 /// users are IDs 2 and up. A small maximum keeps `ipmitool user list` short.
 fn get_user_access(d: &[u8], ctx: &CmdContext, cfg: &BmcConfig) -> Outcome {
     if d.len() != 2 {
-        return err(cc::BAD_LENGTH);
+        return err(CompletionCode::BAD_LENGTH);
     }
     let id = (d[1] & 0x3f) as usize;
     let max = ctx.user_count + 1;
     if id == 0 || id > max {
-        return err(cc::INVALID_FIELD);
+        return err(CompletionCode::INVALID_FIELD);
     }
     let limit = if id == 1 {
         0x0f // no access
@@ -691,7 +638,7 @@ fn get_user_access(d: &[u8], ctx: &CmdContext, cfg: &BmcConfig) -> Outcome {
 /// Get User Name (IPMI v2.0 §22.29): 16 bytes, NUL padded.
 fn get_user_name(d: &[u8], cfg: &BmcConfig) -> Outcome {
     if d.len() != 1 {
-        return err(cc::BAD_LENGTH);
+        return err(CompletionCode::BAD_LENGTH);
     }
     let id = (d[0] & 0x3f) as usize;
     let mut name = vec![0u8; 16];
@@ -701,7 +648,7 @@ fn get_user_name(d: &[u8], cfg: &BmcConfig) -> Outcome {
             let n = cfg.users[i - 2].name.as_bytes();
             name[..n.len()].copy_from_slice(n);
         }
-        _ => return err(cc::INVALID_FIELD),
+        _ => return err(CompletionCode::INVALID_FIELD),
     }
     ok(name)
 }
@@ -710,7 +657,7 @@ fn get_user_name(d: &[u8], cfg: &BmcConfig) -> Outcome {
 /// optional force-on.
 fn chassis_identify(d: &[u8], now: Instant, bmc: &mut BmcState) -> Outcome {
     if d.len() > 2 {
-        return err(cc::BAD_LENGTH);
+        return err(CompletionCode::BAD_LENGTH);
     }
     let interval = d.first().copied().unwrap_or(15);
     let force = d.get(1).is_some_and(|b| b & 1 != 0);
@@ -723,7 +670,7 @@ fn chassis_identify(d: &[u8], now: Instant, bmc: &mut BmcState) -> Outcome {
 /// Set System Boot Options (IPMI v2.0 §28.12). Parameter 5 goes to the machine.
 fn set_boot_option(d: &[u8], bmc: &mut BmcState) -> Outcome {
     if d.is_empty() {
-        return err(cc::BAD_LENGTH);
+        return err(CompletionCode::BAD_LENGTH);
     }
     let param = d[0] & 0x7f;
     let data = &d[1..];
@@ -732,10 +679,10 @@ fn set_boot_option(d: &[u8], bmc: &mut BmcState) -> Outcome {
         4 => 2,
         5 => 5,
         6 => 9,
-        _ => return err(cc::PARAM_NOT_SUPPORTED),
+        _ => return err(CompletionCode::PARAM_NOT_SUPPORTED),
     };
     if data.len() != want_len {
-        return err(cc::BAD_LENGTH);
+        return err(CompletionCode::BAD_LENGTH);
     }
     match param {
         0 => {
@@ -743,7 +690,7 @@ fn set_boot_option(d: &[u8], bmc: &mut BmcState) -> Outcome {
             // "Commit" has nothing to do: every write takes effect at once.
             let v = data[0] & 0x03;
             if v == 0x03 {
-                return err(cc::INVALID_FIELD);
+                return err(CompletionCode::INVALID_FIELD);
             }
             bmc.boot_params
                 .insert(0, vec![if v == 0x02 { 0 } else { v }]);
@@ -775,7 +722,7 @@ fn set_boot_option(d: &[u8], bmc: &mut BmcState) -> Outcome {
 /// Get System Boot Options (IPMI v2.0 §28.13): parameter version 1, selector, data.
 fn get_boot_option(d: &[u8], bmc: &BmcState) -> Outcome {
     if d.len() != 3 {
-        return err(cc::BAD_LENGTH);
+        return err(CompletionCode::BAD_LENGTH);
     }
     let param = d[0] & 0x7f;
     let data = match param {
@@ -788,7 +735,7 @@ fn get_boot_option(d: &[u8], bmc: &BmcState) -> Outcome {
         0..=3 => bmc.boot_params.get(&param).cloned().unwrap_or(vec![0]),
         4 => vec![0, bmc.boot_params.get(&4).map_or(0, |v| v[0])],
         6 => bmc.boot_params.get(&6).cloned().unwrap_or(vec![0; 9]),
-        _ => return err(cc::PARAM_NOT_SUPPORTED),
+        _ => return err(CompletionCode::PARAM_NOT_SUPPORTED),
     };
     let mut out = vec![0x01, param];
     out.extend_from_slice(&data);
@@ -834,16 +781,16 @@ fn storage(cmd: u8, d: &[u8]) -> Outcome {
         0x23 => {
             // Get SDR: reservation (2), record ID (2), offset (1), bytes to read (1).
             if d.len() != 6 {
-                return err(cc::BAD_LENGTH);
+                return err(CompletionCode::BAD_LENGTH);
             }
             let id = u16::from_le_bytes([d[2], d[3]]);
             if id != 0 && id != 1 {
-                return err(cc::NOT_PRESENT);
+                return err(CompletionCode::NOT_PRESENT);
             }
             let rec = sdr_record();
             let off = d[4] as usize;
             if off > rec.len() {
-                return err(cc::OUT_OF_RANGE);
+                return err(CompletionCode::OUT_OF_RANGE);
             }
             let n = if d[5] == 0xff {
                 rec.len() - off
@@ -857,8 +804,8 @@ fn storage(cmd: u8, d: &[u8]) -> Outcome {
         // Get SEL Info: version 51h, no entries, no free space, no timestamps (§31.2).
         0x40 => ok(vec![0x51, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02]),
         // Get SEL Entry: there are none.
-        0x43 => err(cc::NOT_PRESENT),
-        _ => err(cc::INVALID_COMMAND),
+        0x43 => err(CompletionCode::NOT_PRESENT),
+        _ => err(CompletionCode::INVALID_COMMAND),
     }
 }
 
@@ -868,7 +815,7 @@ pub(crate) fn machine_reply(
     result: MachineResult,
     bmc: &mut BmcState,
     now: Instant,
-) -> (u8, Vec<u8>) {
+) -> (CompletionCode, Vec<u8>) {
     match (kind, result) {
         (PendingKind::ChassisStatus, Ok(MachineReply::PowerState(p))) => {
             let on = (p == PowerState::On) as u8;
@@ -882,7 +829,7 @@ pub(crate) fn machine_reply(
             // Byte 1: power on bit, restore policy "previous" (01b at bits 6:5), as a cloud
             // instance resumes its state. Byte 3 bit 6: identify state supported.
             (
-                cc::OK,
+                CompletionCode::OK,
                 vec![
                     0x20 | on,
                     if bmc.last_power_on_by_ipmi {
@@ -899,22 +846,22 @@ pub(crate) fn machine_reply(
             if matches!(a, PowerAction::On | PowerAction::Cycle | PowerAction::Reset) {
                 bmc.last_power_on_by_ipmi = true;
             }
-            (cc::OK, Vec::new())
+            (CompletionCode::OK, Vec::new())
         }
-        (PendingKind::SetBootFlags, Ok(_)) => (cc::OK, Vec::new()),
+        (PendingKind::SetBootFlags, Ok(_)) => (CompletionCode::OK, Vec::new()),
         (PendingKind::GetBootFlags, Ok(MachineReply::BootFlags(f))) => {
             let mut out = vec![0x01, 0x05];
             out.extend_from_slice(&f.0);
-            (cc::OK, out)
+            (CompletionCode::OK, out)
         }
-        (_, Ok(_)) => (cc::UNSPECIFIED, Vec::new()),
+        (_, Ok(_)) => (CompletionCode::UNSPECIFIED, Vec::new()),
         (_, Err(e)) => (
             match e {
-                MachineError::Busy => cc::NODE_BUSY,
-                MachineError::NotInPresentState => cc::NOT_IN_PRESENT_STATE,
-                MachineError::Unsupported => cc::UNAVAILABLE,
-                MachineError::Failed => cc::UNSPECIFIED,
-                MachineError::Timeout => cc::TIMEOUT,
+                MachineError::Busy => CompletionCode::NODE_BUSY,
+                MachineError::NotInPresentState => CompletionCode::NOT_IN_PRESENT_STATE,
+                MachineError::Unsupported => CompletionCode::UNAVAILABLE,
+                MachineError::Failed => CompletionCode::UNSPECIFIED,
+                MachineError::Timeout => CompletionCode::TIMEOUT,
             },
             Vec::new(),
         ),
@@ -927,7 +874,7 @@ mod tests {
     use crate::config::User;
     use zeroize::Zeroizing;
 
-    fn run(netfn: u8, cmd: u8, privilege: Privilege) -> Option<u8> {
+    fn run(netfn: u8, cmd: u8, privilege: Privilege) -> Option<CompletionCode> {
         let user = User::new("a", Zeroizing::new(b"p".to_vec()), Privilege::Administrator);
         let cfg = BmcConfig::new(vec![user.unwrap()], [1; 16]).unwrap();
         let mut ctx = CmdContext {
@@ -956,16 +903,20 @@ mod tests {
             let at = |p| run(c.netfn.0, c.cmd, p);
             assert_ne!(
                 at(Privilege::Administrator),
-                Some(cc::INVALID_COMMAND),
+                Some(CompletionCode::INVALID_COMMAND),
                 "{c:?}"
             );
             assert_ne!(
                 at(c.min_privilege),
-                Some(cc::INSUFFICIENT_PRIVILEGE),
+                Some(CompletionCode::INSUFFICIENT_PRIVILEGE),
                 "{c:?}"
             );
             if let Some(below) = Privilege::from_u8(c.min_privilege as u8 - 1) {
-                assert_eq!(at(below), Some(cc::INSUFFICIENT_PRIVILEGE), "{c:?}");
+                assert_eq!(
+                    at(below),
+                    Some(CompletionCode::INSUFFICIENT_PRIVILEGE),
+                    "{c:?}"
+                );
             }
             assert!(
                 command(c.netfn, c.cmd).is_some_and(|f| std::ptr::eq(f, c)),
@@ -975,7 +926,7 @@ mod tests {
         for (netfn, cmd) in [(0x2c, 0x00), (0x06, 0x05), (0x0a, 0x44), (0x30, 0x01)] {
             assert_eq!(
                 run(netfn, cmd, Privilege::Administrator),
-                Some(cc::INVALID_COMMAND)
+                Some(CompletionCode::INVALID_COMMAND)
             );
         }
         let names: std::collections::HashSet<_> = COMMANDS.iter().map(|c| c.name).collect();

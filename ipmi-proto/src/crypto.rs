@@ -11,35 +11,7 @@ use sha1::Sha1;
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-/// Authentication algorithm numbers (IPMI v2.0 Table 13-17).
-pub mod auth_alg {
-    /// RAKP-none (cipher suite 0): refused.
-    pub const NONE: u8 = 0x00;
-    /// RAKP-HMAC-SHA1.
-    pub const HMAC_SHA1: u8 = 0x01;
-    /// RAKP-HMAC-MD5.
-    pub const HMAC_MD5: u8 = 0x02;
-    /// RAKP-HMAC-SHA256.
-    pub const HMAC_SHA256: u8 = 0x03;
-}
-
-/// Integrity algorithm numbers (IPMI v2.0 Table 13-18).
-pub mod integrity_alg {
-    /// None.
-    pub const NONE: u8 = 0x00;
-    /// HMAC-SHA1-96.
-    pub const HMAC_SHA1_96: u8 = 0x01;
-    /// HMAC-SHA256-128.
-    pub const HMAC_SHA256_128: u8 = 0x04;
-}
-
-/// Confidentiality algorithm numbers (IPMI v2.0 Table 13-19).
-pub mod conf_alg {
-    /// None.
-    pub const NONE: u8 = 0x00;
-    /// AES-CBC-128.
-    pub const AES_CBC_128: u8 = 0x01;
-}
+use crate::codes::{AuthAlg, ConfAlg, IntegAlg};
 
 /// A cipher suite this BMC completes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -63,24 +35,25 @@ impl CipherSuite {
         }
     }
 
-    /// (authentication, integrity, confidentiality) algorithm numbers.
-    pub fn algorithms(self) -> (u8, u8, u8) {
+    /// (authentication, integrity, confidentiality) algorithms (IPMI v2.0 Tables 13-17 to
+    /// 13-19, 22-20).
+    pub fn algorithms(self) -> (AuthAlg, IntegAlg, ConfAlg) {
         match self {
             Self::Suite3 => (
-                auth_alg::HMAC_SHA1,
-                integrity_alg::HMAC_SHA1_96,
-                conf_alg::AES_CBC_128,
+                AuthAlg::RAKP_HMAC_SHA1,
+                IntegAlg::HMAC_SHA1_96,
+                ConfAlg::AES_CBC_128,
             ),
             Self::Suite17 => (
-                auth_alg::HMAC_SHA256,
-                integrity_alg::HMAC_SHA256_128,
-                conf_alg::AES_CBC_128,
+                AuthAlg::RAKP_HMAC_SHA256,
+                IntegAlg::HMAC_SHA256_128,
+                ConfAlg::AES_CBC_128,
             ),
         }
     }
 
     /// The suite whose algorithms are exactly these, if we complete it.
-    pub fn from_algorithms(auth: u8, integ: u8, conf: u8) -> Option<Self> {
+    pub fn from_algorithms(auth: AuthAlg, integ: IntegAlg, conf: ConfAlg) -> Option<Self> {
         Self::ALL
             .into_iter()
             .find(|s| s.algorithms() == (auth, integ, conf))

@@ -25,9 +25,10 @@ use zeroize::Zeroizing;
 
 use crate::client::Client;
 use crate::codes::{NetFn, PayloadType, RakpStatus};
+use crate::commands::BmcState;
 use crate::commands::{self, CmdContext, Outcome};
 use crate::crypto::{CipherSuite, SessionKeys, rakp3_auth};
-use crate::endpoint::{BmcState, Endpoint, Entropy, Output, Ticket};
+use crate::endpoint::{Endpoint, Entropy, Output, Ticket};
 use crate::machine::{
     BootFlags, MachineError, MachineReply, MachineRequest, MachineResult, PowerState,
 };
@@ -222,7 +223,7 @@ impl Handshake {
         {
             self.sid_m = m.sid_m;
             self.sid_c = g.sid_c;
-            self.suite = CipherSuite::from_algorithms(g.auth.0, g.integ.0, g.conf.0);
+            self.suite = CipherSuite::from_algorithms(g.auth, g.integ, g.conf);
             self.rc = None;
         }
         if let Some(m) = setup_reply::<Rakp2<'_>>(o)
@@ -283,7 +284,7 @@ pub fn setup(data: &[u8]) {
     let peer: SocketAddr = "127.0.0.1:623".parse().expect("address");
     let mut hs = Handshake::default();
     let send = |ep: &mut Endpoint, hs: &mut Handshake, rng: &mut Xorshift, d: &[u8]| {
-        let o = ep.handle(now, peer, d, rng);
+        let o = ep.handle(now, peer, d, rng).ok();
         hs.learn(&o);
         o
     };
@@ -379,7 +380,7 @@ fn transmit(
     d: &[u8],
 ) -> Vec<u8> {
     match ep.handle(now, peer, d, rng) {
-        Some(Output::Transmit { data, .. }) => data,
+        Ok(Output::Transmit { data, .. }) => data,
         _ => Vec::new(),
     }
 }
@@ -550,7 +551,7 @@ pub fn endpoint_sequence(data: &[u8]) {
             [0xfc, tag, ..] => hs.rakp3(*tag).unwrap_or_else(|| chunk.to_vec()),
             _ => chunk.to_vec(),
         };
-        let out = match ep.handle(now, peer, &d, &mut rng) {
+        let out = match ep.handle(now, peer, &d, &mut rng).ok() {
             Some(Output::Machine { ticket, request }) if defer => {
                 deferred = Some((ticket, request, sel));
                 None

@@ -68,7 +68,7 @@ pub trait SetupMessage<'a>: Sized {
 
 fn framed(ty: PayloadType, payload: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + 40);
-    let at = wire::begin_v20(&mut out, ty.0, false, false, 0, 0);
+    let at = wire::begin_v20(&mut out, ty, false, false, 0, 0);
     payload(&mut out);
     wire::finish_v20(&mut out, at);
     out
@@ -86,7 +86,7 @@ pub fn setup_payload(datagram: &[u8], ty: PayloadType) -> Result<&[u8], DecodeEr
         Datagram::V20(p) if p.encrypted || p.authenticated => Err(DecodeError::InvalidField(
             "set-up message is session-protected",
         )),
-        Datagram::V20(p) if p.payload_type == ty.0 => Ok(p.payload),
+        Datagram::V20(p) if p.payload_type == ty => Ok(p.payload),
         Datagram::V20(_) => Err(DecodeError::InvalidField("payload type")),
         _ => Err(DecodeError::InvalidField("not an IPMI 2.0 datagram")),
     }
@@ -268,6 +268,31 @@ impl SetupMessage<'_> for OpenSessionResponse {
     }
 }
 
+impl OpenSessionResponse {
+    /// A refusal: `status` (not 00h) for the console session `sid_m`, no privilege, nothing
+    /// granted.
+    pub fn refusal(tag: u8, status: RakpStatus, sid_m: u32) -> Self {
+        Self {
+            tag,
+            status,
+            max_privilege: 0,
+            sid_m,
+            granted: None,
+        }
+    }
+
+    /// This refusal as a datagram in the short layout (tag, status, reserved, SIDm: the 8
+    /// bytes of Table 13-10 up to SIDm), which [`SetupMessage::read`] accepts too: for a
+    /// request too short for the 36-byte layout, so that no refusal is longer than its
+    /// request (a reflector otherwise).
+    pub fn short_refusal_datagram(&self) -> Vec<u8> {
+        framed(Self::TYPE, |out| {
+            out.extend_from_slice(&[self.tag, self.status.0, self.max_privilege, 0]);
+            out.extend_from_slice(&self.sid_m.to_le_bytes());
+        })
+    }
+}
+
 /// The longest user name (ULENm ≤ 16, IPMI v2.0 Table 13-11).
 pub const MAX_USER_NAME: usize = 16;
 
@@ -395,6 +420,18 @@ impl<'a> SetupMessage<'a> for Rakp2<'a> {
     }
 }
 
+impl Rakp2<'_> {
+    /// A refusal: tag, status, reserved, SIDm and nothing else (Table 13-12).
+    pub fn refusal(tag: u8, status: RakpStatus, sid_m: u32) -> Self {
+        Self {
+            tag,
+            status,
+            sid_m,
+            body: None,
+        }
+    }
+}
+
 /// RAKP Message 3 (IPMI v2.0 §13.22, Table 13-13): 8 + the AuthCode (none when the console
 /// reports a failure with a non-zero status).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -465,6 +502,18 @@ impl<'a> SetupMessage<'a> for Rakp4<'a> {
     fn encode(&self, out: &mut Vec<u8>) {
         put_rakp_head(out, self.tag, self.status, self.sid_m);
         out.extend_from_slice(self.icv);
+    }
+}
+
+impl Rakp4<'_> {
+    /// A refusal: tag, status, reserved, SIDm and no ICV (Table 13-14).
+    pub fn refusal(tag: u8, status: RakpStatus, sid_m: u32) -> Self {
+        Self {
+            tag,
+            status,
+            sid_m,
+            icv: &[],
+        }
     }
 }
 
@@ -548,6 +597,22 @@ mod tests {
         let o = OpenSessionResponse::read(&[1, 0x11, 0, 0, 1, 2, 3, 4]).unwrap();
         assert_eq!((o.status, o.granted), (RakpStatus::NO_CIPHER_MATCH, None));
         assert!(OpenSessionResponse::read(&[1, 0, 0, 0, 1, 2, 3, 4]).is_err());
+    }
+
+    #[test]
+    fn refusals_encode_in_eight_bytes_and_parse_back() {
+        let d = Rakp2::refusal(4, RakpStatus::UNAUTHORIZED_NAME, 9).to_datagram();
+        assert_eq!(&d[16..], &[4, 0x0d, 0, 0, 9, 0, 0, 0]);
+        assert_eq!(Rakp2::from_datagram(&d).unwrap().body, None);
+        let d = Rakp4::refusal(4, RakpStatus::INVALID_ICV, 9).to_datagram();
+        assert_eq!(&d[16..], &[4, 0x0f, 0, 0, 9, 0, 0, 0]);
+        let r = OpenSessionResponse::refusal(4, RakpStatus::NO_CIPHER_MATCH, 9);
+        let short = r.short_refusal_datagram();
+        assert_eq!(&short[16..], &[4, 0x11, 0, 0, 9, 0, 0, 0]);
+        assert_eq!(OpenSessionResponse::from_datagram(&short), Ok(r));
+        let full = r.to_datagram();
+        assert_eq!(full.len(), 16 + 36);
+        assert_eq!(OpenSessionResponse::from_datagram(&full), Ok(r));
     }
 
     #[test]

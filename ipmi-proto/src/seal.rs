@@ -1,5 +1,5 @@
 //! One seal/open path for in-session RMCP+ packets (IPMI v2.0 §13.28–13.29), used by the
-//! client and the fuzz harness (and, next, by the endpoint): AES-CBC-128 with a fresh IV and
+//! endpoint, the client and the fuzz harness: AES-CBC-128 with a fresh IV and
 //! the confidentiality pad, the integrity pad, pad length and Next Header, and the truncated
 //! HMAC AuthCode over datagram offset 4 through Next Header.
 //!
@@ -68,7 +68,7 @@ pub fn seal(
 ) -> Vec<u8> {
     // header 16, IV 16, plaintext + confidentiality pad ≤ +16, trailer ≤ 3 + 2 + 16.
     let mut out = Vec::with_capacity(16 + 16 + plaintext.len() + 16 + 21);
-    let at = wire::begin_v20(&mut out, ty.0 & 0x3f, true, true, session_id, seq);
+    let at = wire::begin_v20(&mut out, ty, true, true, session_id, seq);
     keys.encrypt(iv, plaintext, &mut out);
     wire::finish_v20(&mut out, at);
     wire::append_trailer(&mut out, |c| keys.integrity(c));
@@ -124,7 +124,7 @@ pub fn open(keys: &SessionKeys, datagram: &[u8]) -> Result<Opened, OpenError> {
     let n = decrypt_into(keys, &p, &mut plaintext)?;
     plaintext.truncate(n);
     Ok(Opened {
-        payload_type: PayloadType(p.payload_type),
+        payload_type: p.payload_type,
         session_id: p.session_id,
         seq: p.seq,
         plaintext,

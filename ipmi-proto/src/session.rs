@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::codes::NetFn;
+
 /// IPMI privilege levels (IPMI v2.0 §6.8, Table 6-?): the numbers are the wire values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Privilege {
@@ -111,7 +113,7 @@ pub struct RetryKey {
     /// rqSeq (6 bits).
     pub rq_seq: u8,
     /// netFn.
-    pub netfn: u8,
+    pub netfn: NetFn,
     /// Command.
     pub cmd: u8,
     /// Request data.
@@ -200,7 +202,7 @@ mod tests {
         let mut c = ReplyCache::default();
         let key = |s| RetryKey {
             rq_seq: s,
-            netfn: 0,
+            netfn: NetFn::CHASSIS,
             cmd: 2,
             data: vec![1],
         };
@@ -230,7 +232,7 @@ mod tests {
         let mut c = ReplyCache::default();
         let key = RetryKey {
             rq_seq: 1,
-            netfn: 6,
+            netfn: NetFn::APP,
             cmd: 1,
             data: vec![0xaa; 4],
         };

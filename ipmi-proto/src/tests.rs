@@ -10,7 +10,7 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::client::{Client, ClientError};
-use crate::codes::{AuthAlg, ConfAlg, IntegAlg, RakpStatus};
+use crate::codes::{AuthAlg, ConfAlg, IntegAlg, PayloadType, RakpStatus};
 use crate::crypto::{CipherSuite, SessionKeys, rakp2_auth, rakp3_auth};
 use crate::endpoint::{DropReason, Endpoint, Entropy, Event, EventKind, LoginFailure, Output};
 use crate::machine::{BootFlags, MachineReply, MachineRequest, PowerAction, PowerState};
@@ -135,7 +135,7 @@ fn fixed_iv_packets_encode_as_computed() {
             panic!()
         };
         let mut out = Vec::new();
-        let at = wire::begin_v20(&mut out, 0, true, true, v.session_id, v.seq);
+        let at = wire::begin_v20(&mut out, PayloadType::IPMI, true, true, v.session_id, v.seq);
         keys.encrypt(&a16(&p["iv"]), &h(&p["ipmi_msg"]), &mut out);
         wire::finish_v20(&mut out, at);
         wire::append_trailer(&mut out, |c| keys.integrity(c));
@@ -189,7 +189,7 @@ fn replay(name: &str, machine_answer: impl Fn(MachineRequest) -> MachineReply) -
         {
             rng.chunks.push_back(p.payload[..16].to_vec());
         }
-        let mut out = ep.handle(now, peer(), &h(&d["hex"]), &mut rng);
+        let mut out = ep.handle(now, peer(), &h(&d["hex"]), &mut rng).ok();
         if let Some(Output::Machine { ticket, request }) = out {
             out = ep.complete(now, ticket, Ok(machine_answer(request)), &mut rng);
         }
@@ -265,7 +265,9 @@ fn unknown_user_gets_status_0d_as_captured() {
     let dgs = v["datagrams"].as_array().unwrap();
     let mut last = None;
     for d in dgs.iter().filter(|d| d["dir"] == "c2s") {
-        last = ep.handle(Instant::now(), peer(), &h(&d["hex"]), &mut rng);
+        last = ep
+            .handle(Instant::now(), peer(), &h(&d["hex"]), &mut rng)
+            .ok();
     }
     let Some(Output::Transmit { data, .. }) = last else {
         panic!()
@@ -304,6 +306,10 @@ impl Pair {
     }
 
     fn send_from(&mut self, from: SocketAddr, d: &[u8]) -> Option<Output> {
+        self.handle(from, d).ok()
+    }
+
+    fn handle(&mut self, from: SocketAddr, d: &[u8]) -> Result<Output, DropReason> {
         self.ep.handle(self.now, from, d, &mut self.rng)
     }
 
@@ -418,11 +424,7 @@ fn wrong_rakp3_gets_status_0f() {
 #[test]
 fn client_refuses_short_answers_at_every_step_without_panicking() {
     fn frame(ty: u8, p: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let at = wire::begin_v20(&mut out, ty, false, false, 0, 0);
-        out.extend_from_slice(p);
-        wire::finish_v20(&mut out, at);
-        out
+        crate::rmcp::setup_datagram(PayloadType(ty), p)
     }
     let mut p = Pair::new(admin("pw"));
     let mut c = admin_client(CipherSuite::Suite17);
@@ -467,12 +469,13 @@ fn cipher_suite_zero_and_unknown_proposals_are_refused() {
 }
 
 /// OpenIPMI's `bmcpick` (issue 11 item 6): three null algorithm payloads (length 0) ask the
-/// BMC to choose (IPMI v2.0 §13.17); we choose suite 17 and name its algorithms in the
-/// response (§13.18), and the login completes. Before the fix this was answered 12h.
+/// BMC to choose (IPMI v2.0 §13.17); we choose suite 3, the one every IPMI 2.0 console
+/// implements (OpenIPMI 2.0.33 has no RAKP-HMAC-SHA256, so suite 17 left `bmcpick` unable to
+/// log in), and name its algorithms in the response (§13.18), and the login completes.
 #[test]
-fn null_algorithm_payloads_get_suite_17() {
+fn null_algorithm_payloads_get_suite_3() {
     let mut p = Pair::new(admin("pw"));
-    let mut c = admin_client(CipherSuite::Suite17);
+    let mut c = admin_client(CipherSuite::Suite3);
     let mut open = c.open_session_request();
     let n = open.len();
     // Payload length 0 and algorithm 0 in each record, as OpenIPMI sends them.
@@ -480,15 +483,15 @@ fn null_algorithm_payloads_get_suite_17() {
         open[at] = 0;
     }
     let r = p.reply(&open);
-    // Status 00h and suite 17's algorithms named in the three records.
+    // Status 00h and suite 3's algorithms named in the three records.
     let m = OpenSessionResponse::from_datagram(&r).unwrap();
     assert_eq!(m.status, RakpStatus::OK);
     let g = m.granted.unwrap();
     assert_eq!(
         (g.auth, g.integ, g.conf),
         (
-            AuthAlg::RAKP_HMAC_SHA256,
-            IntegAlg::HMAC_SHA256_128,
+            AuthAlg::RAKP_HMAC_SHA1,
+            IntegAlg::HMAC_SHA1_96,
             ConfAlg::AES_CBC_128
         )
     );
@@ -501,12 +504,25 @@ fn null_algorithm_payloads_get_suite_17() {
 }
 
 /// A null payload beside explicit proposals fills in from a suite that agrees with them
-/// (RAKP-HMAC-SHA1 + null + null is suite 3), and never reaches cipher suite 0: an explicit
-/// RAKP-none with null integrity and confidentiality is still refused 11h.
+/// (RAKP-HMAC-SHA1 + null + null is suite 3, RAKP-HMAC-SHA256 + null + null is suite 17),
+/// and never reaches cipher suite 0: an explicit RAKP-none with null integrity and
+/// confidentiality is still refused 11h.
 #[test]
 fn partly_null_proposals_agree_with_what_was_proposed_and_never_pick_suite_zero() {
     let mut p = Pair::new(admin("pw"));
     let mut c = admin_client(CipherSuite::Suite3);
+    let mut open = c.open_session_request();
+    let n = open.len();
+    for at in [n - 13, n - 12, n - 5, n - 4] {
+        open[at] = 0;
+    }
+    let r = p.reply(&open);
+    let rakp1 = c.handle_open_session_response(&r, &mut p.rng).unwrap();
+    let r = p.reply(&rakp1);
+    let rakp3 = c.handle_rakp2(&r).unwrap();
+    assert_eq!(c.handle_rakp4(&p.reply(&rakp3)), Ok(()));
+
+    let mut c = admin_client(CipherSuite::Suite17);
     let mut open = c.open_session_request();
     let n = open.len();
     for at in [n - 13, n - 12, n - 5, n - 4] {
@@ -779,13 +795,13 @@ fn half_open_from(p: &mut Pair, from: SocketAddr, password: &[u8]) {
         password,
         Privilege::Administrator,
     );
-    let Some(Output::Transmit { data, .. }) =
+    let Ok(Output::Transmit { data, .. }) =
         p.ep.handle(p.now, from, &f.open_session_request(), &mut p.rng)
     else {
         panic!("no Open Session Response")
     };
     let rakp1 = f.handle_open_session_response(&data, &mut p.rng).unwrap();
-    p.ep.handle(p.now, from, &rakp1, &mut p.rng);
+    let _ = p.ep.handle(p.now, from, &rakp1, &mut p.rng);
 }
 
 #[test]
@@ -914,7 +930,7 @@ fn abandoned_handshakes_count_against_their_source_not_the_user() {
     p.ep.handle_timeout(p.now);
     assert_eq!(p.ep.stats().lockouts, 1);
     let mut f = admin_client(CipherSuite::Suite17);
-    let Some(Output::Transmit { data, .. }) =
+    let Ok(Output::Transmit { data, .. }) =
         p.ep.handle(p.now, flooder, &f.open_session_request(), &mut p.rng)
     else {
         panic!()
@@ -966,8 +982,7 @@ fn dropped_datagrams_carry_a_reason() {
     p.login(&mut c).unwrap();
     let check = |p: &mut Pair, d: &[u8], why: DropReason| {
         let before = p.ep.stats().dropped_by[why.index()];
-        assert!(p.send(d).is_none(), "{why:?}: answered");
-        assert_eq!(p.ep.last_dropped(), Some(why));
+        assert_eq!(p.handle(peer(), d), Err(why));
         assert_eq!(p.ep.stats().dropped_by[why.index()], before + 1, "{why:?}");
     };
     check(&mut p, &[0x06, 0x00], DropReason::TooShort);
@@ -984,9 +999,27 @@ fn dropped_datagrams_carry_a_reason() {
     let mut other = good.clone();
     other[6] ^= 0x55; // a session ID nobody holds
     check(&mut p, &other, DropReason::UnknownSession);
-    assert!(p.send(&good).is_some());
-    assert_eq!(p.ep.last_dropped(), None);
+    assert!(p.handle(peer(), &good).is_ok());
     check(&mut p, &good, DropReason::OutOfWindow);
+    // A payload type the session pipeline does not serve (SOL, until it plugs in), under the
+    // session's keys and in the window: dropped after every session check passed.
+    let keys = c.session_keys().unwrap();
+    let sol = crate::seal::seal(
+        keys,
+        PayloadType::SOL,
+        c.bmc_session_id(),
+        3,
+        &[7; 16],
+        &[0; 4],
+    );
+    check(&mut p, &sol, DropReason::UnsupportedPayload);
+    // A session-less request that is not allowed outside a session.
+    let chassis = crate::rmcp::setup_datagram(PayloadType::IPMI, &{
+        let mut m = Vec::new();
+        crate::wire::IpmiRequest::to_bmc(crate::codes::NetFn::CHASSIS, 0x01, 0, &[]).encode(&mut m);
+        m
+    });
+    check(&mut p, &chassis, DropReason::NotAnswered);
     let total: u64 = p.ep.stats().dropped_by.iter().sum();
     assert_eq!(total, p.ep.stats().dropped);
 }
@@ -1051,12 +1084,14 @@ fn garbage_rakp3_from_elsewhere_does_not_lock_out_a_trusted_source() {
 
 /// An RAKP 3 message with an arbitrary AuthCode (what an attacker without the password sends).
 fn wire_rakp3(out: &mut Vec<u8>, sid_c: u32, auth: &[u8]) {
-    let mut p = vec![0, 0, 0, 0];
-    p.extend_from_slice(&sid_c.to_le_bytes());
-    p.extend_from_slice(auth);
-    let at = wire::begin_v20(out, wire::payload::RAKP3, false, false, 0, 0);
-    out.extend_from_slice(&p);
-    wire::finish_v20(out, at);
+    use crate::rmcp::Rakp3;
+    *out = Rakp3 {
+        tag: 0,
+        status: RakpStatus::OK,
+        sid_c,
+        auth,
+    }
+    .to_datagram();
 }
 
 /// Trust lasts `lockout_trust` after the last login, and is per user and source.

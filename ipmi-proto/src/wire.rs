@@ -9,7 +9,7 @@ use nom::Parser;
 use nom::bytes::complete::take;
 use nom::number::complete::{be_u32, le_u16, le_u32, u8 as byte};
 
-use crate::codes::{CompletionCode, NetFn};
+use crate::codes::{CompletionCode, NetFn, PayloadType};
 
 /// A malformed datagram or message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -55,31 +55,6 @@ pub const RMCP_IPMI_HEADER: [u8; 4] = [0x06, 0x00, 0xff, class::IPMI];
 /// The ASF IANA enterprise number, 4542 (DMTF DSP0136), big-endian on the wire.
 pub const ASF_IANA: u32 = 4542;
 
-/// Payload types as bare bytes: thin aliases of the constants of
-/// [`PayloadType`](crate::codes::PayloadType), kept while the endpoint still matches on `u8`
-/// (to go once it reads `PayloadType`).
-pub mod payload {
-    use crate::codes::PayloadType;
-    /// An IPMI message.
-    pub const IPMI: u8 = PayloadType::IPMI.0;
-    /// Serial over LAN.
-    pub const SOL: u8 = PayloadType::SOL.0;
-    /// OEM explicit (carries an OEM IANA and payload ID).
-    pub const OEM_EXPLICIT: u8 = PayloadType::OEM_EXPLICIT.0;
-    /// RMCP+ Open Session Request.
-    pub const OPEN_SESSION_REQUEST: u8 = PayloadType::OPEN_SESSION_REQUEST.0;
-    /// RMCP+ Open Session Response.
-    pub const OPEN_SESSION_RESPONSE: u8 = PayloadType::OPEN_SESSION_RESPONSE.0;
-    /// RAKP Message 1.
-    pub const RAKP1: u8 = PayloadType::RAKP1.0;
-    /// RAKP Message 2.
-    pub const RAKP2: u8 = PayloadType::RAKP2.0;
-    /// RAKP Message 3.
-    pub const RAKP3: u8 = PayloadType::RAKP3.0;
-    /// RAKP Message 4.
-    pub const RAKP4: u8 = PayloadType::RAKP4.0;
-}
-
 /// A decoded datagram, borrowing from it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Datagram<'a> {
@@ -117,7 +92,7 @@ pub struct V20Packet<'a> {
     /// Payload type byte bit 6.
     pub authenticated: bool,
     /// Payload type, bits 5:0.
-    pub payload_type: u8,
+    pub payload_type: PayloadType,
     /// Session ID (the receiver's).
     pub session_id: u32,
     /// Session sequence number.
@@ -181,8 +156,8 @@ fn decode_ipmi(d: &[u8]) -> Result<Datagram<'_>, DecodeError> {
 
 fn decode_v20(d: &[u8]) -> Result<V20Packet<'_>, DecodeError> {
     let (rest, ptype) = trunc(byte(d), "payload type")?;
-    let payload_type = ptype & 0x3f;
-    let rest = if payload_type == payload::OEM_EXPLICIT {
+    let payload_type = PayloadType(ptype & 0x3f);
+    let rest = if payload_type == PayloadType::OEM_EXPLICIT {
         // OEM IANA (4) + OEM payload ID (2) precede the session ID.
         trunc(take(6usize).parse(rest), "OEM payload header")?.0
     } else {
@@ -237,7 +212,7 @@ pub fn split_trailer(
 /// offset of the length field to patch with [`finish_v20`].
 pub fn begin_v20(
     out: &mut Vec<u8>,
-    payload_type: u8,
+    payload_type: PayloadType,
     encrypted: bool,
     authenticated: bool,
     session_id: u32,
@@ -246,7 +221,9 @@ pub fn begin_v20(
     out.extend_from_slice(&RMCP_IPMI_HEADER);
     out.push(0x06);
     out.push(
-        payload_type | if encrypted { 0x80 } else { 0 } | if authenticated { 0x40 } else { 0 },
+        (payload_type.0 & 0x3f)
+            | if encrypted { 0x80 } else { 0 }
+            | if authenticated { 0x40 } else { 0 },
     );
     out.extend_from_slice(&session_id.to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
@@ -324,9 +301,8 @@ fn checked_message<'a>(
 pub struct IpmiRequest<'a> {
     /// Responder slave address (20h for the BMC).
     pub rs_addr: u8,
-    /// Network function (even: request), 6 bits. A bare byte while the endpoint matches on
-    /// it; [`IpmiRequest::net_fn`] gives the typed value.
-    pub netfn: u8,
+    /// Network function (even: request), 6 bits.
+    pub netfn: NetFn,
     /// Responder LUN.
     pub rs_lun: u8,
     /// Requester address (81h for remote console software).
@@ -346,7 +322,7 @@ impl<'a> IpmiRequest<'a> {
     pub fn to_bmc(netfn: NetFn, cmd: u8, rq_seq: u8, data: &'a [u8]) -> Self {
         Self {
             rs_addr: 0x20,
-            netfn: netfn.0 & 0x3f,
+            netfn: NetFn(netfn.0 & 0x3f),
             rs_lun: 0,
             rq_addr: 0x81,
             rq_seq: rq_seq & 0x3f,
@@ -363,7 +339,7 @@ impl<'a> IpmiRequest<'a> {
         let (data, (rq_addr, sl, cmd)) = trunc((byte, byte, byte).parse(body), WHAT)?;
         Ok(Self {
             rs_addr,
-            netfn: nl >> 2,
+            netfn: NetFn(nl >> 2),
             rs_lun: nl & 3,
             rq_addr,
             rq_seq: sl >> 2,
@@ -373,15 +349,10 @@ impl<'a> IpmiRequest<'a> {
         })
     }
 
-    /// The network function, typed.
-    pub fn net_fn(&self) -> NetFn {
-        NetFn(self.netfn)
-    }
-
     /// Encode (for clients and tests).
     pub fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
-        out.extend_from_slice(&[self.rs_addr, self.netfn << 2 | (self.rs_lun & 3)]);
+        out.extend_from_slice(&[self.rs_addr, (self.netfn.0 & 0x3f) << 2 | (self.rs_lun & 3)]);
         out.push(checksum(&out[start..]));
         let body = out.len();
         out.extend_from_slice(&[self.rq_addr, self.rq_seq << 2 | (self.rq_lun & 3), self.cmd]);
@@ -394,7 +365,7 @@ impl<'a> IpmiRequest<'a> {
     pub fn response<'b>(&self, cc: impl Into<CompletionCode>, data: &'b [u8]) -> IpmiResponse<'b> {
         IpmiResponse {
             rq_addr: self.rq_addr,
-            netfn: NetFn(self.netfn).response(),
+            netfn: self.netfn.response(),
             rq_lun: self.rq_lun,
             rs_addr: self.rs_addr,
             rq_seq: self.rq_seq,
@@ -519,7 +490,10 @@ mod tests {
             panic!("not 1.5")
         };
         let req = IpmiRequest::decode(p.message).unwrap();
-        assert_eq!((req.netfn, req.cmd, req.data), (6, 0x38, &[0x8e, 0x04][..]));
+        assert_eq!(
+            (req.netfn, req.cmd, req.data),
+            (NetFn::APP, 0x38, &[0x8e, 0x04][..])
+        );
         let mut msg = Vec::new();
         req.encode_response(0, &[0x01, 0x80, 0x04, 0x02, 0, 0, 0, 0], &mut msg);
         let mut out = Vec::new();
@@ -557,7 +531,7 @@ mod tests {
     #[test]
     fn trailer_round_trip() {
         let mut out = Vec::new();
-        let at = begin_v20(&mut out, payload::IPMI, true, true, 7, 1);
+        let at = begin_v20(&mut out, PayloadType::IPMI, true, true, 7, 1);
         out.extend_from_slice(&[0xaa; 32]);
         finish_v20(&mut out, at);
         append_trailer(&mut out, |_| vec![0x55; 12]);

@@ -26,7 +26,6 @@ use ipmi_proto::machine::MachineError;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::backend::SharedMachine;
 use machine::{MachineOptions, NovaMachine};
 use session::{Service, Session, SessionOptions};
 
@@ -287,19 +286,6 @@ fn percent_encode(s: &str) -> String {
         }
     }
     out
-}
-
-/// Resolve each instance (UUID or exact, unique name) and build one machine per instance, all
-/// sharing one cloud session. Errors (bad credentials, missing or ambiguous instance, missing
-/// iPXE image) are start-up errors with a message that says what to fix.
-pub async fn build_machines(
-    args: &NovaArgs,
-    instances: &[String],
-) -> anyhow::Result<Vec<SharedMachine>> {
-    let session = connect(args).await?;
-    let opts = machine_options(&session, args).await?;
-    let machines = build_on(&session, &opts, instances).await?;
-    Ok(machines.into_iter().map(|m| m as SharedMachine).collect())
 }
 
 /// The machine options `args` ask for (resolving the iPXE image through Glance).

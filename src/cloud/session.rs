@@ -474,7 +474,7 @@ impl Session {
         *self.microversion.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Authenticate and agree on a microversion: what `build_machines` does first, so that bad
+    /// Authenticate and agree on a microversion: what `cloud::connect` does first, so that bad
     /// credentials are a start-up error and not a runtime one.
     pub async fn connect(&self) -> Result<(), CloudError> {
         let tok = self.token().await?;

@@ -26,11 +26,6 @@ impl Default for IpCommand {
 }
 
 impl IpCommand {
-    /// Use `program` instead of `ip` from `PATH`.
-    pub fn with_program(program: PathBuf) -> Self {
-        Self { program }
-    }
-
     fn run(&self, args: &[String]) -> Result<String, NetError> {
         let command = format!("{} {}", self.program.display(), args.join(" "));
         let out = Command::new(&self.program)

@@ -452,3 +452,45 @@ fn a_routing_error_names_the_fleet_file_and_bmc_entry() {
     );
     assert!(r.output().contains(&want), "{want:?}: {r}");
 }
+
+/// Issue 11 item 4: command line over fleet file over defaults, `[cloud]` included. The fleet
+/// file names cloud `from-file` in `[cloud]`; `--os-cloud from-flag` must win (before the fix
+/// the file's `[cloud]` beat the Nova flags, and ovbmc went to `from-file`), while an
+/// exported `OS_CLOUD` (ambient, not a flag) still loses to the file.
+#[test]
+fn command_line_beats_the_fleet_files_cloud_section() {
+    let dir = crate::support::ScratchDir::new("cloudprec");
+    let pw = dir.write_secret("pw", "secret-password-1");
+    // Port 1 on loopback: nothing listens, so a connection is refused at once.
+    let clouds = dir.write_secret(
+        "clouds.yaml",
+        "clouds:\n  from-file:\n    auth:\n      auth_url: http://127.0.0.1:1/v3\n      \
+         username: u\n      password: p\n      project_name: p\n      user_domain_name: \
+         Default\n      project_domain_name: Default\n",
+    );
+    let fleet = format!(
+        "[defaults]\npassword_file = \"{}\"\n\n[cloud]\nos_cloud = \"from-file\"\n\
+         os_client_config_file = \"{}\"\nnova_timeout_secs = 5\n\n[[bmc]]\n\
+         address = \"127.0.0.1\"\nport = {}\ninstance = \"node-0\"\n",
+        pw.display(),
+        clouds.display(),
+        crate::support::free_udp_port(std::net::Ipv4Addr::LOCALHOST)
+    );
+    let f = dir.path().join("fleet.toml");
+    std::fs::write(&f, fleet).unwrap();
+    let cfg = f.display().to_string();
+
+    let r = ovbmc(&["--config", &cfg, "--os-cloud", "from-flag"], &[]);
+    r.expect_failure();
+    assert!(
+        r.output().contains("no cloud named \"from-flag\""),
+        "--os-cloud did not beat [cloud] os_cloud: {r}"
+    );
+
+    let r = ovbmc(&["--config", &cfg], &[("OS_CLOUD", "from-env")]);
+    r.expect_failure();
+    assert!(
+        !r.output().contains("from-env") && r.output().contains("from-file"),
+        "an exported OS_CLOUD beat [cloud] os_cloud: {r}"
+    );
+}

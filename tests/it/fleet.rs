@@ -513,3 +513,56 @@ fn a_reload_that_fails_half_way_changes_nothing() {
         "a BMC the failed file adds was started"
     );
 }
+
+/// Issue 11 item 4: a reload that changes one BMC and removes another restarts the changed
+/// one on its own socket, before the removals: its address is never free, even for a moment
+/// (a process trying to bind it all through the reload never gets it), and it answers after.
+#[test]
+fn a_changed_bmc_keeps_its_socket_through_a_reload_that_also_removes() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = ScratchDir::new("reloadsock");
+    let pw = dir.write_secret("pw", PASSWORD);
+    let addrs = fleet_addrs(3);
+    let (mut p, port, cfg) = start_fleet(&dir, &addrs, &pw);
+    let changed = SocketAddr::from((addrs[2], port));
+    let stop = Arc::new(AtomicBool::new(false));
+    let squatter = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut tries = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if UdpSocket::bind(changed).is_ok() {
+                    return Err(tries);
+                }
+                tries += 1;
+            }
+            Ok(tries)
+        })
+    };
+    // Keep 0, drop 1, change 2 (its instance is renamed).
+    let text = fleet_toml(&[addrs[0], addrs[2]], port, &pw)
+        .replace("instance = \"node-1\"", "instance = \"node-2-renamed\"");
+    fs::write(&cfg, text).unwrap();
+    p.signal("HUP");
+    p.wait_log("reload:", 1, STARTUP_TIMEOUT)
+        .unwrap_or_else(|l| panic!("{l}"));
+    stop.store(true, Ordering::Relaxed);
+    let tries = squatter.join().expect("squatter thread");
+    assert!(
+        tries.is_ok(),
+        "the changed BMC's address was free during the reload: {}",
+        p.log()
+    );
+    assert!(
+        p.log()
+            .contains("0 added, 1 removed, 1 unchanged, 1 restarted"),
+        "{}",
+        p.log()
+    );
+    assert_eq!(
+        answering(&[changed], Duration::from_secs(3)),
+        vec![changed],
+        "the changed BMC does not answer after the reload"
+    );
+}

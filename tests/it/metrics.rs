@@ -816,3 +816,72 @@ fn a_panicking_bmc_is_restarted_and_healthz_says_503_meanwhile() {
     );
     assert!(log.contains("BMC restarted after a panic"), "{log}");
 }
+
+/// Issue 11 item 3: every dropped datagram is counted by its reason. Garbage sent to a running
+/// BMC — a datagram shorter than the RMCP header, a set-up message of a payload type nobody
+/// defined, an in-session packet naming a session nobody holds — moves
+/// `ovbmc_datagrams_dropped_total{reason}` by exactly what was sent, each under its own reason
+/// (`Endpoint::handle` returns the reason; the daemon counts it).
+#[test]
+fn garbage_datagrams_are_counted_by_reason() {
+    use ipmi_proto::codes::PayloadType;
+    use ipmi_proto::{rmcp, wire};
+
+    let (bmc, maddr) = bmc_with_metrics();
+    const NAME: &str = "ovbmc_datagrams_dropped_total";
+    let count = |reason: &str| sample(&get(maddr, "/metrics").1, NAME, &[("reason", reason)]);
+    // RMCP version, reserved, and no more (IPMI v2.0 §13.1.3: 4 bytes at least).
+    let short = vec![0x06, 0x00];
+    // Payload type 20h is not in Table 13-16; outside a session it is no set-up message.
+    let unknown_type = rmcp::setup_datagram(PayloadType(0x20), &[0; 8]);
+    // An encrypted, authenticated IPMI packet for session 12345678h, which was never granted.
+    let mut bad_session = Vec::new();
+    let at = wire::begin_v20(
+        &mut bad_session,
+        PayloadType::IPMI,
+        true,
+        true,
+        0x1234_5678,
+        1,
+    );
+    bad_session.extend_from_slice(&[0x5a; 32]);
+    wire::finish_v20(&mut bad_session, at);
+    wire::append_trailer(&mut bad_session, |_| [0u8; 16]);
+    let cases = [
+        ("too_short", short, 3),
+        ("unsupported_payload", unknown_type, 4),
+        ("unknown_session", bad_session, 5),
+    ];
+    let before: Vec<f64> = cases.iter().map(|(r, _, _)| count(r)).collect();
+    let sock = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a UDP socket");
+    for (_, d, n) in &cases {
+        for _ in 0..*n {
+            sock.send_to(d, (bmc.addr, bmc.port)).expect("send");
+        }
+    }
+    // The BMC's task syncs its counters after each datagram; a scrape may come first.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now: Vec<f64> = cases.iter().map(|(r, _, _)| count(r)).collect();
+        let want: Vec<f64> = before
+            .iter()
+            .zip(&cases)
+            .map(|(b, (_, _, n))| b + f64::from(*n))
+            .collect();
+        if now == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dropped by reason {:?}: {now:?}, want {want:?}\n{}",
+            cases.map(|(r, _, _)| r),
+            get(maddr, "/metrics").1
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    // Nothing was answered.
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    assert!(sock.recv_from(&mut buf).is_err(), "garbage was answered");
+}

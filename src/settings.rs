@@ -1,0 +1,288 @@
+//! The process-wide settings, resolved in one place: **command line over fleet file over
+//! defaults**, for every setting that has both a flag and a fleet-file key (`[defaults]`,
+//! `[routing]` and `[cloud]`).
+//!
+//! "Command line" means a flag actually written on it ([`Cli::given`]): a flag's default,
+//! or a value clap took from an environment variable (`OS_CLOUD`, `OS_CLIENT_CONFIG_FILE`,
+//! often exported in an operator's shell anyway), does not beat the fleet file; it only
+//! fills in what the file leaves unset.
+//!
+//! The daemon (`crate::daemon`), `ovbmc check` and `ovbmc routes` all read [`Settings`],
+//! so what `check` prints is what the daemon runs with.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ipmi_proto::config::Limits;
+
+use crate::cli::{Cli, RoutingArgs, RoutingMode};
+use crate::cloud::NovaArgs;
+use crate::config::Fleet;
+use crate::net::RoutingSettings;
+
+/// The default of `--backend-timeout-ms` (and `[defaults] backend_timeout_ms`).
+pub const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_millis(700);
+
+/// Every process-wide setting, resolved.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `--routing` / `[routing] mode`.
+    pub routing_mode: RoutingMode,
+    /// `--route-*` / `[routing]`.
+    pub routing: RoutingSettings,
+    /// `--backend-timeout-ms` / `[defaults] backend_timeout_ms`.
+    pub backend_timeout: Duration,
+    /// `--shutdown-timeout` / `[defaults] shutdown_timeout_secs`.
+    pub shutdown_timeout: Duration,
+    /// `--metrics` / `[defaults] metrics`.
+    pub metrics: Option<SocketAddr>,
+    /// The Nova flags / `[cloud]`.
+    pub nova: NovaArgs,
+    /// Whether the default boot strategy was set (flag or `[cloud]`), rather than left to
+    /// its default (`ovbmc check` prints only a strategy someone chose).
+    pub boot_strategy_chosen: bool,
+    /// The protocol limits (`--lockout-*`; these have no fleet-file key).
+    pub limits: Limits,
+}
+
+impl Settings {
+    /// Resolve `cli` over `fleet` (the `--config` file, if any) over the defaults.
+    pub fn resolve(cli: &Cli, fleet: Option<&Fleet>) -> Self {
+        let (routing_mode, routing) = Self::routing(cli.routing, &cli.route_opts, fleet);
+        let (nova, boot_strategy_chosen) = Self::nova(cli, fleet);
+        let file = |f: fn(&Fleet) -> Option<u64>| fleet.and_then(f);
+        Self {
+            routing_mode,
+            routing,
+            backend_timeout: cli
+                .backend_timeout_ms
+                .or(file(|f| f.backend_timeout_ms))
+                .map_or(DEFAULT_BACKEND_TIMEOUT, Duration::from_millis),
+            shutdown_timeout: cli
+                .shutdown_timeout
+                .or(file(|f| f.shutdown_timeout_secs))
+                .map_or(crate::server::DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_secs),
+            metrics: cli.metrics.or(fleet.and_then(|f| f.metrics)),
+            nova,
+            boot_strategy_chosen,
+            limits: cli.limits(),
+        }
+    }
+
+    /// Routing mode and settings alone (also for `ovbmc routes`, whose flags are its own):
+    /// a flag over the file's `[routing]` key over the default.
+    pub fn routing(
+        mode: Option<RoutingMode>,
+        args: &RoutingArgs,
+        fleet: Option<&Fleet>,
+    ) -> (RoutingMode, RoutingSettings) {
+        let file = fleet.map(|f| f.routing.clone()).unwrap_or_default();
+        let d = RoutingSettings::default();
+        (
+            mode.or(file.mode).unwrap_or_default(),
+            RoutingSettings {
+                table_base: args
+                    .route_table_base
+                    .or(file.table_base)
+                    .unwrap_or(d.table_base),
+                priority: args.route_priority.or(file.priority).unwrap_or(d.priority),
+                // A switch: given, it is on; absent, the file decides.
+                add_address: args.add_address || file.add_address.unwrap_or(d.add_address),
+            },
+        )
+    }
+
+    /// The Nova options: a flag written on the command line, else `[cloud]`, else what clap
+    /// holds (an environment variable or the flag's default). Also whether the boot strategy
+    /// was chosen by a flag or the file.
+    fn nova(cli: &Cli, fleet: Option<&Fleet>) -> (NovaArgs, bool) {
+        let c = fleet.map(|f| f.cloud.clone()).unwrap_or_default();
+        let flag = cli.nova.clone();
+        // One rule for every key: the flag if given, else the file's value if set, else clap's.
+        fn pick<T>(given: bool, flag: T, file: Option<T>) -> T {
+            match file {
+                Some(v) if !given => v,
+                _ => flag,
+            }
+        }
+        let g = |id: &str| cli.given(id);
+        let nova = NovaArgs {
+            os_cloud: pick(g("os_cloud"), flag.os_cloud, c.os_cloud.map(Some)),
+            os_client_config_file: pick(
+                g("os_client_config_file"),
+                flag.os_client_config_file,
+                c.os_client_config_file.map(Some),
+            ),
+            os_region_name: pick(
+                g("os_region_name"),
+                flag.os_region_name,
+                c.os_region_name.map(Some),
+            ),
+            boot_strategy: pick(g("boot_strategy"), flag.boot_strategy, c.boot_strategy),
+            ipxe_image: pick(g("ipxe_image"), flag.ipxe_image, c.ipxe_image.map(Some)),
+            nova_cache_ttl_ms: pick(
+                g("nova_cache_ttl_ms"),
+                flag.nova_cache_ttl_ms,
+                c.nova_cache_ttl_ms,
+            ),
+            nova_timeout_secs: pick(
+                g("nova_timeout_secs"),
+                flag.nova_timeout_secs,
+                c.nova_timeout_secs,
+            ),
+            nova_confirm_timeout_secs: pick(
+                g("nova_confirm_timeout_secs"),
+                flag.nova_confirm_timeout_secs,
+                c.nova_confirm_timeout_secs,
+            ),
+        };
+        (nova, g("boot_strategy") || c.boot_strategy.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::cloud::BootStrategy;
+
+    fn fleet(extra: &str) -> Fleet {
+        let text = format!(
+            "{extra}\n[[bmc]]\naddress = \"192.0.2.1\"\ninstance = \"a\"\npassword_env = \"X\"\n"
+        );
+        Fleet::parse(&text, Path::new("/etc/ovbmc/fleet.toml")).unwrap()
+    }
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut words = vec!["ovbmc", "--config", "/etc/ovbmc/fleet.toml"];
+        words.extend_from_slice(args);
+        Cli::try_from_args(words).unwrap()
+    }
+
+    const CLOUD: &str = "[cloud]\nos_cloud = \"file\"\nos_region_name = \"file-region\"\n\
+        boot_strategy = \"rescue\"\nipxe_image = \"file-ipxe\"\nnova_cache_ttl_ms = 1\n\
+        nova_timeout_secs = 2\nnova_confirm_timeout_secs = 3\n\
+        os_client_config_file = \"/file/clouds.yaml\"\n";
+
+    /// Issue 11 item 4: a Nova flag on the command line beats `[cloud]` (before the fix the
+    /// file won, whatever the command line said).
+    #[test]
+    fn nova_flags_beat_the_cloud_section() {
+        let f = fleet(CLOUD);
+        let s = Settings::resolve(
+            &cli(&[
+                "--os-cloud",
+                "flag",
+                "--os-region-name",
+                "flag-region",
+                "--boot-strategy",
+                "rebuild",
+                "--ipxe-image",
+                "flag-ipxe",
+                "--nova-cache-ttl-ms",
+                "10",
+                "--nova-timeout",
+                "20",
+                "--nova-confirm-timeout",
+                "30",
+                "--os-client-config-file",
+                "/flag/clouds.yaml",
+            ]),
+            Some(&f),
+        );
+        let n = &s.nova;
+        assert_eq!(n.os_cloud.as_deref(), Some("flag"));
+        assert_eq!(n.os_region_name.as_deref(), Some("flag-region"));
+        assert_eq!(n.boot_strategy, BootStrategy::Rebuild);
+        assert_eq!(n.ipxe_image.as_deref(), Some("flag-ipxe"));
+        assert_eq!(
+            (
+                n.nova_cache_ttl_ms,
+                n.nova_timeout_secs,
+                n.nova_confirm_timeout_secs
+            ),
+            (10, 20, 30)
+        );
+        assert_eq!(
+            n.os_client_config_file.as_deref(),
+            Some(Path::new("/flag/clouds.yaml"))
+        );
+        assert!(s.boot_strategy_chosen);
+    }
+
+    #[test]
+    fn the_cloud_section_beats_defaults() {
+        let s = Settings::resolve(&cli(&[]), Some(&fleet(CLOUD)));
+        let n = &s.nova;
+        assert_eq!(n.os_cloud.as_deref(), Some("file"));
+        assert_eq!(n.boot_strategy, BootStrategy::Rescue);
+        assert_eq!(
+            (
+                n.nova_cache_ttl_ms,
+                n.nova_timeout_secs,
+                n.nova_confirm_timeout_secs
+            ),
+            (1, 2, 3)
+        );
+        assert!(s.boot_strategy_chosen);
+        // Nothing anywhere: the flags' defaults.
+        let s = Settings::resolve(&cli(&[]), Some(&fleet("")));
+        let d = NovaArgs::default();
+        assert_eq!(s.nova.boot_strategy, d.boot_strategy);
+        assert_eq!(s.nova.nova_timeout_secs, d.nova_timeout_secs);
+        assert!(!s.boot_strategy_chosen);
+        // A flag written with its default value is still a choice.
+        let s = Settings::resolve(&cli(&["--boot-strategy", "metadata"]), Some(&fleet(CLOUD)));
+        assert_eq!(s.nova.boot_strategy, BootStrategy::Metadata);
+    }
+
+    #[test]
+    fn process_settings_and_routing() {
+        let f = fleet(
+            "[defaults]\nbackend_timeout_ms = 900\nshutdown_timeout_secs = 5\n\
+             metrics = \"127.0.0.1:9623\"\n[routing]\nmode = \"ip\"\ntable_base = 2000\n\
+             priority = 500\nadd_address = true\n",
+        );
+        let s = Settings::resolve(&cli(&[]), Some(&f));
+        assert_eq!(s.backend_timeout, Duration::from_millis(900));
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(s.metrics, Some("127.0.0.1:9623".parse().unwrap()));
+        assert_eq!(s.routing_mode, RoutingMode::Ip);
+        assert_eq!(
+            (
+                s.routing.table_base,
+                s.routing.priority,
+                s.routing.add_address
+            ),
+            (2000, 500, true)
+        );
+        let s = Settings::resolve(
+            &cli(&[
+                "--backend-timeout-ms",
+                "100",
+                "--shutdown-timeout",
+                "1",
+                "--metrics",
+                "127.0.0.1:1",
+                "--routing",
+                "off",
+                "--route-table-base",
+                "3000",
+                "--route-priority",
+                "7",
+            ]),
+            Some(&f),
+        );
+        assert_eq!(s.backend_timeout, Duration::from_millis(100));
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(1));
+        assert_eq!(s.metrics, Some("127.0.0.1:1".parse().unwrap()));
+        assert_eq!(s.routing_mode, RoutingMode::Off);
+        assert_eq!((s.routing.table_base, s.routing.priority), (3000, 7));
+        let s = Settings::resolve(&cli(&[]), Some(&fleet("")));
+        assert_eq!(s.backend_timeout, DEFAULT_BACKEND_TIMEOUT);
+        assert_eq!(s.shutdown_timeout, crate::server::DEFAULT_SHUTDOWN_TIMEOUT);
+        assert_eq!(s.metrics, None);
+        assert_eq!(s.routing_mode, RoutingMode::Off);
+    }
+}
