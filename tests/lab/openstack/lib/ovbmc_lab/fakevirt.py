@@ -17,6 +17,11 @@ need it:
   memory only, so after ``down`` and ``up`` Nova's periodic power sync would
   find every instance gone and stop it.  ``init_host`` reads this host's
   instances back from Nova's database with the power state they had.
+* The guests have consoles (``ovbmc_lab.console``): a console log for
+  ``os-getConsoleOutput`` and, when lab.conf's ``OVBMC_LAB_SERIAL_CONSOLE``
+  is on, a TCP serial port that ``get_serial_console`` points
+  nova-serialproxy at.  The stock fake answers with a made-up host
+  (fakerdpconsole.com:6969) and a fixed console text.
 
 The base class is ``FakeDriverWithoutFakeNodes``, which keeps its node UUID
 in ``$state_path/compute_id`` as real drivers do (the plain ``FakeDriver``
@@ -27,12 +32,16 @@ import time
 
 from oslo_log import log as logging
 
+import nova.conf
+from nova.console import type as console_type
+
 from nova import context as nova_context
 from nova import objects
 from nova.compute import power_state
 from nova.compute import vm_states
 from nova.virt import fake
 
+from ovbmc_lab import console
 from ovbmc_lab import settings
 
 LOG = logging.getLogger(__name__)
@@ -43,7 +52,13 @@ class LabDriver(fake.FakeDriverWithoutFakeNodes):
 
     def __init__(self, virtapi, read_only=False):
         super().__init__(virtapi, read_only)
-        self._delay = settings.load().fake_delay
+        self._conf = settings.load()
+        self._delay = self._conf.fake_delay
+        # [serial_console]enabled is what Nova itself checks before it asks
+        # us for a serial console; lab.conf's switch sets it in nova.conf
+        self.consoles = console.Consoles(
+            self._conf.host, self._conf.console_port, self._conf.console_tick,
+            serial=nova.conf.CONF.serial_console.enabled)
 
     def _take_time(self, what, instance):
         if self._delay > 0:
@@ -54,6 +69,7 @@ class LabDriver(fake.FakeDriverWithoutFakeNodes):
     # ------------------------------------------------------------ restart
     def init_host(self, host):
         super().init_host(host)
+        self.consoles.start()
         ctx = nova_context.get_admin_context()
         try:
             instances = objects.InstanceList.get_by_host(
@@ -78,24 +94,61 @@ class LabDriver(fake.FakeDriverWithoutFakeNodes):
         # the fake hypervisor's free resources, which placement is told about
         self.resources.claim(vcpus=inst.flavor.vcpus, mem=inst.flavor.memory_mb,
                              disk=inst.flavor.root_gb)
+        if state == power_state.RUNNING:
+            self.consoles.powered_on(inst)
         LOG.info("lab hypervisor: restored %s (%s), power state %s",
                  inst.uuid, inst.display_name, state)
 
     # ------------------------------------------------------------ power
     def spawn(self, context, instance, *args, **kwargs):
         self._take_time("spawn", instance)
-        return super().spawn(context, instance, *args, **kwargs)
+        super().spawn(context, instance, *args, **kwargs)
+        if kwargs.get("power_on", True):
+            self.consoles.powered_on(instance)
 
     def power_off(self, instance, *args, **kwargs):
         self._take_time("power off", instance)
-        return super().power_off(instance, *args, **kwargs)
+        super().power_off(instance, *args, **kwargs)
+        self.consoles.powered_off(instance)
 
     def power_on(self, context, instance, *args, **kwargs):
         self._take_time("power on", instance)
-        return super().power_on(context, instance, *args, **kwargs)
+        super().power_on(context, instance, *args, **kwargs)
+        self.consoles.powered_on(instance)
 
-    def reboot(self, context, instance, *args, **kwargs):
-        # the fake's reboot ends in power_on(), which takes its own time:
-        # a reboot takes twice the delay, like off-then-on
+    def reboot(self, context, instance, network_info, reboot_type, *args, **kwargs):
+        # the fake's reboot ends in power_on() (or spawn()), which takes its
+        # own time and prints the banner: a reboot takes twice the delay
         self._take_time("reboot", instance)
-        return super().reboot(context, instance, *args, **kwargs)
+        if reboot_type.lower() == "hard":
+            # libvirt destroys the domain: its serial port goes with it
+            self.consoles.powered_off(instance, "hard reboot")
+        else:
+            self.consoles.note(instance, "reboots")
+        return super().reboot(context, instance, network_info, reboot_type, *args, **kwargs)
+
+    def destroy(self, context, instance, *args, **kwargs):
+        # delete, and the first half of a rebuild
+        super().destroy(context, instance, *args, **kwargs)
+        self.consoles.powered_off(instance, "destroyed")
+
+    def rescue(self, context, instance, *args, **kwargs):
+        super().rescue(context, instance, *args, **kwargs)
+        self.consoles.powered_off(instance, "rescue")
+        self.consoles.powered_on(instance)
+
+    def unrescue(self, context, instance):
+        super().unrescue(context, instance)
+        self.consoles.powered_off(instance, "unrescue")
+        self.consoles.powered_on(instance)
+
+    # ------------------------------------------------------------ consoles
+    def get_serial_console(self, context, instance):
+        """Where nova-serialproxy connects: the lab's console server, which
+        tells the guests apart by the CONNECT path (the instance's uuid)."""
+        return console_type.ConsoleSerial(
+            internal_access_path=instance.uuid, host=self._conf.host,
+            port=self._conf.console_port)
+
+    def get_console_output(self, context, instance):
+        return self.consoles.output(instance)

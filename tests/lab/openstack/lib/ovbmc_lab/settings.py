@@ -38,6 +38,9 @@ class Settings:
     service_password: str
     fake_delay: float
     servers: int
+    serial_console: bool
+    console_port: int
+    console_tick: float
 
     @classmethod
     def from_env(cls, env=None):
@@ -60,6 +63,9 @@ class Settings:
             service_password=_get(env, "OVBMC_LAB_SERVICE_PASSWORD"),
             fake_delay=float(_get(env, "OVBMC_LAB_FAKE_DELAY")),
             servers=int(_get(env, "OVBMC_LAB_SERVERS")),
+            serial_console=_get(env, "OVBMC_LAB_SERIAL_CONSOLE") == "on",
+            console_port=int(_get(env, "OVBMC_LAB_CONSOLE_PORT")),
+            console_tick=float(_get(env, "OVBMC_LAB_CONSOLE_TICK")),
         )
 
     def url(self, service, path=""):

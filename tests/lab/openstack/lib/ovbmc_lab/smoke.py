@@ -10,6 +10,14 @@ status is 1 on any failure.  The server it uses (``SMOKE_SERVER``,
 baremetal_0) ends as it began: ACTIVE, image lab-disk, metadata
 ``libvirt:pxe-first`` empty.
 
+Then the consoles: the console log (os-getConsoleOutput) has the boot
+banner and grows; with the serial console on (lab.conf), POST
+/servers/{id}/remote-consoles (microversion 2.6, protocol serial) gives a
+ws:// URL, and a WebSocket client (websockify's, from the venv) gets the
+banner through the real nova-serialproxy, sees a typed line echoed, and
+receives a ``burst`` complete and in order; with it off, Nova refuses the
+serial console (400).
+
 Transitional task states are checked only when the fake hypervisor's delay
 is long enough to see them (``SMOKE_FAKE_DELAY``, which ``smoke`` reads
 from the running Nova's state).
@@ -132,6 +140,11 @@ class Smoke:
         if self.read():
             self.power()
             self.metadata()
+            self.console_log()
+            if self.conf.serial_console:
+                self.serial_console()
+            else:
+                self.serial_console_off()
 
     def read(self):
         r = self.nova.call("GET", "/servers")
@@ -230,6 +243,82 @@ class Smoke:
                      r.status_code == 204 and r2.status_code == 404,
                      "HTTP %s / %s" % (r.status_code, r2.status_code))
         self.nova.call("PUT", item, {"meta": {PXE_KEY: ""}})  # as bootstrap left it
+
+
+    # ------------------------------------------------------------ consoles
+    def console_output(self, lines=None):
+        body = {"os-getConsoleOutput": {} if lines is None else {"length": lines}}
+        r = self.nova.action(self.sid, body)
+        return r.status_code, (r.json().get("output", "") if r.status_code == 200 else r.text)
+
+    def console_log(self):
+        code, out = self.console_output(50)
+        self.r.check("nova: os-getConsoleOutput has the boot banner",
+                     code == 200 and "ovbmc lab guest serial console (%s)" % SERVER in out,
+                     "HTTP %s, %d bytes, ends %r" % (code, len(out), out[-80:]))
+        tick = self.conf.console_tick
+        if tick <= 0:
+            self.r.skip("nova: the console log grows", "OVBMC_LAB_CONSOLE_TICK=0")
+            return
+        _, before = self.console_output()
+        time.sleep(tick + 1)
+        code, after = self.console_output()
+        self.r.check("nova: the console log grows (%.0f s later)" % (tick + 1),
+                     code == 200 and len(after) > len(before) and after.startswith(before[:200]),
+                     "%d -> %d bytes, last line %r" % (len(before), len(after),
+                                                      after.strip().splitlines()[-1:]))
+
+    def remote_console(self):
+        return self.nova.call("POST", "/servers/%s/remote-consoles" % self.sid,
+                              {"remote_console": {"protocol": "serial", "type": "serial"}},
+                              headers={"OpenStack-API-Version": "compute 2.6"})
+
+    def serial_console(self):
+        r = self.remote_console()
+        url = r.json().get("remote_console", {}).get("url", "") if r.status_code == 200 else ""
+        if not self.r.check("nova: POST remote-consoles (2.6, serial) gives a ws:// URL",
+                            url.startswith("ws://") and "token=" in url,
+                            "HTTP %s %s" % (r.status_code, url.split("token=")[0] + "token=..."
+                                            if url else r.text[:200])):
+            return
+        from ovbmc_lab import wsclient
+        try:
+            ws = wsclient.Serial(url)
+        except Exception as e:
+            self.r.check("serialproxy: WebSocket connection (subprotocol binary)", False,
+                         "%s: %s" % (type(e).__name__, e))
+            return
+        with ws:
+            self.r.check("serialproxy: WebSocket connection (subprotocol binary)", True,
+                         "subprotocol %r" % ws.protocol)
+            got = ws.read_until(b"%s login: " % SERVER.encode())
+            self.r.check("serialproxy: the guest's banner and login prompt arrive",
+                         b"ovbmc lab guest serial console" in got and got.endswith(b"login: "),
+                         repr(got[-80:]))
+            ws.send(b"hello lab\r")
+            got = ws.read_until(b"echo: hello lab\r\n")
+            self.r.check("serialproxy: a typed line comes back echoed",
+                         got.endswith(b"echo: hello lab\r\n"), repr(got[-80:]))
+            ws.read_until(b"login: ")
+            n = 100000
+            t0 = time.monotonic()
+            ws.send(b"burst %d\r" % n)
+            ws.read_until(b"burst %d\r\n" % n)
+            data = ws.read_exactly(n)
+            want = bytes(wsclient.PATTERN[k % 64] for k in range(n))
+            self.r.check("serialproxy: burst %d arrives complete and in order (%.2fs)" % (
+                n, time.monotonic() - t0), data == want,
+                "%d bytes%s" % (len(data), "" if data == want else ", first difference at %d" % next(
+                    (i for i, (a, b) in enumerate(zip(data, want)) if a != b), len(data))))
+        r2 = self.remote_console()
+        self.r.check("nova: a second remote-consoles call gives a fresh token",
+                     r2.status_code == 200 and r2.json()["remote_console"]["url"] != url,
+                     "HTTP %s" % r2.status_code)
+
+    def serial_console_off(self):
+        r = self.remote_console()
+        self.r.check("nova: serial console off: remote-consoles is refused (400)",
+                     r.status_code == 400, "HTTP %s %s" % (r.status_code, r.text[:200]))
 
 
 def main():
