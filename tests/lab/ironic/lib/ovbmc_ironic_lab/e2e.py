@@ -455,6 +455,10 @@ class Run:
             second = "on" if first == "off" else "off"
             self.power("power " + first, "power " + first)
             self.power("power " + second, "power " + second)
+        except Fail as e:
+            if str(e):
+                self.note(str(e))  # what failed first, then the suite
+            raise Fail() from None
         finally:
             direct = env("E2E_DIRECT_CS")
             self.note("(ipmi_cipher_suite=%s, %s%.1fs)" % (

@@ -310,10 +310,28 @@ class Smoke:
                 n, time.monotonic() - t0), data == want,
                 "%d bytes%s" % (len(data), "" if data == want else ", first difference at %d" % next(
                     (i for i, (a, b) in enumerate(zip(data, want)) if a != b), len(data))))
+            # a hard reboot destroys the "domain": the proxy's session ends ...
+            self.nova.action(self.sid, {"reboot": {"type": "HARD"}})
+            try:
+                ws.read_until(b"\x00never\x00", limit=1 << 30)
+                closed = False
+            except EOFError:
+                closed = True
+            except OSError as e:  # a timeout: still open
+                closed = False
+                ws.error = e
+            self.r.check("serialproxy: a hard reboot ends the session", closed,
+                         "" if closed else str(getattr(ws, "error", "")))
+        self.nova.settle(self.sid, "ACTIVE")
+        # ... and a fresh URL reaches the guest again, as a console client must do
         r2 = self.remote_console()
-        self.r.check("nova: a second remote-consoles call gives a fresh token",
-                     r2.status_code == 200 and r2.json()["remote_console"]["url"] != url,
-                     "HTTP %s" % r2.status_code)
+        url2 = r2.json().get("remote_console", {}).get("url", "") if r2.status_code == 200 else ""
+        if self.r.check("nova: remote-consoles after the reboot gives a fresh token",
+                        url2.startswith("ws://") and url2 != url, "HTTP %s" % r2.status_code):
+            with wsclient.Serial(url2) as ws:
+                got = ws.read_until(b"%s login: " % SERVER.encode())
+                self.r.check("serialproxy: after the reboot the banner arrives again",
+                             b"ovbmc lab guest serial console" in got, repr(got[-60:]))
 
     def serial_console_off(self):
         r = self.remote_console()
