@@ -4,15 +4,15 @@ nova.conf names it ``compute_driver = ovbmc_lab_fake.LabDriver``; Nova only
 loads drivers from the ``nova.virt`` package, so ``ovbmc_lab.nova`` makes
 this module importable under that name before Nova starts.
 
-Two things differ from Nova's own fake driver, each because ovbmc's tests
-need it:
+Three things differ from Nova's own fake driver, each because ovbmc's
+tests need it:
 
 * Power operations take time.  Spawn, power off, power on and reboot each
   sleep ``OVBMC_LAB_FAKE_DELAY`` seconds (lab.conf; 1.0) before the fake's
-  instant state change (delete stays instant: nothing waits on it).  A real hypervisor takes seconds, and a
-  BMC in front of Nova must cope with the transitional task states
-  (spawning, powering-off, rebooting_hard, rebuild_spawning ...) that an
-  instant fake never shows.
+  instant state change (delete stays instant: nothing waits on it).  A real
+  hypervisor takes seconds, and a BMC in front of Nova must cope with the
+  transitional task states (spawning, powering-off, rebooting_hard,
+  rebuild_spawning ...) that an instant fake never shows.
 * The hypervisor survives a restart.  The stock fake keeps its guests in
   memory only, so after ``down`` and ``up`` Nova's periodic power sync would
   find every instance gone and stop it.  ``init_host`` reads this host's
@@ -33,12 +33,11 @@ import time
 from oslo_log import log as logging
 
 import nova.conf
-from nova.console import type as console_type
-
 from nova import context as nova_context
 from nova import objects
 from nova.compute import power_state
 from nova.compute import vm_states
+from nova.console import type as console_type
 from nova.virt import fake
 
 from ovbmc_lab import console
@@ -48,7 +47,7 @@ LOG = logging.getLogger(__name__)
 
 
 class LabDriver(fake.FakeDriverWithoutFakeNodes):
-    """FakeDriver with a power delay and guests that outlive the process."""
+    """FakeDriver with a power delay, consoles, and guests that outlive the process."""
 
     def __init__(self, virtapi, read_only=False):
         super().__init__(virtapi, read_only)
