@@ -67,14 +67,13 @@ apt_need() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
-# The shared-lab variable names that the Python helpers (openstack/lib/*.py, ironic/bin/ipmitool)
-# read, exported from the one set of settings above.
-export_compat() {
-  export OSLAB_STATE="$STATE" OSLAB_KEYSTONE_PORT="$OVBMC_LAB_KEYSTONE_PORT" \
-    OSLAB_NOVA_PORT="$OVBMC_LAB_NOVA_PORT" OSLAB_PLACEMENT_PORT="$OVBMC_LAB_PLACEMENT_PORT" \
-    OSLAB_GLANCE_PORT="$OVBMC_LAB_GLANCE_PORT" OSLAB_NEUTRON_PORT="$OVBMC_LAB_NEUTRON_PORT" \
-    OSLAB_REGION="$OVBMC_LAB_REGION" OSLAB_ADMIN_PASSWORD="$OVBMC_LAB_ADMIN_PASSWORD" \
-    OSLAB_SERVICE_PASSWORD="$OVBMC_LAB_SERVICE_PASSWORD" OSLAB_PROJECT="$OVBMC_LAB_PROJECT" \
-    OSLAB_USER="$OVBMC_LAB_USER" OSLAB_USER_PASSWORD="$OVBMC_LAB_USER_PASSWORD" \
-    OSLAB_FAKE_DELAY="$OVBMC_LAB_FAKE_DELAY" OSLAB_SERVERS="$OVBMC_LAB_SERVERS"
+# export_settings: export every lab.conf setting (OVBMC_LAB_*) and the resolved state dir, for
+# the Python side (openstack/lib/ovbmc_lab/settings.py reads them, and only them).
+export_settings() {
+  local v
+  for v in $(compgen -v OVBMC_LAB_); do
+    # arrays (the pip package lists) stay in bash
+    [[ "$(declare -p "$v")" == "declare -a"* ]] || export "${v?}"
+  done
+  export OVBMC_LAB_STATE="$STATE"
 }
