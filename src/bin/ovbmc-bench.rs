@@ -53,6 +53,13 @@ struct Args {
     /// Concurrent clients.
     #[arg(long, default_value_t = 4)]
     clients: usize,
+    /// Log in from this many IPv4 loopback source addresses in turn (127.77.0.0/16, each
+    /// session from the next), instead of only 127.0.0.1. ovbmc budgets session-less answers
+    /// per source address (the reflection defence, docs/security.md), so logins from one
+    /// address are capped near 150/s; a real fleet's logins come from few addresses at a few
+    /// a second, a benchmark's from one at thousands. 1..=4000 (ovbmc tracks 4,096 sources).
+    #[arg(long, default_value_t = 1)]
+    sources: u16,
     /// Seconds to run (at most 600).
     #[arg(long, default_value_t = 10)]
     duration: u64,
@@ -174,6 +181,15 @@ struct ClientPlan {
     k: usize,
     cmd: (u8, u8),
     seed: u64,
+    /// Source addresses to rotate through (1: 127.0.0.1 only).
+    sources: u16,
+    /// How many clients share the sources.
+    clients: usize,
+}
+
+/// The `i`-th benchmark source address (see `--sources`).
+fn source_addr(i: u16) -> SocketAddr {
+    SocketAddr::from(([127, 77, (i >> 8) as u8, i as u8], 0))
 }
 
 async fn client_loop(p: ClientPlan, stop: Arc<AtomicBool>) -> Tally {
@@ -181,29 +197,50 @@ async fn client_loop(p: ClientPlan, stop: Arc<AtomicBool>) -> Tally {
     let mut rng = Rng::new(p.seed | 1);
     let n = p.targets.len();
     let mut cur = p.first % n;
-    let bind: SocketAddr = if p.targets[cur].is_ipv6() {
-        "[::1]:0".parse().unwrap()
+    // One socket per source address this client owns (sources i, i + clients, …; see
+    // --sources), used in turn, one per session (or per ping); bound up front, since binding
+    // a socket per session would cost the client more than the server.
+    let mut socks = Vec::new();
+    if p.sources > 1 && !p.targets[cur].is_ipv6() {
+        for j in (p.first..usize::from(p.sources)).step_by(p.clients.max(1)) {
+            match UdpSocket::bind(source_addr(j as u16)).await {
+                Ok(s) => socks.push(s),
+                Err(_) => t.errors += 1,
+            }
+        }
     } else {
-        "127.0.0.1:0".parse().unwrap()
-    };
-    let Ok(sock) = UdpSocket::bind(bind).await else {
-        t.errors += 1;
+        let bind: SocketAddr = if p.targets[cur].is_ipv6() {
+            "[::1]:0".parse().unwrap()
+        } else {
+            "127.0.0.1:0".parse().unwrap()
+        };
+        match UdpSocket::bind(bind).await {
+            Ok(s) => socks.push(s),
+            Err(_) => t.errors += 1,
+        }
+    }
+    if socks.is_empty() {
         return t;
-    };
-    let mut connected = None;
+    }
+    // connect() so that only the target's answers are read; again when it changes.
+    let mut connected: Vec<Option<SocketAddr>> = vec![None; socks.len()];
+    let mut k = 0usize;
     let mut buf = vec![0u8; 1024];
     let mut logged_in: Option<Client> = None;
     let mut sessions_done = 0usize;
     if p.ping {
-        if sock.connect(p.targets[cur]).await.is_err() {
-            t.errors += 1;
-            return t;
+        for s in &socks {
+            if s.connect(p.targets[cur]).await.is_err() {
+                t.errors += 1;
+                return t;
+            }
         }
         // ASF Presence Ping, message tag 0 (DMTF DSP0136 §3.2.4.1; IPMI v2.0 §13.2.3).
         let ping = [6, 0, 0xff, 6, 0, 0, 0x11, 0xbe, 0x80, 0, 0, 0];
         while !stop.load(Ordering::Relaxed) {
             let start = Instant::now();
-            match exchange(&sock, &ping, &mut buf).await {
+            k = (k + 1) % socks.len();
+            match exchange(&socks[k], &ping, &mut buf).await {
                 Ok(n) if n >= 16 && buf[3] == 6 && buf[8] == 0x40 => {
                     t.latencies_us
                         .push(start.elapsed().as_micros().min(u32::MAX as u128) as u32);
@@ -224,17 +261,17 @@ async fn client_loop(p: ClientPlan, stop: Arc<AtomicBool>) -> Tally {
                 }
                 sessions_done += 1;
                 let target = p.targets[cur];
-                // connect() so that only the target's answers are read; again when it changes.
-                if connected != Some(target) {
-                    if sock.connect(target).await.is_err() {
+                k = (k + 1) % socks.len();
+                if connected[k] != Some(target) {
+                    if socks[k].connect(target).await.is_err() {
                         t.errors += 1;
                         continue;
                     }
-                    connected = Some(target);
+                    connected[k] = Some(target);
                 }
                 let mut c = Client::new(p.suite, &p.user, &p.password, Privilege::Administrator)
                     .with_console_id(p.seed as u32 | 1);
-                if let Err(e) = login(&sock, &mut c, &mut rng, &mut buf).await {
+                if let Err(e) = login(&socks[k], &mut c, &mut rng, &mut buf).await {
                     if t.errors == 0 {
                         eprintln!("login to {target} failed: {e:#}");
                     }
@@ -250,7 +287,7 @@ async fn client_loop(p: ClientPlan, stop: Arc<AtomicBool>) -> Tally {
         };
         let mut ok = true;
         for _ in 0..p.k {
-            if command(&sock, &mut c, &mut rng, &mut buf, p.cmd, &mut t)
+            if command(&socks[k], &mut c, &mut rng, &mut buf, p.cmd, &mut t)
                 .await
                 .is_err()
             {
@@ -265,7 +302,7 @@ async fn client_loop(p: ClientPlan, stop: Arc<AtomicBool>) -> Tally {
         } else if ok {
             let sid = c.bmc_session_id().to_le_bytes();
             let d = c.request(0x06, 0x3c, &sid, &mut rng);
-            if exchange(&sock, &d, &mut buf).await.is_err() {
+            if exchange(&socks[k], &d, &mut buf).await.is_err() {
                 t.errors += 1;
             }
         }
@@ -350,6 +387,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(t) = targets.iter().find(|t| !t.ip().is_loopback()) {
         bail!("{t} is not a loopback address: ovbmc-bench only loads this machine");
     }
+    if a.sources == 0 || a.sources > 4000 {
+        bail!("--sources must be 1..=4000");
+    }
     if a.duration == 0 || a.duration > 600 || a.clients == 0 || a.clients > 10_000 {
         bail!("--duration must be 1..=600 s and --clients 1..=10000");
     }
@@ -417,6 +457,8 @@ async fn main() -> anyhow::Result<()> {
             k: a.commands,
             cmd,
             seed: seed.wrapping_add(i as u64 * 0x9e37_79b9),
+            sources: a.sources,
+            clients: a.clients,
         };
         tasks.push(tokio::spawn(client_loop(plan, stop.clone())));
     }
