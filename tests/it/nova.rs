@@ -3,8 +3,10 @@
 //! `ipxe-boot`).
 //!
 //! The lab must already be up (`$OVBMC_LAB/openstack/setup` then `up`; CI does this before
-//! `cargo test`). It is detected by its clouds.yaml (`$OSLAB_STATE/clouds.yaml`, by default
-//! `~/.cache/oslab/state/clouds.yaml`) and Keystone answering on 127.0.0.1:15000. Without it each
+//! `cargo test`). It is detected by its clouds.yaml in the state directory that
+//! `tests/lab/env openstack state` names (`~/.cache/ovbmc/lab/openstack` by default; the older
+//! shared lab's `$OSLAB_STATE` is still read) and Keystone answering on its port (15000 plus
+//! `OVBMC_LAB_PORT_OFFSET`). Without it each
 //! test prints `SKIP nova tier: <why>` and passes, unless `OVBMC_REQUIRE_LABS=1`.
 //!
 //! Each lab server is used by one test at a time (a mutex per server); tests poll with
