@@ -569,5 +569,13 @@ pub fn endpoint_sequence(data: &[u8]) {
             con.check_answer(data);
         }
         while ep.poll_event().is_some() {}
+        // SOL, if the input activated it: guest output in, everything due out, console
+        // input taken, as the runtime does after every datagram.
+        while ep.poll_sol_event().is_some() {}
+        if ep.sol_room() > 0 {
+            ep.sol_push(&chunk[..chunk.len().min(64)], now);
+        }
+        while ep.poll_transmit(now, &mut rng).is_some() {}
+        while ep.poll_sol_input().is_some() {}
     }
 }
