@@ -303,7 +303,12 @@ fn ipmitool_burst_arrives_complete_and_in_order(cipher: u8) {
 /// Activate Payload; Get Channel Payload Version as its keepalive) gets the banner and an
 /// echo, and ends on `&.`.
 fn ipmiconsole_banner_and_echo(cipher: u8) {
-    let bmc = Bmc::start();
+    // ipmiconsole 1.6.10 answers "hostname invalid" to `-h HOST:PORT` with a port above
+    // 32767 (it reads the port as a signed 16-bit number).
+    let bmc = Bmc::start_with(BmcConfig {
+        port: Some(16230),
+        ..BmcConfig::default()
+    });
     let Some(bin) = client(TIER, "ipmiconsole") else {
         return;
     };
