@@ -223,4 +223,43 @@ mod tests {
                 .is_none()
         );
     }
+
+    /// `auto` on a cloud without serial consoles follows the console log (read-only) and
+    /// keeps that choice; `serial` asks for the serial console whatever Nova offers.
+    #[tokio::test]
+    async fn auto_falls_back_to_the_log_where_nova_has_no_serial_console() {
+        use crate::cloud::fake::Fake;
+        use crate::cloud::fake_tests::{fast, session};
+        const ID: &str = "00000000-0000-4000-8000-00000000000b";
+        let f = Fake::start().await;
+        f.add_server(ID, "a", "ACTIVE");
+        f.lock().console_log = "boot\n".into();
+        let source = Source::Nova {
+            session: session(&f, fast()).await,
+            id: ID.into(),
+        };
+        let auto = Opener::new(Some(source.clone()), ConsoleMode::Auto, "a".into());
+        let open = |o: &Opener| {
+            let rx = o.open().expect("a console");
+            async move {
+                tokio::time::timeout(Duration::from_secs(10), rx)
+                    .await
+                    .expect("a link within 10 s")
+                    .expect("a link")
+            }
+        };
+        let mut link = open(&auto).await;
+        assert!(!link.writable, "the log, read-only");
+        let first = tokio::time::timeout(Duration::from_secs(10), link.from_guest.recv())
+            .await
+            .expect("the log within 10 s")
+            .unwrap();
+        assert_eq!(&first[..], b"boot\r\n");
+        // Decided once per BMC: a serial console that appears later is not picked up
+        // behind the operator's back.
+        f.lock().serial_url = Some("ws://127.0.0.1:1/?token=x".into());
+        assert!(!open(&auto).await.writable);
+        let serial = Opener::new(Some(source), ConsoleMode::Serial, "a".into());
+        assert!(open(&serial).await.writable);
+    }
 }
