@@ -88,7 +88,8 @@ pub(crate) struct SolBmc {
     /// Whether a console can be opened at all (`--console off` makes it false): parameter 1
     /// reads disabled and Activate Payload answers 81h.
     pub(crate) available: bool,
-    pub(crate) active: Option<Active>,
+    /// Boxed: an idle BMC (most of a large fleet) pays a pointer, not a stream.
+    pub(crate) active: Option<Box<Active>>,
     input: VecDeque<SolInput>,
     input_len: usize,
     /// Counters of the instances that ended.
@@ -182,10 +183,10 @@ impl SolBmc {
             return refuse(ALREADY_ACTIVE);
         }
         let timing = Timing::from_config(&self.config, OUTPUT_CAPACITY);
-        self.active = Some(Active {
+        self.active = Some(Box::new(Active {
             sid,
             stream: SolStream::new(timing),
-        });
+        }));
         self.clear_input();
         self.ended.activations += 1;
         let mut out = Vec::with_capacity(12);
@@ -321,7 +322,7 @@ impl SolBmc {
 
     /// End the active instance: its counters join the totals and held input is discarded.
     /// Returns the owning session and the stream.
-    pub(crate) fn end(&mut self) -> Option<Active> {
+    pub(crate) fn end(&mut self) -> Option<Box<Active>> {
         let a = self.active.take()?;
         self.ended.add(&a.stream.stats());
         self.clear_input();
