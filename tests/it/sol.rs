@@ -198,7 +198,13 @@ fn ipmitool_sol_banner_echo_and_escape(cipher: u8) {
     pty.send(b"hello sol\r");
     pty.expect("echo: hello sol");
     pty.expect("login: ");
-    // ipmitool's escapes count only after a newline.
+    // ipmitool's escapes count only after a newline. `~B` sends a break, which the simulated
+    // guest takes as a reboot: its banner again.
+    pty.send(b"\r");
+    pty.expect("login: ");
+    pty.send(b"~B");
+    pty.expect("ovbmc simulated serial console");
+    pty.expect("login: ");
     pty.send(b"\r");
     pty.expect("login: ");
     pty.send(b"~.");
@@ -429,4 +435,39 @@ fn sol_is_counted_in_metrics() {
         );
         thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// `--console off`: SOL reads disabled and will not activate.
+#[test]
+fn console_off_disables_sol() {
+    let bmc = Bmc::start_with(BmcConfig {
+        extra_args: vec!["--console".into(), "off".into()],
+        ..BmcConfig::default()
+    });
+    let Some(t) = Ipmitool::new(&bmc, Some(17)) else {
+        return;
+    };
+    let r = t.run(&["sol", "info"]);
+    r.expect_success();
+    assert_field(&r, "Enabled", "false");
+    let r = t.run(&["sol", "activate"]);
+    r.expect_failure();
+    assert_eq!(activation_status(&t), "01 00 00");
+}
+
+/// `sol set enabled false` refuses the next activation; `true` allows it again.
+#[test]
+fn sol_set_enabled_false_refuses_activation() {
+    let bmc = Bmc::start();
+    let Some(t) = Ipmitool::new(&bmc, Some(17)) else {
+        return;
+    };
+    t.run(&["sol", "set", "enabled", "false"]).expect_success();
+    t.run(&["sol", "activate"]).expect_failure();
+    t.run(&["sol", "set", "enabled", "true"]).expect_success();
+    let Some(mut pty) = activate(&t) else {
+        return;
+    };
+    pty.send(b"\r~.");
+    assert!(pty.wait_exit(WAIT).is_some(), "ipmitool did not end on ~.");
 }
