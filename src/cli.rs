@@ -129,6 +129,15 @@ pub struct Cli {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub lockout_secs: u64,
 
+    /// Where Serial over LAN (`ipmitool sol activate`) reads and writes: `serial` is Nova's
+    /// serial console (nova-serialproxy), `log` its console log (read-only), `auto` the
+    /// serial console where Nova offers it and else the log, `off` no SOL (Activate Payload
+    /// answers "disabled"). The simulator has its own console whatever this says, except
+    /// `off`. A BMC's own `console` key beats it; it beats `[defaults] console`; see
+    /// docs/console.md. [default: auto]
+    #[arg(long, value_enum)]
+    pub console: Option<ConsoleMode>,
+
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -264,6 +273,20 @@ pub enum BackendKind {
     Nova,
     /// The embedded simulator (no cloud needed).
     Sim,
+}
+
+/// `--console` and the `console` key: what SOL carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum ConsoleMode {
+    /// Nova's serial console where it is offered, else its console log.
+    #[default]
+    Auto,
+    /// Nova's serial console (nova-serialproxy).
+    Serial,
+    /// Nova's console log, read-only.
+    Log,
+    /// No SOL.
+    Off,
 }
 
 /// On or off.

@@ -114,6 +114,7 @@ pub fn check(cli: &Cli, args: &CheckArgs) -> anyhow::Result<()> {
         {
             println!("  boot_strategy   {b:?}");
         }
+        println!("  console         {:?}", settings.console_for(e));
         if e.backend == BackendKind::Sim {
             println!(
                 "  sim             on {} ms, off {} ms, initially {:?}",

@@ -19,7 +19,7 @@ use ipmi_proto::session::Privilege;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::cli::{BackendKind, OnOff, RoutingMode};
+use crate::cli::{BackendKind, ConsoleMode, OnOff, RoutingMode};
 use crate::cloud::BootStrategy;
 
 /// Why a fleet file was refused. Every message names the file, and for an entry its index
@@ -189,6 +189,11 @@ pub struct BmcEntry {
     pub kg_file: Option<PathBuf>,
     /// Nova: how a PXE boot is done (default: the `[cloud]` / `--boot-strategy` setting).
     pub boot_strategy: Option<BootStrategy>,
+    /// What SOL carries, from this entry's own `console` key (beats `--console`).
+    pub console: Option<ConsoleMode>,
+    /// `[defaults] console` (`--console` beats it); resolved by
+    /// `crate::settings::Settings::console_for`.
+    pub console_default: Option<ConsoleMode>,
     /// Simulator settings.
     pub sim: SimSettings,
     /// Routing hints.
@@ -285,6 +290,7 @@ sections! {
         sim_power_on_ms: Option<u64>,
         sim_power_off_ms: Option<u64>,
         sim_initial_power: Option<Spelt<OnOff>>,
+        console: Option<Spelt<ConsoleMode>>,
     }
 
     /// `[defaults]`: the shared keys plus process-wide settings.
@@ -595,7 +601,7 @@ macro_rules! value_enum_spelling {
         }
     )*};
 }
-value_enum_spelling!(BackendKind, BootStrategy, OnOff);
+value_enum_spelling!(BackendKind, BootStrategy, OnOff, ConsoleMode);
 
 impl Spelling for Privilege {
     fn spell(s: &str) -> Result<Self, String> {
@@ -690,6 +696,14 @@ fn build_entry(
         Some(s) => Some(s.get("boot_strategy")?),
         None => None,
     };
+    let console = match &c.console {
+        Some(s) => Some(s.get("console")?),
+        None => None,
+    };
+    let console_default = match &d.console {
+        Some(s) => Some(s.get("console")?),
+        None => None,
+    };
     let dflt = SimSettings::default();
     let sim = SimSettings {
         power_on_ms: c
@@ -741,6 +755,8 @@ fn build_entry(
             .or(d.kg_file.as_ref())
             .map(|f| base.join(f)),
         boot_strategy,
+        console,
+        console_default,
         sim,
         route: RouteHints {
             gateway: raw.gateway,

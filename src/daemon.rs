@@ -423,6 +423,8 @@ fn load_fleet(cli: &Cli) -> anyhow::Result<Fleet> {
                 .unwrap_or(ipmi_proto::session::Privilege::Administrator),
             kg_file: cli.kg_file.clone(),
             boot_strategy: None,
+            console: None,
+            console_default: None,
             sim: SimSettings {
                 power_on_ms: cli.sim_power_on_ms,
                 power_off_ms: cli.sim_power_off_ms,
@@ -640,6 +642,7 @@ fn spec(settings: &Settings, l: &Loaded, machine: SharedMachine) -> anyhow::Resu
         addr: e.addr,
         config: cfg,
         machine,
+        console: settings.console_for(e),
     })
 }
 

@@ -16,18 +16,22 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use ipmi_proto::endpoint::{Event, LoginFailure, Stats};
+use bytes::{Buf as _, Bytes};
+use ipmi_proto::endpoint::{Event, LoginFailure, SolEvent, Stats};
 use ipmi_proto::machine::{MachineError, MachineReply, MachineRequest, MachineResult};
+use ipmi_proto::sol::SolInput;
 use ipmi_proto::wire::Escaped;
 use ipmi_proto::{BmcConfig, Endpoint, Entropy, Output, Ticket};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 use zeroize::Zeroize as _;
 
 use crate::backend::{BackendError, BoxFuture, SharedMachine};
+use crate::cli::ConsoleMode;
+use crate::console::{ConsoleLink, Input, Opener};
 use crate::metrics::{BmcMetrics, ErrorKind, Metrics};
 use crate::tasks::Tasks;
 
@@ -115,6 +119,8 @@ pub struct BmcSpec {
     pub config: BmcConfig,
     /// The machine it controls.
     pub machine: SharedMachine,
+    /// What SOL carries (`--console` / `console`, resolved).
+    pub console: ConsoleMode,
 }
 
 /// Runtime options.
@@ -427,6 +433,18 @@ impl Timer {
         }
     }
 
+    /// Wake no later than `at` (a SOL retransmit or accumulate deadline, which are shorter
+    /// than the session timers the timer otherwise sleeps for).
+    fn arm_by(&mut self, at: Instant) {
+        let sooner = match &self.sleep {
+            Some(s) if self.armed => tokio::time::Instant::from_std(at) < s.deadline(),
+            _ => true,
+        };
+        if sooner {
+            self.arm(at);
+        }
+    }
+
     /// After a packet: arm if the endpoint now has sessions and the timer sleeps.
     fn after_packet(&mut self, ep: &Endpoint, now: Instant) {
         if !self.armed && (ep.session_counts() != (0, 0) || ep.summary_pending()) {
@@ -485,6 +503,7 @@ async fn supervise(
                 socket.clone(),
                 spec.config.clone(),
                 spec.machine.clone(),
+                spec.console,
                 opts.clone(),
                 metrics.clone(),
                 shutdown.clone(),
@@ -549,6 +568,7 @@ async fn serve_bmc(
     socket: Arc<UdpSocket>,
     config: BmcConfig,
     machine: SharedMachine,
+    console: ConsoleMode,
     opts: ServerOptions,
     metrics: Arc<BmcMetrics>,
     shutdown: CancellationToken,
@@ -558,6 +578,7 @@ async fn serve_bmc(
         addr: socket.local_addr().unwrap_or(([0, 0, 0, 0], 0).into()),
         config,
         machine,
+        console,
     };
     let name = spec.machine.name();
     // The bound address (a plain address in log fields, never `Some(...)`).
@@ -569,6 +590,15 @@ async fn serve_bmc(
     let lockout_secs = spec.config.limits.lockout_duration.as_secs();
     let mut ep = Endpoint::new(spec.config);
     ep.set_log_key(log_key());
+    // SOL: the console is opened when a console activates it, and dropped when it ends.
+    let opener = match spec.console {
+        ConsoleMode::Off => Opener::off(),
+        mode => Opener::new(spec.machine.console(), mode, format!("{name} ({local})")),
+    };
+    ep.set_sol_port(local.port());
+    ep.set_sol_available(opener.available());
+    let mut sol = SolLink::default();
+    let mut reconnects_carried = 0;
     let mut rng = PooledEntropy::default();
     let mut calls = Calls {
         machine: spec.machine,
@@ -623,6 +653,55 @@ async fn serve_bmc(
                 timer.fired(&mut ep, now);
                 None
             }
+            // SOL: the console's link, once the backend has it.
+            link = pending_link(&mut sol.pending), if sol.pending.is_some() => {
+                now = Instant::now();
+                sol.pending = None;
+                match link {
+                    Some(link) if ep.sol_active() => sol.attach(link),
+                    Some(_) => {}
+                    None => {
+                        warn!(instance = %name, addr = %local, "SOL: the console could not be opened");
+                        ep.sol_deactivate(now, &mut rng);
+                    }
+                }
+                None
+            }
+            // Guest output, read only while the endpoint has room for it (backpressure: the
+            // backend's channel fills, and it stops reading the guest).
+            chunk = recv_opt(&mut sol.from_guest),
+                if sol.left.is_empty() && ep.sol_room() > 0 => {
+                now = Instant::now();
+                match chunk {
+                    Some(b) => sol.left = b,
+                    None => {
+                        info!(instance = %name, addr = %local, "SOL: the console closed");
+                        sol.detach();
+                        ep.sol_deactivate(now, &mut rng);
+                    }
+                }
+                None
+            }
+            // Operator input, taken from the endpoint only when the console has room.
+            permit = reserve_opt(sol.to_guest.clone()), if ep.sol_input_pending() => {
+                now = Instant::now();
+                match permit {
+                    Some(p) => {
+                        if let Some(i) = ep.poll_sol_input() {
+                            // The permit's sender is a clone: nothing to keep.
+                            let _ = p.send(match i {
+                                SolInput::Data(d) => Input::Data(Bytes::from(d)),
+                                SolInput::Break => Input::Break,
+                            });
+                        }
+                    }
+                    None => {
+                        sol.detach();
+                        ep.sol_deactivate(now, &mut rng);
+                    }
+                }
+                None
+            }
         };
         // A machine call that completes inline loops back into the endpoint once.
         while let Some(o) = out.take() {
@@ -640,6 +719,8 @@ async fn serve_bmc(
                         out = ep.complete(now, ticket, result, &mut rng);
                     }
                 }
+                // A SOL packet: what it calls for goes out through poll_transmit below.
+                Output::Consumed => {}
             }
         }
         if let Some(a) = ep.take_answered() {
@@ -649,10 +730,101 @@ async fn serve_bmc(
             metrics.on_event(&ev);
             log_event(&name, local, lockout_secs, ev);
         }
+        while let Some(ev) = ep.poll_sol_event() {
+            match ev {
+                SolEvent::Activated { sid, peer } => {
+                    info!(instance = %name, addr = %local, %peer, sid = format_args!("{sid:#010x}"), "SOL activated");
+                    sol.detach();
+                    sol.pending = opener.open();
+                    if sol.pending.is_none() {
+                        ep.sol_deactivate(now, &mut rng);
+                    }
+                }
+                SolEvent::Deactivated { sid, reason } => {
+                    info!(instance = %name, addr = %local, sid = format_args!("{sid:#010x}"), reason = reason.label(), "SOL ended");
+                    sol.detach();
+                }
+            }
+        }
+        if ep.sol_active() {
+            if !sol.left.is_empty() {
+                let n = ep.sol_push(&sol.left, now);
+                sol.left.advance(n);
+            }
+            // Acknowledgements, guest output, retransmits: everything due now.
+            while let Some((to, data)) = ep.poll_transmit(now, &mut rng) {
+                if let Err(e) = socket.send_to(&data, to).await {
+                    debug!(%to, error = %e, "send");
+                }
+            }
+            if let Some(at) = ep.sol_timeout() {
+                timer.arm_by(at);
+            }
+        } else {
+            // The last packet of an instance the BMC ended.
+            while let Some((to, data)) = ep.poll_transmit(now, &mut rng) {
+                let _ = socket.send_to(&data, to).await;
+            }
+        }
         metrics.sync_endpoint(ep.stats(), &mut carried, ep.session_counts());
+        metrics.sync_sol(
+            ep.sol_active(),
+            opener
+                .stats()
+                .reconnects
+                .load(std::sync::atomic::Ordering::Relaxed),
+            &mut reconnects_carried,
+        );
         timer.after_packet(&ep, now);
     }
     info!(instance = %name, addr = %local, "stopped");
+}
+
+/// The console of the active SOL instance, as the BMC task holds it.
+#[derive(Default)]
+struct SolLink {
+    /// The link the backend is opening.
+    pending: Option<oneshot::Receiver<ConsoleLink>>,
+    from_guest: Option<mpsc::Receiver<Bytes>>,
+    to_guest: Option<mpsc::Sender<Input>>,
+    /// Guest output read but not yet taken by the endpoint.
+    left: Bytes,
+}
+
+impl SolLink {
+    fn attach(&mut self, link: ConsoleLink) {
+        self.from_guest = Some(link.from_guest);
+        self.to_guest = Some(link.to_guest);
+        self.left = Bytes::new();
+    }
+
+    /// Drop the console (the backend's task ends when its channels close).
+    fn detach(&mut self) {
+        *self = Self::default();
+    }
+}
+
+async fn pending_link(rx: &mut Option<oneshot::Receiver<ConsoleLink>>) -> Option<ConsoleLink> {
+    match rx {
+        Some(rx) => rx.await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_opt(rx: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Room for one input in the console's channel (its capacity bounds what is in flight to
+/// the guest); `None` if the console is gone. Pending while there is no console.
+async fn reserve_opt(tx: Option<mpsc::Sender<Input>>) -> Option<mpsc::OwnedPermit<Input>> {
+    match tx {
+        Some(tx) => tx.reserve_owned().await.ok(),
+        None => std::future::pending().await,
+    }
 }
 
 /// Finish a machine call that was not ready at once: answer busy if it takes longer than

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use ipmi_proto::config::Limits;
 
-use crate::cli::{Cli, RoutingArgs, RoutingMode};
+use crate::cli::{Cli, ConsoleMode, RoutingArgs, RoutingMode};
 use crate::cloud::NovaArgs;
-use crate::config::Fleet;
+use crate::config::{BmcEntry, Fleet};
 use crate::net::RoutingSettings;
 
 /// The default of `--backend-timeout-ms` (and `[defaults] backend_timeout_ms`).
@@ -43,6 +43,8 @@ pub struct Settings {
     pub boot_strategy_chosen: bool,
     /// The protocol limits (`--lockout-*`; these have no fleet-file key).
     pub limits: Limits,
+    /// `--console`, if written on the command line (see [`Settings::console_for`]).
+    pub console: Option<ConsoleMode>,
 }
 
 impl Settings {
@@ -66,7 +68,19 @@ impl Settings {
             nova,
             boot_strategy_chosen,
             limits: cli.limits(),
+            console: cli.console.filter(|_| cli.given("console")),
         }
+    }
+
+    /// What SOL carries for BMC `e`: the entry's own `console` key, else `--console`, else
+    /// `[defaults] console`, else `auto` — the one precedence rule (a flag beats the fleet
+    /// file's `[defaults]`), with a key written on the BMC itself beating a process-wide
+    /// flag, as `boot_strategy` does.
+    pub fn console_for(&self, e: &BmcEntry) -> ConsoleMode {
+        e.console
+            .or(self.console)
+            .or(e.console_default)
+            .unwrap_or_default()
     }
 
     /// Routing mode and settings alone (also for `ovbmc routes`, whose flags are its own):
@@ -209,6 +223,40 @@ mod tests {
             Some(Path::new("/flag/clouds.yaml"))
         );
         assert!(s.boot_strategy_chosen);
+    }
+
+    /// `console`: the BMC's own key, then `--console`, then `[defaults] console`, then auto.
+    #[test]
+    fn console_mode_precedence() {
+        let own = |extra: &str| {
+            let text = format!(
+                "{extra}\n[[bmc]]\naddress = \"192.0.2.1\"\ninstance = \"a\"\n\
+                 password_env = \"X\"\nconsole = \"log\"\n[[bmc]]\n\
+                 address = \"192.0.2.2\"\ninstance = \"b\"\npassword_env = \"X\"\n"
+            );
+            Fleet::parse(&text, Path::new("/etc/ovbmc/fleet.toml")).unwrap()
+        };
+        let f = own("[defaults]\nconsole = \"serial\"");
+        let s = Settings::resolve(&cli(&[]), Some(&f));
+        let modes: Vec<_> = f.bmcs.iter().map(|e| s.console_for(e)).collect();
+        assert_eq!(modes, [ConsoleMode::Log, ConsoleMode::Serial]);
+        let s = Settings::resolve(&cli(&["--console", "off"]), Some(&f));
+        let modes: Vec<_> = f.bmcs.iter().map(|e| s.console_for(e)).collect();
+        assert_eq!(modes, [ConsoleMode::Log, ConsoleMode::Off]);
+        let f = own("");
+        let s = Settings::resolve(&cli(&[]), Some(&f));
+        assert_eq!(s.console_for(&f.bmcs[1]), ConsoleMode::Auto);
+        let bad = Fleet::parse(
+            "[[bmc]]\naddress = \"192.0.2.1\"\ninstance = \"a\"\npassword_env = \"X\"\n\
+             console = \"tty\"\n",
+            Path::new("/etc/ovbmc/fleet.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad.contains("console") && bad.contains("auto, serial, log, off"),
+            "{bad}"
+        );
     }
 
     #[test]

@@ -270,6 +270,34 @@ impl Client {
         seal::seal(keys, PayloadType::IPMI, self.sid_c, seq, &iv, &msg)
     }
 
+    /// A SOL packet (payload type 01h, IPMI v2.0 §15.9) in the session, sealed as every
+    /// in-session packet is; it shares the session's outbound sequence numbers.
+    ///
+    /// # Panics
+    ///
+    /// Before a successful [`Client::handle_rakp4`].
+    pub fn sol(&mut self, payload: &[u8], rng: &mut dyn Entropy) -> Vec<u8> {
+        let seq = self.out_seq.advance();
+        let mut iv = [0u8; 16];
+        rng.fill(&mut iv);
+        let keys = self.keys.as_ref().expect("SOL before login");
+        seal::seal(keys, PayloadType::SOL, self.sid_c, seq, &iv, payload)
+    }
+
+    /// Open an in-session datagram from the BMC: its payload type and plaintext (an IPMI
+    /// response or a SOL packet).
+    pub fn open(&self, d: &[u8]) -> Result<(PayloadType, Vec<u8>), ClientError> {
+        let keys = self.keys.as_ref().ok_or(ClientError::Unexpected)?;
+        let o = seal::open(keys, d).map_err(|e| match e {
+            OpenError::Decode(e) => ClientError::Malformed(e),
+            e => ClientError::Integrity(e),
+        })?;
+        if o.session_id != self.sid_m {
+            return Err(ClientError::Unexpected);
+        }
+        Ok((o.payload_type, o.plaintext.to_vec()))
+    }
+
     /// Decode an in-session response: (rqSeq, completion code, data).
     pub fn response(&self, d: &[u8]) -> Result<(u8, CompletionCode, Vec<u8>), ClientError> {
         let keys = self.keys.as_ref().ok_or(ClientError::Unexpected)?;

@@ -13,6 +13,7 @@ use crate::machine::{
     BootFlags, MachineError, MachineReply, MachineRequest, MachineResult, PowerAction, PowerState,
 };
 use crate::session::Privilege;
+use crate::sol::{self, instance::SolBmc};
 use crate::wire::IpmiRequest;
 
 /// One command this BMC implements: where it is (netFn, command), its name (the metrics label
@@ -100,6 +101,28 @@ pub static COMMANDS: &[CommandSpec] = {
         spec(N::APP, 0x46, "get_user_name", OPERATOR, |c| {
             get_user_name(c.data(), c.cfg)
         }),
+        // The payload commands (IPMI v2.0 ch. 24; Appendix G: USER, Activate Payload further
+        // bound by SOL parameter 2, checked in `sol::instance`).
+        spec(N::APP, 0x48, "activate_payload", USER, |c| {
+            let (sid, privilege) = (c.ctx.sid, c.ctx.privilege);
+            sol_answer(c.bmc.sol.activate(c.req.data, sid, privilege))
+        }),
+        spec(N::APP, 0x49, "deactivate_payload", USER, |c| {
+            let privilege = c.ctx.privilege;
+            sol_answer(c.bmc.sol.deactivate(c.req.data, privilege))
+        }),
+        spec(N::APP, 0x4a, "get_payload_activation_status", USER, |c| {
+            sol_answer(c.bmc.sol.activation_status(c.req.data))
+        }),
+        spec(N::APP, 0x4b, "get_payload_instance_info", USER, |c| {
+            sol_answer(c.bmc.sol.instance_info(c.req.data))
+        }),
+        spec(N::APP, 0x4e, "get_channel_payload_support", USER, |c| {
+            sol_answer(SolBmc::payload_support(c.req.data))
+        }),
+        spec(N::APP, 0x4f, "get_channel_payload_version", USER, |c| {
+            sol_answer(SolBmc::payload_version(c.req.data))
+        }),
         spec(N::APP, 0x54, "get_channel_cipher_suites", USER, |c| {
             let (cc, data) = cipher_suites(c.data());
             reply(cc, data)
@@ -156,8 +179,38 @@ pub static COMMANDS: &[CommandSpec] = {
             OPERATOR,
             get_lan_config,
         ),
+        // SOL configuration (IPMI v2.0 ch. 26; Appendix G: Set ADMIN, Get USER).
+        spec(
+            N::TRANSPORT,
+            0x21,
+            "set_sol_configuration_parameters",
+            ADMIN,
+            |c| sol_answer(c.bmc.sol.set_config(c.req.data)),
+        ),
+        spec(
+            N::TRANSPORT,
+            0x22,
+            "get_sol_configuration_parameters",
+            USER,
+            |c| sol_answer(c.bmc.sol.get_config(c.req.data)),
+        ),
     ]
 };
+
+/// A payload command's answer as a dispatch outcome: an activation or deactivation is for
+/// the endpoint to carry out once the answer is sealed.
+fn sol_answer(a: sol::instance::Answer) -> Outcome {
+    use sol::instance::Change;
+    Outcome::Reply {
+        cc: a.cc,
+        data: a.data,
+        after: match a.change {
+            Change::None => After::None,
+            Change::Activated => After::SolActivated,
+            Change::Deactivate => After::SolDeactivate,
+        },
+    }
+}
 
 fn storage_cmd(c: &mut Call<'_, '_>) -> Outcome {
     storage(c.req.cmd, c.req.data)
@@ -239,6 +292,8 @@ pub(crate) struct BmcState {
     pub(crate) identify_forced: bool,
     /// Last power-on came from an IPMI command (Get Chassis Status byte 2 bit 4).
     pub(crate) last_power_on_by_ipmi: bool,
+    /// Serial over LAN: the parameters and the one instance.
+    pub(crate) sol: SolBmc,
 }
 
 /// What the session knows when a command runs.
@@ -260,6 +315,10 @@ pub(crate) enum After {
     None,
     CloseSession(u32),
     ResetBmc,
+    /// SOL was activated for the requesting session: tell the runtime.
+    SolActivated,
+    /// End the SOL instance (Deactivate Payload, or parameter 1 turned off).
+    SolDeactivate,
 }
 
 /// The result of dispatching a command.

@@ -341,16 +341,22 @@ struct Console {
 
 impl Console {
     fn seal(&self, seq: u32, plaintext: &[u8], rng: &mut Xorshift) -> Vec<u8> {
+        self.seal_as(PayloadType::IPMI, seq, plaintext, rng)
+    }
+
+    fn seal_as(&self, ty: PayloadType, seq: u32, plaintext: &[u8], rng: &mut Xorshift) -> Vec<u8> {
         let mut iv = [0u8; 16];
         rng.fill(&mut iv);
-        seal::seal(
-            &self.keys,
-            PayloadType::IPMI,
-            self.sid_c,
-            seq,
-            &iv,
-            plaintext,
-        )
+        seal::seal(&self.keys, ty, self.sid_c, seq, &iv, plaintext)
+    }
+
+    /// Every datagram the BMC sends outside an answer (SOL) verifies under the session keys
+    /// and decrypts to a SOL packet for this console.
+    fn check_sol(&self, data: &[u8]) {
+        let o = seal::open(&self.keys, data).expect("a SOL datagram opens");
+        assert_eq!(o.payload_type, PayloadType::SOL);
+        assert_eq!(o.session_id, self.sid_m);
+        assert!(crate::sol::SolPacket::read(&o.plaintext).is_ok());
     }
 
     /// Every in-session answer of the BMC verifies under the session keys, decrypts and
@@ -490,6 +496,9 @@ pub fn client(data: &[u8]) {
 ///   retries meet a busy machine), bit 7 makes the machine fail.
 /// - `FE delta plaintext…` — any plaintext sealed under the session keys with sequence number
 ///   last + `delta` (signed): the window and everything after decryption.
+/// - `FB delta payload…` — the same sealed as a SOL packet (payload type 01h): after an
+///   `FF 06 48 01 01 C6 00 00 00` (Activate Payload) the SOL path, with guest output pushed
+///   and every SOL datagram checked to open under the session keys.
 /// - `FD type payload…` — an unauthenticated RMCP+ payload of that type with the session ID
 ///   the BMC last granted patched into bytes 4..8 (RAKP 1 and RAKP 3 against a live session).
 /// - `FC tag` — RAKP 3 with the correct AuthCode for the last handshake, so fuzzed
@@ -519,7 +528,7 @@ pub fn endpoint_sequence(data: &[u8]) {
         let mut defer = false;
         let mut in_session = false;
         let d = match chunk {
-            [kind @ (0xff | 0xfe), arg, body @ ..] if !body.is_empty() => {
+            [kind @ (0xff | 0xfe | 0xfb), arg, body @ ..] if !body.is_empty() => {
                 let con = console.get_or_insert_with(|| login(&mut ep, &mut rng, now, peer));
                 match (con, body) {
                     (Some(con), [cmd, data @ ..]) if *kind == 0xff => {
@@ -539,7 +548,12 @@ pub fn endpoint_sequence(data: &[u8]) {
                         if delta > 0 {
                             con.seq = seq;
                         }
-                        con.seal(seq, plaintext, &mut rng)
+                        let ty = if *kind == 0xfb {
+                            PayloadType::SOL
+                        } else {
+                            PayloadType::IPMI
+                        };
+                        con.seal_as(ty, seq, plaintext, &mut rng)
                     }
                     (None, _) => chunk.to_vec(),
                 }
@@ -569,5 +583,17 @@ pub fn endpoint_sequence(data: &[u8]) {
             con.check_answer(data);
         }
         while ep.poll_event().is_some() {}
+        // SOL, if the input activated it: guest output in, everything due out, console
+        // input taken, as the runtime does after every datagram.
+        while ep.poll_sol_event().is_some() {}
+        if ep.sol_room() > 0 {
+            ep.sol_push(&chunk[..chunk.len().min(64)], now);
+        }
+        while let Some((_, d)) = ep.poll_transmit(now, &mut rng) {
+            if let Some(Some(con)) = &console {
+                con.check_sol(&d);
+            }
+        }
+        while ep.poll_sol_input().is_some() {}
     }
 }

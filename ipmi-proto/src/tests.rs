@@ -1001,18 +1001,28 @@ fn dropped_datagrams_carry_a_reason() {
     check(&mut p, &other, DropReason::UnknownSession);
     assert!(p.handle(peer(), &good).is_ok());
     check(&mut p, &good, DropReason::OutOfWindow);
-    // A payload type the session pipeline does not serve (SOL, until it plugs in), under the
+    // A payload type the session pipeline does not serve (a reserved one), under the
     // session's keys and in the window: dropped after every session check passed.
     let keys = c.session_keys().unwrap();
-    let sol = crate::seal::seal(
+    let oem = crate::seal::seal(
         keys,
-        PayloadType::SOL,
+        PayloadType(0x03),
         c.bmc_session_id(),
         3,
         &[7; 16],
         &[0; 4],
     );
-    check(&mut p, &sol, DropReason::UnsupportedPayload);
+    check(&mut p, &oem, DropReason::UnsupportedPayload);
+    // SOL from a session that has not activated it.
+    let sol = crate::seal::seal(
+        keys,
+        PayloadType::SOL,
+        c.bmc_session_id(),
+        4,
+        &[7; 16],
+        &[0; 4],
+    );
+    check(&mut p, &sol, DropReason::SolInactive);
     // A session-less request that is not allowed outside a session.
     let chassis = crate::rmcp::setup_datagram(PayloadType::IPMI, &{
         let mut m = Vec::new();
@@ -1354,7 +1364,7 @@ fn chassis_status(p: &mut Pair, c: &mut Client) -> Result<crate::endpoint::Ticke
     match p.send(&d) {
         Some(Output::Machine { ticket, .. }) => Ok(ticket),
         Some(Output::Transmit { data, .. }) => Err(c.response(&data).unwrap().1.0),
-        None => panic!("dropped"),
+        Some(Output::Consumed) | None => panic!("dropped"),
     }
 }
 
@@ -1447,4 +1457,245 @@ fn unknown_user_names_are_logged_by_length_and_keyed_tag_never_their_text() {
         _ => None,
     });
     assert_eq!(user, Some(crate::LoggedName::Known("admin".into())));
+}
+
+// --- Serial over LAN (IPMI v2.0 ch. 15, 24) -------------------------------------------------
+
+/// ipmitool's Activate Payload request (lib/ipmi_sol.c): SOL, instance 1, encrypt and
+/// authenticate, alerts deferred.
+const SOL_ACTIVATE: [u8; 6] = [1, 1, 0xc6, 0, 0, 0];
+
+impl Pair {
+    /// Every datagram the endpoint has to send now, opened as (payload type, plaintext).
+    fn drain_sol(&mut self, c: &Client) -> Vec<(PayloadType, Vec<u8>)> {
+        let mut v = Vec::new();
+        while let Some((to, d)) = self.ep.poll_transmit(self.now, &mut self.rng) {
+            assert_eq!(to, peer());
+            v.push(c.open(&d).unwrap());
+        }
+        v
+    }
+
+    /// Send a SOL packet from `c`; it is taken, never answered directly.
+    fn sol(&mut self, c: &mut Client, payload: &[u8]) {
+        let d = c.sol(payload, &mut self.rng);
+        assert_eq!(self.handle(peer(), &d), Ok(Output::Consumed));
+    }
+}
+
+fn sol_payloads(v: Vec<(PayloadType, Vec<u8>)>) -> Vec<Vec<u8>> {
+    v.into_iter()
+        .map(|(ty, p)| {
+            assert_eq!(ty, PayloadType::SOL);
+            p
+        })
+        .collect()
+}
+
+fn sol_session(suite: CipherSuite) -> (Pair, Client) {
+    let mut p = Pair::new(admin("pw"));
+    p.ep.set_sol_port(16002);
+    let c = admin_session(&mut p, admin_client(suite));
+    (p, c)
+}
+
+/// Log `c` in and raise the session to ADMINISTRATOR, as ipmitool does.
+fn admin_session(p: &mut Pair, mut c: Client) -> Client {
+    p.login(&mut c).unwrap();
+    assert_eq!(p.cmd(&mut c, 0x06, 0x3b, &[4]).0, 0);
+    c
+}
+
+#[test]
+fn sol_activates_and_carries_characters_both_ways_with_acks() {
+    for suite in CipherSuite::ALL {
+        let (mut p, mut c) = sol_session(suite);
+        let (cc, d) = p.cmd(&mut c, 0x06, 0x4e, &[0x0e]);
+        assert_eq!((cc, d[0] & 0b10), (0, 0b10), "SOL listed as supported");
+        assert_eq!(p.cmd(&mut c, 0x06, 0x4a, &[1]), (0, vec![1, 0, 0]));
+        let (cc, d) = p.cmd(&mut c, 0x06, 0x48, &SOL_ACTIVATE);
+        assert_eq!(cc, 0);
+        assert_eq!(d.len(), 12, "ipmitool wants exactly 12 bytes");
+        let r = crate::sol::packet::ActivateResponse::read(&d).unwrap();
+        assert_eq!((r.inbound_size, r.outbound_size, r.port), (259, 259, 16002));
+        let sid = c.bmc_session_id();
+        assert_eq!(
+            p.ep.poll_sol_event(),
+            Some(crate::endpoint::SolEvent::Activated { sid, peer: peer() })
+        );
+        assert_eq!(p.cmd(&mut c, 0x06, 0x4a, &[1]), (0, vec![1, 1, 0]));
+        let (_, info) = p.cmd(&mut c, 0x06, 0x4b, &[1, 1]);
+        assert_eq!(
+            info[..4],
+            sid.to_le_bytes(),
+            "pyghmi's keepalive sees its session"
+        );
+
+        // Guest → console: sent at once (threshold 1), then held until acknowledged.
+        assert!(p.ep.sol_room() > 0);
+        assert_eq!(p.ep.sol_push(b"login: ", p.now), 7);
+        assert_eq!(
+            sol_payloads(p.drain_sol(&c)),
+            [b"\x01\x00\x00\x00login: ".to_vec()]
+        );
+        p.ep.sol_push(b"more", p.now);
+        assert!(p.drain_sol(&c).is_empty(), "one packet in flight");
+        p.sol(&mut c, &[0, 1, 7, 0]);
+        assert_eq!(
+            sol_payloads(p.drain_sol(&c)),
+            [b"\x02\x00\x00\x00more".to_vec()]
+        );
+
+        // Console → guest: acknowledged with the accepted count, handed to the runtime.
+        p.sol(&mut c, b"\x01\x02\x04\x00hi\r");
+        assert_eq!(sol_payloads(p.drain_sol(&c)), [vec![0, 1, 3, 0]]);
+        assert_eq!(
+            p.ep.poll_sol_input(),
+            Some(crate::sol::SolInput::Data(b"hi\r".to_vec()))
+        );
+        assert_eq!(p.ep.poll_sol_input(), None);
+        let t = p.ep.sol_totals();
+        assert_eq!((t.bytes_to_console, t.bytes_from_console), (11, 3));
+        assert_eq!(p.ep.stats().sol_bytes_to_console, 11);
+
+        // IPMI requests still work in the middle, on the same sequence numbers.
+        assert_eq!(p.cmd(&mut c, 0x06, 0x01, &[]).0, 0);
+    }
+}
+
+#[test]
+fn an_unacknowledged_sol_packet_is_sent_again_with_the_same_number() {
+    let (mut p, mut c) = sol_session(CipherSuite::Suite17);
+    assert_eq!(p.cmd(&mut c, 0x06, 0x48, &SOL_ACTIVATE).0, 0);
+    p.ep.sol_push(b"boot", p.now);
+    let first = sol_payloads(p.drain_sol(&c));
+    assert_eq!(first, [b"\x01\x00\x00\x00boot".to_vec()]);
+    // The ack is lost: at the retry interval (parameter 4: 100 ms) the same packet again.
+    let due = p.ep.poll_timeout().unwrap();
+    assert!(due <= p.now + Duration::from_millis(100));
+    p.now += Duration::from_millis(50);
+    assert!(p.drain_sol(&c).is_empty());
+    p.now += Duration::from_millis(50);
+    p.ep.handle_timeout(p.now);
+    assert_eq!(sol_payloads(p.drain_sol(&c)), first);
+    assert_eq!(p.ep.stats().sol_retransmits, 1);
+    // A console's retransmit of its own packet is acknowledged again but delivered once.
+    p.sol(&mut c, b"\x01\x01\x04\x00x");
+    assert_eq!(sol_payloads(p.drain_sol(&c)), [vec![0, 1, 1, 0]]);
+    p.sol(&mut c, b"\x01\x01\x04\x00x");
+    assert_eq!(sol_payloads(p.drain_sol(&c)), [vec![0, 1, 1, 0]]);
+    assert_eq!(
+        p.ep.poll_sol_input(),
+        Some(crate::sol::SolInput::Data(b"x".to_vec()))
+    );
+    assert_eq!(p.ep.poll_sol_input(), None);
+}
+
+#[test]
+fn a_second_activation_gets_80h_and_other_sessions_cannot_speak_sol() {
+    let (mut p, mut c) = sol_session(CipherSuite::Suite3);
+    assert_eq!(p.cmd(&mut c, 0x06, 0x48, &SOL_ACTIVATE).0, 0);
+    assert_eq!(p.cmd(&mut c, 0x06, 0x48, &SOL_ACTIVATE).0, 0x80);
+    let mut other = admin_client(CipherSuite::Suite17).with_console_id(0x1234_5678);
+    p.login(&mut other).unwrap();
+    assert_eq!(p.cmd(&mut other, 0x06, 0x48, &SOL_ACTIVATE).0, 0x80);
+    let d = other.sol(&[1, 0, 0, 0, b'x'], &mut p.rng);
+    assert_eq!(p.handle(peer(), &d), Err(DropReason::SolInactive));
+    // Not encrypted and authenticated: refused 84h (every session here is both).
+    assert_eq!(
+        p.cmd(&mut other, 0x06, 0x48, &[1, 1, 0x00, 0, 0, 0]).0,
+        0x84
+    );
+}
+
+#[test]
+fn sol_ends_with_its_session_and_deactivate_from_elsewhere_tells_the_owner() {
+    use crate::endpoint::{SolEnd, SolEvent};
+    let (mut p, mut c) = sol_session(CipherSuite::Suite17);
+    let sid = c.bmc_session_id();
+    assert_eq!(p.cmd(&mut c, 0x06, 0x48, &SOL_ACTIVATE).0, 0);
+    p.ep.poll_sol_event();
+    // Close Session: the instance ends, the runtime is told, status shows nothing active.
+    let mut sid_bytes = [0u8; 4];
+    sid_bytes.copy_from_slice(&sid.to_le_bytes());
+    assert_eq!(p.cmd(&mut c, 0x06, 0x3c, &sid_bytes).0, 0);
+    assert_eq!(
+        p.ep.poll_sol_event(),
+        Some(SolEvent::Deactivated {
+            sid,
+            reason: SolEnd::SessionEnded
+        })
+    );
+    assert!(!p.ep.sol_active());
+    assert_eq!(p.ep.sol_room(), 0);
+
+    // Activated again in a new session, then ended by `sol deactivate` from a second one:
+    // the owner gets a last packet with "SOL deactivating" set.
+    let mut c = admin_client(CipherSuite::Suite17).with_console_id(0x0101_0101);
+    p.login(&mut c).unwrap();
+    assert_eq!(p.cmd(&mut c, 0x06, 0x48, &SOL_ACTIVATE).0, 0);
+    let mut kicker = admin_session(
+        &mut p,
+        admin_client(CipherSuite::Suite3).with_console_id(0x0202_0202),
+    );
+    assert_eq!(p.cmd(&mut kicker, 0x06, 0x49, &[1, 1, 0, 0, 0, 0]).0, 0);
+    assert_eq!(
+        sol_payloads(p.drain_sol(&c)),
+        [vec![0, 0, 0, crate::sol::packet::Status::DEACTIVATING]]
+    );
+    assert_eq!(p.cmd(&mut kicker, 0x06, 0x49, &[1, 1, 0, 0, 0, 0]).0, 0x80);
+    assert_eq!(p.cmd(&mut kicker, 0x06, 0x4a, &[1]), (0, vec![1, 0, 0]));
+
+    // And a Cold Reset ends it too, with the same last packet.
+    assert_eq!(p.cmd(&mut c, 0x06, 0x48, &SOL_ACTIVATE).0, 0);
+    assert_eq!(p.cmd(&mut kicker, 0x06, 0x02, &[]).0, 0);
+    assert_eq!(
+        sol_payloads(p.drain_sol(&c)),
+        [vec![0, 0, 0, crate::sol::packet::Status::DEACTIVATING]]
+    );
+    assert!(!p.ep.sol_active());
+}
+
+#[test]
+fn sol_ends_when_its_session_times_out() {
+    let (mut p, mut c) = sol_session(CipherSuite::Suite17);
+    assert_eq!(p.cmd(&mut c, 0x06, 0x48, &SOL_ACTIVATE).0, 0);
+    p.now += p.ep.config().limits.idle_timeout + Duration::from_secs(1);
+    p.ep.handle_timeout(p.now);
+    assert!(!p.ep.sol_active());
+    assert!(
+        p.drain_sol(&c).is_empty(),
+        "nothing sealed for a session that is gone"
+    );
+}
+
+#[test]
+fn sol_configuration_reads_and_writes_as_ipmitool_does() {
+    let (mut p, mut c) = sol_session(CipherSuite::Suite17);
+    // `sol info`: parameters 0-8; 8 is the BMC's port.
+    assert_eq!(
+        p.cmd(&mut c, 0x0c, 0x22, &[0x0e, 8, 0, 0]),
+        (0, vec![0x11, 0x82, 0x3e])
+    );
+    // `sol set retry-count 5` (ipmitool writes count and interval together).
+    assert_eq!(p.cmd(&mut c, 0x0c, 0x21, &[0x0e, 4, 5, 10]).0, 0);
+    assert_eq!(
+        p.cmd(&mut c, 0x0c, 0x22, &[0x0e, 4, 0, 0]),
+        (0, vec![0x11, 5, 10])
+    );
+    // Writes need ADMINISTRATOR.
+    let mut op = Client::new(CipherSuite::Suite17, "admin", b"pw", Privilege::Operator);
+    p.login(&mut op).unwrap();
+    assert_eq!(p.cmd(&mut op, 0x0c, 0x21, &[0x0e, 4, 5, 10]).0, 0xd4);
+    assert_eq!(
+        p.cmd(&mut op, 0x0c, 0x22, &[0x0e, 1, 0, 0]),
+        (0, vec![0x11, 1])
+    );
+    // With no console (`--console off`) SOL reads disabled and will not activate.
+    p.ep.set_sol_available(false);
+    assert_eq!(
+        p.cmd(&mut op, 0x0c, 0x22, &[0x0e, 1, 0, 0]),
+        (0, vec![0x11, 0])
+    );
+    assert_eq!(p.cmd(&mut op, 0x06, 0x48, &SOL_ACTIVATE).0, 0x81);
 }

@@ -51,6 +51,10 @@ pub trait Machine: Send + Sync + 'static {
     fn uuid(&self) -> [u8; 16];
     /// A short human name for logs (instance name or "sim").
     fn name(&self) -> String;
+    /// Where its serial console comes from, for SOL (`None`: it has none).
+    fn console(&self) -> Option<crate::console::Source> {
+        None
+    }
 }
 
 /// A shared machine.

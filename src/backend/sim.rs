@@ -230,6 +230,12 @@ impl Machine for SimMachine {
     fn name(&self) -> String {
         self.cfg.name.clone()
     }
+
+    fn console(&self) -> Option<crate::console::Source> {
+        Some(crate::console::Source::Sim {
+            name: self.cfg.name.clone(),
+        })
+    }
 }
 
 #[cfg(test)]

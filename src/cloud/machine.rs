@@ -832,6 +832,13 @@ impl Machine for NovaMachine {
     fn name(&self) -> String {
         self.inner.name.clone()
     }
+
+    fn console(&self) -> Option<crate::console::Source> {
+        Some(crate::console::Source::Nova {
+            session: self.session().clone(),
+            id: self.instance_id().to_string(),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -147,6 +147,14 @@ struct Detail {
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_sum_us: AtomicU64,
     backend_errors: [AtomicU64; ERROR_KINDS.len()],
+    /// Serial over LAN: instances active now (0 or 1), activations, characters each way,
+    /// retransmits (from the endpoint's `Stats`), and console connections made again.
+    sol_active: AtomicU32,
+    sol_activations: AtomicU64,
+    sol_bytes_to_console: AtomicU64,
+    sol_bytes_from_console: AtomicU64,
+    sol_retransmits: AtomicU64,
+    console_reconnects: AtomicU64,
 }
 
 impl BmcMetrics {
@@ -203,6 +211,46 @@ impl BmcMetrics {
         }
         self.sessions_active.store(sessions.0 as u32, Relaxed);
         self.sessions_half_open.store(sessions.1 as u32, Relaxed);
+        if now.sol_activations != 0 {
+            // SOL only follows a request, so the detail tables exist by then.
+            let d = self.detail();
+            add(
+                &d.sol_activations,
+                now.sol_activations,
+                &mut prev.sol_activations,
+            );
+            add(
+                &d.sol_bytes_to_console,
+                now.sol_bytes_to_console,
+                &mut prev.sol_bytes_to_console,
+            );
+            add(
+                &d.sol_bytes_from_console,
+                now.sol_bytes_from_console,
+                &mut prev.sol_bytes_from_console,
+            );
+            add(
+                &d.sol_retransmits,
+                now.sol_retransmits,
+                &mut prev.sol_retransmits,
+            );
+        }
+    }
+
+    /// SOL's state outside the endpoint's counters: whether an instance is active, and the
+    /// console's connection count (`reconnects`, the backend's running total; `prev` is what
+    /// was carried last time).
+    pub fn sync_sol(&self, active: bool, reconnects: u64, prev: &mut u64) {
+        if !active && reconnects == *prev && self.detail.get().is_none() {
+            return;
+        }
+        let d = self.detail();
+        d.sol_active.store(u32::from(active), Relaxed);
+        if reconnects != *prev {
+            d.console_reconnects
+                .fetch_add(reconnects.wrapping_sub(*prev), Relaxed);
+            *prev = reconnects;
+        }
     }
 
     /// Count what an endpoint event says (logins, failures, lock-outs, evictions).

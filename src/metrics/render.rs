@@ -12,7 +12,8 @@ use bytes::Bytes;
 use tokio::sync::Mutex;
 
 use super::{
-    BmcMetrics, ERROR_KINDS, LATENCY_BUCKETS, LOGIN_FAILURES, Metrics, REQUEST_SLOTS, command_label,
+    BmcMetrics, Detail, ERROR_KINDS, LATENCY_BUCKETS, LOGIN_FAILURES, Metrics, REQUEST_SLOTS,
+    command_label,
 };
 use ipmi_proto::endpoint::DropReason;
 
@@ -184,6 +185,56 @@ impl Metrics {
             "counter",
             "Half-open sessions evicted to make room (a login flood).",
             &|b| b.evictions.load(Relaxed),
+            true,
+        );
+
+        let sol = |f: fn(&Detail) -> u64| move |b: &BmcMetrics| b.detail.get().map_or(0, |d| f(d));
+        each(
+            &mut o,
+            "ovbmc_sol_active",
+            "gauge",
+            "Serial over LAN instances active (0 or 1 per BMC).",
+            &sol(|d| d.sol_active.load(Relaxed).into()),
+            false,
+        );
+        each(
+            &mut o,
+            "ovbmc_sol_activations_total",
+            "counter",
+            "Serial over LAN activations granted (Activate Payload answered 00h).",
+            &sol(|d| d.sol_activations.load(Relaxed)),
+            true,
+        );
+        each(
+            &mut o,
+            "ovbmc_sol_bytes_to_console_total",
+            "counter",
+            "Console characters sent to SOL consoles (guest output; retransmits not counted).",
+            &sol(|d| d.sol_bytes_to_console.load(Relaxed)),
+            true,
+        );
+        each(
+            &mut o,
+            "ovbmc_sol_bytes_from_console_total",
+            "counter",
+            "Characters SOL consoles sent to the guest.",
+            &sol(|d| d.sol_bytes_from_console.load(Relaxed)),
+            true,
+        );
+        each(
+            &mut o,
+            "ovbmc_sol_retransmits_total",
+            "counter",
+            "SOL packets sent again after their retry interval went unacknowledged.",
+            &sol(|d| d.sol_retransmits.load(Relaxed)),
+            true,
+        );
+        each(
+            &mut o,
+            "ovbmc_console_reconnects_total",
+            "counter",
+            "Console backend connections made again (Nova serial console after a drop).",
+            &sol(|d| d.console_reconnects.load(Relaxed)),
             true,
         );
 

@@ -73,7 +73,13 @@ impl<'a> Ipmitool<'a> {
         self
     }
 
-    fn args(&self, words: &[&str]) -> Vec<String> {
+    /// The ipmitool binary.
+    pub(crate) fn bin(&self) -> &std::path::Path {
+        &self.bin
+    }
+
+    /// The full argument list for `words`.
+    pub(crate) fn args(&self, words: &[&str]) -> Vec<String> {
         let mut a: Vec<String> = vec![
             "-I".into(),
             "lanplus".into(),

@@ -27,3 +27,4 @@ mod reflection;
 mod rmcp;
 mod routing;
 mod secrets;
+mod sol;

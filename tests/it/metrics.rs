@@ -77,13 +77,13 @@ fn ask(addr: SocketAddr, method: &str, path: &str) -> Reply {
     r
 }
 
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let r = ask(addr, "GET", path);
     (r.code, r.body)
 }
 
 /// The sum of the samples of `name` whose labels include every `k="v"` of `labels`.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.rsplit_once(' '))
@@ -385,7 +385,7 @@ fn lockout_threshold_and_duration_come_from_the_command_line() {
 }
 
 /// A BMC serving `--metrics` on a loopback address of its own; waits for `/healthz` 200.
-fn bmc_with_metrics() -> (Bmc, SocketAddr) {
+pub(crate) fn bmc_with_metrics() -> (Bmc, SocketAddr) {
     let ip = unique_loopback();
     let maddr = SocketAddr::from((ip, free_tcp_port(ip)));
     let bmc = Bmc::start_with(BmcConfig {

@@ -20,7 +20,7 @@ const TIER: &str = "pyghmi";
 
 /// A Python that can `import pyghmi`, or `None` after printing SKIP (a failure when clients
 /// are required).
-fn python_with_pyghmi() -> Option<PathBuf> {
+pub(crate) fn python_with_pyghmi() -> Option<PathBuf> {
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(p) = std::env::var_os("OVBMC_PYTHON") {
         candidates.push(PathBuf::from(p));

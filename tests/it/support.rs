@@ -134,6 +134,10 @@ pub struct BmcConfig {
     pub extra_args: Vec<String>,
     /// Extra environment variables for the process.
     pub env: Vec<(String, String)>,
+    /// A UDP port to use instead of a free ephemeral one (the address is the BMC's own
+    /// loopback address, so a fixed port cannot collide; FreeIPMI's `ipmiconsole` refuses
+    /// ports above 32767 in `-h HOST:PORT`).
+    pub port: Option<u16>,
 }
 
 impl Default for BmcConfig {
@@ -149,6 +153,7 @@ impl Default for BmcConfig {
             power_off_ms: 0,
             extra_args: Vec::new(),
             env: Vec::new(),
+            port: None,
         }
     }
 }
@@ -191,7 +196,7 @@ impl Bmc {
     pub fn spawn(cfg: BmcConfig) -> Self {
         let dir = ScratchDir::new("bmc");
         let addr = unique_loopback();
-        let port = free_udp_port(addr);
+        let port = cfg.port.unwrap_or_else(|| free_udp_port(addr));
         let password_file = dir.write_secret("bmc-password", &cfg.password);
         let log_file = dir.path().join("ovbmc.log");
         let log = fs::File::create(&log_file).expect("create log file");

@@ -202,6 +202,8 @@ impl Endpoint {
     /// Remove a session, keeping the active count.
     pub(super) fn remove_session(&mut self, sid: u32) -> Option<Session> {
         let s = self.sessions.remove(&sid)?;
+        // A SOL instance ends with its session (IPMI v2.0 §24.1: payloads are per session).
+        self.session_gone(sid);
         if matches!(s.state, State::Active(_)) {
             self.active -= 1;
         } else {

@@ -276,17 +276,20 @@ pub enum DropReason {
     OutOfWindow,
     /// A client retry whose first copy is still with the machine: its answer serves both.
     RetryInFlight,
-    /// A payload type this BMC does not serve in a session (SOL, OEM: Activate Payload
-    /// answers C1), or a session set-up message that is not a request.
+    /// A payload type this BMC does not serve in a session (OEM explicit, reserved types), or
+    /// a session set-up message that is not a request.
     UnsupportedPayload,
     /// Well-formed, but nothing this BMC answers (IPMI 1.5 sessions, a session-less command
     /// not allowed outside a session, a set-up message too short to answer).
     NotAnswered,
+    /// A SOL packet from a session that has no active SOL instance (never activated, or a
+    /// late packet after it ended).
+    SolInactive,
 }
 
 impl DropReason {
     /// Every reason, in [`Self::index`] order.
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         Self::TooShort,
         Self::BadRmcpHeader,
         Self::Malformed,
@@ -298,6 +301,7 @@ impl DropReason {
         Self::RetryInFlight,
         Self::UnsupportedPayload,
         Self::NotAnswered,
+        Self::SolInactive,
     ];
 
     /// Position in [`Self::ALL`] and in [`Stats::dropped_by`].
@@ -319,6 +323,7 @@ impl DropReason {
             Self::RetryInFlight => "retry_in_flight",
             Self::UnsupportedPayload => "unsupported_payload",
             Self::NotAnswered => "not_answered",
+            Self::SolInactive => "sol_inactive",
         }
     }
 
@@ -356,6 +361,14 @@ pub struct Stats {
     pub refused_full: u64,
     /// Requests answered C0 because too many machine requests were in flight.
     pub busy_in_flight: u64,
+    /// SOL activations granted.
+    pub sol_activations: u64,
+    /// SOL characters sent to consoles (first sends; retransmits not counted again).
+    pub sol_bytes_to_console: u64,
+    /// SOL characters taken from consoles for the machine.
+    pub sol_bytes_from_console: u64,
+    /// SOL packets sent again after their retry interval (§15.11).
+    pub sol_retransmits: u64,
     /// Events not reported one by one (rate limit), by [`EventKind::index`]: counted here at
     /// once, so metrics built from events plus these miss none and never lag; the
     /// [`Event::Suppressed`] summary that reports them later is for logs only.

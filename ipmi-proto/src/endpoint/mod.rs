@@ -42,6 +42,7 @@ mod admission;
 mod events;
 mod handshake;
 mod pipeline;
+mod sol;
 
 use admission::{Guard, source_key};
 use pipeline::Pending;
@@ -49,6 +50,7 @@ use pipeline::Pending;
 pub use events::{
     Answered, CloseReason, DropReason, Event, EventKind, LoggedName, LoginFailure, Stats,
 };
+pub use sol::{SolEnd, SolEvent};
 
 /// A source of random bytes (session IDs, Rc, IVs). The runtime passes the OS CSPRNG; tests
 /// pass a seeded generator.
@@ -78,6 +80,9 @@ pub enum Output {
         /// What to do.
         request: MachineRequest,
     },
+    /// Taken (a SOL packet): nothing answers it directly; its acknowledgement and anything
+    /// else due come from [`Endpoint::poll_transmit`].
+    Consumed,
 }
 
 #[derive(Debug)]
@@ -163,6 +168,11 @@ pub struct Endpoint {
     /// (user, source key) → last successful login: sources exempt from that user's
     /// lock-out (`Limits::lockout_trust`), at most `Limits::max_trusted` of them.
     trusted: HashMap<(usize, IpAddr), Instant>,
+    /// Sealed SOL datagrams waiting for `poll_transmit` (the last packet of an instance the
+    /// BMC ended, sealed while its session still existed).
+    sol_tx: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// SOL activations and ends, for the runtime (`poll_sol_event`).
+    sol_events: VecDeque<SolEvent>,
 }
 
 impl core::fmt::Debug for Endpoint {
@@ -197,6 +207,8 @@ impl Endpoint {
             sources: HashMap::new(),
             users: HashMap::new(),
             trusted: HashMap::new(),
+            sol_tx: VecDeque::new(),
+            sol_events: VecDeque::new(),
         }
     }
 
@@ -278,7 +290,8 @@ impl Endpoint {
     }
 
     /// Expire half-open and idle sessions. Call at least every second or at
-    /// [`Endpoint::poll_timeout`].
+    /// [`Endpoint::poll_timeout`], then [`Endpoint::poll_transmit`] (SOL retransmits and
+    /// output held by the accumulate interval are due at that deadline too).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.clock = Some(now);
         let limits = &self.cfg.limits;
@@ -335,6 +348,7 @@ impl Endpoint {
             })
             .chain(self.bmc.identify_until)
             .chain(self.event_limit.next_flush())
+            .chain(self.sol_timeout())
             .min()
     }
 

@@ -28,17 +28,27 @@ pub(super) struct Pending {
     pub(super) kind: PendingKind,
 }
 
-/// Wrap an IPMI message for the client: AES-CBC-128 with a fresh IV, the next outbound
-/// sequence number (starting at 1, skipping 0), the console's session ID and the integrity
-/// trailer.
+/// Wrap an IPMI message for the client: see [`seal_as`].
 fn seal(sess: &mut Session, msg: &[u8], rng: &mut dyn Entropy) -> Vec<u8> {
+    seal_as(sess, PayloadType::IPMI, msg, rng)
+}
+
+/// Wrap a payload of type `ty` for the client: AES-CBC-128 with a fresh IV, the next
+/// outbound sequence number (starting at 1, skipping 0; IPMI and SOL packets share it,
+/// §15.9), the console's session ID and the integrity trailer.
+pub(super) fn seal_as(
+    sess: &mut Session,
+    ty: PayloadType,
+    msg: &[u8],
+    rng: &mut dyn Entropy,
+) -> Vec<u8> {
     let State::Active(act) = &mut sess.state else {
         return Vec::new();
     };
     let seq = act.out_seq.advance();
     let mut iv = [0u8; 16];
     rng.fill(&mut iv);
-    seal::seal(&act.keys, PayloadType::IPMI, sess.sid_m, seq, &iv, msg)
+    seal::seal(&act.keys, ty, sess.sid_m, seq, &iv, msg)
 }
 
 impl Endpoint {
@@ -93,10 +103,10 @@ impl Endpoint {
         match p.payload_type {
             PayloadType::IPMI => self.ipmi_request(now, peer, sid_c, plain, rng),
             // SOL (payload type 1, IPMI v2.0 Table 13-16; its packets ch. 15, Table 15-2;
-            // activated per session with Activate Payload, ch. 24, Table 24-2) goes here: a
-            // `sol` module beside this one, with the per-session SOL state and its own answer
-            // path sealed with `PayloadType::SOL`. Until then Activate Payload answers C1, so
-            // no console sends SOL, and SOL, OEM explicit and anything else is dropped.
+            // activated per session with Activate Payload, ch. 24, Table 24-2): `sol.rs`,
+            // whose answers leave through `poll_transmit` sealed as `PayloadType::SOL`.
+            PayloadType::SOL => self.sol_packet(now, sid_c, plain),
+            // OEM explicit and anything else.
             _ => Err(DropReason::UnsupportedPayload),
         }
     }
@@ -199,7 +209,7 @@ impl Endpoint {
                 if let State::Active(act) = &mut sess.state {
                     act.cache.put(key, now, msg);
                 }
-                self.after(after);
+                self.after(after, sid_c, rng);
                 Ok(Output::Transmit {
                     to: peer,
                     data: out,
@@ -249,9 +259,18 @@ impl Endpoint {
         }
     }
 
-    pub(super) fn after(&mut self, after: After) {
+    pub(super) fn after(&mut self, after: After, sid_c: u32, rng: &mut dyn Entropy) {
         match after {
             After::None => {}
+            After::SolActivated => self.sol_activated(sid_c),
+            After::SolDeactivate => {
+                // Ended by another session (`ipmitool sol deactivate`, Ironic's clean-up) or
+                // by turning SOL off: the owner hears it in a last packet (Table 15-2 b4). Its
+                // own Deactivate Payload needs none: it asked.
+                let by_other = self.bmc.sol.active.as_ref().is_some_and(|a| a.sid != sid_c)
+                    || !self.bmc.sol.config.enabled;
+                self.end_sol(super::sol::SolEnd::Deactivated, by_other, rng);
+            }
             After::CloseSession(sid) => {
                 if self.remove_session(sid).is_some() {
                     self.event(Event::SessionClosed {
@@ -261,7 +280,9 @@ impl Endpoint {
                 }
             }
             After::ResetBmc => {
-                // A virtual BMC "resets" by forgetting every session (protocol notes §8.3).
+                // A virtual BMC "resets" by forgetting every session (protocol notes §8.3);
+                // an active SOL console hears it first, sealed while its session still is.
+                self.end_sol(super::sol::SolEnd::BmcReset, true, rng);
                 let sids: Vec<u32> = self.sessions.keys().copied().collect();
                 for sid in sids {
                     self.remove_session(sid);

@@ -175,7 +175,10 @@ impl SolStream {
             flush_inbound: op.has(Operation::FLUSH_INBOUND),
         };
         if pkt.seq == 0 {
-            return inbound; // ack-only: never acknowledged itself (Table 15-2)
+            // Ack-only: never acknowledged itself (Table 15-2), and never sent twice, so a
+            // break in it is delivered as it is (ipmitool's `~B` may come this way).
+            inbound.brk = op.has(Operation::BREAK);
+            return inbound;
         }
         if let Some((seq, accepted, len)) = self.last_rx
             && seq == pkt.seq
