@@ -11,6 +11,7 @@ pub mod config;
 pub mod machine;
 pub mod secret;
 pub mod session;
+pub mod tls;
 
 #[cfg(test)]
 pub(crate) mod fake;

@@ -213,6 +213,8 @@ pub struct Session {
     pub log: LogOnce,
     /// Counters.
     pub stats: Stats,
+    /// See [`Session::websocket_tls`].
+    ws_tls: std::sync::OnceLock<Option<Arc<rustls::ClientConfig>>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -456,7 +458,23 @@ impl Session {
             invalidated_at: Mutex::new(Instant::now()),
             log: LogOnce::default(),
             stats: Stats::default(),
+            ws_tls: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The TLS configuration for `wss://` console WebSockets, with the same trust as this
+    /// session's HTTPS (made at the first use: a fleet without consoles never reads the
+    /// system's roots for it). `None`, logged once, when it cannot be made.
+    pub fn websocket_tls(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.ws_tls
+            .get_or_init(|| match super::tls::client_config(&self.cfg) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!("{}: TLS for console WebSockets: {e}", self.cfg.origin);
+                    None
+                }
+            })
+            .clone()
     }
 
     /// Where the credentials came from.

@@ -141,7 +141,11 @@ impl Opener {
                     let label = this.label.clone();
                     let stats = this.stats.clone();
                     let link = match kind {
-                        NovaKind::Serial => nova_serial::open(session, id, label, None, stats),
+                        NovaKind::Serial => {
+                            // Only a wss:// URL uses it; made once per cloud session.
+                            let tls = session.websocket_tls();
+                            nova_serial::open(session, id, label, tls, stats)
+                        }
                         NovaKind::Log => nova_log::open(session, id, label, LOG_INTERVAL, stats),
                     };
                     let _ = tx.send(link);

@@ -383,3 +383,150 @@ mod proxy_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod wss_tests {
+    //! `wss://`: the console WebSocket over TLS, trusted like the cloud's HTTPS.
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::net::TcpListener;
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+
+    use super::*;
+    use crate::cloud::tls::client_config_for;
+
+    /// A CA and a server certificate for 127.0.0.1 signed by it, made with the openssl
+    /// command (Debian's `openssl`): (CA, server certificate, server key), or `None` where
+    /// there is no openssl.
+    fn test_pki(dir: &Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
+        let p = |f: &str| dir.join(f);
+        std::fs::write(
+            p("ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .ok()?;
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let steps: [Vec<&str>; 3] = [
+            [
+                &["req", "-x509"][..],
+                &ec,
+                &["-days", "1", "-subj", "/CN=ovbmc test CA"],
+            ]
+            .concat(),
+            [&["req"][..], &ec, &["-subj", "/CN=127.0.0.1"]].concat(),
+            vec!["x509", "-req", "-days", "1", "-CAcreateserial"],
+        ];
+        let files: [Vec<PathBuf>; 3] = [
+            vec!["-keyout".into(), p("ca.key"), "-out".into(), p("ca.pem")],
+            vec!["-keyout".into(), p("srv.key"), "-out".into(), p("srv.csr")],
+            vec![
+                "-in".into(),
+                p("srv.csr"),
+                "-CA".into(),
+                p("ca.pem"),
+                "-CAkey".into(),
+                p("ca.key"),
+                "-extfile".into(),
+                p("ext"),
+                "-out".into(),
+                p("srv.pem"),
+            ],
+        ];
+        for (args, files) in steps.iter().zip(&files) {
+            let ok = Command::new("openssl")
+                .args(args)
+                .args(files)
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !ok {
+                return None;
+            }
+        }
+        Some((p("ca.pem"), p("srv.pem"), p("srv.key")))
+    }
+
+    /// A TLS WebSocket server greeting each connection with "hello over tls".
+    async fn tls_proxy(cert: &Path, key: &Path) -> String {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("wss://{}/?token=t", l.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = l.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    // The `binary` subprotocol chosen, as websockify chooses it when offered.
+                    #[allow(clippy::result_large_err)]
+                    let binary = |_: &Request, mut resp: Response| {
+                        resp.headers_mut()
+                            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("binary"));
+                        Ok(resp)
+                    };
+                    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tls, binary).await else {
+                        return;
+                    };
+                    let _ = ws
+                        .send(Message::Binary(Bytes::from_static(b"hello over tls")))
+                        .await;
+                    while let Some(Ok(_)) = ws.next().await {}
+                });
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn wss_is_verified_with_the_clouds_ca_bundle() {
+        let dir = std::env::temp_dir().join(format!("ovbmc-wss-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let Some((ca, cert, key)) = test_pki(&dir) else {
+            eprintln!("SKIP wss test: no openssl command to make a certificate");
+            return;
+        };
+        let url = tls_proxy(&cert, &key).await;
+        // Trusted through the cloud's CA bundle (OS_CACERT / clouds.yaml cacert).
+        let tls = client_config_for(Some(&ca), true).unwrap();
+        let mut ws = connect(&url, Some(tls)).await.unwrap();
+        match ws.next().await {
+            Some(Ok(Message::Binary(b))) => assert_eq!(&b[..], b"hello over tls"),
+            other => panic!("{other:?}"),
+        }
+        // Not trusted without it: the handshake fails, nothing is read.
+        let system_only = client_config_for(None, true).unwrap();
+        let e = connect(&url, Some(system_only)).await.unwrap_err();
+        assert!(
+            format!("{e:#}").to_lowercase().contains("certificate"),
+            "{e:#}"
+        );
+        // `verify: false` accepts it (the session warns about that at start-up).
+        assert!(
+            connect(&url, Some(client_config_for(None, false).unwrap()))
+                .await
+                .is_ok()
+        );
+    }
+}
