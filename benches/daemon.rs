@@ -1,8 +1,9 @@
 //! `cargo bench --bench daemon [-- --duration S --clients N]`: the load generator
 //! (`ovbmc-bench`, src/bin/ovbmc-bench.rs) against the real `ovbmc` binary (simulator
 //! backend, one BMC on 127.0.0.1), printing a table: sessions/s, requests/s, latency, and the
-//! server's CPU per request and RSS read from /proc. Both binaries are the ones cargo built
-//! for this target (release profile under `cargo bench`).
+//! server's CPU per request and RSS read from /proc; then Serial over LAN through the
+//! simulator's console: keystroke-to-echo latency and guest-output throughput. Both binaries
+//! are the ones cargo built for this target (release profile under `cargo bench`).
 //!
 //! Under `cargo test --benches` (no `--bench` argument) it does one tiny smoke run (one client,
 //! one second, the debug build) and checks only that sessions completed: never a timing.
@@ -239,9 +240,53 @@ fn run(bench: bool, extra: &[String], pw: &Path) -> ExitCode {
             }
         }
     }
+    // Serial over LAN through the simulator's console (ovbmc-bench's own SOL client, no
+    // ipmitool in the path): keystroke-to-echo latency and guest-output throughput.
+    println!(
+        "\n| SOL workload | keystrokes | echo p50 µs | echo p99 µs | bytes | MB/s | server CPU µs/KiB |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (label, args) in SOL_WORKLOADS {
+        let r = serve(pw).and_then(|(s, port)| loadgen(port, pw, s.0.id(), args, &[]));
+        match r {
+            Ok(v) => println!(
+                "| {label} | {} | {} | {} | {} | {} | {} |",
+                cell(f(&v, "count"), 0),
+                cell(f(&v, "echo_p50_us"), 0),
+                cell(f(&v, "echo_p99_us"), 0),
+                cell(f(&v, "bytes"), 0),
+                cell(f(&v, "mb_per_s"), 2),
+                cell(f(&v, "server_cpu_us_per_kib"), 1),
+            ),
+            Err(e) => {
+                eprintln!("{label}: {e}");
+                failed = true;
+            }
+        }
+    }
     if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     }
 }
+
+/// (label, ovbmc-bench arguments) of the SOL table.
+const SOL_WORKLOADS: &[(&str, &[&str])] = &[
+    (
+        "echo, suite 17",
+        &["--mode", "sol-echo", "--suite", "17", "--count", "500"],
+    ),
+    (
+        "echo, suite 3",
+        &["--mode", "sol-echo", "--suite", "3", "--count", "500"],
+    ),
+    (
+        "burst 4 MiB, suite 17",
+        &["--mode", "sol-burst", "--suite", "17", "--bytes", "4194304"],
+    ),
+    (
+        "burst 4 MiB, suite 3",
+        &["--mode", "sol-burst", "--suite", "3", "--bytes", "4194304"],
+    ),
+];

@@ -10,7 +10,8 @@
 //! next target each time (so the load covers all of them), and the report gives the spread
 //! of sessions per target. `--mode probe` sends one Get Channel Authentication Capabilities to
 //! every target, re-sending to the silent ones, and reports how long until all answered (the
-//! start-up measure of `scripts/bench-scale`).
+//! start-up measure of `scripts/bench-scale`). `--mode sol-echo` and `--mode sol-burst` measure
+//! Serial over LAN through one BMC (see `sol.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ use ipmi_proto::crypto::CipherSuite;
 use ipmi_proto::fuzzing::Xorshift as Rng; // a load test's nonces need not be secret
 use ipmi_proto::session::Privilege;
 use tokio::net::UdpSocket;
+
+mod sol;
 
 #[derive(Debug, Parser)]
 #[command(name = "ovbmc-bench", about = "RMCP+ load generator (loopback only)")]
@@ -53,6 +56,12 @@ struct Args {
     /// Concurrent clients.
     #[arg(long, default_value_t = 4)]
     clients: usize,
+    /// sol-echo: keystrokes to time.
+    #[arg(long, default_value_t = 200)]
+    count: usize,
+    /// sol-burst: bytes the guest sends (`burst N`), at most 64 MiB.
+    #[arg(long, default_value_t = 1 << 20)]
+    bytes: u64,
     /// Log in from this many IPv4 loopback source addresses in turn (127.77.0.0/16, each
     /// session from the next), instead of only 127.0.0.1. ovbmc budgets session-less answers
     /// per source address (the reflection defence, docs/security.md), so logins from one
@@ -417,6 +426,42 @@ async fn main() -> anyhow::Result<()> {
         17 => CipherSuite::Suite17,
         s => bail!("cipher suite {s}: only 3 and 17"),
     };
+    if let m @ ("sol-echo" | "sol-burst") = a.mode.as_str() {
+        if targets.len() != 1 || a.bytes == 0 || a.bytes > 64 << 20 || a.count == 0 {
+            bail!("--mode {m} takes one --target, --bytes 1..=64 MiB and --count 1 or more");
+        }
+        let password = match &a.password_file {
+            Some(f) => ovbmc::secrets::read_secret_file(f)?.to_vec(),
+            None => bail!("--password-file is needed to log in"),
+        };
+        let mut c = Client::new(suite, &a.user, &password, Privilege::Administrator);
+        let r = sol::run(targets[0], &mut c, m == "sol-echo", a.count, a.bytes, a.pid).await?;
+        let mb_s = r.bytes as f64 / r.seconds / 1e6;
+        let cpu_per_kib = r
+            .server_cpu_ms
+            .filter(|_| r.bytes > 0)
+            .map(|ms| ms * 1000.0 / (r.bytes as f64 / 1024.0));
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({"mode": r.mode, "suite": a.suite, "count": r.count,
+                    "echo_p50_us": r.p50_us, "echo_p99_us": r.p99_us, "bytes": r.bytes,
+                    "seconds": r.seconds, "mb_per_s": mb_s, "server_cpu_ms": r.server_cpu_ms,
+                    "server_cpu_us_per_kib": cpu_per_kib})
+            );
+        } else if m == "sol-echo" {
+            println!(
+                "SOL echo, suite {}: {} keystrokes, p50 {} µs, p99 {} µs",
+                a.suite, r.count, r.p50_us, r.p99_us
+            );
+        } else {
+            println!(
+                "SOL burst, suite {}: {} bytes in {:.3} s ({mb_s:.2} MB/s), server CPU {:?} ms",
+                a.suite, r.bytes, r.seconds, r.server_cpu_ms
+            );
+        }
+        return Ok(());
+    }
     let cmd = match a.command.as_str() {
         "device-id" => (0x06, 0x01),
         "chassis-status" => (0x00, 0x01),
@@ -426,7 +471,7 @@ async fn main() -> anyhow::Result<()> {
         "hold" => (true, false),
         "login" => (false, false),
         "ping" => (true, true),
-        m => bail!("unknown mode {m}: login, hold, ping or probe"),
+        m => bail!("unknown mode {m}: login, hold, ping, probe, sol-echo or sol-burst"),
     };
     if hold && a.commands == 0 {
         bail!("--mode hold needs --commands 1 or more");
