@@ -26,7 +26,7 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 use tokio::net::TcpListener;
 
-pub use server::{Limits, serve};
+pub use server::{Limits, Peer, serve, serve_tls};
 
 /// The body of every answer built here: one buffer, sent as it is (a shared `Bytes` page is
 /// written to the socket without a copy).
