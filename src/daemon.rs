@@ -171,15 +171,19 @@ impl Daemon {
             .zip(machines)
             .map(|(loaded, machine)| (loaded.entry.addr, Box::new(Bmc { loaded, machine })))
             .collect();
-        let redfish = settings.redfish.as_ref().zip(redfish_bound).map(|(r, bound)| {
-            crate::redfish::start(
-                r,
-                bound,
-                settings.limits.clone(),
-                settings.backend_timeout,
-                redfish_systems(bmcs.values().map(|b| &**b)),
-            )
-        });
+        let redfish = settings
+            .redfish
+            .as_ref()
+            .zip(redfish_bound)
+            .map(|(r, bound)| {
+                crate::redfish::start(
+                    r,
+                    bound,
+                    settings.limits.clone(),
+                    settings.backend_timeout,
+                    redfish_systems(bmcs.values().map(|b| &**b)),
+                )
+            });
         let metrics_stop = CancellationToken::new();
         if let Some(l) = metrics_listener {
             if let Ok(a) = l.local_addr() {

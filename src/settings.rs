@@ -333,7 +333,11 @@ mod tests {
         assert!(r.insecure_http);
         assert_eq!(r.session_timeout, Duration::from_secs(90));
         // No address anywhere: no face; defaults otherwise.
-        assert!(Settings::resolve(&cli(&[]), Some(&fleet(""))).redfish.is_none());
+        assert!(
+            Settings::resolve(&cli(&[]), Some(&fleet("")))
+                .redfish
+                .is_none()
+        );
         let r = Settings::resolve(&cli(&["--redfish", "127.0.0.1:2"]), Some(&fleet("")))
             .redfish
             .unwrap();

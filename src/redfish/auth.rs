@@ -229,11 +229,17 @@ impl Lockout {
     pub fn succeeded(&self, user: &str, ip: IpAddr) {
         let mut t = self.lock();
         if t.trusted.len() >= self.limits.max_trusted.max(1) {
-            if let Some(k) = t.trusted.iter().min_by_key(|(_, v)| **v).map(|(k, _)| k.clone()) {
+            if let Some(k) = t
+                .trusted
+                .iter()
+                .min_by_key(|(_, v)| **v)
+                .map(|(k, _)| k.clone())
+            {
                 t.trusted.remove(&k);
             }
         }
-        t.trusted.insert((user.to_string(), source_key(ip)), Instant::now());
+        t.trusted
+            .insert((user.to_string(), source_key(ip)), Instant::now());
     }
 }
 
@@ -289,7 +295,10 @@ impl Sessions {
         let now = Instant::now();
         t.retain(|_, s| now.duration_since(s.last_used) < self.timeout);
         if t.len() >= MAX_SESSIONS
-            && let Some(k) = t.iter().min_by_key(|(_, s)| s.last_used).map(|(k, _)| k.clone())
+            && let Some(k) = t
+                .iter()
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(k, _)| k.clone())
         {
             t.remove(&k);
         }
@@ -380,7 +389,10 @@ mod tests {
         l.failed("admin", b);
         l.failed("admin", b);
         assert!(l.locked("admin", b), "user locked after 5");
-        assert!(!l.locked("admin", c), "a trusted source is not locked by the user lock-out");
+        assert!(
+            !l.locked("admin", c),
+            "a trusted source is not locked by the user lock-out"
+        );
     }
 
     #[test]
@@ -407,7 +419,10 @@ mod tests {
     fn roles_from_privileges() {
         assert_eq!(Role::of(Privilege::User), Some(Role::ReadOnly));
         assert_eq!(Role::of(Privilege::Operator), Some(Role::Operator));
-        assert_eq!(Role::of(Privilege::Administrator), Some(Role::Administrator));
+        assert_eq!(
+            Role::of(Privilege::Administrator),
+            Some(Role::Administrator)
+        );
         assert!(!Role::ReadOnly.may_configure() && Role::Operator.may_configure());
     }
 }

@@ -315,7 +315,10 @@ impl Face {
                 systems,
             });
         }
-        match h.get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        match h
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        {
             Some(v) => match auth::basic(v) {
                 Some(c) => self.login(c, peer),
                 None => Err(unauthorized()),
@@ -388,7 +391,8 @@ impl Face {
                 "ComputerSystemCollection",
                 "Computer System Collection",
                 "/redfish/v1/Systems",
-                who.visible().map(|(s, _)| format!("/redfish/v1/Systems/{}", s.id)),
+                who.visible()
+                    .map(|(s, _)| format!("/redfish/v1/Systems/{}", s.id)),
             )),
             (["Systems", id], Method::PATCH) => self.patch_system(req, &who, id, body).await,
             (["Systems", id], _) => match who.system(id) {
@@ -405,7 +409,8 @@ impl Face {
                 "ManagerCollection",
                 "Manager Collection",
                 "/redfish/v1/Managers",
-                who.visible().map(|(s, _)| format!("/redfish/v1/Managers/{}", s.id)),
+                who.visible()
+                    .map(|(s, _)| format!("/redfish/v1/Managers/{}", s.id)),
             )),
             (["Managers", id], _) => match who.system(id) {
                 Some((s, _)) => json_ok(&resources::manager(&s.id, &s.name)),
@@ -415,7 +420,8 @@ impl Face {
                 "ChassisCollection",
                 "Chassis Collection",
                 "/redfish/v1/Chassis",
-                who.visible().map(|(s, _)| format!("/redfish/v1/Chassis/{}", s.id)),
+                who.visible()
+                    .map(|(s, _)| format!("/redfish/v1/Chassis/{}", s.id)),
             )),
             (["Chassis", id], _) => match who.system(id) {
                 Some((s, _)) => json_ok(&resources::chassis(&s.id, &s.name)),
@@ -436,14 +442,9 @@ impl Face {
                 ))
             }
             (["SessionService", "Sessions", id], method) => {
-                let found = self
-                    .inner
-                    .sessions
-                    .list()
-                    .into_iter()
-                    .find(|(i, u)| {
-                        i == id && (*u == who.user || who.role() == Role::Administrator)
-                    });
+                let found = self.inner.sessions.list().into_iter().find(|(i, u)| {
+                    i == id && (*u == who.user || who.role() == Role::Administrator)
+                });
                 match (found, method) {
                     (None, _) => not_found(path),
                     (Some(_), Method::DELETE) => {
@@ -622,7 +623,12 @@ impl Face {
             Err(e) => return e.answer(),
         };
         let m = s.machine.clone();
-        match within(self.inner.backend_timeout, async move { m.power(action).await }).await {
+        match within(
+            self.inner.backend_timeout,
+            async move { m.power(action).await },
+        )
+        .await
+        {
             Ok(()) => {
                 info!(system = %s.name, user = %who.user, ?action, "redfish: reset");
                 no_content()

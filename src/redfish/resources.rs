@@ -89,17 +89,29 @@ pub fn odata() -> Value {
 const SCHEMAS: &[(&str, &[&str])] = &[
     ("ServiceRoot_v1", &["ServiceRoot", "ServiceRoot.v1_15_0"]),
     ("ComputerSystemCollection_v1", &["ComputerSystemCollection"]),
-    ("ComputerSystem_v1", &["ComputerSystem", "ComputerSystem.v1_20_0"]),
+    (
+        "ComputerSystem_v1",
+        &["ComputerSystem", "ComputerSystem.v1_20_0"],
+    ),
     ("ManagerCollection_v1", &["ManagerCollection"]),
     ("Manager_v1", &["Manager", "Manager.v1_15_0"]),
     ("ChassisCollection_v1", &["ChassisCollection"]),
     ("Chassis_v1", &["Chassis", "Chassis.v1_21_0"]),
-    ("SessionService_v1", &["SessionService", "SessionService.v1_1_8"]),
+    (
+        "SessionService_v1",
+        &["SessionService", "SessionService.v1_1_8"],
+    ),
     ("SessionCollection_v1", &["SessionCollection"]),
     ("Session_v1", &["Session", "Session.v1_5_0"]),
-    ("AccountService_v1", &["AccountService", "AccountService.v1_12_0"]),
+    (
+        "AccountService_v1",
+        &["AccountService", "AccountService.v1_12_0"],
+    ),
     ("ManagerAccountCollection_v1", &["ManagerAccountCollection"]),
-    ("ManagerAccount_v1", &["ManagerAccount", "ManagerAccount.v1_9_0"]),
+    (
+        "ManagerAccount_v1",
+        &["ManagerAccount", "ManagerAccount.v1_9_0"],
+    ),
     ("RoleCollection_v1", &["RoleCollection"]),
     ("Role_v1", &["Role", "Role.v1_3_1"]),
     ("Message_v1", &["Message", "Message.v1_1_1"]),
@@ -379,7 +391,9 @@ fn one_of<'a>(v: &'a Value, prop: &str, allowed: &[&str]) -> Result<&'a str, Ref
     let Some(s) = v.as_str() else {
         return Err(Refused::bad(
             "PropertyValueTypeError",
-            format!("The value '{v}' for the property {prop} is not a type that the property can accept."),
+            format!(
+                "The value '{v}' for the property {prop} is not a type that the property can accept."
+            ),
             vec![v.to_string(), prop.into()],
         ));
     };
@@ -388,7 +402,9 @@ fn one_of<'a>(v: &'a Value, prop: &str, allowed: &[&str]) -> Result<&'a str, Ref
     } else {
         Err(Refused::bad(
             "PropertyValueNotInList",
-            format!("The value '{s}' for the property {prop} is not in the list of acceptable values."),
+            format!(
+                "The value '{s}' for the property {prop} is not in the list of acceptable values."
+            ),
             vec![s.into(), prop.into()],
         ))
     }
@@ -419,7 +435,9 @@ pub fn patch_boot(body: &Value, current: &Value, flags: BootFlags) -> Result<Boo
     let Some(boot) = boot.as_object() else {
         return Err(Refused::bad(
             "PropertyValueTypeError",
-            format!("The value '{boot}' for the property Boot is not a type that the property can accept."),
+            format!(
+                "The value '{boot}' for the property Boot is not a type that the property can accept."
+            ),
             vec![boot.to_string(), "Boot".into()],
         ));
     };
@@ -429,7 +447,8 @@ pub fn patch_boot(body: &Value, current: &Value, flags: BootFlags) -> Result<Boo
     for (k, v) in boot {
         match k.as_str() {
             "BootSourceOverrideTarget" => {
-                target = Some(device_of(one_of(v, k, &BOOT_TARGETS)?).unwrap_or(BootDevice::NoOverride));
+                target =
+                    Some(device_of(one_of(v, k, &BOOT_TARGETS)?).unwrap_or(BootDevice::NoOverride));
             }
             "BootSourceOverrideEnabled" => {
                 enabled_given = true;
@@ -475,7 +494,9 @@ pub fn reset_action(body: &Value) -> Result<PowerAction, Refused> {
     let Some(ty) = ty else {
         return Err(Refused::bad(
             "ActionParameterMissing",
-            format!("The action {ACTION} requires the parameter ResetType to be present in the request body."),
+            format!(
+                "The action {ACTION} requires the parameter ResetType to be present in the request body."
+            ),
             vec![ACTION.into(), "ResetType".into()],
         ));
     };
@@ -516,7 +537,12 @@ mod tests {
         assert_eq!(v["Boot"]["BootSourceOverrideEnabled"], "Continuous");
         assert_eq!(v["Boot"]["BootSourceOverrideMode"], "UEFI");
         // A target alone on a disabled override: next boot only.
-        let f = patch_boot(&json!({"Boot": {"BootSourceOverrideTarget": "Cd"}}), &v, none).unwrap();
+        let f = patch_boot(
+            &json!({"Boot": {"BootSourceOverrideTarget": "Cd"}}),
+            &v,
+            none,
+        )
+        .unwrap();
         assert_eq!(f, BootFlags::new(BootDevice::Cdrom, false, false));
         // ipmitool chassis bootdev pxe (data 1 = 0x80): Pxe, Once, Legacy.
         let v = sys(BootFlags::new(BootDevice::Pxe, false, false));
@@ -549,14 +575,23 @@ mod tests {
         }
         let id = |b: Value| reset_action(&b).err().map(|r| r.1);
         assert_eq!(id(json!({})), Some("ActionParameterMissing"));
-        assert_eq!(id(json!({"ResetType": "Off"})), Some("ActionParameterValueNotInList"));
-        assert_eq!(id(json!({"ResetType": "On", "X": 1})), Some("ActionParameterUnknown"));
+        assert_eq!(
+            id(json!({"ResetType": "Off"})),
+            Some("ActionParameterValueNotInList")
+        );
+        assert_eq!(
+            id(json!({"ResetType": "On", "X": 1})),
+            Some("ActionParameterUnknown")
+        );
     }
 
     #[test]
     fn routes_and_methods() {
         assert_eq!(allowed("/redfish/v1/Systems/x"), Some(GET_PATCH));
-        assert_eq!(allowed("/redfish/v1/Systems/x/Actions/ComputerSystem.Reset"), Some(POST));
+        assert_eq!(
+            allowed("/redfish/v1/Systems/x/Actions/ComputerSystem.Reset"),
+            Some(POST)
+        );
         assert_eq!(allowed("/redfish/v1/Nope"), None);
         assert!(metadata().contains("ComputerSystem.v1_20_0"));
     }

@@ -35,7 +35,10 @@ pub fn acceptor(s: &RedfishSettings) -> anyhow::Result<tokio_rustls::TlsAcceptor
         .and_then(|i| i.collect::<Result<_, _>>())
         .map_err(|e| anyhow::anyhow!("Redfish certificate {}: {e}", cert.display()))?;
     if chain.is_empty() {
-        anyhow::bail!("Redfish certificate {}: no certificate in it", cert.display());
+        anyhow::bail!(
+            "Redfish certificate {}: no certificate in it",
+            cert.display()
+        );
     }
     let key = PrivateKeyDer::from_pem_file(&key)
         .map_err(|e| anyhow::anyhow!("Redfish key {}: {e}", key.display()))?;
@@ -72,7 +75,11 @@ fn make_self_signed(
         }
     }
     // IP SANs: the listen address (a client that dials it by address verifies it) and loopback.
-    for ip in [listen, [127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()] {
+    for ip in [
+        listen,
+        [127, 0, 0, 1].into(),
+        std::net::Ipv6Addr::LOCALHOST.into(),
+    ] {
         let ip = ip.to_string();
         if !listen.is_unspecified() || ip != listen.to_string() {
             if !names.contains(&ip) {
