@@ -228,18 +228,18 @@ impl Lockout {
     /// A good login: the source is trusted for the user.
     pub fn succeeded(&self, user: &str, ip: IpAddr) {
         let mut t = self.lock();
-        if t.trusted.len() >= self.limits.max_trusted.max(1) {
-            if let Some(k) = t
+        let key = (user.to_string(), source_key(ip));
+        if !t.trusted.contains_key(&key)
+            && t.trusted.len() >= self.limits.max_trusted.max(1)
+            && let Some(old) = t
                 .trusted
                 .iter()
                 .min_by_key(|(_, v)| **v)
                 .map(|(k, _)| k.clone())
-            {
-                t.trusted.remove(&k);
-            }
+        {
+            t.trusted.remove(&old);
         }
-        t.trusted
-            .insert((user.to_string(), source_key(ip)), Instant::now());
+        t.trusted.insert(key, Instant::now());
     }
 }
 

@@ -357,6 +357,7 @@ pub fn role(r: Role) -> Value {
 }
 
 /// Why a request body was refused: status, Base message id, message, arguments.
+#[derive(Debug)]
 pub struct Refused(StatusCode, &'static str, String, Vec<String>);
 
 impl Refused {

@@ -81,10 +81,8 @@ fn make_self_signed(
         std::net::Ipv6Addr::LOCALHOST.into(),
     ] {
         let ip = ip.to_string();
-        if !listen.is_unspecified() || ip != listen.to_string() {
-            if !names.contains(&ip) {
-                names.push(ip);
-            }
+        if (!listen.is_unspecified() || ip != listen.to_string()) && !names.contains(&ip) {
+            names.push(ip);
         }
     }
     let made = rcgen::generate_simple_self_signed(names).context("making a certificate")?;

@@ -40,13 +40,15 @@ fn start(state: &Path, extra: &[&str]) -> Face {
 
 /// [`start`] with Redfish at `addr:port` (a restart on the address of a kept certificate).
 fn start_at(state: &Path, extra: &[&str], addr: Ipv4Addr, port: u16) -> Face {
-    let mut cfg = BmcConfig::default();
-    cfg.extra_args = vec![
-        "--redfish".into(),
-        format!("{addr}:{port}"),
-        "--redfish-state-dir".into(),
-        state.display().to_string(),
-    ];
+    let mut cfg = BmcConfig {
+        extra_args: vec![
+            "--redfish".into(),
+            format!("{addr}:{port}"),
+            "--redfish-state-dir".into(),
+            state.display().to_string(),
+        ],
+        ..BmcConfig::default()
+    };
     cfg.extra_args.extend(extra.iter().map(|s| s.to_string()));
     let bmc = Bmc::start_with(cfg);
     let deadline = Instant::now() + Duration::from_secs(10);
