@@ -325,6 +325,8 @@ pub fn account(user: &str, role: Role) -> Value {
         "Name": "User Account",
         "UserName": user,
         "RoleId": role.id(),
+        // Required since ManagerAccount v1_4: the same user logs in over both faces.
+        "AccountTypes": ["Redfish", "IPMI"],
         "Enabled": true,
         "Locked": false,
         "Password": null,

@@ -40,6 +40,11 @@ fn start(state: &Path, extra: &[&str]) -> Face {
 
 /// [`start`] with Redfish at `addr:port` (a restart on the address of a kept certificate).
 fn start_at(state: &Path, extra: &[&str], addr: Ipv4Addr, port: u16) -> Face {
+    start_cfg(state, extra, addr, port, BmcConfig::default())
+}
+
+/// [`start_at`] from `base` (the simulator's delays).
+fn start_cfg(state: &Path, extra: &[&str], addr: Ipv4Addr, port: u16, base: BmcConfig) -> Face {
     let mut cfg = BmcConfig {
         extra_args: vec![
             "--redfish".into(),
@@ -47,7 +52,7 @@ fn start_at(state: &Path, extra: &[&str], addr: Ipv4Addr, port: u16) -> Face {
             "--redfish-state-dir".into(),
             state.display().to_string(),
         ],
-        ..BmcConfig::default()
+        ..base
     };
     cfg.extra_args.extend(extra.iter().map(|s| s.to_string()));
     let bmc = Bmc::start_with(cfg);
@@ -336,6 +341,57 @@ fn redfish_boot_override_is_the_ipmi_boot_setting() {
     assert_eq!(f.get(&f.system)["Boot"]["BootSourceOverrideTarget"], "Pxe");
 }
 
+/// A machine that is busy (in a power transition) or slower than `--backend-timeout-ms` is
+/// answered 503 with `Retry-After`, as the IPMI face answers C0.
+#[test]
+fn redfish_busy_machine_is_503_with_retry_after() {
+    let dir = ScratchDir::new("redfish-busy");
+    let addr = crate::support::unique_loopback();
+    let slow_on = BmcConfig {
+        power_on_ms: 3000,
+        ..BmcConfig::default()
+    };
+    let f = start_cfg(dir.path(), &[], addr, free_tcp_port(addr), slow_on);
+    let reset = format!("{}/Actions/ComputerSystem.Reset", f.system);
+    assert_eq!(
+        f.req("POST", &reset, &basic(), Some(r#"{"ResetType":"On"}"#))
+            .0,
+        204
+    );
+    let (s, h, v) = f.req(
+        "POST",
+        &reset,
+        &basic(),
+        Some(r#"{"ResetType":"ForceOff"}"#),
+    );
+    assert_eq!(
+        (s, message_id(&v).as_str()),
+        (503, "Base.1.22.ServiceTemporarilyUnavailable"),
+        "{h}"
+    );
+    assert!(h.to_lowercase().contains("retry-after: 2"), "{h}");
+    drop(f);
+    // A machine slower than the budget: the GET is answered 503 at the budget.
+    let dir = ScratchDir::new("redfish-slow");
+    let addr = crate::support::unique_loopback();
+    let extra = [
+        "--sim-api-latency-ms",
+        "1500",
+        "--backend-timeout-ms",
+        "200",
+    ];
+    let f = start_at(dir.path(), &extra, addr, free_tcp_port(addr));
+    let t = Instant::now();
+    let (s, h, _) = f.req("GET", &f.system, &basic(), None);
+    assert_eq!(s, 503, "{h}");
+    assert!(
+        t.elapsed() < Duration::from_millis(1400),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(h.to_lowercase().contains("retry-after"), "{h}");
+}
+
 /// The self-signed certificate is made once (key 0600) and kept across restarts; curl
 /// verifies every answer against it. Plain HTTP only when asked.
 #[test]
@@ -421,4 +477,83 @@ fn redfish_sushy_power_and_boot_source() {
     let b = &f.get(&f.system)["Boot"];
     assert_eq!(b["BootSourceOverrideTarget"], "Pxe", "{b}");
     assert_eq!(b["BootSourceOverrideEnabled"], "Continuous", "{b}");
+}
+
+/// The CSDL schemas for DMTF's validator, offline: `OVBMC_REDFISH_SCHEMAS`, else the shared
+/// reference copy beside the checkout (`../shared/redfish/csdl` or `../wt/shared/...`).
+fn schema_dir() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::env::var_os("OVBMC_REDFISH_SCHEMAS")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([
+            root.join("../shared/redfish/csdl"),
+            root.join("../wt/shared/redfish/csdl"),
+        ])
+        .find(|d| d.join("ComputerSystem_v1.xml").is_file())
+}
+
+/// DMTF's `redfish-service-validator` (PyPI; `rf_service_validator` beside the venv's Python)
+/// walks the whole service with session and with Basic auth and finds no failure. SKIP
+/// without the validator or the schemas.
+#[test]
+fn redfish_service_validator_finds_no_failures() {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("OVBMC_PYTHON") {
+        candidates.push(PathBuf::from(p).with_file_name("rf_service_validator"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(PathBuf::from(home).join(".cache/ovbmc/venv/bin/rf_service_validator"));
+    }
+    let Some(validator) = candidates.into_iter().find(|p| p.is_file()) else {
+        if clients_required() {
+            panic!("{TIER}: rf_service_validator not installed (run scripts/test-all)");
+        }
+        skip(TIER, "redfish-service-validator not installed");
+        return;
+    };
+    let Some(schemas) = schema_dir() else {
+        skip(TIER, "no Redfish CSDL schemas (set OVBMC_REDFISH_SCHEMAS)");
+        return;
+    };
+    let dir = ScratchDir::new("redfish-validator");
+    let f = start(dir.path(), &[]);
+    for auth in ["Session", "Basic"] {
+        let logs = dir.path().join(format!("validator-{auth}"));
+        let r = run(
+            &validator,
+            &[
+                "--user".into(),
+                USER.into(),
+                "--password".into(),
+                PASSWORD.into(),
+                "--rhost".into(),
+                f.base.clone(),
+                "--authtype".into(),
+                auth.into(),
+                "--schema_directory".into(),
+                schemas.display().to_string(),
+                "--logdir".into(),
+                logs.display().to_string(),
+            ],
+            &[],
+            Duration::from_secs(300),
+        );
+        // The summary table: | PASS | WARN | FAIL | NOT TESTED |, then the counts.
+        let counts: Vec<u64> = r
+            .stdout
+            .lines()
+            .skip_while(|l| !l.contains("FAIL"))
+            .find(|l| l.trim_start().starts_with('|') && l.chars().any(|c| c.is_ascii_digit()))
+            .map(|l| l.split('|').filter_map(|c| c.trim().parse().ok()).collect())
+            .unwrap_or_default();
+        assert!(
+            r.success() && counts.len() == 4 && counts[2] == 0,
+            "validator ({auth}) found failures {counts:?}:\n{r}"
+        );
+        eprintln!(
+            "redfish-service-validator ({auth}): {} pass, {} warn, {} fail, {} not tested",
+            counts[0], counts[1], counts[2], counts[3]
+        );
+    }
 }
