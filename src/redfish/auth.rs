@@ -243,6 +243,38 @@ impl Lockout {
     }
 }
 
+/// Log lines a peer can cause at will (failed logins, refusals during a lock-out): the first
+/// [`LogLimit::BURST`] in [`LogLimit::WINDOW`] one by one, then one line per window carrying
+/// the count of those not logged (as the IPMI face limits its own).
+#[derive(Default)]
+pub struct LogLimit(Mutex<Option<(Instant, u32, u64)>>);
+
+impl LogLimit {
+    /// Lines logged one by one per window.
+    pub const BURST: u32 = 5;
+    /// The window.
+    pub const WINDOW: Duration = Duration::from_secs(10);
+
+    /// `Some(n)`: log this event, saying `n` were not logged before it; `None`: count it.
+    pub fn admit(&self) -> Option<u64> {
+        let now = Instant::now();
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (start, logged, suppressed) = g.get_or_insert((now, 0, 0));
+        if now.duration_since(*start) >= Self::WINDOW {
+            let more = *suppressed;
+            *g = Some((now, 1, 0));
+            return Some(more);
+        }
+        if *logged < Self::BURST {
+            *logged += 1;
+            Some(0)
+        } else {
+            *suppressed += 1;
+            None
+        }
+    }
+}
+
 /// One SessionService session.
 pub struct Session {
     /// Its `Id` (not the token).
@@ -393,6 +425,13 @@ mod tests {
             !l.locked("admin", c),
             "a trusted source is not locked by the user lock-out"
         );
+    }
+
+    #[test]
+    fn log_lines_are_limited() {
+        let l = LogLimit::default();
+        let logged = (0..100).filter(|_| l.admit().is_some()).count();
+        assert_eq!(logged, LogLimit::BURST as usize);
     }
 
     #[test]

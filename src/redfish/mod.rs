@@ -150,6 +150,7 @@ pub fn start(
             lockout: Lockout::new(lockout),
             backend_timeout,
             service_uuid: service_uuid(s.addr),
+            log_limit: auth::LogLimit::default(),
         }),
     };
     if let Ok(a) = listener.local_addr() {
@@ -199,13 +200,12 @@ struct Inner {
     lockout: Lockout,
     backend_timeout: Duration,
     service_uuid: String,
+    log_limit: auth::LogLimit,
 }
 
 /// Who is asking, and what they may see.
 struct Who {
     user: String,
-    /// The session in use, if by token.
-    session: Option<String>,
     /// The systems they may see (indices into `systems`), with their role on each.
     access: Vec<(usize, Role)>,
     systems: Arc<Vec<System>>,
@@ -270,21 +270,36 @@ impl Face {
         (systems, access)
     }
 
-    /// A login with `c` from `peer`: the access, or why not (401).
+    /// A login with `c` from `peer`: the access, or why not (401). Failures are logged
+    /// through [`auth::LogLimit`] (a peer can cause them at will), naming the user only if it
+    /// is a configured one: a password typed into the user field never reaches the log.
     fn login(&self, c: Credentials, peer: Option<SocketAddr>) -> Result<Who, Answer> {
         let ip = peer.map(|p| p.ip());
+        let (systems, access) = self.check(&c);
+        let known = systems.iter().any(|s| s.user == c.user);
+        let shown = || {
+            if known {
+                format!("{:?}", c.user)
+            } else {
+                format!("<unknown name, {} chars>", c.user.chars().count())
+            }
+        };
         if let Some(ip) = ip
             && self.inner.lockout.locked(&c.user, ip)
         {
-            warn!(user = %c.user, %ip, "redfish: login refused: locked out after failed logins");
+            if let Some(more) = self.inner.log_limit.admit() {
+                warn!(user = %shown(), %ip, suppressed = more,
+                      "redfish: login refused: locked out after failed logins");
+            }
             return Err(unauthorized());
         }
-        let (systems, access) = self.check(&c);
         if access.is_empty() {
             if let Some(ip) = ip {
                 self.inner.lockout.failed(&c.user, ip);
             }
-            warn!(user = %c.user, ip = ?ip, "redfish: failed login");
+            if let Some(more) = self.inner.log_limit.admit() {
+                warn!(user = %shown(), ip = ?ip, suppressed = more, "redfish: failed login");
+            }
             return Err(unauthorized());
         }
         if let Some(ip) = ip {
@@ -292,7 +307,6 @@ impl Face {
         }
         Ok(Who {
             user: c.user,
-            session: None,
             access,
             systems,
         })
@@ -314,7 +328,6 @@ impl Face {
             }
             return Ok(Who {
                 user: c.user,
-                session: Some(id),
                 access,
                 systems,
             });
@@ -453,7 +466,6 @@ impl Face {
                     (None, _) => not_found(path),
                     (Some(_), Method::DELETE) => {
                         self.inner.sessions.close(id);
-                        let _ = &who.session;
                         no_content()
                     }
                     (Some((id, user)), _) => json_ok(&resources::session(&id, &user)),
@@ -578,7 +590,8 @@ impl Face {
                 .unwrap_or("")
                 .split(',')
                 .map(str::trim)
-                .any(|w| w == "*" || w == tag || w.trim_start_matches("W/") == &tag[2..]);
+                // A client that sends the tag back marked weak is not refused for it.
+                .any(|w| w == "*" || w.trim_start_matches("W/") == tag);
             if !ok {
                 return error(
                     StatusCode::PRECONDITION_FAILED,
@@ -830,12 +843,12 @@ pub(crate) fn error(status: StatusCode, id: &str, message: &str, args: &[&str]) 
     json_response(status, &v, false)
 }
 
-/// `W/"…"`: a hash of the document (a weak tag: the JSON is equivalent, not byte-identical,
-/// across versions of ovbmc).
+/// A strong tag (`If-Match` compares strongly, RFC 9110 §13.1.1): a hash of the document as
+/// sent (serde_json writes an object's keys in order, so equal documents are equal bytes).
 fn etag(v: &Value) -> String {
     let mut h = DefaultHasher::new();
     v.to_string().hash(&mut h);
-    format!("W/\"{:016x}\"", h.finish())
+    format!("\"{:016x}\"", h.finish())
 }
 
 fn json_ok(v: &Value) -> Answer {

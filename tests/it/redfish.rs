@@ -241,6 +241,27 @@ fn redfish_auth_basic_sessions_and_errors() {
     assert_eq!(f.get(mgr)["ManagerType"], "BMC");
 }
 
+/// Failed logins lock the source out with the IPMI face's thresholds (even the right password
+/// then gets 401), and a name that is no configured user never reaches the log as text.
+#[test]
+fn redfish_failed_logins_lock_out_and_unknown_names_are_not_logged() {
+    let dir = ScratchDir::new("redfish-lockout");
+    let f = start(dir.path(), &["--lockout-source-failures", "3"]);
+    let typo = vec!["-u".to_string(), "it-secret-typed-as-user:x".to_string()];
+    for _ in 0..3 {
+        assert_eq!(f.req("GET", &f.system, &typo, None).0, 401);
+    }
+    assert_eq!(
+        f.req("GET", &f.system, &basic(), None).0,
+        401,
+        "not locked out"
+    );
+    let log = f.bmc.log();
+    assert!(!log.contains("it-secret-typed-as-user"), "{log}");
+    assert!(log.contains("<unknown name, 23 chars>"), "{log}");
+    assert!(log.contains("locked out"), "{log}");
+}
+
 #[test]
 fn redfish_read_only_role_may_read_but_not_reset() {
     let dir = ScratchDir::new("redfish-ro");
