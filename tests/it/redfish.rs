@@ -19,10 +19,24 @@ const TIER: &str = "redfish";
 /// A BMC with its Redfish face.
 struct Face {
     bmc: Bmc,
-    base: String,
-    cert: PathBuf,
+    client: Client,
     /// The system's URI.
     system: String,
+}
+
+impl std::ops::Deref for Face {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// curl for one Redfish service.
+struct Client {
+    base: String,
+    cert: PathBuf,
+    /// The server's log, shown when a request fails.
+    log_file: PathBuf,
 }
 
 fn free_tcp_port(addr: Ipv4Addr) -> u16 {
@@ -71,9 +85,12 @@ fn start_cfg(state: &Path, extra: &[&str], addr: Ipv4Addr, port: u16, base: BmcC
         "https"
     };
     let mut f = Face {
+        client: Client {
+            base: format!("{scheme}://{addr}:{port}"),
+            cert: state.join("redfish-cert.pem"),
+            log_file: bmc.log_file.clone(),
+        },
         bmc,
-        base: format!("{scheme}://{addr}:{port}"),
-        cert: state.join("redfish-cert.pem"),
         system: String::new(),
     };
     let (s, _, v) = f.req("GET", "/redfish/v1/Systems", &basic(), None);
@@ -86,7 +103,7 @@ fn basic() -> Vec<String> {
     vec!["-u".into(), format!("{USER}:{PASSWORD}")]
 }
 
-impl Face {
+impl Client {
     /// One request: (status, head, JSON body or Null).
     fn req(
         &self,
@@ -118,7 +135,8 @@ impl Face {
         }
         a.push(format!("{}{path}", self.base));
         let r = run(&curl, &a, &[], Duration::from_secs(30));
-        assert!(r.success(), "curl failed:\n{r}\n{}", self.bmc.log());
+        let log = std::fs::read_to_string(&self.log_file).unwrap_or_default();
+        assert!(r.success(), "curl failed:\n{r}\n{log}");
         let out = r.stdout.replace("\r\n", "\n");
         let (head, body) = out.split_once("\n\n").unwrap_or((&out, ""));
         let status: u16 = head
@@ -577,4 +595,82 @@ fn redfish_service_validator_finds_no_failures() {
             counts[0], counts[1], counts[2], counts[3]
         );
     }
+}
+
+/// A fleet behind one Redfish service: each user sees its own BMC's system with its own role,
+/// and a SIGHUP reload gives the face the new fleet.
+#[test]
+fn redfish_serves_a_fleet_per_user_and_follows_a_reload() {
+    let dir = ScratchDir::new("redfish-fleet");
+    let pw = dir.write_secret("pw", PASSWORD);
+    let (a, b, r) = (
+        crate::support::unique_loopback(),
+        crate::support::unique_loopback(),
+        crate::support::unique_loopback(),
+    );
+    let port = crate::support::free_udp_port(a);
+    let rport = free_tcp_port(r);
+    let fleet = |name: &str| {
+        format!(
+            "[defaults]\nbackend = \"sim\"\npassword_file = \"{}\"\nsim_power_on_ms = 0\n\
+             sim_power_off_ms = 0\nport = {port}\n\
+             [redfish]\naddress = \"{r}:{rport}\"\nstate_dir = \"state\"\n\
+             [[bmc]]\naddress = \"{a}\"\ninstance = \"{name}\"\n\
+             [[bmc]]\naddress = \"{b}\"\ninstance = \"node-b\"\nuser = \"viewer\"\n\
+             privilege = \"USER\"\n",
+            pw.display()
+        )
+    };
+    let cfg = dir.path().join("fleet.toml");
+    std::fs::write(&cfg, fleet("node-a")).unwrap();
+    let log_file = dir.path().join("ovbmc.log");
+    let mut p = crate::fleet::FleetProc::spawn(
+        &[],
+        &["--config".into(), cfg.display().to_string()],
+        log_file.clone(),
+    );
+    p.wait_log("serving bmcs=2", 1, Duration::from_secs(30))
+        .unwrap_or_else(|l| panic!("{l}"));
+    let c = Client {
+        base: format!("https://{r}:{rport}"),
+        cert: dir.path().join("state/redfish-cert.pem"),
+        log_file,
+    };
+    let viewer = vec!["-u".to_string(), format!("viewer:{PASSWORD}")];
+    let names = |auth: &[String]| -> Vec<String> {
+        let (s, _, v) = c.req("GET", "/redfish/v1/Systems", auth, None);
+        assert_eq!(s, 200, "{v}");
+        v["Members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let (_, _, sys) = c.req("GET", m["@odata.id"].as_str().unwrap(), auth, None);
+                sys["Name"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    assert_eq!(names(&basic()), ["node-a"]);
+    assert_eq!(names(&viewer), ["node-b"]);
+    let (_, _, v) = c.req("GET", "/redfish/v1/Systems", &viewer, None);
+    let sys = v["Members"][0]["@odata.id"].as_str().unwrap().to_string();
+    let reset = format!("{sys}/Actions/ComputerSystem.Reset");
+    let on = Some(r#"{"ResetType":"On"}"#);
+    assert_eq!(c.req("POST", &reset, &viewer, on).0, 403);
+    let (_, _, acct) = c.req(
+        "GET",
+        "/redfish/v1/AccountService/Accounts/viewer",
+        &viewer,
+        None,
+    );
+    assert_eq!(acct["RoleId"], "ReadOnly");
+    // The admin does not see (or reach) the viewer's system.
+    assert_eq!(c.req("GET", &sys, &basic(), None).0, 404);
+
+    std::fs::write(&cfg, fleet("node-a-renamed")).unwrap();
+    p.signal("HUP");
+    p.wait_log("reload:", 1, Duration::from_secs(30))
+        .unwrap_or_else(|l| panic!("{l}"));
+    assert_eq!(names(&basic()), ["node-a-renamed"]);
+    assert_eq!(names(&viewer), ["node-b"]);
 }
