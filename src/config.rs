@@ -408,6 +408,16 @@ impl Fleet {
                 *f = Some(base_dir.join(x));
             }
         }
+        if redfish.cert.is_some() != redfish.key.is_some() {
+            // Never fall back to the self-signed pair behind the operator's back.
+            return Err(ConfigError::Section {
+                path: p(),
+                section: "redfish",
+                message: "cert and key go together: set both, or neither for the self-signed \
+                          certificate"
+                    .into(),
+            });
+        }
         if let Some(prio) = routing.priority {
             check_route_priority(prio).map_err(|message| ConfigError::Section {
                 path: p(),

@@ -332,6 +332,12 @@ mod tests {
         assert_eq!(r.state_dir, Path::new("/x/s"));
         assert!(r.insecure_http);
         assert_eq!(r.session_timeout, Duration::from_secs(90));
+        let half = "[redfish]\naddress = \"127.0.0.1:1\"\ncert = \"c.pem\"\n[[bmc]]\n\
+                    address = \"192.0.2.1\"\ninstance = \"a\"\npassword_env = \"X\"\n";
+        let e = Fleet::parse(half, Path::new("/f.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[redfish]: cert and key go together"), "{e}");
         // No address anywhere: no face; defaults otherwise.
         assert!(
             Settings::resolve(&cli(&[]), Some(&fleet("")))

@@ -31,7 +31,14 @@ pub fn acceptor(s: &RedfishSettings) -> anyhow::Result<tokio_rustls::TlsAcceptor
             (c, k)
         }
     };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server_config(
+        &cert, &key,
+    )?)))
+}
+
+/// The TLS configuration of a PEM pair (also what `ovbmc check` tries, without serving).
+pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|i| i.collect::<Result<_, _>>())
         .map_err(|e| anyhow::anyhow!("Redfish certificate {}: {e}", cert.display()))?;
     if chain.is_empty() {
@@ -40,7 +47,7 @@ pub fn acceptor(s: &RedfishSettings) -> anyhow::Result<tokio_rustls::TlsAcceptor
             cert.display()
         );
     }
-    let key = PrivateKeyDer::from_pem_file(&key)
+    let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| anyhow::anyhow!("Redfish key {}: {e}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
@@ -50,7 +57,7 @@ pub fn acceptor(s: &RedfishSettings) -> anyhow::Result<tokio_rustls::TlsAcceptor
         .with_single_cert(chain, key)
         .context("Redfish TLS: the key does not fit the certificate")?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+    Ok(cfg)
 }
 
 /// Make a self-signed pair for the host's names and write it, the key 0600 (created so:

@@ -87,7 +87,11 @@ fn start_cfg(state: &Path, extra: &[&str], addr: Ipv4Addr, port: u16, base: BmcC
     let mut f = Face {
         client: Client {
             base: format!("{scheme}://{addr}:{port}"),
-            cert: state.join("redfish-cert.pem"),
+            // The operator's certificate if one is given, else the self-signed one.
+            cert: extra
+                .iter()
+                .position(|a| *a == "--redfish-cert")
+                .map_or_else(|| f_cert(state), |i| PathBuf::from(extra[i + 1])),
             log_file: bmc.log_file.clone(),
         },
         bmc,
@@ -453,10 +457,32 @@ fn redfish_tls_certificate_is_kept_across_restarts() {
     assert_eq!(std::fs::read(&f.cert).unwrap(), cert, "a new certificate");
     f.get("/redfish/v1/Systems");
     drop(f);
+    // The operator's own pair (here: the one just made): nothing is written to the state dir.
+    let own = ScratchDir::new("redfish-own");
+    let (c, k) = (f_cert(dir.path()), dir.path().join("redfish-key.pem"));
+    let f = start_at(
+        own.path(),
+        &[
+            "--redfish-cert",
+            &c.display().to_string(),
+            "--redfish-key",
+            &k.display().to_string(),
+        ],
+        ip,
+        at.port(),
+    );
+    assert_eq!(f.cert, c);
+    f.get("/redfish/v1/Systems");
+    assert!(!own.path().join("redfish-cert.pem").exists());
+    drop(f);
     let plain = ScratchDir::new("redfish-plain");
     let f = start(plain.path(), &["--redfish-insecure-http"]);
     f.get("/redfish/v1/Systems");
     assert!(!f.cert.exists(), "plain HTTP made a certificate");
+}
+
+fn f_cert(state: &Path) -> PathBuf {
+    state.join("redfish-cert.pem")
 }
 
 /// A Python that can `import sushy`, or `None` after printing SKIP.
