@@ -348,6 +348,17 @@ impl Face {
         let peer = req.extensions().get::<Peer>().map(|p| p.0);
         let (parts, body) = req.into_parts();
         let req = Request::from_parts(parts, ());
+        // DSP0266 §8.2.1 (request headers): an OData version other than 4.0 is refused.
+        if let Some(v) = req.headers().get("odata-version")
+            && v.as_bytes() != b"4.0"
+        {
+            return finish(error(
+                StatusCode::PRECONDITION_FAILED,
+                "PreconditionFailed",
+                "The ETag supplied did not match the ETag required to change this resource.",
+                &[],
+            ));
+        }
         let body = if matches!(*req.method(), Method::POST | Method::PATCH) {
             match read_body(&req, body).await {
                 Ok(b) => Some(b),
@@ -357,13 +368,17 @@ impl Face {
             None
         };
         let mut r = self.route(&req, body, peer).await;
-        let h = r.headers_mut();
-        h.insert(
-            HeaderName::from_static("odata-version"),
-            HeaderValue::from_static("4.0"),
-        );
-        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        r
+        // DSP0266 §8.3.2: `Allow` on every GET and HEAD answer (here: the successful ones).
+        if r.status() == StatusCode::OK
+            && matches!(*req.method(), Method::GET | Method::HEAD)
+            && let Some(allow) = allow_for(normalize(req.uri().path()))
+        {
+            let list: Vec<&str> = allow.iter().map(Method::as_str).collect();
+            if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
+                r.headers_mut().insert(ALLOW, v);
+            }
+        }
+        finish(r)
     }
 
     async fn route(
@@ -389,7 +404,12 @@ impl Face {
                     _ => json_ok(&resources::odata()),
                 };
             }
-            resources::SESSIONS if *m == Method::POST => return self.create_session(body, peer),
+            // DSP0266 §9.5.2.1: a POST to a collection's `Members` is a POST to the collection.
+            resources::SESSIONS | "/redfish/v1/SessionService/Sessions/Members"
+                if *m == Method::POST =>
+            {
+                return self.create_session(body, peer);
+            }
             _ => {}
         }
         let who = match self.authenticate(req, peer) {
@@ -655,6 +675,27 @@ impl Face {
     }
 }
 
+/// The headers every answer carries.
+fn finish(mut r: Answer) -> Answer {
+    let h = r.headers_mut();
+    h.insert(
+        HeaderName::from_static("odata-version"),
+        HeaderValue::from_static("4.0"),
+    );
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// The methods `path` takes, the open documents included.
+fn allow_for(path: &str) -> Option<&'static [Method]> {
+    match path {
+        "/redfish" | "/redfish/v1" | "/redfish/v1/$metadata" | "/redfish/v1/odata" => {
+            Some(&[Method::GET, Method::HEAD])
+        }
+        p => resources::allowed(p),
+    }
+}
+
 /// Trailing slashes do not matter (`/redfish/v1/` is the service root's canonical form).
 fn normalize(p: &str) -> &str {
     let t = p.trim_end_matches('/');
@@ -851,8 +892,21 @@ fn etag(v: &Value) -> String {
     format!("\"{:016x}\"", h.finish())
 }
 
+/// A resource: its document with an `ETag`, and a `Link` to its JSON schema (DSP0266 §8.3.4,
+/// `rel=describedby`) from its `@odata.type`.
 fn json_ok(v: &Value) -> Answer {
-    json_response(StatusCode::OK, v, true)
+    let mut r = json_response(StatusCode::OK, v, true);
+    if let Some(t) = v["@odata.type"].as_str() {
+        // "#ComputerSystem.v1_20_0.ComputerSystem" -> ComputerSystem.v1_20_0.json;
+        // "#ComputerSystemCollection.ComputerSystemCollection" -> ComputerSystemCollection.json.
+        let t = t.trim_start_matches('#');
+        let schema = t.rsplit_once('.').map_or(t, |(s, _)| s);
+        let link = format!("<http://redfish.dmtf.org/schemas/v1/{schema}.json>; rel=describedby");
+        if let Ok(l) = HeaderValue::from_str(&link) {
+            r.headers_mut().insert(hyper::header::LINK, l);
+        }
+    }
+    r
 }
 
 fn json_response(status: StatusCode, v: &Value, with_etag: bool) -> Answer {
