@@ -700,3 +700,56 @@ fn redfish_serves_a_fleet_per_user_and_follows_a_reload() {
     assert_eq!(names(&basic()), ["node-a-renamed"]);
     assert_eq!(names(&viewer), ["node-b"]);
 }
+
+/// DMTF's `redfish-protocol-validator` (PyPI; `rf_protocol_validator` beside the venv's Python)
+/// over HTTPS, trusting the self-signed certificate, finds no failure. SKIP without it.
+#[test]
+fn redfish_protocol_validator_finds_no_failures() {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("OVBMC_PYTHON") {
+        candidates.push(PathBuf::from(p).with_file_name("rf_protocol_validator"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(PathBuf::from(home).join(".cache/ovbmc/venv/bin/rf_protocol_validator"));
+    }
+    let Some(validator) = candidates.into_iter().find(|p| p.is_file()) else {
+        if clients_required() {
+            panic!("{TIER}: rf_protocol_validator not installed (run scripts/test-all)");
+        }
+        skip(TIER, "redfish-protocol-validator not installed");
+        return;
+    };
+    let dir = ScratchDir::new("redfish-protocol");
+    let f = start(dir.path(), &[]);
+    let cert = f.cert.display().to_string();
+    let r = run(
+        &validator,
+        &[
+            "-u".into(),
+            USER.into(),
+            "-p".into(),
+            PASSWORD.into(),
+            "-r".into(),
+            f.base.clone(),
+            "--ca-bundle".into(),
+            cert.clone(),
+            "--report-dir".into(),
+            dir.path().join("report").display().to_string(),
+        ],
+        // Some of its requests ignore --ca-bundle and use requests' default trust.
+        &[("REQUESTS_CA_BUNDLE", cert.as_str())],
+        Duration::from_secs(300),
+    );
+    let summary = r
+        .stdout
+        .lines()
+        .chain(r.stderr.lines())
+        .find(|l| l.starts_with("Summary"))
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        r.success() && summary.contains("FAIL: 0,"),
+        "protocol validator: {summary}\n{r}"
+    );
+    eprintln!("redfish-protocol-validator: {summary}");
+}
