@@ -106,6 +106,9 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<SocketAddr>,
 
+    #[command(flatten)]
+    pub redfish: RedfishArgs,
+
     /// Online-guessing defence: this many failed logins from one source address within
     /// --lockout-secs lock that source out for --lockout-secs (0: never). Applies to every BMC.
     #[arg(long, value_name = "N", default_value_t = Limits::default().source_lockout_threshold)]
@@ -251,6 +254,38 @@ pub struct RoutingArgs {
     /// remove them at exit. Without it a missing address is an error.
     #[arg(long)]
     pub add_address: bool,
+}
+
+/// The Redfish face (docs/redfish.md); each flag overrides its `[redfish]` key.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RedfishArgs {
+    /// Serve Redfish (DSP0266) for the whole fleet at https://ADDR:PORT/redfish/v1 (e.g.
+    /// 192.0.2.10:8443). Overrides `[redfish] address`. [default: off]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub redfish: Option<SocketAddr>,
+
+    /// PEM certificate chain for the Redfish face (with --redfish-key); without both, a
+    /// self-signed certificate is made on first start and kept in --redfish-state-dir.
+    #[arg(long, value_name = "FILE", requires = "redfish_key")]
+    pub redfish_cert: Option<PathBuf>,
+
+    /// PEM private key of --redfish-cert.
+    #[arg(long, value_name = "FILE", requires = "redfish_cert")]
+    pub redfish_key: Option<PathBuf>,
+
+    /// Where the self-signed certificate is kept. [default: $STATE_DIRECTORY (systemd),
+    /// else /var/lib/ovbmc]
+    #[arg(long, value_name = "DIR")]
+    pub redfish_state_dir: Option<PathBuf>,
+
+    /// Serve Redfish over plain HTTP (passwords and tokens in clear text: a lab on loopback
+    /// only).
+    #[arg(long)]
+    pub redfish_insecure_http: bool,
+
+    /// A SessionService session unused for this long is closed. [default: 1800]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(30..=86_400))]
+    pub redfish_session_timeout: Option<u64>,
 }
 
 /// `--routing`.

@@ -141,6 +141,25 @@ pub fn check(cli: &Cli, args: &CheckArgs) -> anyhow::Result<()> {
     for i in &fleet.inline_passwords {
         println!("warning: bmc #{i} uses insecure_inline_password");
     }
+    if let Some(r) = &settings.redfish {
+        let scheme = if r.insecure_http { "http" } else { "https" };
+        println!("redfish {scheme}://{}/redfish/v1", r.addr);
+        match (&r.cert_key, r.insecure_http) {
+            (_, true) => println!("  tls             off (insecure_http)"),
+            (Some((c, k)), false) => {
+                println!("  tls             {} / {}", c.display(), k.display());
+                if let Err(err) = crate::redfish::tls::server_config(c, k) {
+                    wrong += 1;
+                    println!("  WRONG: {file}: [redfish]: {err:#}");
+                }
+            }
+            (None, false) => println!(
+                "  tls             self-signed, kept in {}",
+                r.state_dir.display()
+            ),
+        }
+        println!("  session_timeout {} s", r.session_timeout.as_secs());
+    }
     if let Err(err) = check_fd_limit(fleet.bmcs.len()) {
         wrong += 1;
         println!("WRONG: {err:#}");

@@ -239,6 +239,26 @@ pub struct CloudSection {
     pub nova_confirm_timeout_secs: Option<u64>,
 }
 
+/// `[redfish]`: the Redfish face (docs/redfish.md); a flag written on the command line beats
+/// its key here (`crate::settings::Settings::resolve`). Relative paths are taken relative to
+/// the fleet file's directory, as `password_file` is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedfishSection {
+    /// Where to serve (`--redfish`); absent: no Redfish face.
+    pub address: Option<SocketAddr>,
+    /// PEM certificate chain (`--redfish-cert`), with `key`.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (`--redfish-key`).
+    pub key: Option<PathBuf>,
+    /// Where the self-signed certificate is kept (`--redfish-state-dir`).
+    pub state_dir: Option<PathBuf>,
+    /// Plain HTTP instead of HTTPS (`--redfish-insecure-http`).
+    pub insecure_http: Option<bool>,
+    /// Idle timeout of a SessionService session (`--redfish-session-timeout`).
+    pub session_timeout_secs: Option<u64>,
+}
+
 /// Declares [`Common`], the keys a `[[bmc]]` entry and `[defaults]` share (the entry's value
 /// wins), and each raw section struct with those keys plus its own and a `common()` accessor,
 /// from one list of the shared keys. (`#[serde(flatten)]` would be shorter but serde does not
@@ -327,6 +347,8 @@ pub struct Fleet {
     pub cloud: CloudSection,
     /// `[routing]`.
     pub routing: RoutingSection,
+    /// `[redfish]`.
+    pub redfish: RedfishSection,
     /// Entries that use `insecure_inline_password` (for a warning at start).
     pub inline_passwords: Vec<usize>,
 }
@@ -386,6 +408,22 @@ impl Fleet {
             .transpose()?;
         let cloud: CloudSection = typed(&mut table, "cloud", path)?;
         let routing: RoutingSection = typed(&mut table, "routing", path)?;
+        let mut redfish: RedfishSection = typed(&mut table, "redfish", path)?;
+        for f in [&mut redfish.cert, &mut redfish.key, &mut redfish.state_dir] {
+            if let Some(x) = f.take() {
+                *f = Some(base_dir.join(x));
+            }
+        }
+        if redfish.cert.is_some() != redfish.key.is_some() {
+            // Never fall back to the self-signed pair behind the operator's back.
+            return Err(ConfigError::Section {
+                path: p(),
+                section: "redfish",
+                message: "cert and key go together: set both, or neither for the self-signed \
+                          certificate"
+                    .into(),
+            });
+        }
         if let Some(prio) = routing.priority {
             check_route_priority(prio).map_err(|message| ConfigError::Section {
                 path: p(),
@@ -408,8 +446,8 @@ impl Fleet {
             return Err(ConfigError::Syntax {
                 path: p(),
                 message: format!(
-                    "unknown top-level key `{k}` (expected [defaults], [cloud], [routing] \
-                     and [[bmc]])"
+                    "unknown top-level key `{k}` (expected [defaults], [cloud], [routing], \
+                     [redfish] and [[bmc]])"
                 ),
             });
         }
@@ -475,6 +513,7 @@ impl Fleet {
             metrics,
             cloud,
             routing,
+            redfish,
             inline_passwords,
         })
     }

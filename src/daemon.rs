@@ -108,6 +108,8 @@ pub struct Daemon {
     /// The HTTP face outlives the fleet's shutdown token: /healthz says 503 while the BMCs
     /// drain, and it stops after them.
     metrics_stop: CancellationToken,
+    /// The Redfish face, if one is served (stopped with the HTTP face).
+    redfish: Option<crate::redfish::Handle>,
 }
 
 impl Daemon {
@@ -156,6 +158,10 @@ impl Daemon {
             Some(a) => Some(crate::metrics::bind(a).await?),
             None => None,
         };
+        let redfish_bound = match &settings.redfish {
+            Some(r) => Some(crate::redfish::bind(r).await?),
+            None => None,
+        };
         let mut server = Server::new(opts, CancellationToken::new());
         for b in bound {
             server.start(b);
@@ -165,7 +171,19 @@ impl Daemon {
             .zip(machines)
             .map(|(loaded, machine)| (loaded.entry.addr, Box::new(Bmc { loaded, machine })))
             .collect();
-        // A second HTTP face (Redfish) would be bound and spawned here, on the same stop token.
+        let redfish = settings
+            .redfish
+            .as_ref()
+            .zip(redfish_bound)
+            .map(|(r, bound)| {
+                crate::redfish::start(
+                    r,
+                    bound,
+                    settings.limits.clone(),
+                    settings.backend_timeout,
+                    redfish_systems(bmcs.values().map(|b| &**b)),
+                )
+            });
         let metrics_stop = CancellationToken::new();
         if let Some(l) = metrics_listener {
             if let Ok(a) = l.local_addr() {
@@ -188,6 +206,7 @@ impl Daemon {
             router,
             metrics,
             metrics_stop,
+            redfish,
         })
     }
 
@@ -333,6 +352,9 @@ impl Daemon {
                 }),
             );
         }
+        if let Some(r) = &self.redfish {
+            r.update(redfish_systems(self.bmcs.values().map(|b| &**b)));
+        }
         Ok(format!(
             "{n_added} added, {} removed, {keep} unchanged, {n_changed} restarted with new \
              settings; {} BMCs",
@@ -359,6 +381,9 @@ impl Daemon {
         self.metrics.set_serving(false);
         let unfinished = self.server.drain().await;
         self.metrics_stop.cancel();
+        if let Some(r) = &self.redfish {
+            r.stop();
+        }
         if let Some(r) = self.router.as_mut() {
             tokio::task::block_in_place(|| r.teardown());
         }
@@ -438,6 +463,7 @@ fn load_fleet(cli: &Cli) -> anyhow::Result<Fleet> {
         metrics: None,
         cloud: CloudSection::default(),
         routing: Default::default(),
+        redfish: Default::default(),
         inline_passwords: Vec::new(),
     })
 }
@@ -475,6 +501,21 @@ pub(crate) fn route_requests<'a>(
             prefix: e.route.prefix,
         })
         .collect()
+}
+
+/// The Redfish face's view of the fleet (each BMC's user, password, role and machine).
+fn redfish_systems<'a>(bmcs: impl Iterator<Item = &'a Bmc>) -> Vec<crate::redfish::System> {
+    bmcs.filter_map(|b| {
+        let e = &b.loaded.entry;
+        crate::redfish::System::new(
+            &b.machine.name(),
+            &e.user,
+            &b.loaded.password,
+            e.privilege,
+            b.machine.clone(),
+        )
+    })
+    .collect()
 }
 
 /// One BMC with its secrets read: what a reload compares to decide whether a BMC changed.

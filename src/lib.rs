@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod http;
 pub mod metrics;
 pub mod net;
+pub mod redfish;
 pub mod secrets;
 pub mod server;
 pub mod settings;

@@ -45,6 +45,26 @@ pub struct Settings {
     pub limits: Limits,
     /// `--console`, if written on the command line (see [`Settings::console_for`]).
     pub console: Option<ConsoleMode>,
+    /// `--redfish*` / `[redfish]`: the Redfish face, if one is served.
+    pub redfish: Option<RedfishSettings>,
+}
+
+/// The default of `--redfish-session-timeout` (`[redfish] session_timeout_secs`).
+pub const DEFAULT_REDFISH_SESSION_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// The Redfish face's settings, resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedfishSettings {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// HTTPS with these PEM files (certificate chain, key); `None`: the self-signed pair.
+    pub cert_key: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Where the self-signed pair is kept.
+    pub state_dir: std::path::PathBuf,
+    /// Plain HTTP.
+    pub insecure_http: bool,
+    /// Idle timeout of a session.
+    pub session_timeout: Duration,
 }
 
 impl Settings {
@@ -69,6 +89,7 @@ impl Settings {
             boot_strategy_chosen,
             limits: cli.limits(),
             console: cli.console.filter(|_| cli.given("console")),
+            redfish: Self::redfish(cli, fleet),
         }
     }
 
@@ -81,6 +102,42 @@ impl Settings {
             .or(self.console)
             .or(e.console_default)
             .unwrap_or_default()
+    }
+
+    /// The Redfish face: each flag over its `[redfish]` key; served only where an address is
+    /// given. The certificate and key travel together (a flag pair replaces the file's pair).
+    fn redfish(cli: &Cli, fleet: Option<&Fleet>) -> Option<RedfishSettings> {
+        let f = fleet.map(|f| f.redfish.clone()).unwrap_or_default();
+        let a = &cli.redfish;
+        let addr = a.redfish.or(f.address)?;
+        let cert_key = match (&a.redfish_cert, &a.redfish_key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            _ => f.cert.zip(f.key),
+        };
+        let state_dir = a
+            .redfish_state_dir
+            .clone()
+            .or(f.state_dir)
+            .or_else(|| {
+                // systemd's StateDirectory= (may list several, colon-separated).
+                std::env::var_os("STATE_DIRECTORY").and_then(|v| {
+                    v.to_str()
+                        .and_then(|s| s.split(':').next())
+                        .map(std::path::PathBuf::from)
+                })
+            })
+            .unwrap_or_else(|| "/var/lib/ovbmc".into());
+        Some(RedfishSettings {
+            addr,
+            cert_key,
+            state_dir,
+            // A switch: given, it is on; absent, the file decides.
+            insecure_http: a.redfish_insecure_http || f.insecure_http.unwrap_or(false),
+            session_timeout: a
+                .redfish_session_timeout
+                .or(f.session_timeout_secs)
+                .map_or(DEFAULT_REDFISH_SESSION_TIMEOUT, Duration::from_secs),
+        })
     }
 
     /// Routing mode and settings alone (also for `ovbmc routes`, whose flags are its own):
@@ -283,6 +340,63 @@ mod tests {
         // A flag written with its default value is still a choice.
         let s = Settings::resolve(&cli(&["--boot-strategy", "metadata"]), Some(&fleet(CLOUD)));
         assert_eq!(s.nova.boot_strategy, BootStrategy::Metadata);
+    }
+
+    #[test]
+    fn redfish_flags_beat_the_redfish_section() {
+        let f = fleet(
+            "[redfish]\naddress = \"127.0.0.1:8443\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n\
+             state_dir = \"state\"\ninsecure_http = false\nsession_timeout_secs = 60\n",
+        );
+        let r = Settings::resolve(&cli(&[]), Some(&f)).redfish.unwrap();
+        assert_eq!(r.addr, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(
+            r.cert_key,
+            Some(("/etc/ovbmc/c.pem".into(), "/etc/ovbmc/k.pem".into()))
+        );
+        assert_eq!(r.state_dir, Path::new("/etc/ovbmc/state"));
+        assert!(!r.insecure_http);
+        assert_eq!(r.session_timeout, Duration::from_secs(60));
+        let r = Settings::resolve(
+            &cli(&[
+                "--redfish",
+                "127.0.0.1:1",
+                "--redfish-cert",
+                "/x/c",
+                "--redfish-key",
+                "/x/k",
+                "--redfish-state-dir",
+                "/x/s",
+                "--redfish-insecure-http",
+                "--redfish-session-timeout",
+                "90",
+            ]),
+            Some(&f),
+        )
+        .redfish
+        .unwrap();
+        assert_eq!(r.addr, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(r.cert_key, Some(("/x/c".into(), "/x/k".into())));
+        assert_eq!(r.state_dir, Path::new("/x/s"));
+        assert!(r.insecure_http);
+        assert_eq!(r.session_timeout, Duration::from_secs(90));
+        let half = "[redfish]\naddress = \"127.0.0.1:1\"\ncert = \"c.pem\"\n[[bmc]]\n\
+                    address = \"192.0.2.1\"\ninstance = \"a\"\npassword_env = \"X\"\n";
+        let e = Fleet::parse(half, Path::new("/f.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[redfish]: cert and key go together"), "{e}");
+        // No address anywhere: no face; defaults otherwise.
+        assert!(
+            Settings::resolve(&cli(&[]), Some(&fleet("")))
+                .redfish
+                .is_none()
+        );
+        let r = Settings::resolve(&cli(&["--redfish", "127.0.0.1:2"]), Some(&fleet("")))
+            .redfish
+            .unwrap();
+        assert_eq!(r.cert_key, None);
+        assert_eq!(r.session_timeout, DEFAULT_REDFISH_SESSION_TIMEOUT);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The one HTTP stack of ovbmc: every face it shows over TCP (today `/metrics` and `/healthz`,
-//! see [`crate::metrics::http`]; later Redfish) is a hyper 1.x `Service` handed to [`serve`].
+//! The one HTTP stack of ovbmc: every face it shows over TCP (`/metrics` and `/healthz`, see
+//! [`crate::metrics::http`]; Redfish, see [`crate::redfish`]) is a hyper 1.x `Service` handed
+//! to [`serve`] or [`serve_tls`].
 //!
 //! hyper parses and writes HTTP/1.1 (request heads, keep-alive, `HEAD`, automatic 400/431
 //! answers to malformed requests). What hyper leaves to the server is here, shared by every
@@ -12,9 +13,10 @@
 //! on the path). A face that needs a router, extractors and JSON (Redfish) can build an axum
 //! `Router` and mount it here unchanged through hyper-util's `service::TowerToHyperService`
 //! (its `service` feature): the connection policy stays in this module either way.
-//! TLS (rustls is already a dependency) goes between accept and hyper: the connection task in
-//! `server.rs` is where a `tokio_rustls::TlsAcceptor` would wrap the stream, the handshake
-//! counted against the header-read timeout.
+//! TLS goes between accept and hyper: [`serve_tls`] wraps each stream in the connection task
+//! with a `tokio_rustls::TlsAcceptor`, the handshake bounded by the header-read timeout and
+//! sheddable like an idle connection. Every request carries the client's address as a
+//! [`Peer`] extension.
 
 mod server;
 
@@ -26,7 +28,7 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 use tokio::net::TcpListener;
 
-pub use server::{Limits, serve};
+pub use server::{Limits, Peer, serve, serve_tls};
 
 /// The body of every answer built here: one buffer, sent as it is (a shared `Bytes` page is
 /// written to the socket without a copy).

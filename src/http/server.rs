@@ -88,6 +88,26 @@ pub async fn serve<S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    serve_tls(name, listener, None, limits, service, shutdown).await;
+}
+
+/// [`serve`], over TLS when `tls` is given: the handshake runs in the connection's task,
+/// bounded by the header-read timeout and sheddable like a connection waiting for its head.
+pub async fn serve_tls<S, B>(
+    name: &'static str,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: Limits,
+    service: S,
+    shutdown: CancellationToken,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let table = Arc::new(Table::new());
     let mut h1 = http1::Builder::new();
     h1.timer(TokioTimer::new())
@@ -126,27 +146,32 @@ pub async fn serve<S, B>(
         if table.admit(id, slot.clone(), limits.max_connections) {
             shed_log.note(name, 1, "the connection limit was reached");
         }
-        let conn = h1.serve_connection(
-            TokioIo::new(stream),
-            Tracked {
-                inner: service.clone(),
-                slot: slot.clone(),
-            },
-        );
+        let svc = Tracked {
+            inner: service.clone(),
+            slot: slot.clone(),
+            peer,
+        };
         let table = table.clone();
         let stop = shutdown.clone();
+        let h1 = h1.clone();
+        let tls = tls.clone();
+        let handshake = limits.header_read_timeout;
         tokio::spawn(async move {
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        debug!(%peer, error = %e, "{name}: connection");
+            match tls {
+                None => drive(name, &h1, TokioIo::new(stream), svc, &slot, &stop, peer).await,
+                Some(acceptor) => {
+                    let hs = tokio::time::timeout(handshake, acceptor.accept(stream));
+                    tokio::select! {
+                        r = hs => match r {
+                            Ok(Ok(s)) => {
+                                drive(name, &h1, TokioIo::new(s), svc, &slot, &stop, peer).await;
+                            }
+                            Ok(Err(e)) => debug!(%peer, error = %e, "{name}: TLS handshake"),
+                            Err(_) => debug!(%peer, "{name}: TLS handshake timed out"),
+                        },
+                        _ = slot.kill.cancelled() => debug!(%peer, "{name}: connection shed"),
+                        _ = stop.cancelled() => {}
                     }
-                }
-                _ = slot.kill.cancelled() => debug!(%peer, "{name}: connection shed"),
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
                 }
             }
             table.remove(id);
@@ -154,6 +179,41 @@ pub async fn serve<S, B>(
         // The task just spawned runs next on this worker: it reads the new connection's
         // request head before this loop accepts (and perhaps sheds) again.
         tokio::task::yield_now().await;
+    }
+}
+
+/// Serve one connection until it ends, is shed, or the face stops (then it is told to close
+/// after the answer in progress and given a second).
+async fn drive<I, S, B>(
+    name: &str,
+    h1: &http1::Builder,
+    io: I,
+    svc: Tracked<S>,
+    slot: &Slot,
+    stop: &CancellationToken,
+    peer: std::net::SocketAddr,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let conn = h1.serve_connection(io, svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                debug!(%peer, error = %e, "{name}: connection");
+            }
+        }
+        _ = slot.kill.cancelled() => debug!(%peer, "{name}: connection shed"),
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+        }
     }
 }
 
@@ -300,7 +360,13 @@ impl ShedLog {
 struct Tracked<S> {
     inner: S,
     slot: Arc<Slot>,
+    peer: std::net::SocketAddr,
 }
+
+/// The client's address, in every request's extensions (the Redfish face's failed-login
+/// lock-out counts per source).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub std::net::SocketAddr);
 
 impl<S, B> Service<Request<Incoming>> for Tracked<S>
 where
@@ -312,7 +378,8 @@ where
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(Peer(self.peer));
         let busy = Busy::begin(self.slot.clone());
         let fut = self.inner.call(req);
         Box::pin(async move {

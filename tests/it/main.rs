@@ -23,6 +23,7 @@ mod metrics;
 mod nova;
 mod openipmi;
 mod pyghmi;
+mod redfish;
 mod reflection;
 mod rmcp;
 mod routing;

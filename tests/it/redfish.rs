@@ -1,0 +1,755 @@
+//! The Redfish face (`--redfish`, docs/redfish.md) of a running `ovbmc --backend sim`, over
+//! HTTPS with its self-signed certificate: raw HTTP with curl (auth, every Reset type, boot
+//! override round trips with ipmitool, ETag/If-Match, errors), and sushy, the client Ironic
+//! uses (from `OVBMC_PYTHON`, else `~/.cache/ovbmc/venv`, else `python3`; SKIP without it).
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::ipmitool::Ipmitool;
+use crate::support::{
+    Bmc, BmcConfig, PASSWORD, ScratchDir, USER, clients_required, find_program, run, skip,
+};
+
+const TIER: &str = "redfish";
+
+/// A BMC with its Redfish face.
+struct Face {
+    bmc: Bmc,
+    client: Client,
+    /// The system's URI.
+    system: String,
+}
+
+impl std::ops::Deref for Face {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// curl for one Redfish service.
+struct Client {
+    base: String,
+    cert: PathBuf,
+    /// The server's log, shown when a request fails.
+    log_file: PathBuf,
+}
+
+fn free_tcp_port(addr: Ipv4Addr) -> u16 {
+    TcpListener::bind((addr, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free TCP port")
+}
+
+/// Start a BMC serving Redfish on its own loopback address, state in `state`.
+fn start(state: &Path, extra: &[&str]) -> Face {
+    let addr = crate::support::unique_loopback();
+    start_at(state, extra, addr, free_tcp_port(addr))
+}
+
+/// [`start`] with Redfish at `addr:port` (a restart on the address of a kept certificate).
+fn start_at(state: &Path, extra: &[&str], addr: Ipv4Addr, port: u16) -> Face {
+    start_cfg(state, extra, addr, port, BmcConfig::default())
+}
+
+/// [`start_at`] from `base` (the simulator's delays).
+fn start_cfg(state: &Path, extra: &[&str], addr: Ipv4Addr, port: u16, base: BmcConfig) -> Face {
+    let mut cfg = BmcConfig {
+        extra_args: vec![
+            "--redfish".into(),
+            format!("{addr}:{port}"),
+            "--redfish-state-dir".into(),
+            state.display().to_string(),
+        ],
+        ..base
+    };
+    cfg.extra_args.extend(extra.iter().map(|s| s.to_string()));
+    let bmc = Bmc::start_with(cfg);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect((addr, port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "Redfish never listened:\n{}",
+            bmc.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let scheme = if extra.contains(&"--redfish-insecure-http") {
+        "http"
+    } else {
+        "https"
+    };
+    let mut f = Face {
+        client: Client {
+            base: format!("{scheme}://{addr}:{port}"),
+            // The operator's certificate if one is given, else the self-signed one.
+            cert: extra
+                .iter()
+                .position(|a| *a == "--redfish-cert")
+                .map_or_else(|| f_cert(state), |i| PathBuf::from(extra[i + 1])),
+            log_file: bmc.log_file.clone(),
+        },
+        bmc,
+        system: String::new(),
+    };
+    let (s, _, v) = f.req("GET", "/redfish/v1/Systems", &basic(), None);
+    assert_eq!(s, 200, "{v}");
+    f.system = v["Members"][0]["@odata.id"].as_str().unwrap().to_string();
+    f
+}
+
+fn basic() -> Vec<String> {
+    vec!["-u".into(), format!("{USER}:{PASSWORD}")]
+}
+
+impl Client {
+    /// One request: (status, head, JSON body or Null).
+    fn req(
+        &self,
+        method: &str,
+        path: &str,
+        auth: &[String],
+        body: Option<&str>,
+    ) -> (u16, String, Value) {
+        let curl = find_program("curl").expect("curl");
+        let mut a: Vec<String> = vec![
+            "-s".into(),
+            "-S".into(),
+            "-i".into(),
+            "--http1.1".into(),
+            "-X".into(),
+            method.into(),
+        ];
+        if self.base.starts_with("https") {
+            a.extend(["--cacert".into(), self.cert.display().to_string()]);
+        }
+        a.extend(auth.iter().cloned());
+        if let Some(b) = body {
+            a.extend([
+                "-H".into(),
+                "Content-Type: application/json".into(),
+                "--data-binary".into(),
+                b.into(),
+            ]);
+        }
+        a.push(format!("{}{path}", self.base));
+        let r = run(&curl, &a, &[], Duration::from_secs(30));
+        let log = std::fs::read_to_string(&self.log_file).unwrap_or_default();
+        assert!(r.success(), "curl failed:\n{r}\n{log}");
+        let out = r.stdout.replace("\r\n", "\n");
+        let (head, body) = out.split_once("\n\n").unwrap_or((&out, ""));
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status line");
+        let v = serde_json::from_str(body).unwrap_or(Value::Null);
+        (status, head.to_string(), v)
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let (s, _, v) = self.req("GET", path, &basic(), None);
+        assert_eq!(s, 200, "GET {path}: {v}");
+        v
+    }
+}
+
+fn message_id(v: &Value) -> String {
+    v["error"]["@Message.ExtendedInfo"][0]["MessageId"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn redfish_auth_basic_sessions_and_errors() {
+    let dir = ScratchDir::new("redfish-auth");
+    let f = start(dir.path(), &[]);
+    // Open without credentials: the version document, the root, $metadata, odata.
+    for p in [
+        "/redfish",
+        "/redfish/v1/",
+        "/redfish/v1/$metadata",
+        "/redfish/v1/odata",
+    ] {
+        let (s, h, _) = f.req("GET", p, &[], None);
+        assert_eq!(s, 200, "{p}: {h}");
+        assert!(h.to_lowercase().contains("odata-version: 4.0"), "{h}");
+    }
+    let (s, h, v) = f.req("GET", &f.system, &[], None);
+    assert_eq!(s, 401);
+    assert!(h.to_lowercase().contains("www-authenticate: basic"), "{h}");
+    assert_eq!(message_id(&v), "Base.1.22.NoValidSession");
+    let bad = vec!["-u".to_string(), format!("{USER}:wrong")];
+    assert_eq!(f.req("GET", &f.system, &bad, None).0, 401);
+    // A session: token and Location; the token works alone; DELETE logs out.
+    let login = format!("{{\"UserName\":\"{USER}\",\"Password\":\"{PASSWORD}\"}}");
+    let (s, h, v) = f.req(
+        "POST",
+        "/redfish/v1/SessionService/Sessions",
+        &[],
+        Some(&login),
+    );
+    assert_eq!(s, 201, "{v}");
+    let header = |name: &str| {
+        h.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(": ")?;
+                k.eq_ignore_ascii_case(name).then_some(v)
+            })
+            .map(|x| x.trim().to_string())
+            .unwrap_or_else(|| panic!("no {name} in {h}"))
+    };
+    let location = header("location");
+    let token = vec![
+        "-H".to_string(),
+        format!("X-Auth-Token: {}", header("x-auth-token")),
+    ];
+    assert_eq!(v["UserName"], USER);
+    assert!(
+        !f.bmc.log().contains(&header("x-auth-token")),
+        "token logged"
+    );
+    assert!(!f.bmc.log().contains(PASSWORD), "password logged");
+    assert_eq!(f.req("GET", &f.system, &token, None).0, 200);
+    assert_eq!(f.req("GET", &location, &token, None).0, 200);
+    assert_eq!(f.req("DELETE", &location, &token, None).0, 204);
+    assert_eq!(f.req("GET", &f.system, &token, None).0, 401);
+    let bad_login = format!("{{\"UserName\":\"{USER}\",\"Password\":\"nope\"}}");
+    let sessions = "/redfish/v1/SessionService/Sessions";
+    assert_eq!(f.req("POST", sessions, &[], Some(&bad_login)).0, 401);
+    // 404, 405 with Allow, 400 with Base messages, 413.
+    let (s, _, v) = f.req("GET", "/redfish/v1/Nope", &basic(), None);
+    assert_eq!(
+        (s, message_id(&v).as_str()),
+        (404, "Base.1.22.ResourceNotFound")
+    );
+    let (s, h, _) = f.req("DELETE", "/redfish/v1/Systems", &basic(), None);
+    assert_eq!(s, 405);
+    assert!(h.to_lowercase().contains("allow: get, head"), "{h}");
+    let (s, _, v) = f.req("PATCH", &f.system, &basic(), Some("{not json"));
+    assert_eq!(
+        (s, message_id(&v).as_str()),
+        (400, "Base.1.22.MalformedJSON")
+    );
+    let (s, _, v) = f.req("PATCH", &f.system, &basic(), Some(r#"{"Name":"x"}"#));
+    assert_eq!(
+        (s, message_id(&v).as_str()),
+        (400, "Base.1.22.PropertyNotWritable")
+    );
+    let big = format!("{{\"Boot\":\"{}\"}}", "x".repeat(20_000));
+    let (s, _, v) = f.req("PATCH", &f.system, &basic(), Some(&big));
+    assert_eq!(
+        (s, message_id(&v).as_str()),
+        (413, "Base.1.22.PayloadTooLarge")
+    );
+    // Service resources.
+    for p in [
+        "/redfish/v1/SessionService",
+        "/redfish/v1/AccountService",
+        "/redfish/v1/AccountService/Roles/ReadOnly",
+        &format!("/redfish/v1/AccountService/Accounts/{USER}"),
+    ] {
+        f.get(p);
+    }
+    let sys = f.get(&f.system);
+    assert_eq!(sys["Name"], "it-node");
+    let mgr = sys["Links"]["ManagedBy"][0]["@odata.id"].as_str().unwrap();
+    assert_eq!(f.get(mgr)["ManagerType"], "BMC");
+}
+
+/// Failed logins lock the source out with the IPMI face's thresholds (even the right password
+/// then gets 401), and a name that is no configured user never reaches the log as text.
+#[test]
+fn redfish_failed_logins_lock_out_and_unknown_names_are_not_logged() {
+    let dir = ScratchDir::new("redfish-lockout");
+    let f = start(dir.path(), &["--lockout-source-failures", "3"]);
+    let typo = vec!["-u".to_string(), "it-secret-typed-as-user:x".to_string()];
+    for _ in 0..3 {
+        assert_eq!(f.req("GET", &f.system, &typo, None).0, 401);
+    }
+    assert_eq!(
+        f.req("GET", &f.system, &basic(), None).0,
+        401,
+        "not locked out"
+    );
+    let log = f.bmc.log();
+    assert!(!log.contains("it-secret-typed-as-user"), "{log}");
+    assert!(log.contains("<unknown name, 23 chars>"), "{log}");
+    assert!(log.contains("locked out"), "{log}");
+}
+
+#[test]
+fn redfish_read_only_role_may_read_but_not_reset() {
+    let dir = ScratchDir::new("redfish-ro");
+    let f = start(dir.path(), &["--user-privilege", "USER"]);
+    let sys = f.get(&f.system);
+    assert_eq!(sys["PowerState"], "Off");
+    let reset = format!("{}/Actions/ComputerSystem.Reset", f.system);
+    let (s, _, v) = f.req("POST", &reset, &basic(), Some(r#"{"ResetType":"On"}"#));
+    assert_eq!(
+        (s, message_id(&v).as_str()),
+        (403, "Base.1.22.InsufficientPrivilege")
+    );
+    let body = r#"{"Boot":{"BootSourceOverrideTarget":"Pxe"}}"#;
+    assert_eq!(f.req("PATCH", &f.system, &basic(), Some(body)).0, 403);
+    assert_eq!(f.get(&f.system)["PowerState"], "Off");
+}
+
+#[test]
+fn redfish_every_reset_type_and_etag() {
+    let dir = ScratchDir::new("redfish-reset");
+    let f = start(dir.path(), &[]);
+    let reset = format!("{}/Actions/ComputerSystem.Reset", f.system);
+    let sys = f.get(&f.system);
+    let types = &sys["Actions"]["#ComputerSystem.Reset"]["ResetType@Redfish.AllowableValues"];
+    assert_eq!(types.as_array().unwrap().len(), 7, "{types}");
+    for (ty, after) in [
+        ("On", "On"),
+        ("ForceRestart", "On"),
+        ("GracefulRestart", "On"),
+        ("PowerCycle", "On"),
+        ("Nmi", "On"),
+        ("ForceOff", "Off"),
+        ("On", "On"),
+        ("GracefulShutdown", "Off"),
+    ] {
+        let (s, _, v) = f.req(
+            "POST",
+            &reset,
+            &basic(),
+            Some(&format!("{{\"ResetType\":\"{ty}\"}}")),
+        );
+        assert_eq!(s, 204, "{ty}: {v}");
+        assert_eq!(f.get(&f.system)["PowerState"], after, "after {ty}");
+    }
+    let (s, _, v) = f.req("POST", &reset, &basic(), Some(r#"{"ResetType":"Off"}"#));
+    assert_eq!(
+        (s, message_id(&v).as_str()),
+        (400, "Base.1.22.ActionParameterValueNotInList")
+    );
+    // If-Match: a stale ETag is refused with 412, the current one accepted.
+    let (_, h, _) = f.req("GET", &f.system, &basic(), None);
+    let tag = h
+        .lines()
+        .find_map(|l| {
+            l.split_once(": ")
+                .filter(|(k, _)| k.eq_ignore_ascii_case("etag"))
+        })
+        .map(|(_, v)| v)
+        .expect("an ETag")
+        .trim()
+        .to_string();
+    let body = r#"{"Boot":{"BootSourceOverrideTarget":"Hdd"}}"#;
+    let mut stale = basic();
+    stale.extend(["-H".into(), "If-Match: W/\"0000000000000000\"".into()]);
+    let (s, _, v) = f.req("PATCH", &f.system, &stale, Some(body));
+    assert_eq!(
+        (s, message_id(&v).as_str()),
+        (412, "Base.1.22.PreconditionFailed")
+    );
+    let mut good = basic();
+    good.extend(["-H".into(), format!("If-Match: {tag}")]);
+    assert_eq!(f.req("PATCH", &f.system, &good, Some(body)).0, 200);
+    assert_eq!(f.get(&f.system)["Boot"]["BootSourceOverrideTarget"], "Hdd");
+}
+
+#[test]
+fn redfish_boot_override_is_the_ipmi_boot_setting() {
+    let dir = ScratchDir::new("redfish-boot");
+    let f = start(dir.path(), &[]);
+    let Some(ipmi) = Ipmitool::new(&f.bmc, None) else {
+        return;
+    };
+    let body = r#"{"Boot":{"BootSourceOverrideTarget":"Pxe","BootSourceOverrideEnabled":"Continuous","BootSourceOverrideMode":"UEFI"}}"#;
+    let (s, _, v) = f.req("PATCH", &f.system, &basic(), Some(body));
+    assert_eq!(s, 200, "{v}");
+    let r = ipmi.run(&["chassis", "bootparam", "get", "5"]);
+    let out = r.expect_success().to_string();
+    assert!(out.contains("Force PXE"), "{out}");
+    assert!(out.contains("Options apply to all future boots"), "{out}");
+    assert!(out.contains("BIOS EFI boot"), "{out}");
+    // And back: ipmitool sets a one-time legacy disk boot, Redfish reads it.
+    ipmi.run(&["chassis", "bootdev", "disk"]).expect_success();
+    let b = &f.get(&f.system)["Boot"];
+    assert_eq!(b["BootSourceOverrideTarget"], "Hdd", "{b}");
+    assert_eq!(b["BootSourceOverrideEnabled"], "Once", "{b}");
+    assert_eq!(b["BootSourceOverrideMode"], "Legacy", "{b}");
+    ipmi.run(&["chassis", "bootdev", "pxe"]).expect_success();
+    assert_eq!(f.get(&f.system)["Boot"]["BootSourceOverrideTarget"], "Pxe");
+}
+
+/// A machine that is busy (in a power transition) or slower than `--backend-timeout-ms` is
+/// answered 503 with `Retry-After`, as the IPMI face answers C0.
+#[test]
+fn redfish_busy_machine_is_503_with_retry_after() {
+    let dir = ScratchDir::new("redfish-busy");
+    let addr = crate::support::unique_loopback();
+    let slow_on = BmcConfig {
+        power_on_ms: 3000,
+        ..BmcConfig::default()
+    };
+    let f = start_cfg(dir.path(), &[], addr, free_tcp_port(addr), slow_on);
+    let reset = format!("{}/Actions/ComputerSystem.Reset", f.system);
+    assert_eq!(
+        f.req("POST", &reset, &basic(), Some(r#"{"ResetType":"On"}"#))
+            .0,
+        204
+    );
+    let (s, h, v) = f.req(
+        "POST",
+        &reset,
+        &basic(),
+        Some(r#"{"ResetType":"ForceOff"}"#),
+    );
+    assert_eq!(
+        (s, message_id(&v).as_str()),
+        (503, "Base.1.22.ServiceTemporarilyUnavailable"),
+        "{h}"
+    );
+    assert!(h.to_lowercase().contains("retry-after: 2"), "{h}");
+    drop(f);
+    // A machine slower than the budget: the GET is answered 503 at the budget.
+    let dir = ScratchDir::new("redfish-slow");
+    let addr = crate::support::unique_loopback();
+    let extra = [
+        "--sim-api-latency-ms",
+        "1500",
+        "--backend-timeout-ms",
+        "200",
+    ];
+    let f = start_at(dir.path(), &extra, addr, free_tcp_port(addr));
+    let t = Instant::now();
+    let (s, h, _) = f.req("GET", &f.system, &basic(), None);
+    assert_eq!(s, 503, "{h}");
+    assert!(
+        t.elapsed() < Duration::from_millis(1400),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(h.to_lowercase().contains("retry-after"), "{h}");
+}
+
+/// The self-signed certificate is made once (key 0600) and kept across restarts; curl
+/// verifies every answer against it. Plain HTTP only when asked.
+#[test]
+fn redfish_tls_certificate_is_kept_across_restarts() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = ScratchDir::new("redfish-tls");
+    let f = start(dir.path(), &[]);
+    let cert = std::fs::read(&f.cert).unwrap();
+    let mode = std::fs::metadata(dir.path().join("redfish-key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let at: std::net::SocketAddr = f.base.trim_start_matches("https://").parse().unwrap();
+    drop(f);
+    let std::net::IpAddr::V4(ip) = at.ip() else {
+        unreachable!()
+    };
+    let f = start_at(dir.path(), &[], ip, at.port());
+    assert_eq!(std::fs::read(&f.cert).unwrap(), cert, "a new certificate");
+    f.get("/redfish/v1/Systems");
+    drop(f);
+    // The operator's own pair (here: the one just made): nothing is written to the state dir.
+    let own = ScratchDir::new("redfish-own");
+    let (c, k) = (f_cert(dir.path()), dir.path().join("redfish-key.pem"));
+    let f = start_at(
+        own.path(),
+        &[
+            "--redfish-cert",
+            &c.display().to_string(),
+            "--redfish-key",
+            &k.display().to_string(),
+        ],
+        ip,
+        at.port(),
+    );
+    assert_eq!(f.cert, c);
+    f.get("/redfish/v1/Systems");
+    assert!(!own.path().join("redfish-cert.pem").exists());
+    drop(f);
+    let plain = ScratchDir::new("redfish-plain");
+    let f = start(plain.path(), &["--redfish-insecure-http"]);
+    f.get("/redfish/v1/Systems");
+    assert!(!f.cert.exists(), "plain HTTP made a certificate");
+}
+
+fn f_cert(state: &Path) -> PathBuf {
+    state.join("redfish-cert.pem")
+}
+
+/// A Python that can `import sushy`, or `None` after printing SKIP.
+fn python_with_sushy() -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("OVBMC_PYTHON") {
+        candidates.push(PathBuf::from(p));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(PathBuf::from(home).join(".cache/ovbmc/venv/bin/python"));
+    }
+    candidates.extend(find_program("python3"));
+    let found = candidates.into_iter().find(|py| {
+        py.is_file()
+            && run(
+                py,
+                &["-c".into(), "import sushy".into()],
+                &[],
+                Duration::from_secs(30),
+            )
+            .success()
+    });
+    if found.is_none() {
+        if clients_required() {
+            panic!("{TIER}: no Python with sushy (run scripts/test-all, or set OVBMC_PYTHON)");
+        }
+        skip(TIER, "sushy not installed");
+    }
+    found
+}
+
+/// sushy, as Ironic's redfish driver drives it: session auth, the system, power on and off,
+/// a boot source.
+#[test]
+fn redfish_sushy_power_and_boot_source() {
+    let Some(py) = python_with_sushy() else {
+        return;
+    };
+    let dir = ScratchDir::new("redfish-sushy");
+    let f = start(dir.path(), &[]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/sushy_client.py");
+    let r = run(
+        &py,
+        &[
+            script.display().to_string(),
+            format!("{}/redfish/v1", f.base),
+            f.cert.display().to_string(),
+            USER.into(),
+            PASSWORD.into(),
+            f.system.clone(),
+        ],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert!(r.success(), "sushy client failed:\n{r}\n{}", f.bmc.log());
+    assert!(r.stdout.contains("OK"), "{r}");
+    let b = &f.get(&f.system)["Boot"];
+    assert_eq!(b["BootSourceOverrideTarget"], "Pxe", "{b}");
+    assert_eq!(b["BootSourceOverrideEnabled"], "Continuous", "{b}");
+}
+
+/// The CSDL schemas for DMTF's validator, offline: `OVBMC_REDFISH_SCHEMAS`, else the shared
+/// reference copy beside the checkout (`../shared/redfish/csdl` or `../wt/shared/...`).
+fn schema_dir() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::env::var_os("OVBMC_REDFISH_SCHEMAS")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([
+            root.join("../shared/redfish/csdl"),
+            root.join("../wt/shared/redfish/csdl"),
+        ])
+        .find(|d| d.join("ComputerSystem_v1.xml").is_file())
+}
+
+/// DMTF's `redfish-service-validator` (PyPI; `rf_service_validator` beside the venv's Python)
+/// walks the whole service with session and with Basic auth and finds no failure. SKIP
+/// without the validator or the schemas.
+#[test]
+fn redfish_service_validator_finds_no_failures() {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("OVBMC_PYTHON") {
+        candidates.push(PathBuf::from(p).with_file_name("rf_service_validator"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(PathBuf::from(home).join(".cache/ovbmc/venv/bin/rf_service_validator"));
+    }
+    let Some(validator) = candidates.into_iter().find(|p| p.is_file()) else {
+        if clients_required() {
+            panic!("{TIER}: rf_service_validator not installed (run scripts/test-all)");
+        }
+        skip(TIER, "redfish-service-validator not installed");
+        return;
+    };
+    let Some(schemas) = schema_dir() else {
+        skip(TIER, "no Redfish CSDL schemas (set OVBMC_REDFISH_SCHEMAS)");
+        return;
+    };
+    let dir = ScratchDir::new("redfish-validator");
+    let f = start(dir.path(), &[]);
+    for auth in ["Session", "Basic"] {
+        let logs = dir.path().join(format!("validator-{auth}"));
+        let r = run(
+            &validator,
+            &[
+                "--user".into(),
+                USER.into(),
+                "--password".into(),
+                PASSWORD.into(),
+                "--rhost".into(),
+                f.base.clone(),
+                "--authtype".into(),
+                auth.into(),
+                "--schema_directory".into(),
+                schemas.display().to_string(),
+                "--logdir".into(),
+                logs.display().to_string(),
+            ],
+            &[],
+            Duration::from_secs(300),
+        );
+        // The summary table: | PASS | WARN | FAIL | NOT TESTED |, then the counts.
+        let counts: Vec<u64> = r
+            .stdout
+            .lines()
+            .skip_while(|l| !l.contains("FAIL"))
+            .find(|l| l.trim_start().starts_with('|') && l.chars().any(|c| c.is_ascii_digit()))
+            .map(|l| l.split('|').filter_map(|c| c.trim().parse().ok()).collect())
+            .unwrap_or_default();
+        assert!(
+            r.success() && counts.len() == 4 && counts[2] == 0,
+            "validator ({auth}) found failures {counts:?}:\n{r}"
+        );
+        eprintln!(
+            "redfish-service-validator ({auth}): {} pass, {} warn, {} fail, {} not tested",
+            counts[0], counts[1], counts[2], counts[3]
+        );
+    }
+}
+
+/// A fleet behind one Redfish service: each user sees its own BMC's system with its own role,
+/// and a SIGHUP reload gives the face the new fleet.
+#[test]
+fn redfish_serves_a_fleet_per_user_and_follows_a_reload() {
+    let dir = ScratchDir::new("redfish-fleet");
+    let pw = dir.write_secret("pw", PASSWORD);
+    let (a, b, r) = (
+        crate::support::unique_loopback(),
+        crate::support::unique_loopback(),
+        crate::support::unique_loopback(),
+    );
+    let port = crate::support::free_udp_port(a);
+    let rport = free_tcp_port(r);
+    let fleet = |name: &str| {
+        format!(
+            "[defaults]\nbackend = \"sim\"\npassword_file = \"{}\"\nsim_power_on_ms = 0\n\
+             sim_power_off_ms = 0\nport = {port}\n\
+             [redfish]\naddress = \"{r}:{rport}\"\nstate_dir = \"state\"\n\
+             [[bmc]]\naddress = \"{a}\"\ninstance = \"{name}\"\n\
+             [[bmc]]\naddress = \"{b}\"\ninstance = \"node-b\"\nuser = \"viewer\"\n\
+             privilege = \"USER\"\n",
+            pw.display()
+        )
+    };
+    let cfg = dir.path().join("fleet.toml");
+    std::fs::write(&cfg, fleet("node-a")).unwrap();
+    let log_file = dir.path().join("ovbmc.log");
+    let mut p = crate::fleet::FleetProc::spawn(
+        &[],
+        &["--config".into(), cfg.display().to_string()],
+        log_file.clone(),
+    );
+    p.wait_log("serving bmcs=2", 1, Duration::from_secs(30))
+        .unwrap_or_else(|l| panic!("{l}"));
+    let c = Client {
+        base: format!("https://{r}:{rport}"),
+        cert: dir.path().join("state/redfish-cert.pem"),
+        log_file,
+    };
+    let viewer = vec!["-u".to_string(), format!("viewer:{PASSWORD}")];
+    let names = |auth: &[String]| -> Vec<String> {
+        let (s, _, v) = c.req("GET", "/redfish/v1/Systems", auth, None);
+        assert_eq!(s, 200, "{v}");
+        v["Members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let (_, _, sys) = c.req("GET", m["@odata.id"].as_str().unwrap(), auth, None);
+                sys["Name"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    assert_eq!(names(&basic()), ["node-a"]);
+    assert_eq!(names(&viewer), ["node-b"]);
+    let (_, _, v) = c.req("GET", "/redfish/v1/Systems", &viewer, None);
+    let sys = v["Members"][0]["@odata.id"].as_str().unwrap().to_string();
+    let reset = format!("{sys}/Actions/ComputerSystem.Reset");
+    let on = Some(r#"{"ResetType":"On"}"#);
+    assert_eq!(c.req("POST", &reset, &viewer, on).0, 403);
+    let (_, _, acct) = c.req(
+        "GET",
+        "/redfish/v1/AccountService/Accounts/viewer",
+        &viewer,
+        None,
+    );
+    assert_eq!(acct["RoleId"], "ReadOnly");
+    // The admin does not see (or reach) the viewer's system.
+    assert_eq!(c.req("GET", &sys, &basic(), None).0, 404);
+
+    std::fs::write(&cfg, fleet("node-a-renamed")).unwrap();
+    p.signal("HUP");
+    p.wait_log("reload:", 1, Duration::from_secs(30))
+        .unwrap_or_else(|l| panic!("{l}"));
+    assert_eq!(names(&basic()), ["node-a-renamed"]);
+    assert_eq!(names(&viewer), ["node-b"]);
+}
+
+/// DMTF's `redfish-protocol-validator` (PyPI; `rf_protocol_validator` beside the venv's Python)
+/// over HTTPS, trusting the self-signed certificate, finds no failure. SKIP without it.
+#[test]
+fn redfish_protocol_validator_finds_no_failures() {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("OVBMC_PYTHON") {
+        candidates.push(PathBuf::from(p).with_file_name("rf_protocol_validator"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(PathBuf::from(home).join(".cache/ovbmc/venv/bin/rf_protocol_validator"));
+    }
+    let Some(validator) = candidates.into_iter().find(|p| p.is_file()) else {
+        if clients_required() {
+            panic!("{TIER}: rf_protocol_validator not installed (run scripts/test-all)");
+        }
+        skip(TIER, "redfish-protocol-validator not installed");
+        return;
+    };
+    let dir = ScratchDir::new("redfish-protocol");
+    let f = start(dir.path(), &[]);
+    let cert = f.cert.display().to_string();
+    let r = run(
+        &validator,
+        &[
+            "-u".into(),
+            USER.into(),
+            "-p".into(),
+            PASSWORD.into(),
+            "-r".into(),
+            f.base.clone(),
+            "--ca-bundle".into(),
+            cert.clone(),
+            "--report-dir".into(),
+            dir.path().join("report").display().to_string(),
+        ],
+        // Some of its requests ignore --ca-bundle and use requests' default trust.
+        &[("REQUESTS_CA_BUNDLE", cert.as_str())],
+        Duration::from_secs(300),
+    );
+    let summary = r
+        .stdout
+        .lines()
+        .chain(r.stderr.lines())
+        .find(|l| l.starts_with("Summary"))
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        r.success() && summary.contains("FAIL: 0,"),
+        "protocol validator: {summary}\n{r}"
+    );
+    eprintln!("redfish-protocol-validator: {summary}");
+}
