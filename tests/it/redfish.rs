@@ -544,17 +544,14 @@ fn redfish_sushy_power_and_boot_source() {
     assert_eq!(b["BootSourceOverrideEnabled"], "Continuous", "{b}");
 }
 
-/// The CSDL schemas for DMTF's validator, offline: `OVBMC_REDFISH_SCHEMAS`, else the shared
-/// reference copy beside the checkout (`../shared/redfish/csdl` or `../wt/shared/...`).
+/// The CSDL schemas for DMTF's validator, offline: `OVBMC_REDFISH_SCHEMAS`, else the ones
+/// the project keeps for this test (`tests/fixtures/redfish-csdl`, see its README).
 fn schema_dir() -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::env::var_os("OVBMC_REDFISH_SCHEMAS")
         .map(PathBuf::from)
         .into_iter()
-        .chain([
-            root.join("../shared/redfish/csdl"),
-            root.join("../wt/shared/redfish/csdl"),
-        ])
+        .chain([root.join("tests/fixtures/redfish-csdl")])
         .find(|d| d.join("ComputerSystem_v1.xml").is_file())
 }
 
