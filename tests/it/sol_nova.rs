@@ -42,7 +42,7 @@ fn prompt() -> String {
 }
 
 /// Whether the lab runs nova-serialproxy (`OVBMC_LAB_SERIAL_CONSOLE=on`): its port answers.
-fn lab_has_serial_console() -> bool {
+pub(crate) fn lab_has_serial_console() -> bool {
     let port =
         crate::support::lab_env("openstack", "serialproxy_port").unwrap_or_else(|| "16083".into());
     TcpStream::connect_timeout(
