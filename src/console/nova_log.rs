@@ -75,10 +75,13 @@ pub fn open(
         let mut failing = false;
         let mut wait = Duration::ZERO;
         loop {
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                inp = in_rx.recv() => {
-                    match inp {
+            // The next read is due `wait` after the last one; input in between is answered
+            // without moving that deadline (else steady typing would stop the reads).
+            let due = tokio::time::Instant::now() + wait;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(due) => break,
+                    inp = in_rx.recv() => match inp {
                         None => return,
                         Some(_) if !told => {
                             told = true;
@@ -87,8 +90,7 @@ pub fn open(
                             }
                         }
                         Some(_) => {}
-                    }
-                    continue;
+                    },
                 }
             }
             wait = interval;
@@ -189,5 +191,41 @@ mod tests {
         );
         let reads = f.count("action");
         assert!(reads >= 3, "{reads}");
+    }
+
+    /// Typing faster than the poll interval must not hold the reads back: the next read is
+    /// due `interval` after the last one, whatever arrives meanwhile.
+    #[tokio::test]
+    async fn steady_typing_does_not_stop_the_log() {
+        let f = Fake::start().await;
+        f.add_server(ID, "a", "ACTIVE");
+        f.lock().console_log = "boot\n".into();
+        let s = session(&f, fast()).await;
+        let stats = Arc::new(ConsoleStats::default());
+        let mut link = open(
+            s,
+            ID.into(),
+            "bmc a".into(),
+            Duration::from_millis(200),
+            stats,
+        );
+        assert_eq!(recv(&mut link).await, "boot\r\n");
+        f.lock().console_log.push_str("later\n");
+        let to_guest = link.to_guest.clone();
+        let typist = tokio::spawn(async move {
+            loop {
+                if to_guest
+                    .send(Input::Data(Bytes::from_static(b"x")))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        assert_eq!(recv(&mut link).await, READ_ONLY_NOTICE);
+        assert_eq!(recv(&mut link).await, "later\r\n", "read while typing");
+        typist.abort();
     }
 }

@@ -10,8 +10,9 @@
 //! The lab's `e2e` runs against both BMCs at once, strict (no fakebmc profile, so every gap is a
 //! failure): enroll, manage, power on/off/reboot/soft, boot devices in UEFI and legacy mode, NMI,
 //! periodic power sync, the main steps with a negotiated cipher suite and then suites 3 and 17,
-//! provide. Its power-sync step changes the power "behind Ironic's back" with the `ipmitool` it is
-//! given (`E2E_IPMITOOL`); for ovbmc the real out-of-band change is a call to Nova's API, so that
+//! the serial console through `ipmitool-socat` (enable, connect to what `console show` reports,
+//! the guest's banner, a typed line's echo, disable), provide. Its power-sync step changes the
+//! power "behind Ironic's back" with the `ipmitool` it is given (`E2E_IPMITOOL`); for ovbmc the real out-of-band change is a call to Nova's API, so that
 //! ipmitool is a wrapper that turns `power on|off` into `openstack server start|stop`. Afterwards
 //! the test drives the enrolled node through Ironic's API and checks Nova's side: the instance's
 //! status after power off/on and its metadata after a UEFI boot-device set.
@@ -468,6 +469,12 @@ fn drive(lab: &Lab, dir: &ScratchDir, wrapper: &Path, addr: Ipv4Addr, port: u16,
     let clouds = lab.clouds.display().to_string();
     let openstack = lab.openstack.display().to_string();
     let (wrapper_s, oob_s) = (wrapper.display().to_string(), oob_log.display().to_string());
+    let console = crate::sol_nova::lab_has_serial_console();
+    let console_banner = if console {
+        "ovbmc lab guest serial console"
+    } else {
+        ""
+    };
     let t0 = Instant::now();
     let ran = run(
         &lab.e2e,
@@ -485,6 +492,9 @@ fn drive(lab: &Lab, dir: &ScratchDir, wrapper: &Path, addr: Ipv4Addr, port: u16,
             ("E2E_XFAIL", ""),
             ("E2E_KEEP_NODE", "1"),
             ("E2E_IPMITOOL", wrapper_s.as_str()),
+            // The console step (ipmitool-socat): the lab guest's serial console through
+            // ovbmc's SOL and nova-serialproxy; skipped when the lab has it off.
+            ("E2E_CONSOLE_BANNER", console_banner),
             ("OVBMC_IT_OPENSTACK", openstack.as_str()),
             ("OVBMC_IT_INSTANCE", name),
             ("OVBMC_IT_OOB_LOG", oob_s.as_str()),
@@ -505,7 +515,8 @@ fn drive(lab: &Lab, dir: &ScratchDir, wrapper: &Path, addr: Ipv4Addr, port: u16,
         summary.join(" / ")
     ));
     assert!(ran.success(), "e2e against {addr}:{port} ({name}) failed");
-    for step in MUST_PASS {
+    let console_step = console.then_some("console");
+    for step in MUST_PASS.into_iter().chain(console_step) {
         assert!(
             ran.stdout
                 .lines()

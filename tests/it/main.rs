@@ -29,3 +29,4 @@ mod rmcp;
 mod routing;
 mod secrets;
 mod sol;
+mod sol_nova;

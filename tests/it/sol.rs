@@ -22,13 +22,14 @@ use crate::support::{Bmc, BmcConfig, ScratchDir, assert_field, client, run};
 const TIER: &str = "sol";
 
 /// The simulator's burst pattern (`src/console/sim.rs`): byte k is `PATTERN[k % 64]`.
-const PATTERN: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+pub(crate) const PATTERN: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// How long any one expected piece of console output may take to arrive.
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// A program on a pseudo-terminal (socat's `pty`), its output collected as it arrives.
-struct Pty {
+pub(crate) struct Pty {
     child: Child,
     stdin: Option<ChildStdin>,
     out: Arc<(Mutex<Vec<u8>>, Condvar)>,
@@ -42,7 +43,7 @@ impl Pty {
     /// Run `program args` on a pty (`socat - EXEC:script,pty,stderr,setsid,ctty`), or `None`
     /// (skipped) without socat. The command goes through a script so that no argument has
     /// to survive socat's address syntax (its `,` and `:`).
-    fn spawn(program: &Path, args: &[String]) -> Option<Self> {
+    pub(crate) fn spawn(program: &Path, args: &[String]) -> Option<Self> {
         let socat = client(TIER, "socat")?;
         let dir = ScratchDir::new("pty");
         let script = dir.path().join("run.sh");
@@ -88,7 +89,7 @@ impl Pty {
     }
 
     /// Everything the program printed so far, for messages.
-    fn transcript(&self) -> String {
+    pub(crate) fn transcript(&self) -> String {
         let out = self.out.0.lock().unwrap();
         let text = String::from_utf8_lossy(&out);
         if text.len() > 4000 {
@@ -101,7 +102,7 @@ impl Pty {
     /// Wait (at most `timeout`) for `needle` after what was already expected; returns the
     /// output from the previous position up to and including it.
     #[track_caller]
-    fn expect_within(&mut self, needle: &[u8], timeout: Duration) -> Vec<u8> {
+    pub(crate) fn expect_within(&mut self, needle: &[u8], timeout: Duration) -> Vec<u8> {
         let deadline = Instant::now() + timeout;
         let (lock, cv) = &*self.out;
         let mut out = lock.lock().unwrap();
@@ -130,19 +131,19 @@ impl Pty {
     }
 
     #[track_caller]
-    fn expect(&mut self, needle: &str) -> Vec<u8> {
+    pub(crate) fn expect(&mut self, needle: &str) -> Vec<u8> {
         self.expect_within(needle.as_bytes(), WAIT)
     }
 
     /// Type `bytes`.
-    fn send(&mut self, bytes: &[u8]) {
+    pub(crate) fn send(&mut self, bytes: &[u8]) {
         let w = self.stdin.as_mut().expect("stdin open");
         w.write_all(bytes).unwrap();
         w.flush().unwrap();
     }
 
     /// Wait (at most `timeout`) for the program to end.
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
@@ -164,7 +165,7 @@ impl Drop for Pty {
     }
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 

@@ -38,6 +38,12 @@ Environment (all optional):
                         "power on|off" goes to Nova instead
   E2E_API_VERSION       microversion (default latest)
   E2E_HTTP_TIMEOUT      seconds per API call (default 300)
+  E2E_CONSOLE_BANNER    enables the console step: text the guest's serial console
+                        shows when SOL is activated (ovbmc against the OpenStack
+                        lab: "ovbmc lab guest serial console"); unset = SKIP
+  E2E_CONSOLE_ECHO      what the guest answers to a typed line, "%s" for the
+                        line (default "echo: %s", the lab guest's and ovbmc's sim)
+  E2E_CONSOLE_PORT      ipmi_terminal_port (default: a free port on 127.0.0.1)
 
 ``--profile fakebmc`` expects the steps pyghmi's fake BMC cannot pass to
 fail: cipher-suite-17 (it offers suite 3 only), bootdev-persistent-readback
@@ -530,6 +536,93 @@ class Run:
             time.sleep(3)
         raise Fail("no sensor result for the node within %ss" % limit)
 
+    def console_state(self):
+        a = self.ironic.get(self.path("/states/console"))
+        if a.code != 200:
+            raise Fail("GET states/console -> HTTP %s %s" % (a.code, a.error()))
+        return a.json()
+
+    def set_console(self, enabled, limit=60):
+        """`baremetal node console enable|disable`, waited for (it is asynchronous)."""
+        a = self.ironic.call("PUT", self.path("/states/console"), {"enabled": enabled})
+        if a.code != 202:
+            raise Fail("PUT states/console enabled=%s -> HTTP %s %s" % (
+                enabled, a.code, a.error()))
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < limit:
+            self.fetch()
+            if self.f("console_enabled") is enabled:
+                return
+            if self.f("last_error"):
+                raise Fail("console enabled=%s: last_error %s" % (enabled, self.f("last_error")))
+            time.sleep(1)
+        raise Fail("console_enabled still %s after %ss" % (self.f("console_enabled"), limit))
+
+    def s_console(self):
+        """ipmitool-socat: enable, connect to what `console show` says, banner, echo, disable."""
+        self.need_node()
+        banner = env("E2E_CONSOLE_BANNER")
+        if not banner:
+            raise Skip("E2E_CONSOLE_BANNER not set")
+        # The guest's console needs a running guest.
+        if self.bmc.power() != "power on":
+            self.power("power on", "power on")
+        port = env("E2E_CONSOLE_PORT")
+        if not port:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = str(s.getsockname()[1])
+        a = self.ironic.patch(self.path(),
+                              {"op": "replace", "path": "/console_interface",
+                               "value": "ipmitool-socat"},
+                              {"op": "add", "path": "/driver_info/ipmi_terminal_port",
+                               "value": int(port)})
+        if a.code != 200:
+            raise Fail("PATCH console_interface=ipmitool-socat -> HTTP %s %s" % (
+                a.code, a.error()))
+        self.set_console(True)
+        try:
+            # `console show`; Ironic runs `sol deactivate` for it, so it comes before the
+            # connection, whose `sol activate` socat starts when a client connects.
+            info = self.console_state().get("console_info") or {}
+            url = info.get("url") or ""
+            if info.get("type") != "socat" or not url.startswith("tcp://"):
+                raise Fail("console show: %s" % info)
+            host, _, cport = url[len("tcp://"):].rstrip("/").rpartition(":")
+            self.note("console %s;" % url)
+            line = "e2e console %d" % os.getpid()
+            echo = env("E2E_CONSOLE_ECHO", "echo: %s") % line
+            with socket.create_connection((host.strip("[]"), int(cport)), timeout=10) as c:
+                got = self.read_until(c, banner.encode(), 60)
+                self.note("banner after %d bytes;" % len(got))
+                # the prompt after the banner, then a typed line and its answer
+                time.sleep(1)
+                c.sendall(line.encode() + b"\r")
+                self.read_until(c, echo.encode(), 30)
+                self.note("%r came back;" % echo)
+        finally:
+            self.set_console(False)
+        if "01 00 00" not in " ".join(self.bmc.run("raw", "0x06", "0x4a", "0x01").split()):
+            raise Fail("SOL still active on the BMC after console disable")
+        self.note("disabled; no SOL payload active on the BMC")
+
+    def read_until(self, sock, needle, limit):
+        """What the console sent until `needle` (bounded by `limit` seconds)."""
+        got, t0 = b"", time.monotonic()
+        while needle not in got:
+            left = limit - (time.monotonic() - t0)
+            if left <= 0:
+                raise Fail("%r not seen within %ss; got %r" % (needle, limit, got[-300:]))
+            sock.settimeout(min(left, 5))
+            try:
+                data = sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                raise Fail("console closed before %r; got %r" % (needle, got[-300:]))
+            got += data
+        return got
+
     def s_provide(self):
         self.need_node()
         self.fetch()
@@ -580,6 +673,7 @@ class Run:
         yield "error-wrong-password", self.s_error_password
         yield "error-no-bmc", self.s_error_no_bmc
         yield "sensors", self.s_sensors
+        yield "console", self.s_console
         yield "provide", self.s_provide
         yield "delete", self.s_delete
 
