@@ -55,6 +55,27 @@ pub trait Machine: Send + Sync + 'static {
     fn console(&self) -> Option<crate::console::Source> {
         None
     }
+    /// What it is made of, where the backend knows (Nova: the flavor and the ports of the
+    /// instance); `None` where it does not (the simulator). For the Redfish face's
+    /// ProcessorSummary, MemorySummary and EthernetInterfaces, and for the enrollment file.
+    fn inventory(&self) -> BoxFuture<'_, Option<Inventory>> {
+        Box::pin(async { None })
+    }
+}
+
+/// A machine's hardware as far as its backend knows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// Virtual CPUs.
+    pub cpus: Option<u32>,
+    /// Memory in MiB.
+    pub memory_mib: Option<u64>,
+    /// Root disk in GiB.
+    pub disk_gib: Option<u64>,
+    /// The flavor's name.
+    pub flavor: Option<String>,
+    /// MAC addresses of its network ports, lower case, in the order Nova lists them.
+    pub macs: Vec<String>,
 }
 
 /// A shared machine.

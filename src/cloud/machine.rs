@@ -839,6 +839,21 @@ impl Machine for NovaMachine {
             id: self.instance_id().to_string(),
         })
     }
+
+    fn inventory(&self) -> BoxFuture<'_, Option<crate::backend::Inventory>> {
+        Box::pin(async move {
+            // The shared, coalesced view: no request of its own when one is fresh.
+            let (_, s) = self.inner.server(None).await.ok()?;
+            let f = s.flavor.as_ref();
+            Some(crate::backend::Inventory {
+                cpus: f.and_then(|f| f.vcpus),
+                memory_mib: f.and_then(|f| f.ram_mib),
+                disk_gib: f.and_then(|f| f.disk_gib),
+                flavor: f.and_then(|f| f.name.clone()),
+                macs: s.macs,
+            })
+        })
+    }
 }
 
 #[cfg(test)]

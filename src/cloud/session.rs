@@ -91,6 +91,61 @@ pub struct Server {
     pub fault: Option<String>,
     /// Image the instance was built (or rebuilt) from; `None` when volume-backed.
     pub image_id: Option<String>,
+    /// The flavor as embedded in the server (compute microversion 2.47 and later: `vcpus`,
+    /// `ram` in MiB, `disk` in GiB, `original_name`); `None` before 2.47, where only its id is.
+    pub flavor: Option<Flavor>,
+    /// MAC addresses of the instance's ports (`addresses.*[].OS-EXT-IPS-MAC:mac_addr`),
+    /// each once, in the order listed.
+    pub macs: Vec<String>,
+}
+
+/// A flavor's sizes, from a server document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Flavor {
+    /// `original_name`.
+    pub name: Option<String>,
+    /// `vcpus`.
+    pub vcpus: Option<u32>,
+    /// `ram`, MiB.
+    pub ram_mib: Option<u64>,
+    /// `disk`, GiB.
+    pub disk_gib: Option<u64>,
+}
+
+impl Flavor {
+    fn from_json(f: &Value) -> Option<Self> {
+        // Before 2.47 the flavor is only `{"id", "links"}`: no sizes, nothing to report.
+        f.get("vcpus")?;
+        let n = |k: &str| f.get(k).and_then(Value::as_u64);
+        Some(Self {
+            name: f
+                .get("original_name")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            vcpus: n("vcpus").and_then(|v| u32::try_from(v).ok()),
+            ram_mib: n("ram"),
+            disk_gib: n("disk"),
+        })
+    }
+}
+
+/// The MAC addresses of a server's `addresses` map, each once.
+fn macs_of(v: &Value) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let Some(nets) = v.get("addresses").and_then(Value::as_object) else {
+        return out;
+    };
+    for addrs in nets.values().filter_map(Value::as_array) {
+        for a in addrs {
+            if let Some(m) = a.get("OS-EXT-IPS-MAC:mac_addr").and_then(Value::as_str) {
+                let m = m.to_ascii_lowercase();
+                if !out.contains(&m) {
+                    out.push(m);
+                }
+            }
+        }
+    }
+    out
 }
 
 impl Server {
@@ -123,6 +178,8 @@ impl Server {
                 .and_then(|i| i.get("id"))
                 .and_then(Value::as_str)
                 .map(str::to_string),
+            flavor: v.get("flavor").and_then(Flavor::from_json),
+            macs: macs_of(v),
         })
     }
 }
@@ -951,6 +1008,29 @@ pub enum Service {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn flavor_sizes_and_port_macs_are_read_from_a_server() {
+        // Compute API 2.47+ "server show": the flavor embedded, the ports under addresses.
+        let v = json!({"id": "x", "flavor": {"original_name": "bm.small", "vcpus": 4,
+                "ram": 8192, "disk": 40, "ephemeral": 0, "swap": 0},
+            "addresses": {"prov": [{"addr": "192.0.2.5", "OS-EXT-IPS-MAC:mac_addr": "FA:16:3E:00:00:01"}],
+                "ext": [{"addr": "2001:db8::5", "OS-EXT-IPS-MAC:mac_addr": "fa:16:3e:00:00:01"},
+                        {"addr": "198.51.100.7", "OS-EXT-IPS-MAC:mac_addr": "fa:16:3e:00:00:02"}]}});
+        let s = Server::from_json(&v).unwrap();
+        let f = s.flavor.unwrap();
+        assert_eq!(
+            (f.name.as_deref(), f.vcpus, f.ram_mib, f.disk_gib),
+            (Some("bm.small"), Some(4), Some(8192), Some(40))
+        );
+        let mut macs = s.macs.clone();
+        macs.sort();
+        assert_eq!(macs, ["fa:16:3e:00:00:01", "fa:16:3e:00:00:02"]);
+        // Before 2.47 the flavor is a reference only.
+        let old = json!({"id": "x", "flavor": {"id": "1", "links": []}});
+        assert_eq!(Server::from_json(&old).unwrap().flavor, None);
+    }
+
     use super::*;
 
     #[test]

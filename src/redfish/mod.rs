@@ -578,7 +578,13 @@ impl Face {
         let power = within(budget, async move { m.power_state().await }).await?;
         let m = s.machine.clone();
         let boot = within(budget, async move { m.boot_flags().await }).await?;
-        Ok(resources::system(&s.id, &s.name, power, boot))
+        // Best effort: a machine whose backend cannot say is shown without the summaries.
+        let m = s.machine.clone();
+        let inv = tokio::time::timeout(budget, async move { m.inventory().await })
+            .await
+            .ok()
+            .flatten();
+        Ok(resources::system(&s.id, &s.name, power, boot, inv.as_ref()))
     }
 
     async fn patch_system(

@@ -205,14 +205,20 @@ fn device_of(t: &str) -> Option<BootDevice> {
 }
 
 /// The ComputerSystem.
-pub fn system(id: &str, name: &str, power: PowerState, boot: BootFlags) -> Value {
+pub fn system(
+    id: &str,
+    name: &str,
+    power: PowerState,
+    boot: BootFlags,
+    inventory: Option<&crate::backend::Inventory>,
+) -> Value {
     let enabled = match (boot.valid(), boot.persistent()) {
         (false, _) => "Disabled",
         (true, false) => "Once",
         (true, true) => "Continuous",
     };
     let uri = format!("/redfish/v1/Systems/{id}");
-    json!({
+    let mut v = json!({
         "@odata.id": uri,
         "@odata.type": "#ComputerSystem.v1_20_0.ComputerSystem",
         "Id": id,
@@ -239,7 +245,18 @@ pub fn system(id: &str, name: &str, power: PowerState, boot: BootFlags) -> Value
             "ManagedBy": [link(&format!("/redfish/v1/Managers/{id}"))],
             "Chassis": [link(&format!("/redfish/v1/Chassis/{id}"))],
         },
-    })
+    });
+    // From the flavor, where the backend knows it (ComputerSystem ProcessorSummary.Count,
+    // MemorySummary.TotalSystemMemoryGiB; sushy reads both for Ironic's inspection).
+    if let Some(inv) = inventory {
+        if let Some(n) = inv.cpus {
+            v["ProcessorSummary"] = json!({"Count": n});
+        }
+        if let Some(mib) = inv.memory_mib {
+            v["MemorySummary"] = json!({"TotalSystemMemoryGiB": mib as f64 / 1024.0});
+        }
+    }
+    v
 }
 
 /// The Manager (the virtual BMC) of a system.
@@ -524,8 +541,22 @@ pub fn reset_action(body: &Value) -> Result<PowerAction, Refused> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_known_flavor_gives_processor_and_memory_summaries() {
+        let inv = crate::backend::Inventory {
+            cpus: Some(4),
+            memory_mib: Some(6144),
+            ..Default::default()
+        };
+        let v = system("id", "n", PowerState::On, BootFlags::default(), Some(&inv));
+        assert_eq!(v["ProcessorSummary"], json!({"Count": 4}));
+        assert_eq!(v["MemorySummary"], json!({"TotalSystemMemoryGiB": 6.0}));
+        let v = system("id", "n", PowerState::On, BootFlags::default(), None);
+        assert!(v.get("ProcessorSummary").is_none() && v.get("MemorySummary").is_none());
+    }
+
     fn sys(flags: BootFlags) -> Value {
-        system("u", "n", PowerState::Off, flags)
+        system("u", "n", PowerState::Off, flags, None)
     }
 
     #[test]
