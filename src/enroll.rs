@@ -243,12 +243,16 @@ pub async fn nodes_json(cli: &Cli, args: &NodesJsonArgs) -> anyhow::Result<()> {
         None => std::io::stdout().write_all(text.as_bytes())?,
     }
     if !args.password_inline {
-        let field = match (args.format, settings.redfish.is_some()) {
-            (NodesFormat::Tripleo, _) => "pm_password",
-            (NodesFormat::Ironic, true) => "driver_info/redfish_password",
-            (NodesFormat::Ironic, false) => "driver_info/ipmi_password",
+        // The Ironic field the password goes in, whichever importer made the node.
+        let key = if settings.redfish.is_some() {
+            "redfish_password"
+        } else {
+            "ipmi_password"
         };
-        let key = field.rsplit('/').next().unwrap_or(field);
+        let field = match args.format {
+            NodesFormat::Tripleo => "pm_password".to_string(),
+            NodesFormat::Ironic => format!("driver_info/{key}"),
+        };
         eprintln!(
             "nodes-json: the passwords are not in the file ({field} left out; \
              --password-inline puts them in). After enrolling, set them:"

@@ -597,3 +597,82 @@ fn nodes_json_for_a_sim_fleet() {
             "pm_port": 6231, "pm_user": "ops", "arch": "x86_64"})
     );
 }
+
+/// A Python that can import python-ironicclient: `OVBMC_IRONICCLIENT_PYTHON`, else the Ironic
+/// lab's venv (`tests/lab/env ironic venv`), else `~/.cache/ovbmc/venv`, else `python3`.
+fn ironicclient_python() -> Option<std::path::PathBuf> {
+    let mut c: Vec<std::path::PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("OVBMC_IRONICCLIENT_PYTHON") {
+        c.push(p.into());
+    }
+    if let Some(v) = crate::support::lab_env("ironic", "venv") {
+        c.push(std::path::Path::new(&v).join("bin/python"));
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        c.push(std::path::Path::new(&h).join(".cache/ovbmc/venv/bin/python"));
+    }
+    c.push("python3".into());
+    c.into_iter().find(|p| {
+        std::process::Command::new(p)
+            .args(["-c", "import ironicclient.v1.create_resources"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// Issue 14 item 3: the file `nodes-json` writes goes through python-ironicclient's own
+/// `baremetal create` code (schema, node and port attribute checks; tests/py/
+/// ironic_create_resources.py records the POSTs instead of sending them, so no Ironic runs),
+/// for IPMI and Redfish nodes. SKIP where no Python has ironicclient.
+#[test]
+fn nodes_json_passes_ironicclients_create_resources() {
+    let Some(py) = ironicclient_python() else {
+        crate::support::skip("nodes-json ironicclient", "no Python with ironicclient");
+        return;
+    };
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/py/ironic_create_resources.py")
+        .display()
+        .to_string();
+    let dir = crate::support::ScratchDir::new("nodes-json-ic");
+    let pw = dir.write_secret("pw", "secret-password-1");
+    let fleet = format!(
+        "[defaults]\nbackend = \"sim\"\npassword_file = \"{}\"\n\n[[bmc]]\naddress = \"192.0.2.10\"\n\
+         instance = \"node-0\"\n\n[[bmc]]\naddress = \"192.0.2.11\"\nport = 6231\n\
+         instance = \"node-1\"\n",
+        pw.display()
+    );
+    let f = dir.path().join("fleet.toml");
+    let out = dir.path().join("nodes.json").display().to_string();
+    for (i, extra) in ["", "\n[redfish]\naddress = \"127.0.0.1:8443\"\n"]
+        .iter()
+        .enumerate()
+    {
+        std::fs::write(&f, format!("{fleet}{extra}")).unwrap();
+        let cfg = f.display().to_string();
+        ovbmc(
+            &[
+                "nodes-json",
+                "--config",
+                &cfg,
+                "--password-inline",
+                "-o",
+                &out,
+            ],
+            &[],
+        )
+        .expect_success();
+        let r = run(&py, &[script.clone(), out.clone()], &[], CLIENT_TIMEOUT);
+        let o = r.expect_success();
+        assert!(o.trim_end().ends_with("OK"), "{r}");
+        assert_eq!(o.matches("\"/v1/nodes\"").count(), 2, "{r}");
+        let driver = if i == 0 {
+            "\"driver\": \"ipmi\""
+        } else {
+            "\"driver\": \"redfish\""
+        };
+        assert_eq!(o.matches(driver).count(), 2, "{r}");
+    }
+}
