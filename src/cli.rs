@@ -193,6 +193,12 @@ pub struct NodesJsonArgs {
     #[arg(long)]
     pub password_inline: bool,
 
+    /// Only the ports on this Nova network (its name, as `openstack server show` lists it
+    /// under `addresses`; repeatable): the provisioning network, so Ironic does not try to
+    /// PXE-boot from the others. [default: every port]
+    #[arg(long, value_name = "NAME")]
+    pub network: Vec<String>,
+
     /// The file's shape.
     #[arg(long, value_enum, default_value_t = NodesFormat::Ironic)]
     pub format: NodesFormat,

@@ -182,6 +182,19 @@ pub fn tripleo_node(n: &NodeFacts) -> Value {
     Value::Object(node)
 }
 
+/// The MACs of `inv` on one of `networks`, in their order.
+pub fn only_on(inv: &Inventory, networks: &[String]) -> Vec<String> {
+    inv.macs
+        .iter()
+        .filter(|m| {
+            inv.mac_networks
+                .iter()
+                .any(|(mac, net)| mac == *m && networks.contains(net))
+        })
+        .cloned()
+        .collect()
+}
+
 /// `ports`: one `{address}` per MAC; `None` (the key left out) when none is known.
 fn ports(n: &NodeFacts) -> Option<Value> {
     let macs = &n.inventory.as_ref()?.macs;
@@ -287,10 +300,24 @@ async fn facts(
     } else {
         None
     };
-    let inventory = tokio::time::timeout(CALL_TIMEOUT, m.inventory())
+    let mut inventory = tokio::time::timeout(CALL_TIMEOUT, m.inventory())
         .await
         .ok()
         .flatten();
+    if let Some(inv) = inventory.as_mut()
+        && !args.network.is_empty()
+    {
+        let all = inv.macs.len();
+        inv.macs = only_on(inv, &args.network);
+        if all > 0 && inv.macs.is_empty() {
+            tracing::warn!(
+                "{}: none of the {all} ports of {} is on {:?}: no ports",
+                at(),
+                m.name(),
+                args.network
+            );
+        }
+    }
     let boot = match tokio::time::timeout(CALL_TIMEOUT, m.boot_flags()).await {
         Ok(Ok(f)) => Some(f),
         Ok(Err(err)) => {
@@ -498,6 +525,9 @@ mod tests {
         let mut sorted = macs.clone();
         sorted.sort();
         assert_eq!(sorted, ["fa:16:3e:00:00:01", "fa:16:3e:00:00:02"]);
+        let inv = n.inventory.clone().unwrap();
+        assert_eq!(only_on(&inv, &["prov".to_string()]), ["fa:16:3e:00:00:01"]);
+        assert!(only_on(&inv, &["other".to_string()]).is_empty());
         let t = tripleo_node(&n);
         assert_eq!(
             (t["cpu"].clone(), t["memory"].clone(), t["disk"].clone()),
