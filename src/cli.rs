@@ -169,6 +169,50 @@ pub enum Command {
     /// secret) and what is wrong (unreadable password or Kg files, ...); the exit status is
     /// non-zero when something is.
     Check(CheckArgs),
+    /// Write the enrollment file for these BMCs' nodes, for `baremetal create` (default) or
+    /// TripleO's `overcloud node import` (`--format tripleo`): driver, BMC address and user,
+    /// MACs and sizes from the instance. Read-only: it never changes the cloud. The password
+    /// is left out unless --password-inline (stderr says which fields to fill in).
+    NodesJson(NodesJsonArgs),
+}
+
+/// `ovbmc nodes-json`.
+#[derive(Debug, Args)]
+pub struct NodesJsonArgs {
+    /// The fleet file whose BMCs to enroll.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub config: PathBuf,
+
+    /// Write the file here (replaced whole; mode 0600 with --password-inline) instead of
+    /// standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Put each BMC's password in the file (`ipmi_password`, `redfish_password` or
+    /// `pm_password`). Without it the password is left out.
+    #[arg(long)]
+    pub password_inline: bool,
+
+    /// Only the ports on this Nova network (its name, as `openstack server show` lists it
+    /// under `addresses`; repeatable): the provisioning network, so Ironic does not try to
+    /// PXE-boot from the others. [default: every port]
+    #[arg(long, value_name = "NAME")]
+    pub network: Vec<String>,
+
+    /// The file's shape.
+    #[arg(long, value_enum, default_value_t = NodesFormat::Ironic)]
+    pub format: NodesFormat,
+}
+
+/// `ovbmc nodes-json --format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum NodesFormat {
+    /// Ironic's own fields, for `openstack baremetal create FILE`.
+    #[default]
+    Ironic,
+    /// TripleO's instackenv `pm_*` fields, as OVB's build-nodes-json wrote them, for
+    /// `openstack overcloud node import FILE`.
+    Tripleo,
 }
 
 /// `ovbmc check`.

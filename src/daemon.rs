@@ -566,6 +566,31 @@ fn load_entry(cli: &Cli, e: &BmcEntry) -> anyhow::Result<Loaded> {
     })
 }
 
+/// The machines of a fleet's BMCs, in the order of `fleet.bmcs`, built as the daemon builds
+/// them (Nova instances resolved in one server list per boot strategy, on one session), for
+/// the read-only one-shot commands (`ovbmc nodes-json`): nothing is bound, routed or served,
+/// and no password is read.
+pub(crate) async fn fleet_machines(
+    settings: &Settings,
+    file: &Path,
+    fleet: &Fleet,
+) -> anyhow::Result<Vec<SharedMachine>> {
+    let places: Vec<String> = fleet
+        .bmcs
+        .iter()
+        .map(|e| format!("{}: bmc #{} ({}): ", file.display(), e.index, e.addr))
+        .collect();
+    let refs: Vec<(&BmcEntry, &str)> = fleet
+        .bmcs
+        .iter()
+        .zip(&places)
+        .map(|(e, p)| (e, p.as_str()))
+        .collect();
+    Cloud::new(settings.nova.clone(), Tasks::new())
+        .machines_of(&refs)
+        .await
+}
+
 /// The cloud side: the resolved Nova options and, once a Nova BMC needed it, the shared
 /// session (kept across reloads, so adding a BMC does not log in again).
 struct Cloud {
@@ -587,11 +612,22 @@ impl Cloud {
     /// Build a machine per entry (same order). Nova instances are resolved in one server
     /// list per boot strategy, all on one session; any failure fails the whole batch.
     async fn machines(&mut self, entries: &[&Loaded]) -> anyhow::Result<Vec<SharedMachine>> {
+        let refs: Vec<(&BmcEntry, &str)> = entries
+            .iter()
+            .map(|l| (&l.entry, l.place.as_str()))
+            .collect();
+        self.machines_of(&refs).await
+    }
+
+    /// [`Cloud::machines`] for entries with where each is written ("FILE: bmc #N (ADDR): ").
+    async fn machines_of(
+        &mut self,
+        entries: &[(&BmcEntry, &str)],
+    ) -> anyhow::Result<Vec<SharedMachine>> {
         let mut out: Vec<Option<SharedMachine>> = vec![None; entries.len()];
         // Grouped by boot strategy (BootStrategy is not Hash; there are three at most).
         let mut nova: Vec<(BootStrategy, Vec<usize>)> = Vec::new();
-        for (i, l) in entries.iter().enumerate() {
-            let e = &l.entry;
+        for (i, (e, _)) in entries.iter().enumerate() {
             match e.backend {
                 BackendKind::Sim => {
                     let mut c = SimConfig::new(&e.instance);
@@ -640,10 +676,8 @@ impl Cloud {
                     .await
                     .context("Nova backend")?;
                 opts.tasks = self.tasks.clone();
-                let names: Vec<String> = idx
-                    .iter()
-                    .map(|i| entries[*i].entry.instance.clone())
-                    .collect();
+                let names: Vec<String> =
+                    idx.iter().map(|i| entries[*i].0.instance.clone()).collect();
                 let built = match crate::cloud::build_on(&session, &opts, &names).await {
                     Ok(b) => b,
                     Err(e) => {
@@ -652,8 +686,8 @@ impl Cloud {
                         let at = idx
                             .iter()
                             .map(|i| entries[*i])
-                            .find(|l| msg.contains(&format!("instance {:?}", l.entry.instance)))
-                            .map(|l| l.place.clone())
+                            .find(|(e, _)| msg.contains(&format!("instance {:?}", e.instance)))
+                            .map(|(_, place)| place.to_string())
                             .unwrap_or_default();
                         return Err(e.context(format!("{at}Nova backend")));
                     }

@@ -13,6 +13,7 @@ pub mod commands;
 pub mod config;
 pub mod console;
 pub mod daemon;
+pub mod enroll;
 pub mod http;
 pub mod metrics;
 pub mod net;

@@ -26,6 +26,7 @@ fn main() -> ExitCode {
             None => ovbmc::commands::routes_dry_run(args),
         },
         Some(Command::Check(args)) => ovbmc::commands::check(&cli, args),
+        Some(Command::NodesJson(args)) => rt.block_on(ovbmc::enroll::nodes_json(&cli, args)),
         None => rt.block_on(ovbmc::daemon::run(cli)),
     };
     match result {

@@ -76,6 +76,8 @@ pub struct Inventory {
     pub flavor: Option<String>,
     /// MAC addresses of its network ports, lower case, in the order Nova lists them.
     pub macs: Vec<String>,
+    /// Each (MAC, network name) pair, where the backend knows the networks.
+    pub mac_networks: Vec<(String, String)>,
 }
 
 /// A shared machine.

@@ -851,6 +851,7 @@ impl Machine for NovaMachine {
                 disk_gib: f.and_then(|f| f.disk_gib),
                 flavor: f.and_then(|f| f.name.clone()),
                 macs: s.macs,
+                mac_networks: s.mac_networks,
             })
         })
     }

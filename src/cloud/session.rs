@@ -97,6 +97,9 @@ pub struct Server {
     /// MAC addresses of the instance's ports (`addresses.*[].OS-EXT-IPS-MAC:mac_addr`),
     /// each once, in the order listed.
     pub macs: Vec<String>,
+    /// Each (MAC, network name) pair of `addresses` (the map's keys are network names), each
+    /// once: which networks a port is on (`ovbmc nodes-json --network`).
+    pub mac_networks: Vec<(String, String)>,
 }
 
 /// A flavor's sizes, from a server document.
@@ -132,15 +135,26 @@ impl Flavor {
 /// The MAC addresses of a server's `addresses` map, each once.
 fn macs_of(v: &Value) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
+    for (m, _) in mac_networks_of(v) {
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    out
+}
+
+/// The (MAC, network name) pairs of a server's `addresses` map, each once.
+fn mac_networks_of(v: &Value) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
     let Some(nets) = v.get("addresses").and_then(Value::as_object) else {
         return out;
     };
-    for addrs in nets.values().filter_map(Value::as_array) {
-        for a in addrs {
+    for (net, addrs) in nets {
+        for a in addrs.as_array().into_iter().flatten() {
             if let Some(m) = a.get("OS-EXT-IPS-MAC:mac_addr").and_then(Value::as_str) {
-                let m = m.to_ascii_lowercase();
-                if !out.contains(&m) {
-                    out.push(m);
+                let pair = (m.to_ascii_lowercase(), net.clone());
+                if !out.contains(&pair) {
+                    out.push(pair);
                 }
             }
         }
@@ -180,6 +194,7 @@ impl Server {
                 .map(str::to_string),
             flavor: v.get("flavor").and_then(Flavor::from_json),
             macs: macs_of(v),
+            mac_networks: mac_networks_of(v),
         })
     }
 }
@@ -1026,6 +1041,17 @@ mod tests {
         let mut macs = s.macs.clone();
         macs.sort();
         assert_eq!(macs, ["fa:16:3e:00:00:01", "fa:16:3e:00:00:02"]);
+        let mut nets = s.mac_networks.clone();
+        nets.sort();
+        let pair = |m: &str, n: &str| (m.to_string(), n.to_string());
+        assert_eq!(
+            nets,
+            [
+                pair("fa:16:3e:00:00:01", "ext"),
+                pair("fa:16:3e:00:00:01", "prov"),
+                pair("fa:16:3e:00:00:02", "ext")
+            ]
+        );
         // Before 2.47 the flavor is a reference only.
         let old = json!({"id": "x", "flavor": {"id": "1", "links": []}});
         assert_eq!(Server::from_json(&old).unwrap().flavor, None);

@@ -494,3 +494,185 @@ fn command_line_beats_the_fleet_files_cloud_section() {
         "an exported OS_CLOUD beat [cloud] os_cloud: {r}"
     );
 }
+
+/// Issue 14 item 3: `ovbmc nodes-json` over a simulator fleet (no cloud) writes the file
+/// `baremetal create` takes: `{"nodes": [...]}` with name, driver, driver_info and
+/// properties, no ports and no sizes (the simulator knows none), and no password unless
+/// `--password-inline`, which writes the file 0600. The Redfish face makes the nodes
+/// `redfish` ones. (The shape is checked here; the lab's Ironic import is not run.)
+#[test]
+fn nodes_json_for_a_sim_fleet() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = crate::support::ScratchDir::new("nodes-json");
+    let pw = dir.write_secret("pw", "secret-password-1");
+    let fleet = format!(
+        "[defaults]\nbackend = \"sim\"\npassword_file = \"{}\"\n\n[[bmc]]\naddress = \"192.0.2.10\"\n\
+         instance = \"node-0\"\n\n[[bmc]]\naddress = \"192.0.2.11\"\nport = 6231\n\
+         instance = \"node-1\"\nuser = \"ops\"\n",
+        pw.display()
+    );
+    let f = dir.path().join("fleet.toml");
+    std::fs::write(&f, &fleet).unwrap();
+    let cfg = f.display().to_string();
+
+    // Default: to stdout, no password, stderr says what to fill in.
+    let r = ovbmc(&["nodes-json", "--config", &cfg], &[]);
+    let out = r.expect_success().to_string();
+    assert!(!r.output().contains("secret-password-1"), "{r}");
+    assert!(
+        r.stderr.contains("ipmi_password") && r.stderr.contains(&pw.display().to_string()),
+        "{r}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {r}"));
+    assert_eq!(v.as_object().unwrap().len(), 1, "only `nodes`: {v}");
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{v}");
+    assert_eq!(
+        nodes[0],
+        serde_json::json!({"name": "node-0", "driver": "ipmi",
+            "driver_info": {"ipmi_address": "192.0.2.10", "ipmi_username": "admin"},
+            "properties": {"cpu_arch": "x86_64"}})
+    );
+    assert_eq!(nodes[1]["driver_info"]["ipmi_port"], 6231, "{v}");
+    assert_eq!(nodes[1]["driver_info"]["ipmi_username"], "ops", "{v}");
+    assert!(nodes.iter().all(|n| n.get("ports").is_none()), "{v}");
+
+    // --password-inline --output: the password is in, and the file is 0600.
+    let out_file = dir.path().join("nodes.json");
+    let r = ovbmc(
+        &[
+            "nodes-json",
+            "--config",
+            &cfg,
+            "--password-inline",
+            "--output",
+            &out_file.display().to_string(),
+        ],
+        &[],
+    );
+    r.expect_success();
+    let mode = std::fs::metadata(&out_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{r}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    assert_eq!(
+        v["nodes"][0]["driver_info"]["ipmi_password"],
+        "secret-password-1"
+    );
+    assert!(!r.output().contains("secret-password-1"), "{r}");
+
+    // The Redfish face on: redfish nodes, the system by UUID, the self-signed CA.
+    let rf = format!(
+        "{fleet}\n[redfish]\naddress = \"127.0.0.1:8443\"\nstate_dir = \"{}\"\n",
+        dir.path().display()
+    );
+    std::fs::write(&f, rf).unwrap();
+    let r = ovbmc(&["nodes-json", "--config", &cfg, "--format", "ironic"], &[]);
+    let v: serde_json::Value = serde_json::from_str(r.expect_success()).unwrap();
+    let d = &v["nodes"][0]["driver_info"];
+    assert_eq!(v["nodes"][0]["driver"], "redfish", "{v}");
+    assert_eq!(d["redfish_address"], "https://127.0.0.1:8443", "{v}");
+    assert!(
+        d["redfish_system_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("/redfish/v1/Systems/"),
+        "{v}"
+    );
+    assert_eq!(
+        d["redfish_verify_ca"],
+        dir.path().join("redfish-cert.pem").display().to_string()
+    );
+
+    // --format tripleo: OVB's build-nodes-json shape.
+    std::fs::write(&f, &fleet).unwrap();
+    let r = ovbmc(
+        &["nodes-json", "--config", &cfg, "--format", "tripleo"],
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_str(r.expect_success()).unwrap();
+    assert_eq!(
+        v["nodes"][1],
+        serde_json::json!({"name": "node-1", "pm_type": "ipmi", "pm_addr": "192.0.2.11",
+            "pm_port": 6231, "pm_user": "ops", "arch": "x86_64"})
+    );
+}
+
+/// A Python that can import python-ironicclient: `OVBMC_IRONICCLIENT_PYTHON`, else the Ironic
+/// lab's venv (`tests/lab/env ironic venv`), else `~/.cache/ovbmc/venv`, else `python3`.
+fn ironicclient_python() -> Option<std::path::PathBuf> {
+    let mut c: Vec<std::path::PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("OVBMC_IRONICCLIENT_PYTHON") {
+        c.push(p.into());
+    }
+    if let Some(v) = crate::support::lab_env("ironic", "venv") {
+        c.push(std::path::Path::new(&v).join("bin/python"));
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        c.push(std::path::Path::new(&h).join(".cache/ovbmc/venv/bin/python"));
+    }
+    c.push("python3".into());
+    c.into_iter().find(|p| {
+        std::process::Command::new(p)
+            .args(["-c", "import ironicclient.v1.create_resources"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// Issue 14 item 3: the file `nodes-json` writes goes through python-ironicclient's own
+/// `baremetal create` code (schema, node and port attribute checks; tests/py/
+/// ironic_create_resources.py records the POSTs instead of sending them, so no Ironic runs),
+/// for IPMI and Redfish nodes. SKIP where no Python has ironicclient.
+#[test]
+fn nodes_json_passes_ironicclients_create_resources() {
+    let Some(py) = ironicclient_python() else {
+        crate::support::skip("nodes-json ironicclient", "no Python with ironicclient");
+        return;
+    };
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/py/ironic_create_resources.py")
+        .display()
+        .to_string();
+    let dir = crate::support::ScratchDir::new("nodes-json-ic");
+    let pw = dir.write_secret("pw", "secret-password-1");
+    let fleet = format!(
+        "[defaults]\nbackend = \"sim\"\npassword_file = \"{}\"\n\n[[bmc]]\naddress = \"192.0.2.10\"\n\
+         instance = \"node-0\"\n\n[[bmc]]\naddress = \"192.0.2.11\"\nport = 6231\n\
+         instance = \"node-1\"\n",
+        pw.display()
+    );
+    let f = dir.path().join("fleet.toml");
+    let out = dir.path().join("nodes.json").display().to_string();
+    for (i, extra) in ["", "\n[redfish]\naddress = \"127.0.0.1:8443\"\n"]
+        .iter()
+        .enumerate()
+    {
+        std::fs::write(&f, format!("{fleet}{extra}")).unwrap();
+        let cfg = f.display().to_string();
+        ovbmc(
+            &[
+                "nodes-json",
+                "--config",
+                &cfg,
+                "--password-inline",
+                "-o",
+                &out,
+            ],
+            &[],
+        )
+        .expect_success();
+        let r = run(&py, &[script.clone(), out.clone()], &[], CLIENT_TIMEOUT);
+        let o = r.expect_success();
+        assert!(o.trim_end().ends_with("OK"), "{r}");
+        assert_eq!(o.matches("\"/v1/nodes\"").count(), 2, "{r}");
+        let driver = if i == 0 {
+            "\"driver\": \"ipmi\""
+        } else {
+            "\"driver\": \"redfish\""
+        };
+        assert_eq!(o.matches(driver).count(), 2, "{r}");
+    }
+}
