@@ -11,12 +11,15 @@
 //!   `OVBMC_LAB_CONSOLE_TICK` s), and one read-only notice for typed input.
 //! * auto: serial where the lab runs nova-serialproxy, the log where it does not
 //!   (`OVBMC_LAB_SERIAL_CONSOLE=off`), as the BMC's log line says.
+//! * the other clients: FreeIPMI's `ipmiconsole` (on a pty, escape `&.`) against serial and
+//!   log, and pyghmi's `Console` (`tests/py/pyghmi_console.py`) against serial: the banner
+//!   arrives, a typed line comes back (or, for the log, the read-only notice).
 //!
 //! Skipped (a `SKIP` line) without the lab, unless `OVBMC_REQUIRE_LABS=1`; the serial tests
 //! also skip when the lab runs with its serial console off. Each uses lab server
 //! `baremetal_1` under the nova tier's mutex. Every wait is bounded; nothing asserts a timing.
 
-use std::net::TcpStream;
+use std::net::{TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -63,17 +66,15 @@ struct Setup {
 
 impl Setup {
     fn start(clouds: &Path, mode: &str) -> Option<Self> {
+        Self::start_on(clouds, mode, free_port())
+    }
+
+    fn start_on(clouds: &Path, mode: &str, port: u16) -> Option<Self> {
         let ipmitool = client(TIER, "ipmitool")?;
         client(TIER, "socat")?;
         let dir = ScratchDir::new("sol-nova");
         let pw = dir.write_secret("pw", PASSWORD);
-        let bmc = start_bmc_with(
-            clouds,
-            dir.path(),
-            free_port(),
-            SERVER,
-            &["--console", mode],
-        );
+        let bmc = start_bmc_with(clouds, dir.path(), port, SERVER, &["--console", mode]);
         let s = Self {
             bmc,
             ipmitool,
@@ -172,6 +173,53 @@ impl Setup {
     }
 }
 
+/// A UDP port on 127.0.0.1, free a moment ago, below 32768: FreeIPMI's `ipmiconsole` 1.6
+/// answers "hostname invalid" to `-h HOST:PORT` with a port above 32767 (it reads it as a
+/// signed 16-bit number), and an ephemeral port is above that. Where to start looking varies
+/// with the process, so that two test runs do not race for the same one.
+fn low_free_port() -> u16 {
+    const FROM: u32 = 20000;
+    const SPAN: u32 = 12000;
+    let start = std::process::id() % SPAN;
+    (0..SPAN)
+        .map(|i| (FROM + (start + i * 7) % SPAN) as u16)
+        .find(|&p| UdpSocket::bind(("127.0.0.1", p)).is_ok())
+        .expect("a free UDP port below 32768")
+}
+
+/// ovbmc for `baremetal_1` with `--console MODE` on a port `ipmiconsole` accepts, the server
+/// powered on; then `ipmiconsole -I 17` on a pty. `None` (skipped) without the clients.
+fn ipmiconsole_session(clouds: &Path, mode: &str) -> Option<(Setup, Pty)> {
+    let bin = client(TIER, "ipmiconsole")?;
+    let s = Setup::start_on(clouds, mode, low_free_port())?;
+    s.until_ok(&["power", "on"], "");
+    s.until_ok(&["power", "status"], "Chassis Power is on");
+    let args: Vec<String> = vec![
+        "-h".into(),
+        format!("127.0.0.1:{}", s.bmc.port),
+        "-u".into(),
+        "admin".into(),
+        "-p".into(),
+        PASSWORD.into(),
+        "-I".into(),
+        "17".into(),
+    ];
+    let pty = Pty::spawn(&bin, &args)?;
+    Some((s, pty))
+}
+
+/// `&.` ends ipmiconsole, and no payload stays active.
+#[track_caller]
+fn ipmiconsole_escape(s: &Setup, pty: &mut Pty) {
+    pty.send(b"&.");
+    assert!(
+        pty.wait_exit(WAIT).is_some(),
+        "ipmiconsole did not end on &.:\n{}",
+        pty.transcript()
+    );
+    assert_eq!(s.activation_status(), "01 00 00", "nothing active after &.");
+}
+
 /// The lab with its serial console on, or `None` (skipped).
 fn serial_lab() -> Option<PathBuf> {
     let clouds = lab()?;
@@ -248,6 +296,77 @@ fn sol_nova_serial_banner_echo_burst_reboot_and_escape() {
     s.escape(&mut pty);
     // The reboot finished in Nova before the next test uses the server.
     s.until_ok(&["power", "status"], "Chassis Power is on");
+}
+
+/// FreeIPMI's `ipmiconsole` against `--console serial`: the guest's banner through
+/// nova-serialproxy, a typed line echoed, `&.`.
+#[test]
+fn sol_nova_serial_ipmiconsole_banner_and_echo() {
+    let Some(clouds) = serial_lab() else { return };
+    let _g = hold(&BAREMETAL_1);
+    let Some((s, mut pty)) = ipmiconsole_session(&clouds, "serial") else {
+        return;
+    };
+    banner_and_echo(&mut pty);
+    assert_eq!(s.activation_status(), "01 01 00", "SOL shows as active");
+    ipmiconsole_escape(&s, &mut pty);
+}
+
+/// FreeIPMI's `ipmiconsole` against `--console log`: the log's lines, new ones as the lab
+/// adds them, and the one read-only notice for typed input; `&.`.
+#[test]
+fn sol_nova_log_ipmiconsole_follows_read_only() {
+    let Some(clouds) = lab() else { return };
+    let _g = hold(&BAREMETAL_1);
+    let Some((s, mut pty)) = ipmiconsole_session(&clouds, "log") else {
+        return;
+    };
+    log_follows(&mut pty);
+    ipmiconsole_escape(&s, &mut pty);
+}
+
+/// pyghmi's `Console` against `--console serial`: the guest's banner and prompt through
+/// nova-serialproxy, then a typed line's echo (`tests/py/pyghmi_console.py`, whose waits are
+/// bounded); afterwards no payload is active.
+#[test]
+fn sol_nova_serial_pyghmi_console_banner_and_echo() {
+    let Some(clouds) = serial_lab() else { return };
+    let Some(python) = crate::pyghmi::python_with_pyghmi() else {
+        return;
+    };
+    let _g = hold(&BAREMETAL_1);
+    let Some(s) = Setup::start(&clouds, "serial") else {
+        return;
+    };
+    s.until_ok(&["power", "on"], "");
+    s.until_ok(&["power", "status"], "Chassis Power is on");
+    let script: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/pyghmi_console.py");
+    let ran = run(
+        &python,
+        &[
+            script.display().to_string(),
+            "127.0.0.1".into(),
+            s.bmc.port.to_string(),
+            "admin".into(),
+            "hello pyghmi nova".into(),
+        ],
+        &[("OVBMC_PASSWORD", PASSWORD)],
+        Duration::from_secs(90),
+    );
+    assert!(
+        ran.success(),
+        "pyghmi console failed:\n{ran}\novbmc log:\n{}",
+        s.bmc.log()
+    );
+    assert!(ran.stdout.contains(&banner()), "{ran}");
+    assert!(ran.stdout.contains("echo: hello pyghmi nova"), "{ran}");
+    // pyghmi's close deactivates the payload and ends the session; ovbmc also frees SOL when
+    // a session goes. Either way, bounded: nothing stays active.
+    let end = Instant::now() + WAIT;
+    while s.activation_status() != "01 00 00" {
+        assert!(Instant::now() < end, "SOL still active after pyghmi closed");
+        thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// `--console auto`: the choice follows the lab — Nova's serial console where it runs
