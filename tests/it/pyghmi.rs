@@ -21,6 +21,13 @@ const TIER: &str = "pyghmi";
 /// A Python that can `import pyghmi`, or `None` after printing SKIP (a failure when clients
 /// are required).
 pub(crate) fn python_with_pyghmi() -> Option<PathBuf> {
+    python_with("pyghmi.ipmi.command", TIER, "pyghmi")
+}
+
+/// A Python that can `import module` — `$OVBMC_PYTHON`, the test venv that scripts/test-all
+/// makes (`~/.cache/ovbmc/venv`), or `python3` — or `None` after printing SKIP for `tier`
+/// (a failure when clients are required). `what` names the package in the messages.
+pub(crate) fn python_with(module: &str, tier: &str, what: &str) -> Option<PathBuf> {
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(p) = std::env::var_os("OVBMC_PYTHON") {
         candidates.push(PathBuf::from(p));
@@ -33,7 +40,7 @@ pub(crate) fn python_with_pyghmi() -> Option<PathBuf> {
         py.is_file()
             && run(
                 py,
-                &["-c".into(), "import pyghmi.ipmi.command".into()],
+                &["-c".into(), format!("import {module}")],
                 &[],
                 Duration::from_secs(30),
             )
@@ -41,9 +48,9 @@ pub(crate) fn python_with_pyghmi() -> Option<PathBuf> {
     });
     if found.is_none() {
         if clients_required() {
-            panic!("{TIER}: no Python with pyghmi (run scripts/test-all, or set OVBMC_PYTHON)");
+            panic!("{tier}: no Python with {what} (run scripts/test-all, or set OVBMC_PYTHON)");
         }
-        skip(TIER, "pyghmi not installed");
+        skip(tier, &format!("{what} not installed"));
     }
     found
 }

@@ -487,31 +487,7 @@ fn f_cert(state: &Path) -> PathBuf {
 
 /// A Python that can `import sushy`, or `None` after printing SKIP.
 fn python_with_sushy() -> Option<PathBuf> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(p) = std::env::var_os("OVBMC_PYTHON") {
-        candidates.push(PathBuf::from(p));
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        candidates.push(PathBuf::from(home).join(".cache/ovbmc/venv/bin/python"));
-    }
-    candidates.extend(find_program("python3"));
-    let found = candidates.into_iter().find(|py| {
-        py.is_file()
-            && run(
-                py,
-                &["-c".into(), "import sushy".into()],
-                &[],
-                Duration::from_secs(30),
-            )
-            .success()
-    });
-    if found.is_none() {
-        if clients_required() {
-            panic!("{TIER}: no Python with sushy (run scripts/test-all, or set OVBMC_PYTHON)");
-        }
-        skip(TIER, "sushy not installed");
-    }
-    found
+    crate::pyghmi::python_with("sushy", TIER, "sushy")
 }
 
 /// sushy, as Ironic's redfish driver drives it: session auth, the system, power on and off,

@@ -21,6 +21,29 @@ use crate::support::{Bmc, BmcConfig, ScratchDir, assert_field, client, run};
 
 const TIER: &str = "sol";
 
+/// That `got` holds a burst of exactly `n` pattern bytes, complete and in order (the guest
+/// output after a `burst N` line; the pattern starts at its first "ABCDEFGH").
+pub(crate) fn assert_burst(got: &[u8], n: usize) {
+    let start = find(got, b"ABCDEFGH").expect("the burst's first bytes");
+    let body: Vec<u8> = got[start..]
+        .iter()
+        .copied()
+        .take_while(|b| PATTERN.contains(b))
+        .collect();
+    assert_eq!(body.len(), n, "burst length");
+    if let Some(k) = body
+        .iter()
+        .enumerate()
+        .position(|(k, &b)| b != PATTERN[k % 64])
+    {
+        panic!(
+            "burst byte {k} is {:?}, not {:?}",
+            body[k] as char,
+            PATTERN[k % 64] as char
+        );
+    }
+}
+
 /// The simulator's burst pattern (`src/console/sim.rs`): byte k is `PATTERN[k % 64]`.
 pub(crate) const PATTERN: &[u8; 64] =
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -284,24 +307,7 @@ fn ipmitool_burst_arrives_complete_and_in_order(cipher: u8) {
     pty.expect(&format!("burst {N}"));
     // Generous: debug builds of both ends, a shared machine; a bound, not a measurement.
     let got = pty.expect_within(b"login: ", Duration::from_secs(300));
-    let start = find(&got, b"ABCDEFGH").expect("the burst's first bytes");
-    let body: Vec<u8> = got[start..]
-        .iter()
-        .copied()
-        .take_while(|b| PATTERN.contains(b))
-        .collect();
-    assert_eq!(body.len(), N, "burst length");
-    if let Some(k) = body
-        .iter()
-        .enumerate()
-        .position(|(k, &b)| b != PATTERN[k % 64])
-    {
-        panic!(
-            "burst byte {k} is {:?}, not {:?}",
-            body[k] as char,
-            PATTERN[k % 64] as char
-        );
-    }
+    assert_burst(&got, N);
     pty.send(b"\r~.");
     assert!(pty.wait_exit(WAIT).is_some(), "ipmitool did not end on ~.");
 }

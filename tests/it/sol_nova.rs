@@ -25,7 +25,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::nova::{BAREMETAL_1, Bmc, free_port, hold, lab, start_bmc_with};
-use crate::sol::{PATTERN, Pty, WAIT, find};
+use crate::sol::{Pty, WAIT, assert_burst};
 use crate::support::{CLIENT_TIMEOUT, Ran, ScratchDir, client, run};
 
 const TIER: &str = "sol-nova";
@@ -262,24 +262,7 @@ fn sol_nova_serial_banner_echo_burst_reboot_and_escape() {
     pty.expect(&format!("burst {N}"));
     // Generous: debug build, a shared machine, the proxy in Python; a bound, not a measurement.
     let got = pty.expect_within(prompt().as_bytes(), Duration::from_secs(300));
-    let start = find(&got, b"ABCDEFGH").expect("the burst's first bytes");
-    let body: Vec<u8> = got[start..]
-        .iter()
-        .copied()
-        .take_while(|b| PATTERN.contains(b))
-        .collect();
-    assert_eq!(body.len(), N, "burst length");
-    if let Some(k) = body
-        .iter()
-        .enumerate()
-        .position(|(k, &b)| b != PATTERN[k % 64])
-    {
-        panic!(
-            "burst byte {k} is {:?}, not {:?}",
-            body[k] as char,
-            PATTERN[k % 64] as char
-        );
-    }
+    assert_burst(&got, N);
 
     // A hard reboot from another session: the lab's hypervisor closes the guest's serial
     // connections (as libvirt does), nova-serialproxy drops the WebSocket, ovbmc fetches a
