@@ -22,6 +22,6 @@ lab_python() {
   local mod="$1"; shift
   [ -x "$VENV/bin/python" ] || { echo "${0##*/}: no venv at $VENV: run $LAB_DIR/setup" >&2; exit 2; }
   export_settings
-  export OVBMC_LAB_IRONIC_DIR="$LAB_DIR" PYTHONPATH="$LAB_DIR/lib" PYTHONWARNINGS=ignore
+  export OVBMC_LAB_IRONIC_DIR="$LAB_DIR" PYTHONPATH="$LAB_DIR/lib:$LAB_DIR/../lib" PYTHONWARNINGS=ignore
   exec "$VENV/bin/python" -u -m "ovbmc_ironic_lab.$mod" "$@"
 }

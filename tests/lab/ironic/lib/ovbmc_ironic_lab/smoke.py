@@ -21,24 +21,11 @@ import sys
 import time
 
 from ovbmc_ironic_lab import api
+from ovbmc_lab_report import Report
 from ovbmc_ironic_lab import settings
 
 NAME = "ovbmc-lab-smoke"
 SETTLE = 120
-
-
-class Report:
-    def __init__(self):
-        self.passed = self.failed = 0
-
-    def check(self, what, ok, detail=""):
-        if ok:
-            self.passed += 1
-        else:
-            self.failed += 1
-        print("%s %s%s" % ("PASS" if ok else "FAIL", what,
-                           " -- %s" % detail if detail else ""), flush=True)
-        return bool(ok)
 
 
 def wait_power(ironic, uuid, want, limit=SETTLE):

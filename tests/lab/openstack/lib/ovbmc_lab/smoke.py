@@ -29,28 +29,11 @@ import time
 import requests
 
 from ovbmc_lab import settings
+from ovbmc_lab_report import Report
 
 SERVER = os.environ.get("SMOKE_SERVER", "baremetal_0")
 TIMEOUT = float(os.environ.get("SMOKE_TIMEOUT", "60"))
 PXE_KEY = "libvirt:pxe-first"
-
-
-class Report:
-    def __init__(self):
-        self.passed = self.failed = 0
-
-    def check(self, what, ok, detail=""):
-        if ok:
-            self.passed += 1
-        else:
-            self.failed += 1
-        print("%s %s%s" % ("PASS" if ok else "FAIL", what,
-                           " -- %s" % detail if detail else ""), flush=True)
-        return bool(ok)
-
-    @staticmethod
-    def skip(what, why):
-        print("SKIP %s -- %s" % (what, why), flush=True)
 
 
 def project_token(conf):
