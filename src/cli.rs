@@ -2,6 +2,8 @@
 //! `ovbmc --config FLEET.toml` for many (see `docs/configuration.md`), and
 //! `ovbmc routes --dry-run` to review the policy routing ovbmc would set up, and
 //! `ovbmc routes apply|remove --config FLEET.toml` to install or remove it in one shot.
+//! Invoked as `openstackbmc` (or with one of its flags), OVB's openstackbmc command line
+//! ([`crate::compat`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -157,6 +159,11 @@ pub struct Cli {
     /// `Cli::parse` leaves it empty (the fleet file would then beat every flag).
     #[arg(skip)]
     pub given: std::collections::BTreeSet<String>,
+
+    /// Set when the command line was OVB's openstackbmc's ([`crate::compat`]): where its
+    /// password comes from.
+    #[arg(skip)]
+    pub openstackbmc: Option<crate::compat::Dropin>,
 }
 
 /// Subcommands (serving needs none).
@@ -395,8 +402,16 @@ fn parse_privilege(s: &str) -> Result<ipmi_proto::session::Privilege, String> {
 impl Cli {
     /// Parse the process's arguments (exiting with clap's message and status on a bad one, as
     /// `Parser::parse` does), remembering which options were written on the command line.
+    /// An openstackbmc command line (the program called `openstackbmc`, or one of its own
+    /// flags) is read as such: see [`crate::compat`].
     pub fn from_command_line() -> Self {
-        Self::try_from_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        let parsed = if crate::compat::applies(&args) {
+            crate::compat::parse(args)
+        } else {
+            Self::try_from_args(args)
+        };
+        parsed.unwrap_or_else(|e| e.exit())
     }
 
     /// Parse `args` (the first is the program name), remembering which options were written.

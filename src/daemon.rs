@@ -418,7 +418,10 @@ fn load_fleet(cli: &Cli) -> anyhow::Result<Fleet> {
     }
     // Read once, here: the file may be a pipe (`--password-file <(printf secret)`), which
     // cannot be read a second time. (A SIGHUP reads it again, which works for a real file.)
-    let password = crate::secrets::ipmi_password(cli.password_file.as_deref())?;
+    let password = match &cli.openstackbmc {
+        Some(dropin) => dropin.password()?,
+        None => crate::secrets::ipmi_password(cli.password_file.as_deref())?,
+    };
     let (Some(bind), Some(instance)) = (cli.bind, cli.instance.clone()) else {
         anyhow::bail!("--bind and --instance are required without --config");
     };

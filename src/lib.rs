@@ -10,6 +10,7 @@ pub mod backend;
 pub mod cli;
 pub mod cloud;
 pub mod commands;
+pub mod compat;
 pub mod config;
 pub mod console;
 pub mod daemon;

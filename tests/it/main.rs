@@ -12,6 +12,7 @@ mod cli;
 mod cloudfault;
 mod container;
 mod docs;
+mod dropin;
 mod fleet;
 mod flood;
 mod freeipmi;
