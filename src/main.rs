@@ -27,6 +27,11 @@ fn main() -> ExitCode {
         },
         Some(Command::Check(args)) => ovbmc::commands::check(&cli, args),
         Some(Command::NodesJson(args)) => rt.block_on(ovbmc::enroll::nodes_json(&cli, args)),
+        Some(Command::Cloud(c)) => match &c.action {
+            ovbmc::cli::CloudAction::WatchAddresses(args) => {
+                rt.block_on(ovbmc::cloud::watch::command(args))
+            }
+        },
         None => rt.block_on(ovbmc::daemon::run(cli)),
     };
     match result {

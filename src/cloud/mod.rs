@@ -12,6 +12,7 @@ pub mod machine;
 pub mod secret;
 pub mod session;
 pub mod tls;
+pub mod watch;
 
 #[cfg(test)]
 pub(crate) mod fake;

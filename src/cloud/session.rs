@@ -69,6 +69,7 @@ struct Token {
     refresh_at: Instant,
     compute_url: String,
     image_url: Option<String>,
+    network_url: Option<String>,
 }
 
 /// One server as Nova lists it; only the fields we use. Parsed leniently: a field with an
@@ -718,6 +719,7 @@ impl Session {
             Some(u) => Some(fill_project(u, project_id)),
             None => find_endpoint(&body.token.catalog, "image", iface, region),
         };
+        let network_url = find_endpoint(&body.token.catalog, "network", iface, region);
         // Renew at half the remaining lifetime, at most 10 minutes before expiry, so a token
         // never expires under a request (Keystone's default lifetime is one hour).
         let now_unix = SystemTime::now()
@@ -737,19 +739,26 @@ impl Session {
             refresh_at: Instant::now() + Duration::from_secs(renew_in),
             compute_url,
             image_url,
+            network_url,
         })
     }
 
     /// The catalog URL of a service.
     pub async fn endpoint(&self, service: Service) -> Result<String, CloudError> {
         let tok = self.token().await?;
+        self.base_url(&tok, service)
+    }
+
+    fn base_url(&self, tok: &Token, service: Service) -> Result<String, CloudError> {
+        let missing = |name: &str| CloudError::NoEndpoint {
+            service: name.into(),
+            interface: self.cfg.interface.clone(),
+            region: self.cfg.region.clone().unwrap_or_else(|| "any".into()),
+        };
         match service {
-            Service::Compute => Ok(tok.compute_url),
-            Service::Image => tok.image_url.ok_or_else(|| CloudError::NoEndpoint {
-                service: "image".into(),
-                interface: self.cfg.interface.clone(),
-                region: self.cfg.region.clone().unwrap_or_else(|| "any".into()),
-            }),
+            Service::Compute => Ok(tok.compute_url.clone()),
+            Service::Image => tok.image_url.clone().ok_or_else(|| missing("image")),
+            Service::Network => tok.network_url.clone().ok_or_else(|| missing("network")),
         }
     }
 
@@ -767,17 +776,7 @@ impl Session {
         let mut retried = false;
         loop {
             let tok = self.token().await?;
-            let base = match service {
-                Service::Compute => tok.compute_url.clone(),
-                Service::Image => tok
-                    .image_url
-                    .clone()
-                    .ok_or_else(|| CloudError::NoEndpoint {
-                        service: "image".into(),
-                        interface: self.cfg.interface.clone(),
-                        region: self.cfg.region.clone().unwrap_or_else(|| "any".into()),
-                    })?,
-            };
+            let base = self.base_url(&tok, service)?;
             let url = if path.starts_with("http://") || path.starts_with("https://") {
                 path.to_string()
             } else {
@@ -1019,6 +1018,8 @@ pub enum Service {
     Compute,
     /// Glance.
     Image,
+    /// Neutron.
+    Network,
 }
 
 #[cfg(test)]

@@ -510,6 +510,58 @@ fn kernel_error(command: String, error: io::Error, op: Option<&Op>) -> NetError 
     }
 }
 
+/// Address changes as the kernel announces them (RTM_NEWADDR / RTM_DELADDR on the
+/// RTNLGRP_IPV4_IFADDR and RTNLGRP_IPV6_IFADDR groups: what `ip monitor address` shows), one
+/// `()` per notification, for `ovbmc cloud watch-addresses`, which then reads the addresses
+/// again through [`NetOps::state`] (a notification only says that something changed; a
+/// re-read cannot miss one that was lost when the socket's buffer overflowed). The monitor
+/// runs on a thread of its own, as every netlink call here does; it ends when the receiver is
+/// dropped, and the receiver ends (`None`) if the socket fails.
+pub fn address_events() -> Result<tokio::sync::mpsc::UnboundedReceiver<()>, NetError> {
+    use rtnetlink::MulticastGroup;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("netlink-monitor".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(error) => {
+                    let _ = ready_tx.send(Err(NetError::Netlink { error }));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let groups = [MulticastGroup::Ipv4Ifaddr, MulticastGroup::Ipv6Ifaddr];
+                let (conn, _handle, mut messages) =
+                    match rtnetlink::new_multicast_connection(&groups) {
+                        Ok(c) => c,
+                        Err(error) => {
+                            let _ = ready_tx.send(Err(NetError::Netlink { error }));
+                            return;
+                        }
+                    };
+                tokio::spawn(conn);
+                let _ = ready_tx.send(Ok(()));
+                while messages.next().await.is_some() {
+                    if tx.send(()).is_err() {
+                        return;
+                    }
+                }
+            });
+        })
+        .map_err(|error| NetError::Netlink { error })?;
+    ready_rx.recv().unwrap_or_else(|_| {
+        Err(NetError::Netlink {
+            error: io::Error::other("the netlink monitor thread ended"),
+        })
+    })?;
+    Ok(rx)
+}
+
 #[cfg(test)]
 mod tests {
     use rtnetlink::packet_core::{NetlinkBuffer, NetlinkDeserializable, NetlinkHeader};

@@ -31,3 +31,4 @@ mod routing;
 mod secrets;
 mod sol;
 mod sol_nova;
+mod watch;
