@@ -84,10 +84,82 @@ start_placement() {
 }
 health_placement() { echo "$PLACEMENT_URL/"; }
 
-# ------------------------------------------------------------------ neutron (null stub for now)
-conf_neutron() { :; }
+# ------------------------------------------------------------------ neutron
+# OVBMC_LAB_NEUTRON=real: Neutron's neutron-server API (ML2; no L2/L3/DHCP agents; ports bound
+# by ovbmc_lab/neutron_mech.py), its schema built by ovbmc_lab/neutron_db.py.
+# OVBMC_LAB_NEUTRON=null: ovbmc_lab/neutron.py, the null Networking API (an empty cloud).
+conf_neutron() {
+  [ "$OVBMC_LAB_NEUTRON" = real ] || return 0
+  mkdir -p "$S/neutron/lock"
+  cp "$VENV/etc/neutron/api-paste.ini" "$S/neutron/api-paste.ini"
+  cat > "$S/neutron/neutron.conf" <<EOC
+[DEFAULT]
+log_dir = $LOGS
+log_file = neutron.log
+state_path = $S/neutron
+api_paste_config = $S/neutron/api-paste.ini
+auth_strategy = keystone
+core_plugin = ml2
+# router: the L3 API (routers, floating IPs: Nova asks for a port's floating IPs); no L3 agent.
+# The defaults (tag, timestamp, revisions, auto_allocate, ...) are always loaded beside it.
+service_plugins = router
+# no agents: RPC casts to them go to oslo.messaging's in-process fake transport and nowhere
+transport_url = fake://
+dhcp_agent_notification = false
+allow_overlapping_ips = true
+global_physnet_mtu = 1500
+# port status and data changes go to Nova's os-server-external-events, as in a real cloud
+notify_nova_on_port_status_changes = true
+notify_nova_on_port_data_changes = true
+[database]
+connection = sqlite:///$S/neutron/neutron.sqlite
+sqlite_synchronous = false
+[keystone_authtoken]
+$(authtoken neutron)
+[nova]
+$(ksauth neutron)
+endpoint_type = public
+[oslo_concurrency]
+lock_path = $S/neutron/lock
+[oslo_messaging_notifications]
+driver = noop
+[oslo_policy]
+enforce_new_defaults = true
+enforce_scope = true
+[quotas]
+quota_network = 100
+quota_subnet = 100
+quota_port = 500
+EOC
+  cat > "$S/neutron/ml2_conf.ini" <<EOC
+[ml2]
+type_drivers = flat,vlan,local
+# a plain project's networks are VLANs on the physical network "lab"
+tenant_network_types = vlan
+mechanism_drivers = ovbmc_lab
+# tag_ports_during_bulk_creation: "tags" in a POST /v2.0/ports body are kept (tag-creation)
+extension_drivers = port_security,tag_ports_during_bulk_creation
+[ml2_type_flat]
+flat_networks = *
+[ml2_type_vlan]
+network_vlan_ranges = lab:1000:1999
+[securitygroup]
+enable_security_group = true
+EOC
+}
+init_neutron() {
+  [ "$OVBMC_LAB_NEUTRON" = real ] || return 0
+  "$PY" -m ovbmc_lab.neutron_db "$S/neutron/neutron.conf" "$S/neutron/ml2_conf.ini" &&
+    "$V/neutron-db-manage" --config-file "$S/neutron/neutron.conf" \
+      --config-file "$S/neutron/ml2_conf.ini" stamp heads
+}
 start_neutron() {
-  start_bg neutron "$PY" -m ovbmc_lab.serve null-neutron ovbmc_lab.neutron:application neutron 4
+  if [ "$OVBMC_LAB_NEUTRON" = real ]; then
+    OS_NEUTRON_CONFIG_DIR="$S/neutron" OS_NEUTRON_CONFIG_FILES="neutron.conf;ml2_conf.ini" \
+      start_bg neutron "$PY" -m ovbmc_lab.serve neutron neutron.wsgi.api:application neutron 8
+  else
+    start_bg neutron "$PY" -m ovbmc_lab.serve null-neutron ovbmc_lab.neutron:application neutron 4
+  fi
 }
 health_neutron() { echo "$NEUTRON_URL/"; }
 
@@ -143,6 +215,10 @@ log_dir = $LOGS
 log_file = nova.log
 my_ip = 127.0.0.1
 enabled_apis = osapi_compute
+# no L2 agent: nothing wires a port, so Nova must not wait for network-vif-plugged (the fake
+# driver never waits; ovbmc_lab/neutron_mech.py sets ports ACTIVE, so Neutron sends it anyway)
+vif_plugging_is_fatal = false
+vif_plugging_timeout = 0
 [api]
 auth_strategy = keystone
 [api_database]

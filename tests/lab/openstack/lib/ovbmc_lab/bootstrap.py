@@ -5,7 +5,10 @@ that already has everything only checks):
 
 identity  service users, the catalog, the lab project and its user
 images    the two Glance images ovbmc's tests boot and rebuild with
-compute   the flavor and the servers baremetal_0 .. baremetal_{N-1}
+network   (real Neutron only) the provisioning and BMC networks and subnets
+          of the lab project
+compute   the flavor and the servers baremetal_0 .. baremetal_{N-1} (each
+          with a port on the provisioning network, with a real Neutron)
 clouds    $state/clouds.yaml with clouds ``lab`` and ``lab-admin``
 
 Keystone's own bootstrap (``keystone-manage bootstrap`` in ``up``) has made
@@ -156,12 +159,47 @@ def images(conf):
     log("images ready")
 
 
+# ---------------------------------------------------------------- network
+def _network(user, name, cidr, dhcp):
+    """A network of the lab project with one IPv4 subnet ``<name>-subnet``.
+
+    Made by the project's own (member) user, as OVB's stacks make them in a
+    tenant: the project then owns it, so Neutron's default policy lets the
+    member set port_security_enabled and allowed_address_pairs on its ports
+    (neutron/conf/policies/port.py).  MTU 1500, the lab's physnet MTU.
+    """
+    net = user.network.find_network(name)
+    if net is None:
+        net = user.network.create_network(name=name, mtu=1500)
+        log("network %s: %s" % (name, net.id))
+    subnet_name = "%s-subnet" % name
+    subnet = user.network.find_subnet(subnet_name, network_id=net.id)
+    if subnet is None:
+        subnet = user.network.create_subnet(
+            name=subnet_name, network_id=net.id, ip_version=4, cidr=cidr,
+            is_dhcp_enabled=dhcp)
+        log("subnet %s %s: %s" % (subnet_name, cidr, subnet.id))
+    return net
+
+
+def network(conf):
+    if not conf.real_neutron:
+        log("network: null Neutron, no networks")
+        return
+    user = as_user(conf)
+    # provisioning: DHCP off, as in OVB, where the undercloud serves DHCP
+    # and PXE on it; there is no DHCP agent here either way
+    _network(user, conf.provision_net, conf.provision_cidr, dhcp=False)
+    _network(user, conf.bmc_net, conf.bmc_cidr, dhcp=True)
+    log("network ready: %s, %s" % (conf.provision_net, conf.bmc_net))
+
+
 # ---------------------------------------------------------------- compute
 def _settled(server):
     return server.status in ("ACTIVE", "SHUTOFF") and server.task_state is None
 
 
-def _boot(user, name, flavor, image):
+def _boot(user, name, flavor, image, networks):
     """Boot one server until it settles; None if it did not.
 
     One at a time, and again after a failure: SQLite-backed services on a
@@ -172,7 +210,7 @@ def _boot(user, name, flavor, image):
     if server is None:
         server = user.compute.create_server(
             name=name, flavor_id=flavor.id, image_id=image.id,
-            networks="none", metadata=SERVER_METADATA)
+            networks=networks, metadata=SERVER_METADATA)
         log("server %s booting (%s)" % (name, server.id))
     deadline = time.monotonic() + BOOT_TIMEOUT
     while True:
@@ -196,10 +234,15 @@ def compute(conf):
         log("flavor %s: %s" % (FLAVOR["name"], flavor.id))
     user = as_user(conf)
     image = user.image.find_image(IMAGES[0][0])
+    if conf.real_neutron:
+        # one port each, made by Nova, on the provisioning network
+        networks = [{"uuid": user.network.find_network(conf.provision_net, ignore_missing=False).id}]
+    else:
+        networks = "none"
     for i in range(conf.servers):
         name = "baremetal_%d" % i
         for _ in range(BOOT_TRIES):
-            server = _boot(user, name, flavor, image)
+            server = _boot(user, name, flavor, image, networks)
             if server is not None:
                 break
         else:
@@ -234,7 +277,8 @@ def clouds(conf):
     log("wrote %s" % path)
 
 
-STEPS = {"identity": identity, "images": images, "compute": compute, "clouds": clouds}
+STEPS = {"identity": identity, "images": images, "network": network,
+         "compute": compute, "clouds": clouds}
 
 
 def main(argv):

@@ -41,6 +41,11 @@ class Settings:
     serial_console: bool
     console_port: int
     console_tick: float
+    neutron: str          # "real" or "null"
+    provision_net: str
+    provision_cidr: str
+    bmc_net: str
+    bmc_cidr: str
 
     @classmethod
     def from_env(cls, env=None):
@@ -66,6 +71,11 @@ class Settings:
             serial_console=_get(env, "OVBMC_LAB_SERIAL_CONSOLE") == "on",
             console_port=int(_get(env, "OVBMC_LAB_CONSOLE_PORT")),
             console_tick=float(_get(env, "OVBMC_LAB_CONSOLE_TICK")),
+            neutron=_get(env, "OVBMC_LAB_NEUTRON"),
+            provision_net=_get(env, "OVBMC_LAB_PROVISION_NET"),
+            provision_cidr=_get(env, "OVBMC_LAB_PROVISION_CIDR"),
+            bmc_net=_get(env, "OVBMC_LAB_BMC_NET"),
+            bmc_cidr=_get(env, "OVBMC_LAB_BMC_CIDR"),
         )
 
     def url(self, service, path=""):
@@ -79,6 +89,12 @@ class Settings:
     @property
     def nova_url(self):
         return self.url("nova", "/v2.1")
+
+    @property
+    def real_neutron(self):
+        if self.neutron not in ("real", "null"):
+            raise NotFromLab("OVBMC_LAB_NEUTRON=%r: real or null" % self.neutron)
+        return self.neutron == "real"
 
     @property
     def run_dir(self):

@@ -29,6 +29,7 @@ import time
 import requests
 
 from ovbmc_lab import settings
+from ovbmc_lab import smoke_neutron
 from ovbmc_lab_report import Report
 
 SERVER = os.environ.get("SMOKE_SERVER", "baremetal_0")
@@ -120,6 +121,13 @@ class Smoke:
         self.r.check("glance: images lab-disk and ipxe-boot are listed",
                      {"lab-disk", "ipxe-boot"} <= set(self.images), str(sorted(self.images)))
         self.nova = Compute(compute_url, token)
+        network_url = public_url(catalog, "network")
+        if self.r.check("keystone: catalog has a public network endpoint",
+                        network_url is not None, str(network_url)):
+            servers = {s["name"]: s["id"] for s in
+                       self.nova.call("GET", "/servers").json().get("servers", [])}
+            smoke_neutron.Network(network_url, token, self.r).run(
+                self.conf, self.nova, servers, tok.json()["token"]["project"]["id"])
         if self.read():
             self.power()
             self.metadata()
