@@ -493,3 +493,322 @@ fn inner_in_netns() {
     w.terminate();
     cloud.stop();
 }
+
+// ---- Against the lab's real Neutron -------------------------------------------------------
+//
+// The watcher runs in a namespace of its own (its addresses are the namespace's), but the
+// lab's Keystone and Neutron listen on the host's loopback. The bridge: the outer test listens
+// on a Unix socket per service (file-system sockets are not per network namespace) and
+// connects each to the service on the host's 127.0.0.1; the inner test listens on the same
+// port on the namespace's 127.0.0.1 and connects each to that Unix socket. So the catalog's
+// URLs (http://127.0.0.1:PORT) work unchanged inside, and all traffic stays on loopbacks.
+
+const REAL_ENV: &str = "OVBMC_IT_WATCH_REAL";
+
+/// Copy both ways between two streams until either side closes.
+fn splice<A, B>(a: A, b: B)
+where
+    A: std::io::Read + std::io::Write + Send + 'static + TryCloneStream,
+    B: std::io::Read + std::io::Write + Send + 'static + TryCloneStream,
+{
+    let (mut a2, mut b2) = (a.try_clone_stream(), b.try_clone_stream());
+    let (mut a, mut b) = (a, b);
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut a, &mut b2);
+        b2.shutdown_write();
+    });
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut b, &mut a2);
+        a2.shutdown_write();
+    });
+}
+
+trait TryCloneStream: Sized {
+    fn try_clone_stream(&self) -> Self;
+    fn shutdown_write(&self);
+}
+
+impl TryCloneStream for TcpStream {
+    fn try_clone_stream(&self) -> Self {
+        self.try_clone().expect("clone tcp")
+    }
+    fn shutdown_write(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+impl TryCloneStream for std::os::unix::net::UnixStream {
+    fn try_clone_stream(&self) -> Self {
+        self.try_clone().expect("clone unix")
+    }
+    fn shutdown_write(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+fn lab_openstack(args: &[&str]) -> Result<String, String> {
+    let bin = crate::support::lab_env("openstack", "openstack").ok_or("no lab openstack CLI")?;
+    let clouds = crate::support::lab_env("openstack", "clouds").ok_or("no lab clouds.yaml")?;
+    let out = Command::new(bin)
+        .args(["--os-cloud", "lab"])
+        .args(args)
+        .env("OS_CLIENT_CONFIG_FILE", clouds)
+        .env_remove("OS_CLOUD")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+struct LabPort(String);
+
+impl Drop for LabPort {
+    fn drop(&mut self) {
+        let _ = lab_openstack(&["port", "delete", &self.0]);
+    }
+}
+
+/// The outer half against the lab: a port made on the lab's provisioning network with a pair
+/// set "by hand", the bridge, and the inner half in a namespace.
+#[test]
+fn watch_addresses_against_the_labs_real_neutron() {
+    let Some(clouds) = crate::nova::lab() else {
+        return;
+    };
+    if crate::support::lab_env("openstack", "neutron").as_deref() != Some("real") {
+        skip(
+            TIER,
+            "the lab runs the null Neutron (OVBMC_LAB_NEUTRON=real for this test)",
+        );
+        return;
+    }
+    if !root() || find_program("ip").is_none() {
+        if std::env::var("OVBMC_REQUIRE_LABS").is_ok_and(|v| v == "1") {
+            panic!("{TIER}: needs root and ip, and OVBMC_REQUIRE_LABS=1");
+        }
+        skip(TIER, "needs root (network namespaces) and ip");
+        return;
+    }
+    let name = format!("ovbmc-it-watch-{}", std::process::id());
+    let id = lab_openstack(&[
+        "port",
+        "create",
+        "--network",
+        "provision",
+        "--allowed-address",
+        "ip-address=198.51.100.99",
+        &name,
+        "-f",
+        "value",
+        "-c",
+        "id",
+    ])
+    .unwrap_or_else(|e| panic!("lab port create: {e}"));
+    let port = LabPort(id);
+    let dir = ScratchDir::new("watch-real");
+    let ports: Vec<u16> = ["keystone_port", "neutron_port"]
+        .iter()
+        .map(|k| {
+            crate::support::lab_env("openstack", k)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("lab {k}"))
+        })
+        .collect();
+    for p in &ports {
+        let sock = dir.path().join(format!("{p}.sock"));
+        let l = std::os::unix::net::UnixListener::bind(&sock).expect("bind unix socket");
+        let p = *p;
+        std::thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                if let Ok(t) = TcpStream::connect(("127.0.0.1", p)) {
+                    splice(c, t);
+                }
+            }
+        });
+    }
+    let ns = Netns(format!("ovbmc-watchr-{}", std::process::id()));
+    let _ = Command::new("ip")
+        .args(["netns", "del", &ns.0])
+        .stderr(Stdio::null())
+        .status();
+    sh(&["ip", "netns", "add", &ns.0]);
+    let ports_csv = ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.0])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "watch::inner_against_the_lab",
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(REAL_ENV, dir.path())
+        .env("OVBMC_IT_WATCH_PORTS", ports_csv)
+        .env("OVBMC_IT_WATCH_PORT_ID", &port.0)
+        .env("OVBMC_IT_WATCH_CLOUDS", &clouds)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the inner test");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "inner test in {}:\n{text}",
+        ns.0
+    );
+    println!("{text}");
+    // Checked from outside too, with the openstack CLI: the hand-set pair is still there.
+    let pairs = lab_openstack(&[
+        "port",
+        "show",
+        &port.0,
+        "-f",
+        "json",
+        "-c",
+        "allowed_address_pairs",
+    ])
+    .expect("port show");
+    assert!(pairs.contains("198.51.100.99"), "{pairs}");
+}
+
+/// The port's pairs as the lab's Neutron shows them (through the bridge).
+fn lab_pairs(rt: &tokio::runtime::Runtime, api: &ovbmc::cloud::watch::NeutronPort) -> Vec<String> {
+    use ovbmc::cloud::watch::PortPairs as _;
+    match rt.block_on(api.get()) {
+        Ok(v) => v.pairs.into_iter().map(|p| p.ip_address).collect(),
+        Err(e) => vec![format!("error: {e}")],
+    }
+}
+
+/// The inner half against the lab, run by the outer test inside its namespace.
+#[test]
+#[ignore = "run inside a network namespace by watch_addresses_against_the_labs_real_neutron"]
+fn inner_against_the_lab() {
+    let Some(dir) = std::env::var_os(REAL_ENV).map(PathBuf::from) else {
+        return;
+    };
+    let ports: Vec<u16> = std::env::var("OVBMC_IT_WATCH_PORTS")
+        .unwrap()
+        .split(',')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let port_id = std::env::var("OVBMC_IT_WATCH_PORT_ID").unwrap();
+    let clouds = PathBuf::from(std::env::var("OVBMC_IT_WATCH_CLOUDS").unwrap());
+    sh(&["ip", "link", "set", "lo", "up"]);
+    sh(&[
+        "ip", "link", "add", "w0", "type", "veth", "peer", "name", "w0p",
+    ]);
+    sh(&["ip", "link", "set", "w0p", "up"]);
+    sh(&["ip", "link", "set", "w0", "up"]);
+    for p in ports {
+        let l = TcpListener::bind(("127.0.0.1", p)).expect("bind bridge in the namespace");
+        let sock = dir.join(format!("{p}.sock"));
+        std::thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                if let Ok(u) = std::os::unix::net::UnixStream::connect(&sock) {
+                    splice(c, u);
+                }
+            }
+        });
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let env = ovbmc::cloud::config::process_env();
+    let cfg = ovbmc::cloud::config::load(Some("lab"), Some(&clouds), &env).expect("lab cloud");
+    let session = std::sync::Arc::new(
+        ovbmc::cloud::session::Session::new(cfg, Default::default()).expect("session"),
+    );
+    let api = ovbmc::cloud::watch::NeutronPort::new(session, &port_id);
+
+    let log = dir.join("watch.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new(ovbmc_bin())
+        .args([
+            "cloud",
+            "watch-addresses",
+            "--port",
+            &port_id,
+            "--interface",
+            "w0",
+        ])
+        .arg("--state-file")
+        .arg(dir.join("state.json"))
+        .args(["--os-cloud", "lab", "--os-client-config-file"])
+        .arg(&clouds)
+        .args([
+            "--settle-ms",
+            "200",
+            "--min-interval-ms",
+            "500",
+            "--resync-secs",
+            "5",
+        ])
+        .env_remove("OS_CLOUD")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("spawn watch-addresses");
+    let wait_for = |want: &[&str], what: &str, child: &mut Child| {
+        let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let mut got = lab_pairs(&rt, &api);
+            got.sort();
+            if got == want {
+                println!("{what}: Neutron shows pairs {got:?}");
+                return;
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!(
+                    "{what}: watch-addresses exited {st}:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < end,
+                "{what}: pairs {got:?}, wanted {want:?}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    wait_for(&["198.51.100.99"], "start", &mut child);
+    sh(&["ip", "addr", "add", "192.0.2.10/24", "dev", "w0"]);
+    wait_for(&["198.51.100.99", "192.0.2.10"], "VIP arrives", &mut child);
+    sh(&["ip", "addr", "add", "2001:db8::10/64", "dev", "w0", "nodad"]);
+    wait_for(
+        &["198.51.100.99", "192.0.2.10", "2001:db8::10"],
+        "IPv6 VIP arrives",
+        &mut child,
+    );
+    sh(&["ip", "addr", "del", "192.0.2.10/24", "dev", "w0"]);
+    sh(&["ip", "addr", "del", "2001:db8::10/64", "dev", "w0"]);
+    wait_for(
+        &["198.51.100.99"],
+        "VIPs leave: the hand-set pair stays",
+        &mut child,
+    );
+    println!(
+        "--- watch-addresses log ---\n{}--- end ---",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
