@@ -13,6 +13,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod auth;
+mod ethernet;
 mod resources;
 pub mod tls;
 
@@ -442,6 +443,23 @@ impl Face {
             (["Systems", id, "Actions", "ComputerSystem.Reset"], _) => {
                 self.reset(&who, id, body).await
             }
+            (["Systems", id, "EthernetInterfaces"], _) => match who.system(id) {
+                Some((s, _)) => {
+                    let (inv, _) = self.inventory_and_power(s, false).await;
+                    json_ok(&ethernet::collection(&s.id, inv.as_ref()))
+                }
+                None => not_found(path),
+            },
+            (["Systems", id, "EthernetInterfaces", nic], _) => match who.system(id) {
+                Some((s, _)) => {
+                    let (inv, power) = self.inventory_and_power(s, true).await;
+                    match ethernet::interface(&s.id, nic, inv.as_ref(), power) {
+                        Some(v) => json_ok(&v),
+                        None => not_found(path),
+                    }
+                }
+                None => not_found(path),
+            },
             (["Managers"], _) => json_ok(&resources::collection(
                 "ManagerCollection",
                 "Manager Collection",
@@ -585,6 +603,33 @@ impl Face {
             .ok()
             .flatten();
         Ok(resources::system(&s.id, &s.name, power, boot, inv.as_ref()))
+    }
+
+    /// Best effort, each within the backend budget: the inventory (`None` where the backend
+    /// has none or cannot say) and, if `with_power`, the power state.
+    async fn inventory_and_power(
+        &self,
+        s: &System,
+        with_power: bool,
+    ) -> (
+        Option<crate::backend::Inventory>,
+        Option<crate::backend::PowerState>,
+    ) {
+        let budget = self.inner.backend_timeout;
+        let m = s.machine.clone();
+        let inv = tokio::time::timeout(budget, async move { m.inventory().await })
+            .await
+            .ok()
+            .flatten();
+        let power = if with_power {
+            let m = s.machine.clone();
+            within(budget, async move { m.power_state().await })
+                .await
+                .ok()
+        } else {
+            None
+        };
+        (inv, power)
     }
 
     async fn patch_system(

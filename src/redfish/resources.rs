@@ -30,6 +30,7 @@ pub fn allowed(path: &str) -> Option<&'static [Method]> {
         ["Systems"] | ["Managers"] | ["Chassis"] | ["Managers", _] | ["Chassis", _] => GET,
         ["Systems", _] => GET_PATCH,
         ["Systems", _, "Actions", "ComputerSystem.Reset"] => POST,
+        ["Systems", _, "EthernetInterfaces"] | ["Systems", _, "EthernetInterfaces", _] => GET,
         ["SessionService"] | ["AccountService"] => GET,
         ["SessionService", "Sessions"] => GET_POST,
         ["SessionService", "Sessions", _] => GET_DELETE,
@@ -92,6 +93,15 @@ const SCHEMAS: &[(&str, &[&str])] = &[
     (
         "ComputerSystem_v1",
         &["ComputerSystem", "ComputerSystem.v1_20_0"],
+    ),
+    // A System's EthernetInterfaces (super::ethernet).
+    (
+        "EthernetInterfaceCollection_v1",
+        &["EthernetInterfaceCollection"],
+    ),
+    (
+        "EthernetInterface_v1",
+        &["EthernetInterface", "EthernetInterface.v1_12_0"],
     ),
     ("ManagerCollection_v1", &["ManagerCollection"]),
     ("Manager_v1", &["Manager", "Manager.v1_15_0"]),
@@ -246,6 +256,7 @@ pub fn system(
             "Chassis": [link(&format!("/redfish/v1/Chassis/{id}"))],
         },
     });
+    v["EthernetInterfaces"] = link(&super::ethernet::collection_uri(id));
     // From the flavor, where the backend knows it (ComputerSystem ProcessorSummary.Count,
     // MemorySummary.TotalSystemMemoryGiB; sushy reads both for Ironic's inspection).
     if let Some(inv) = inventory {

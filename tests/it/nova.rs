@@ -362,6 +362,11 @@ impl Bmc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Where it logs.
+    pub(crate) fn log_path(&self) -> PathBuf {
+        self.log.clone()
+    }
+
     /// Whether the process is still running.
     pub(crate) fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -531,42 +531,41 @@ fn schema_dir() -> Option<PathBuf> {
         .find(|d| d.join("ComputerSystem_v1.xml").is_file())
 }
 
-/// DMTF's `redfish-service-validator` (PyPI; `rf_service_validator` beside the venv's Python)
-/// walks the whole service with session and with Basic auth and finds no failure. SKIP
-/// without the validator or the schemas.
-#[test]
-fn redfish_service_validator_finds_no_failures() {
+/// A DMTF validator's program (`name`, e.g. `rf_service_validator`) beside the venv's Python
+/// (`OVBMC_PYTHON`, else `~/.cache/ovbmc/venv`); `None` (and SKIP, or a panic when clients are
+/// required) without it.
+fn dmtf_validator(name: &str, what: &str) -> Option<PathBuf> {
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(p) = std::env::var_os("OVBMC_PYTHON") {
-        candidates.push(PathBuf::from(p).with_file_name("rf_service_validator"));
+        candidates.push(PathBuf::from(p).with_file_name(name));
     }
     if let Some(home) = std::env::var_os("HOME") {
-        candidates.push(PathBuf::from(home).join(".cache/ovbmc/venv/bin/rf_service_validator"));
+        candidates.push(PathBuf::from(home).join(".cache/ovbmc/venv/bin").join(name));
     }
-    let Some(validator) = candidates.into_iter().find(|p| p.is_file()) else {
+    let found = candidates.into_iter().find(|p| p.is_file());
+    if found.is_none() {
         if clients_required() {
-            panic!("{TIER}: rf_service_validator not installed (run scripts/test-all)");
+            panic!("{TIER}: {name} not installed (run scripts/test-all)");
         }
-        skip(TIER, "redfish-service-validator not installed");
-        return;
-    };
-    let Some(schemas) = schema_dir() else {
-        skip(TIER, "no Redfish CSDL schemas (set OVBMC_REDFISH_SCHEMAS)");
-        return;
-    };
-    let dir = ScratchDir::new("redfish-validator");
-    let f = start(dir.path(), &[]);
+        skip(TIER, &format!("{what} not installed"));
+    }
+    found
+}
+
+/// Run DMTF's `redfish-service-validator` against `c` as `user`, with session and with Basic
+/// auth, logs under `dir`; asserts no failure and returns the (auth, counts) lines.
+fn service_validator(validator: &Path, schemas: &Path, c: &Client, user: &str, dir: &Path) {
     for auth in ["Session", "Basic"] {
-        let logs = dir.path().join(format!("validator-{auth}"));
+        let logs = dir.join(format!("validator-{auth}"));
         let r = run(
-            &validator,
+            validator,
             &[
                 "--user".into(),
-                USER.into(),
+                user.into(),
                 "--password".into(),
                 PASSWORD.into(),
                 "--rhost".into(),
-                f.base.clone(),
+                c.base.clone(),
                 "--authtype".into(),
                 auth.into(),
                 "--schema_directory".into(),
@@ -585,15 +584,34 @@ fn redfish_service_validator_finds_no_failures() {
             .find(|l| l.trim_start().starts_with('|') && l.chars().any(|c| c.is_ascii_digit()))
             .map(|l| l.split('|').filter_map(|c| c.trim().parse().ok()).collect())
             .unwrap_or_default();
+        let log = std::fs::read_to_string(&c.log_file).unwrap_or_default();
         assert!(
             r.success() && counts.len() == 4 && counts[2] == 0,
-            "validator ({auth}) found failures {counts:?}:\n{r}"
+            "validator ({auth}) found failures {counts:?}:\n{r}\n{log}"
         );
         eprintln!(
-            "redfish-service-validator ({auth}): {} pass, {} warn, {} fail, {} not tested",
-            counts[0], counts[1], counts[2], counts[3]
+            "redfish-service-validator ({auth}, {}): {} pass, {} warn, {} fail, {} not tested",
+            c.base, counts[0], counts[1], counts[2], counts[3]
         );
     }
+}
+
+/// DMTF's `redfish-service-validator` (PyPI; `rf_service_validator` beside the venv's Python)
+/// walks the whole service with session and with Basic auth and finds no failure. SKIP
+/// without the validator or the schemas.
+#[test]
+fn redfish_service_validator_finds_no_failures() {
+    let Some(validator) = dmtf_validator("rf_service_validator", "redfish-service-validator")
+    else {
+        return;
+    };
+    let Some(schemas) = schema_dir() else {
+        skip(TIER, "no Redfish CSDL schemas (set OVBMC_REDFISH_SCHEMAS)");
+        return;
+    };
+    let dir = ScratchDir::new("redfish-validator");
+    let f = start(dir.path(), &[]);
+    service_validator(&validator, &schemas, &f, USER, dir.path());
 }
 
 /// A fleet behind one Redfish service: each user sees its own BMC's system with its own role,
@@ -674,40 +692,23 @@ fn redfish_serves_a_fleet_per_user_and_follows_a_reload() {
     assert_eq!(names(&viewer), ["node-b"]);
 }
 
-/// DMTF's `redfish-protocol-validator` (PyPI; `rf_protocol_validator` beside the venv's Python)
-/// over HTTPS, trusting the self-signed certificate, finds no failure. SKIP without it.
-#[test]
-fn redfish_protocol_validator_finds_no_failures() {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(p) = std::env::var_os("OVBMC_PYTHON") {
-        candidates.push(PathBuf::from(p).with_file_name("rf_protocol_validator"));
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        candidates.push(PathBuf::from(home).join(".cache/ovbmc/venv/bin/rf_protocol_validator"));
-    }
-    let Some(validator) = candidates.into_iter().find(|p| p.is_file()) else {
-        if clients_required() {
-            panic!("{TIER}: rf_protocol_validator not installed (run scripts/test-all)");
-        }
-        skip(TIER, "redfish-protocol-validator not installed");
-        return;
-    };
-    let dir = ScratchDir::new("redfish-protocol");
-    let f = start(dir.path(), &[]);
-    let cert = f.cert.display().to_string();
+/// Run DMTF's `redfish-protocol-validator` against `c` as `user` over HTTPS, trusting `c`'s
+/// certificate, report under `dir`; asserts no failure.
+fn protocol_validator(validator: &Path, c: &Client, user: &str, dir: &Path) {
+    let cert = c.cert.display().to_string();
     let r = run(
-        &validator,
+        validator,
         &[
             "-u".into(),
-            USER.into(),
+            user.into(),
             "-p".into(),
             PASSWORD.into(),
             "-r".into(),
-            f.base.clone(),
+            c.base.clone(),
             "--ca-bundle".into(),
             cert.clone(),
             "--report-dir".into(),
-            dir.path().join("report").display().to_string(),
+            dir.join("report").display().to_string(),
         ],
         // Some of its requests ignore --ca-bundle and use requests' default trust.
         &[("REQUESTS_CA_BUNDLE", cert.as_str())],
@@ -720,9 +721,111 @@ fn redfish_protocol_validator_finds_no_failures() {
         .find(|l| l.starts_with("Summary"))
         .unwrap_or("")
         .to_string();
+    let log = std::fs::read_to_string(&c.log_file).unwrap_or_default();
     assert!(
         r.success() && summary.contains("FAIL: 0,"),
-        "protocol validator: {summary}\n{r}"
+        "protocol validator: {summary}\n{r}\n{log}"
     );
-    eprintln!("redfish-protocol-validator: {summary}");
+    eprintln!("redfish-protocol-validator ({}): {summary}", c.base);
+}
+
+/// DMTF's `redfish-protocol-validator` (PyPI; `rf_protocol_validator` beside the venv's Python)
+/// over HTTPS, trusting the self-signed certificate, finds no failure. SKIP without it.
+#[test]
+fn redfish_protocol_validator_finds_no_failures() {
+    let Some(validator) = dmtf_validator("rf_protocol_validator", "redfish-protocol-validator")
+    else {
+        return;
+    };
+    let dir = ScratchDir::new("redfish-protocol");
+    let f = start(dir.path(), &[]);
+    protocol_validator(&validator, &f, USER, dir.path());
+}
+
+/// Both DMTF validators against `ovbmc --backend nova --redfish` on the lab's Nova
+/// (`baremetal_0`; the redfish/nova tier: SKIP without the lab or the validators): 0
+/// failures, and the System's EthernetInterfaces are the instance's port MACs as Nova lists
+/// them.
+#[test]
+fn redfish_nova_validators_find_no_failures() {
+    let Some(clouds) = crate::nova::lab() else {
+        return;
+    };
+    let (Some(service), Some(protocol)) = (
+        dmtf_validator("rf_service_validator", "redfish-service-validator"),
+        dmtf_validator("rf_protocol_validator", "redfish-protocol-validator"),
+    ) else {
+        return;
+    };
+    let Some(schemas) = schema_dir() else {
+        skip(TIER, "no Redfish CSDL schemas (set OVBMC_REDFISH_SCHEMAS)");
+        return;
+    };
+    let _g = crate::nova::hold(&crate::nova::BAREMETAL_0);
+    let dir = ScratchDir::new("redfish-nova-validators");
+    dir.write_secret("pw", PASSWORD);
+    let port = free_tcp_port(Ipv4Addr::LOCALHOST);
+    let state = dir.path().join("state");
+    let bmc = crate::nova::start_bmc_with(
+        &clouds,
+        dir.path(),
+        crate::nova::free_port(),
+        "baremetal_0",
+        &[
+            "--redfish",
+            &format!("127.0.0.1:{port}"),
+            "--redfish-state-dir",
+            &state.display().to_string(),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "Redfish never listened:\n{}",
+            bmc.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let c = Client {
+        base: format!("https://127.0.0.1:{port}"),
+        cert: f_cert(&state),
+        log_file: bmc.log_path(),
+    };
+    let admin = vec!["-u".to_string(), format!("admin:{PASSWORD}")];
+    let (s, _, v) = c.req("GET", "/redfish/v1/Systems", &admin, None);
+    assert_eq!(s, 200, "{v}");
+    let system = v["Members"][0]["@odata.id"].as_str().unwrap().to_string();
+    let (s, _, sys) = c.req("GET", &system, &admin, None);
+    assert_eq!(
+        (s, sys["Name"].as_str()),
+        (200, Some("baremetal_0")),
+        "{sys}"
+    );
+    // EthernetInterfaces: one member per port MAC Nova lists for the instance.
+    let rt = crate::nova::runtime();
+    let macs = rt.block_on(async {
+        let m = crate::nova::machine(&clouds, ovbmc::cloud::BootStrategy::Metadata, "baremetal_0")
+            .await;
+        ovbmc::backend::Machine::inventory(&*m)
+            .await
+            .map(|i| i.macs)
+            .unwrap_or_default()
+    });
+    let nics = sys["EthernetInterfaces"]["@odata.id"].as_str().unwrap();
+    let (s, _, col) = c.req("GET", nics, &admin, None);
+    assert_eq!(s, 200, "{col}");
+    let members = col["Members"].as_array().unwrap();
+    assert_eq!(members.len(), macs.len(), "{col} vs {macs:?}");
+    for (m, mac) in members.iter().zip(&macs) {
+        let (s, _, nic) = c.req("GET", m["@odata.id"].as_str().unwrap(), &admin, None);
+        assert_eq!(
+            (s, nic["MACAddress"].as_str()),
+            (200, Some(mac.as_str())),
+            "{nic}"
+        );
+    }
+    eprintln!("redfish nova: {} EthernetInterfaces ({macs:?})", macs.len());
+    service_validator(&service, &schemas, &c, "admin", dir.path());
+    protocol_validator(&protocol, &c, "admin", dir.path());
 }
