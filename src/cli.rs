@@ -405,13 +405,31 @@ pub struct RedfishArgs {
     pub redfish_state_dir: Option<PathBuf>,
 
     /// Serve Redfish over plain HTTP (passwords and tokens in clear text: a lab on loopback
-    /// only).
-    #[arg(long)]
+    /// only). Overrides `[redfish] insecure_http`.
+    #[arg(long, overrides_with = "no_redfish_insecure_http")]
     pub redfish_insecure_http: bool,
+
+    /// Serve Redfish over HTTPS even where the fleet file says `[redfish] insecure_http =
+    /// true`. Of this and --redfish-insecure-http the last given wins.
+    #[arg(long, overrides_with = "redfish_insecure_http")]
+    pub no_redfish_insecure_http: bool,
 
     /// A SessionService session unused for this long is closed. [default: 1800]
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(30..=86_400))]
     pub redfish_session_timeout: Option<u64>,
+}
+
+impl RedfishArgs {
+    /// Plain HTTP as the command line says: `Some(true)` for --redfish-insecure-http,
+    /// `Some(false)` for --no-redfish-insecure-http, `None` when neither is given (the fleet
+    /// file decides).
+    pub fn insecure_http(&self) -> Option<bool> {
+        match (self.redfish_insecure_http, self.no_redfish_insecure_http) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        }
+    }
 }
 
 /// `--routing`.

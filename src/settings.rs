@@ -132,7 +132,8 @@ impl Settings {
             cert_key,
             state_dir,
             // A switch: given, it is on; absent, the file decides.
-            insecure_http: a.redfish_insecure_http || f.insecure_http.unwrap_or(false),
+            // Tri-state on the command line, so either flag beats the key both ways.
+            insecure_http: a.insecure_http().or(f.insecure_http).unwrap_or(false),
             session_timeout: a
                 .redfish_session_timeout
                 .or(f.session_timeout_secs)
@@ -397,6 +398,34 @@ mod tests {
             .unwrap();
         assert_eq!(r.cert_key, None);
         assert_eq!(r.session_timeout, DEFAULT_REDFISH_SESSION_TIMEOUT);
+    }
+
+    /// `insecure_http` either way in the fleet file, either flag (or neither) on the command
+    /// line: the flag wins both ways, the last of the two flags wins, neither leaves it to the
+    /// file.
+    #[test]
+    fn redfish_insecure_http_flag_beats_the_key_both_ways() {
+        let insecure = |key: bool, flags: &[&str]| {
+            let f = fleet(&format!(
+                "[redfish]\naddress = \"127.0.0.1:8443\"\ninsecure_http = {key}\n"
+            ));
+            Settings::resolve(&cli(flags), Some(&f))
+                .redfish
+                .unwrap()
+                .insecure_http
+        };
+        const ON: &str = "--redfish-insecure-http";
+        const OFF: &str = "--no-redfish-insecure-http";
+        assert!(insecure(true, &[]));
+        assert!(!insecure(false, &[]));
+        assert!(!insecure(true, &[OFF]));
+        assert!(insecure(false, &[ON]));
+        assert!(insecure(true, &[OFF, ON]));
+        assert!(!insecure(false, &[ON, OFF]));
+        // No fleet file: off unless asked for.
+        let r = |flags: &[&str]| Settings::resolve(&cli(flags), None).redfish.unwrap();
+        assert!(!r(&["--redfish", "127.0.0.1:1"]).insecure_http);
+        assert!(r(&["--redfish", "127.0.0.1:1", ON]).insecure_http);
     }
 
     #[test]
