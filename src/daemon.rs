@@ -110,6 +110,9 @@ pub struct Daemon {
     metrics_stop: CancellationToken,
     /// The Redfish face, if one is served (stopped with the HTTP face).
     redfish: Option<crate::redfish::Handle>,
+    /// With the Redfish face: the one failed-login lock-out of both faces (every BMC's IPMI
+    /// endpoint and the Redfish face count into it), so a user name has one count.
+    lockout: Option<Arc<crate::redfish::auth::Lockout>>,
 }
 
 impl Daemon {
@@ -138,10 +141,14 @@ impl Daemon {
             .collect::<Result<_, _>>()?;
         let refs: Vec<&Loaded> = loaded.iter().collect();
         let machines = cloud.machines(&refs).await?;
+        let lockout = settings
+            .redfish
+            .as_ref()
+            .map(|_| Arc::new(crate::redfish::auth::Lockout::new(settings.limits.clone())));
         let specs = loaded
             .iter()
             .zip(&machines)
-            .map(|(l, m)| spec(&settings, l, m.clone()))
+            .map(|(l, m)| spec(&settings, lockout.as_ref(), l, m.clone()))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let mode = settings.routing_mode;
         let router = match mode {
@@ -175,11 +182,12 @@ impl Daemon {
             .redfish
             .as_ref()
             .zip(redfish_bound)
-            .map(|(r, bound)| {
+            .zip(lockout.clone())
+            .map(|((r, bound), lockout)| {
                 crate::redfish::start(
                     r,
                     bound,
-                    settings.limits.clone(),
+                    lockout,
                     settings.backend_timeout,
                     redfish_systems(bmcs.values().map(|b| &**b)),
                 )
@@ -207,6 +215,7 @@ impl Daemon {
             metrics,
             metrics_stop,
             redfish,
+            lockout,
         })
     }
 
@@ -273,7 +282,7 @@ impl Daemon {
         let mut specs = todo
             .iter()
             .zip(&machines)
-            .map(|(l, m)| spec(&self.settings, l, m.clone()))
+            .map(|(l, m)| spec(&self.settings, self.lockout.as_ref(), l, m.clone()))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let changed_specs = specs.split_off(added.len());
         let changed_machines = machines.split_off(added.len());
@@ -313,7 +322,12 @@ impl Daemon {
                     self.bmcs.remove(&addr);
                     for (l, s) in changed.iter().zip(sockets) {
                         let old = &self.bmcs[&l.entry.addr];
-                        let spec = spec(&self.settings, &old.loaded, old.machine.clone())?;
+                        let spec = spec(
+                            &self.settings,
+                            self.lockout.as_ref(),
+                            &old.loaded,
+                            old.machine.clone(),
+                        )?;
                         self.server.start(BoundBmc::from_socket(s, spec));
                     }
                     self.restore_routing();
@@ -706,12 +720,19 @@ impl Cloud {
     }
 }
 
-/// What the IPMI task of one BMC serves: its user, GUID, limits and Kg, and its machine.
-fn spec(settings: &Settings, l: &Loaded, machine: SharedMachine) -> anyhow::Result<BmcSpec> {
+/// What the IPMI task of one BMC serves: its user, GUID, limits and Kg, the lock-out it
+/// shares with the Redfish face (if one is served), and its machine.
+fn spec(
+    settings: &Settings,
+    lockout: Option<&Arc<crate::redfish::auth::Lockout>>,
+    l: &Loaded,
+    machine: SharedMachine,
+) -> anyhow::Result<BmcSpec> {
     let e = &l.entry;
     let user = User::new(&e.user, l.password.clone(), e.privilege).context("IPMI user")?;
     let mut cfg = BmcConfig::new(vec![user], machine.uuid())?;
     cfg.limits = settings.limits.clone();
+    cfg.shared_lockout = lockout.map(|l| l.clone() as Arc<dyn ipmi_proto::config::SharedLockout>);
     if let Some(kg) = &l.kg {
         cfg = cfg.with_kg(kg.clone())?;
     }

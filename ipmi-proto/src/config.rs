@@ -1,5 +1,7 @@
 //! What one BMC is configured with: its users, optional BMC key, identity and limits.
 
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use zeroize::Zeroizing;
@@ -160,6 +162,24 @@ impl Default for DeviceIdentity {
     }
 }
 
+/// A failed-login lock-out kept outside the endpoint and shared with other login paths (in
+/// ovbmc: every BMC's endpoint and the Redfish face, so that a user name and a source have
+/// one count across them). The endpoint asks it beside its own tables, with the same rules:
+/// `source_locked` at Open Session, `user_locked` at RAKP 1 (a source trusted for the user is
+/// the implementor's to exempt, as [`Limits::lockout_trust`] does here), and tells it each
+/// failure it counts (`user` only where it counts one against the user, protocol notes
+/// §11.3) and each login.
+pub trait SharedLockout: Send + Sync {
+    /// Whether logins from `source` are refused.
+    fn source_locked(&self, source: IpAddr) -> bool;
+    /// Whether logins as `user` from `source` are refused.
+    fn user_locked(&self, user: &str, source: IpAddr) -> bool;
+    /// A failed login from `source`, counted against `user` too when given.
+    fn failed(&self, user: Option<&str>, source: IpAddr);
+    /// A good login as `user` from `source`.
+    fn succeeded(&self, user: &str, source: IpAddr);
+}
+
 /// Everything one virtual BMC needs. Its `Debug` shows no secret: user passwords and Kg are
 /// printed as `<redacted>` (Debug output ends up in logs and panic messages).
 #[derive(Clone)]
@@ -174,6 +194,8 @@ pub struct BmcConfig {
     pub identity: DeviceIdentity,
     /// Limits and timers.
     pub limits: Limits,
+    /// A lock-out shared with other endpoints and faces, asked beside the endpoint's own.
+    pub shared_lockout: Option<Arc<dyn SharedLockout>>,
 }
 
 impl core::fmt::Debug for BmcConfig {
@@ -184,6 +206,7 @@ impl core::fmt::Debug for BmcConfig {
             .field("uuid", &self.uuid)
             .field("identity", &self.identity)
             .field("limits", &self.limits)
+            .field("shared_lockout", &self.shared_lockout.is_some())
             .finish()
     }
 }
@@ -200,6 +223,7 @@ impl BmcConfig {
             uuid,
             identity: DeviceIdentity::default(),
             limits: Limits::default(),
+            shared_lockout: None,
         })
     }
 

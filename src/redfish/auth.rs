@@ -184,21 +184,29 @@ impl Lockout {
 
     /// Whether a login of `user` from `ip` is refused without looking at the password.
     pub fn locked(&self, user: &str, ip: IpAddr) -> bool {
-        let now = Instant::now();
-        let src = source_key(ip);
+        self.source_locked_at(Instant::now(), ip) || self.user_locked_at(Instant::now(), user, ip)
+    }
+
+    fn source_locked_at(&self, now: Instant, ip: IpAddr) -> bool {
+        self.lock()
+            .sources
+            .get(&source_key(ip))
+            .is_some_and(|f| f.locked(now))
+    }
+
+    /// The user's lock-out, which a source that logged in as the user recently is exempt from
+    /// (as the IPMI face's, `--lockout-trust-secs`).
+    fn user_locked_at(&self, now: Instant, user: &str, ip: IpAddr) -> bool {
         let t = self.lock();
-        if t.sources.get(&src).is_some_and(|f| f.locked(now)) {
-            return true;
-        }
         let trusted = t
             .trusted
-            .get(&(user.to_string(), src))
+            .get(&(user.to_string(), source_key(ip)))
             .is_some_and(|at| now.duration_since(*at) < self.limits.lockout_trust);
         !trusted && t.users.get(user).is_some_and(|f| f.locked(now))
     }
 
-    /// Count a failed login.
-    pub fn failed(&self, user: &str, ip: IpAddr) {
+    /// Count a failed login against its source and, if given, its user name.
+    pub fn failed(&self, user: Option<&str>, ip: IpAddr) {
         let now = Instant::now();
         let l = &self.limits;
         let mut t = self.lock();
@@ -215,7 +223,9 @@ impl Lockout {
             l.lockout_window,
             l.lockout_duration,
         );
-        if t.users.len() < MAX_TRACKED || t.users.contains_key(user) {
+        if let Some(user) = user
+            && (t.users.len() < MAX_TRACKED || t.users.contains_key(user))
+        {
             t.users.entry(user.to_string()).or_default().fail(
                 now,
                 l.user_lockout_threshold,
@@ -240,6 +250,27 @@ impl Lockout {
             t.trusted.remove(&old);
         }
         t.trusted.insert(key, Instant::now());
+    }
+}
+
+/// The one lock-out of the process when the Redfish face is served: every BMC's IPMI endpoint
+/// asks and feeds it too (`BmcConfig::shared_lockout`), so failed IPMI logins lock Redfish
+/// logins out and the other way round, one count per user name and per source.
+impl ipmi_proto::config::SharedLockout for Lockout {
+    fn source_locked(&self, source: IpAddr) -> bool {
+        self.source_locked_at(Instant::now(), source)
+    }
+
+    fn user_locked(&self, user: &str, source: IpAddr) -> bool {
+        self.user_locked_at(Instant::now(), user, source)
+    }
+
+    fn failed(&self, user: Option<&str>, source: IpAddr) {
+        Lockout::failed(self, user, source);
+    }
+
+    fn succeeded(&self, user: &str, source: IpAddr) {
+        Lockout::succeeded(self, user, source);
     }
 }
 
@@ -414,12 +445,12 @@ mod tests {
         l.succeeded("admin", c);
         for _ in 0..3 {
             assert!(!l.locked("admin", a));
-            l.failed("admin", a);
+            l.failed(Some("admin"), a);
         }
         assert!(l.locked("admin", a), "source locked");
         assert!(!l.locked("admin", b));
-        l.failed("admin", b);
-        l.failed("admin", b);
+        l.failed(Some("admin"), b);
+        l.failed(Some("admin"), b);
         assert!(l.locked("admin", b), "user locked after 5");
         assert!(
             !l.locked("admin", c),

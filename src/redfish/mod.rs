@@ -135,11 +135,12 @@ pub async fn bind(
     Ok((crate::http::bind(s.addr, "Redfish").await?, tls))
 }
 
-/// Serve the face on `listener` (bound by [`bind`]).
+/// Serve the face on `listener` (bound by [`bind`]). `lockout` is the process's one failed-login
+/// lock-out, also given to every BMC's IPMI endpoint (see [`auth::Lockout`]).
 pub fn start(
     s: &RedfishSettings,
     bound: (TcpListener, Option<tokio_rustls::TlsAcceptor>),
-    lockout: ipmi_proto::config::Limits,
+    lockout: Arc<Lockout>,
     backend_timeout: Duration,
     systems: Vec<System>,
 ) -> Handle {
@@ -148,7 +149,7 @@ pub fn start(
         inner: Arc::new(Inner {
             systems: RwLock::new(Arc::new(systems)),
             sessions: Sessions::new(s.session_timeout),
-            lockout: Lockout::new(lockout),
+            lockout,
             backend_timeout,
             service_uuid: service_uuid(s.addr),
             log_limit: auth::LogLimit::default(),
@@ -198,7 +199,8 @@ struct Face {
 struct Inner {
     systems: RwLock<Arc<Vec<System>>>,
     sessions: Sessions,
-    lockout: Lockout,
+    /// Shared with every BMC's IPMI endpoint ([`auth::Lockout`]'s `SharedLockout`).
+    lockout: Arc<Lockout>,
     backend_timeout: Duration,
     service_uuid: String,
     log_limit: auth::LogLimit,
@@ -296,7 +298,7 @@ impl Face {
         }
         if access.is_empty() {
             if let Some(ip) = ip {
-                self.inner.lockout.failed(&c.user, ip);
+                self.inner.lockout.failed(Some(&c.user), ip);
             }
             if let Some(more) = self.inner.log_limit.admit() {
                 warn!(user = %shown(), ip = ?ip, suppressed = more, "redfish: failed login");

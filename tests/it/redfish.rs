@@ -284,6 +284,60 @@ fn redfish_failed_logins_lock_out_and_unknown_names_are_not_logged() {
     assert!(log.contains("locked out"), "{log}");
 }
 
+/// One lock-out for both faces (one count per user name): failed IPMI logins lock the user
+/// out of Redfish, and failed Redfish logins lock the user out of IPMI. Per-user counts only
+/// (`--lockout-source-failures 0`), no trust exemption (`--lockout-trust-secs 0`: the start-up
+/// GET logged in from the same source). The IPMI failures are logins asking for more than the
+/// user's privilege (RAKP 1 "unauthorized role", counted against the user; a wrong password
+/// through ipmitool is abandoned after RAKP 2 and counts against the source only).
+#[test]
+fn redfish_and_ipmi_share_the_failed_login_lock_out() {
+    let flags = [
+        "--lockout-source-failures",
+        "0",
+        "--lockout-user-failures",
+        "3",
+        "--lockout-trust-secs",
+        "0",
+        "--user-privilege",
+        "OPERATOR",
+    ];
+    // IPMI failures lock Redfish.
+    let dir = ScratchDir::new("redfish-shared-lockout-ipmi");
+    let f = start(dir.path(), &flags);
+    let Some(ipmi) = Ipmitool::new(&f.bmc, None) else {
+        return;
+    };
+    ipmi.clone()
+        .level("OPERATOR")
+        .run(&["chassis", "power", "status"])
+        .expect_success();
+    let too_high = ipmi.clone().level("ADMINISTRATOR");
+    for _ in 0..3 {
+        assert!(!too_high.run(&["chassis", "power", "status"]).success());
+    }
+    let (s, _, v) = f.req("GET", &f.system, &basic(), None);
+    assert_eq!(s, 401, "Redfish not locked by IPMI failures: {v}");
+    assert!(f.bmc.log().contains("locked out"), "{}", f.bmc.log());
+    drop(f);
+
+    // Redfish failures lock IPMI.
+    let dir = ScratchDir::new("redfish-shared-lockout-redfish");
+    let f = start(dir.path(), &flags);
+    let ipmi = Ipmitool::new(&f.bmc, None).unwrap().level("OPERATOR");
+    ipmi.run(&["chassis", "power", "status"]).expect_success();
+    let bad = vec!["-u".to_string(), format!("{USER}:wrong")];
+    for _ in 0..3 {
+        assert_eq!(f.req("GET", &f.system, &bad, None).0, 401);
+    }
+    assert_eq!(f.req("GET", &f.system, &basic(), None).0, 401);
+    assert!(
+        !ipmi.run(&["chassis", "power", "status"]).success(),
+        "IPMI not locked by Redfish failures:\n{}",
+        f.bmc.log()
+    );
+}
+
 #[test]
 fn redfish_read_only_role_may_read_but_not_reset() {
     let dir = ScratchDir::new("redfish-ro");

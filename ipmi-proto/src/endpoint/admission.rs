@@ -81,6 +81,9 @@ impl Endpoint {
     /// Remember that `peer` logged in as `user` at `now` (see `Limits::lockout_trust`). When
     /// the table is full, the pair whose last login is oldest makes room.
     pub(super) fn trust(&mut self, now: Instant, user: usize, peer: SocketAddr) {
+        if let Some(s) = &self.cfg.shared_lockout {
+            s.succeeded(&self.cfg.users[user].name, peer.ip());
+        }
         let l = &self.cfg.limits;
         if l.lockout_trust.is_zero() || l.max_trusted == 0 {
             return;
@@ -167,6 +170,11 @@ impl Endpoint {
             // HMAC to guess the password offline, protocol notes §11.3), so a per-user count
             // would add no protection, only a way for anyone who knows the user name to lock
             // the operator out with a few unfinished logins (tests/it/flood.rs).
+            let counted_user = reason != LoginFailure::AbandonedAfterRakp2
+                && self.cfg.users.iter().any(|u| u.name == user);
+            if let Some(s) = &self.cfg.shared_lockout {
+                s.failed(counted_user.then_some(user.as_str()), peer.ip());
+            }
             if reason != LoginFailure::AbandonedAfterRakp2
                 && let Some(idx) = self.cfg.users.iter().position(|u| u.name == user)
             {

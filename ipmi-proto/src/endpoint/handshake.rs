@@ -151,6 +151,11 @@ impl Endpoint {
             .sources
             .get(&source_key(peer.ip()))
             .is_some_and(|g| g.locked(now))
+            || self
+                .cfg
+                .shared_lockout
+                .as_ref()
+                .is_some_and(|s| s.source_locked(peer.ip()))
         {
             self.stats.refused_locked_out += 1;
             self.event(Event::RefusedLockedOut { peer });
@@ -299,7 +304,14 @@ impl Endpoint {
         // (RAKP 1 and 3 are unauthenticated): a source that logged in as this user recently
         // is exempt, so the operator is not locked out by someone else's garbage. Its own
         // failures still lock that source (checked at Open Session).
-        if self.users.get(&user).is_some_and(|g| g.locked(now)) && !self.trusted(now, user, peer) {
+        let shared_locked = self
+            .cfg
+            .shared_lockout
+            .as_ref()
+            .is_some_and(|s| s.user_locked(&self.cfg.users[user].name, peer.ip()));
+        if (self.users.get(&user).is_some_and(|g| g.locked(now)) && !self.trusted(now, user, peer))
+            || shared_locked
+        {
             self.stats.refused_locked_out += 1;
             self.event(Event::RefusedLockedOut { peer });
             let sid_m = self.remove_session(sid_c).map_or(0, |s| s.sid_m);
