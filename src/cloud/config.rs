@@ -106,6 +106,8 @@ pub struct CloudConfig {
     pub compute_endpoint_override: Option<String>,
     /// `image_endpoint_override`: the same for Glance (used by `--ipxe-image`).
     pub image_endpoint_override: Option<String>,
+    /// `network_endpoint_override`: the same for Neutron (used by `ovbmc cloud`).
+    pub network_endpoint_override: Option<String>,
 }
 
 /// The directories openstacksdk searches, in its order: the working directory, the user config
@@ -339,6 +341,8 @@ fn env_value(env: &dyn Fn(&str) -> Option<String>) -> Value {
         ("OS_COMPUTE_ENDPOINT", "compute_endpoint"),
         ("OS_IMAGE_ENDPOINT_OVERRIDE", "image_endpoint_override"),
         ("OS_IMAGE_ENDPOINT", "image_endpoint"),
+        ("OS_NETWORK_ENDPOINT_OVERRIDE", "network_endpoint_override"),
+        ("OS_NETWORK_ENDPOINT", "network_endpoint"),
     ] {
         if let Some(v) = env(var).filter(|v| !v.is_empty())
             && !cloud.contains_key(key)
@@ -410,6 +414,8 @@ struct RawCloud {
     compute_endpoint: Str,
     image_endpoint_override: Str,
     image_endpoint: Str,
+    network_endpoint_override: Str,
+    network_endpoint: Str,
 }
 
 fn truthy(v: &Value) -> bool {
@@ -582,6 +588,11 @@ fn from_value(v: Value, origin: String) -> Result<CloudConfig, CloudError> {
         raw.image_endpoint_override,
         raw.image_endpoint,
     )?;
+    let network_endpoint_override = override_url(
+        "network_endpoint_override",
+        raw.network_endpoint_override,
+        raw.network_endpoint,
+    )?;
     Ok(CloudConfig {
         origin,
         auth_url,
@@ -592,6 +603,7 @@ fn from_value(v: Value, origin: String) -> Result<CloudConfig, CloudError> {
         verify_tls,
         compute_endpoint_override,
         image_endpoint_override,
+        network_endpoint_override,
     })
 }
 

@@ -4,11 +4,16 @@
 //! * [`session`]: one token, one HTTP client and one cached, coalesced server view for all BMCs.
 //! * [`machine`]: [`NovaMachine`](machine::NovaMachine), the [`Machine`](crate::backend::Machine)
 //!   for one instance: power mapping, expected state, boot strategies.
+//! * [`neutron`]: a Neutron v2.0 client on the same session; [`netplan`] and [`netcmd`]:
+//!   `ovbmc cloud plan | apply | destroy`, the host cloud's side of a fleet.
 //!
 //! See `docs/nova.md` for the design.
 
 pub mod config;
 pub mod machine;
+pub mod netcmd;
+pub mod netplan;
+pub mod neutron;
 pub mod secret;
 pub mod session;
 pub mod tls;

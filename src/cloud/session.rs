@@ -70,6 +70,8 @@ struct Token {
     compute_url: String,
     image_url: Option<String>,
     network_url: Option<String>,
+    /// The project the token is scoped to (Neutron's quota API is per project).
+    project_id: Option<String>,
 }
 
 /// One server as Nova lists it; only the fields we use. Parsed leniently: a field with an
@@ -719,7 +721,11 @@ impl Session {
             Some(u) => Some(fill_project(u, project_id)),
             None => find_endpoint(&body.token.catalog, "image", iface, region),
         };
-        let network_url = find_endpoint(&body.token.catalog, "network", iface, region);
+        let network_url = match &self.cfg.network_endpoint_override {
+            Some(u) => Some(fill_project(u, project_id)),
+            None => find_endpoint(&body.token.catalog, "network", iface, region),
+        };
+        let project_id = project_id.map(str::to_string);
         // Renew at half the remaining lifetime, at most 10 minutes before expiry, so a token
         // never expires under a request (Keystone's default lifetime is one hour).
         let now_unix = SystemTime::now()
@@ -740,6 +746,7 @@ impl Session {
             compute_url,
             image_url,
             network_url,
+            project_id,
         })
     }
 
@@ -747,6 +754,11 @@ impl Session {
     pub async fn endpoint(&self, service: Service) -> Result<String, CloudError> {
         let tok = self.token().await?;
         self.base_url(&tok, service)
+    }
+
+    /// The project id the token is scoped to, if Keystone said.
+    pub async fn project_id(&self) -> Result<Option<String>, CloudError> {
+        Ok(self.token().await?.project_id)
     }
 
     fn base_url(&self, tok: &Token, service: Service) -> Result<String, CloudError> {
