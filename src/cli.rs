@@ -181,82 +181,14 @@ pub enum Command {
     /// MACs and sizes from the instance. Read-only: it never changes the cloud. The password
     /// is left out unless --password-inline (stderr says which fields to fill in).
     NodesJson(NodesJsonArgs),
-    /// The host cloud's side (Neutron).
+    /// The host cloud's side of the fleet, through Neutron: the BMC VM's IPMI addresses
+    /// (address pairs or ports), the security-group rules, the nodes' iPXE DHCP options and
+    /// the metadata route to the undercloud, as `[cloud.network]` describes them. `plan`
+    /// prints the changes; `apply` makes them (a second run has nothing to do); `destroy`
+    /// removes what ovbmc made and nothing else. `watch-addresses` keeps one port's address
+    /// pairs in step with the host it runs on.
     Cloud(CloudArgs),
 }
-
-// ---- `ovbmc cloud ...` (issue 14). watch-addresses is here; plan/apply/destroy join it. ----
-
-/// `ovbmc cloud`.
-#[derive(Debug, Args)]
-pub struct CloudArgs {
-    /// What to do.
-    #[command(subcommand)]
-    pub action: CloudAction,
-}
-
-/// `ovbmc cloud ACTION`.
-#[derive(Debug, Subcommand)]
-pub enum CloudAction {
-    /// Keep a Neutron port's allowed_address_pairs in step with this host's addresses (a node
-    /// that may hold VIPs: HA controllers, the undercloud): adds a pair for each address that
-    /// appears, removes the pairs it added when their address goes, never touches the others.
-    /// Runs until SIGTERM; see docs/deploy.md.
-    WatchAddresses(WatchAddressesArgs),
-}
-
-/// `ovbmc cloud watch-addresses`.
-#[derive(Debug, Args)]
-pub struct WatchAddressesArgs {
-    /// The Neutron port (its id) whose allowed_address_pairs follow this host.
-    #[arg(long, value_name = "PORT_ID")]
-    pub port: String,
-
-    /// Follow only this interface's addresses. [default: every interface but lo]
-    #[arg(long, value_name = "IF")]
-    pub interface: Option<String>,
-
-    /// Where the pairs this command added are remembered (across restarts). [default:
-    /// $STATE_DIRECTORY (systemd), else /var/lib/ovbmc, + /watch-addresses-PORT_ID.json]
-    #[arg(long, value_name = "FILE")]
-    pub state_file: Option<PathBuf>,
-
-    /// Quiet time after an address change before the port is updated.
-    #[arg(long, value_name = "MS", default_value_t = 1000)]
-    pub settle_ms: u64,
-
-    /// Least time between two updates of the port.
-    #[arg(long, value_name = "MS", default_value_t = 2000)]
-    pub min_interval_ms: u64,
-
-    /// Re-read the host and the port this often even without a change (a pair removed by
-    /// hand comes back).
-    #[arg(long, value_name = "SECS", default_value_t = 60,
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub resync_secs: u64,
-
-    /// Cloud name in clouds.yaml.
-    #[arg(long = "os-cloud", env = "OS_CLOUD", value_name = "NAME")]
-    pub os_cloud: Option<String>,
-
-    /// A clouds.yaml to try before the standard locations.
-    #[arg(
-        long = "os-client-config-file",
-        env = "OS_CLIENT_CONFIG_FILE",
-        value_name = "PATH"
-    )]
-    pub os_client_config_file: Option<PathBuf>,
-
-    /// Region for the catalog lookup.
-    #[arg(long = "os-region-name", value_name = "REGION")]
-    pub os_region_name: Option<String>,
-
-    /// Timeout of each Keystone/Neutron request, in seconds.
-    #[arg(long = "timeout", value_name = "SECS", default_value_t = 30)]
-    pub timeout_secs: u64,
-}
-
-// ---- end of `ovbmc cloud` ----
 
 /// `ovbmc nodes-json`.
 #[derive(Debug, Args)]
@@ -546,4 +478,94 @@ impl Cli {
             ..Limits::default()
         }
     }
+}
+
+// ---- `ovbmc cloud ...` (issue 14), kept together. ----
+
+/// `ovbmc cloud`.
+#[derive(Debug, Args)]
+pub struct CloudArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: CloudAction,
+}
+
+/// `ovbmc cloud plan | apply | destroy`.
+#[derive(Debug, Subcommand)]
+pub enum CloudAction {
+    /// Print what `apply` would change, one line each (create / update / delete / keep).
+    /// Read-only. Fails (with why) when the provisioning network's MTU is below 1500.
+    Plan(CloudTarget),
+    /// Make the changes `plan` lists, tagging everything it makes or edits `ovbmc:FLEET`.
+    Apply(CloudTarget),
+    /// Undo what `apply` made (found by its tags); what others set is left.
+    Destroy(CloudTarget),
+    /// Keep a Neutron port's allowed_address_pairs in step with this host's addresses (a node
+    /// that may hold VIPs: HA controllers, the undercloud): adds a pair for each address that
+    /// appears, removes the pairs it added when their address goes, never touches the others.
+    /// Runs until SIGTERM; see docs/deploy.md.
+    WatchAddresses(WatchAddressesArgs),
+}
+
+/// The fleet `ovbmc cloud` works on.
+#[derive(Debug, Args)]
+pub struct CloudTarget {
+    /// The fleet file, with a `[cloud.network]` section.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub config: PathBuf,
+
+    /// Carry on when the provisioning network's MTU is below 1500 (TripleO needs 1500).
+    #[arg(long)]
+    pub allow_small_mtu: bool,
+}
+
+/// `ovbmc cloud watch-addresses`.
+#[derive(Debug, Args)]
+pub struct WatchAddressesArgs {
+    /// The Neutron port (its id) whose allowed_address_pairs follow this host.
+    #[arg(long, value_name = "PORT_ID")]
+    pub port: String,
+
+    /// Follow only this interface's addresses. [default: every interface but lo]
+    #[arg(long, value_name = "IF")]
+    pub interface: Option<String>,
+
+    /// Where the pairs this command added are remembered (across restarts). [default:
+    /// $STATE_DIRECTORY (systemd), else /var/lib/ovbmc, + /watch-addresses-PORT_ID.json]
+    #[arg(long, value_name = "FILE")]
+    pub state_file: Option<PathBuf>,
+
+    /// Quiet time after an address change before the port is updated.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub settle_ms: u64,
+
+    /// Least time between two updates of the port.
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    pub min_interval_ms: u64,
+
+    /// Re-read the host and the port this often even without a change (a pair removed by
+    /// hand comes back).
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub resync_secs: u64,
+
+    /// Cloud name in clouds.yaml.
+    #[arg(long = "os-cloud", env = "OS_CLOUD", value_name = "NAME")]
+    pub os_cloud: Option<String>,
+
+    /// A clouds.yaml to try before the standard locations.
+    #[arg(
+        long = "os-client-config-file",
+        env = "OS_CLIENT_CONFIG_FILE",
+        value_name = "PATH"
+    )]
+    pub os_client_config_file: Option<PathBuf>,
+
+    /// Region for the catalog lookup.
+    #[arg(long = "os-region-name", value_name = "REGION")]
+    pub os_region_name: Option<String>,
+
+    /// Timeout of each Keystone/Neutron request, in seconds.
+    #[arg(long = "timeout", value_name = "SECS", default_value_t = 30)]
+    pub timeout_secs: u64,
 }

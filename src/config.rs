@@ -237,6 +237,104 @@ pub struct CloudSection {
     pub nova_timeout_secs: Option<u64>,
     /// How long an unconfirmed target state is reported.
     pub nova_confirm_timeout_secs: Option<u64>,
+    /// `[cloud.network]`: what `ovbmc cloud plan | apply | destroy` makes in Neutron.
+    pub network: Option<NetworkSection>,
+}
+
+/// `[cloud.network]`: the host cloud's side of the fleet, made by `ovbmc cloud apply` and
+/// removed by `ovbmc cloud destroy` (docs/configuration.md, docs/deploy.md). Names may be
+/// Neutron/Nova names or ids.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    /// The fleet's name: every resource ovbmc makes or edits is tagged `ovbmc:NAME`.
+    pub fleet: String,
+    /// `"A"`: the IPMI addresses are address pairs on `bmc_port`; `"B"`: one port per address,
+    /// attached to `bmc_server` (docs/deploy.md §1).
+    #[serde(default)]
+    pub layout: Option<String>,
+    /// The provisioning network (where the undercloud, the BMC and the nodes' PXE NICs are).
+    pub network: String,
+    /// Its subnet (default: the network's only IPv4 subnet).
+    pub subnet: Option<String>,
+    /// Layout A: the BMC VM's port on the provisioning network.
+    pub bmc_port: Option<String>,
+    /// Layout B: the BMC VM (Nova server) the address ports are attached to.
+    pub bmc_server: Option<String>,
+    /// The security group the IPMI (and Redfish) rules go in (default: `bmc_port`'s first
+    /// group in layout A; the project's `default` group in layout B).
+    pub security_group: Option<String>,
+    /// The undercloud's port on the provisioning network: the nodes' DHCP options point at
+    /// it, and it gets the metadata address.
+    pub undercloud_port: Option<String>,
+    /// The undercloud's address (default: `undercloud_port`'s fixed IP on the subnet).
+    pub undercloud_address: Option<IpAddr>,
+    /// The iPXE file the nodes boot (`bootfile-name`): `boot.ipxe` (default) or
+    /// `inspector.ipxe`.
+    pub ipxe_file: Option<String>,
+    /// Add the host route 169.254.169.254/32 via the undercloud and that address to the
+    /// undercloud port's pairs (default true when `undercloud_port` is set).
+    pub metadata_route: Option<bool>,
+    /// Carry on when the network's MTU is below 1500 (also `--allow-small-mtu`).
+    pub allow_small_mtu: Option<bool>,
+    /// The cloud's `max_allowed_address_pair`, where it is not Neutron's default 10.
+    pub max_address_pairs: Option<u32>,
+}
+
+impl NetworkSection {
+    /// `true` for layout B.
+    pub fn layout_b(&self) -> bool {
+        self.layout
+            .as_deref()
+            .is_some_and(|l| l.eq_ignore_ascii_case("b"))
+    }
+
+    /// What is wrong with the section, if anything.
+    pub fn check(&self) -> Result<(), String> {
+        // Tags are `ovbmc:FLEET[:what]`: no `:` or `,` in the name, so one fleet's records can
+        // never be read as another's; short, so the records stay under Neutron's 255
+        // characters per tag.
+        let f = &self.fleet;
+        if f.is_empty()
+            || f.len() > 40
+            || !f
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(format!(
+                "fleet: {f:?} must be 1 to 40 letters, digits, '-', '_' or '.' (it becomes the \
+                 Neutron tag ovbmc:NAME)"
+            ));
+        }
+        match self.layout.as_deref() {
+            None | Some("A" | "a") => {
+                if self.bmc_port.is_none() {
+                    return Err("layout A needs bmc_port (the BMC VM's port on the \
+                                provisioning network)"
+                        .into());
+                }
+            }
+            Some("B" | "b") => {
+                if self.bmc_server.is_none() {
+                    return Err("layout B needs bmc_server (the BMC VM the address ports \
+                                are attached to)"
+                        .into());
+                }
+            }
+            Some(other) => return Err(format!("layout: {other:?} is not \"A\" or \"B\"")),
+        }
+        if self.network.is_empty() {
+            return Err("network: the provisioning network's name or id is needed".into());
+        }
+        if let Some(f) = &self.ipxe_file
+            && (f.is_empty() || f.len() > 255)
+        {
+            // extra_dhcp_opts opt_value is at most 255 characters (neutron-lib
+            // api/definitions/extra_dhcp_opt.py).
+            return Err(format!("ipxe_file: {f:?} must be 1 to 255 characters"));
+        }
+        Ok(())
+    }
 }
 
 /// `[redfish]`: the Redfish face (docs/redfish.md); a flag written on the command line beats
@@ -407,6 +505,13 @@ impl Fleet {
             })
             .transpose()?;
         let cloud: CloudSection = typed(&mut table, "cloud", path)?;
+        if let Some(n) = &cloud.network {
+            n.check().map_err(|message| ConfigError::Section {
+                path: p(),
+                section: "cloud.network",
+                message,
+            })?;
+        }
         let routing: RoutingSection = typed(&mut table, "routing", path)?;
         let mut redfish: RedfishSection = typed(&mut table, "redfish", path)?;
         for f in [&mut redfish.cert, &mut redfish.key, &mut redfish.state_dir] {

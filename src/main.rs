@@ -27,11 +27,7 @@ fn main() -> ExitCode {
         },
         Some(Command::Check(args)) => ovbmc::commands::check(&cli, args),
         Some(Command::NodesJson(args)) => rt.block_on(ovbmc::enroll::nodes_json(&cli, args)),
-        Some(Command::Cloud(c)) => match &c.action {
-            ovbmc::cli::CloudAction::WatchAddresses(args) => {
-                rt.block_on(ovbmc::cloud::watch::command(args))
-            }
-        },
+        Some(Command::Cloud(args)) => rt.block_on(ovbmc::cloud::netcmd::run(&cli, &args.action)),
         None => rt.block_on(ovbmc::daemon::run(cli)),
     };
     match result {
