@@ -6,7 +6,7 @@
 //! Ownership. Every resource ovbmc creates or edits carries the tag `ovbmc:FLEET` (the
 //! marker), and each thing ovbmc put on it one more tag saying what
 //! (`ovbmc:FLEET:pair=192.0.2.45`, `ovbmc:FLEET:dhcp=bootfile-name`,
-//! `ovbmc:FLEET:route=169.254.169.254/32`, `ovbmc:FLEET:port` for a port ovbmc created).
+//! `ovbmc:FLEET:route=169.254.169.254`, `ovbmc:FLEET:port` for a port ovbmc created).
 //! Neutron tags are per resource, up to 255 characters each and 50 per resource
 //! (`neutron/extensions/tagging.py` MAX_TAG_LEN, MAX_TAGS_COUNT). Security group rules cannot
 //! be tagged (only groups can), so ovbmc's rules say `ovbmc:FLEET` in their `description`
@@ -650,7 +650,10 @@ pub fn plan(d: &Desired, a: &Actual) -> Result<Plan, String> {
         let mut routes = s.host_routes.clone();
         let mut changed = false;
         let dest = format!("{METADATA}/32");
-        let rec = record(fleet, &format!("route={dest}"));
+        // Not `route=169.254.169.254/32`: a `/` in a tag cannot go through the tag URL
+        // (`/v2.0/subnets/{id}/tags/{tag}`; seen against the lab's Neutron 29: the tag was
+        // not stored), and the route is always a /32.
+        let rec = record(fleet, &format!("route={METADATA}"));
         let wanted = match &d.undercloud {
             Some((_, addr)) if d.metadata_route && s.id == d.subnet_id && addr.is_ipv4() => {
                 Some(addr.to_string())
