@@ -10,6 +10,7 @@ mod support;
 mod attack;
 mod cli;
 mod cloudfault;
+mod cloudnet;
 mod container;
 mod docs;
 mod dropin;

@@ -1,0 +1,231 @@
+//! `ovbmc cloud plan | apply | destroy` against the lab's real Neutron (`tests/lab/openstack`
+//! with `neutron = real`), checked with the `openstack` CLI of the lab venv, field by field.
+//! Skips (as the nova tier does) without the lab. The test makes its own ports (a BMC port and
+//! an undercloud port, unique names) and uses `baremetal_3`'s provisioning port; everything is
+//! removed at the end.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{ScratchDir, lab_env, ovbmc_bin, run};
+
+fn openstack(clouds: &Path, args: &[&str]) -> Value {
+    let cli = lab_env("openstack", "openstack").expect("lab openstack CLI");
+    let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    a.extend(["-f".into(), "json".into()]);
+    let r = run(
+        Path::new(&cli),
+        &a,
+        &[
+            ("OS_CLIENT_CONFIG_FILE", clouds.to_str().unwrap()),
+            ("OS_CLOUD", "lab"),
+        ],
+        Duration::from_secs(120),
+    );
+    let out = r.expect_success().to_string();
+    serde_json::from_str(&out).unwrap_or(Value::Null)
+}
+
+fn openstack_do(clouds: &Path, args: &[&str]) {
+    let cli = lab_env("openstack", "openstack").expect("lab openstack CLI");
+    let a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    run(
+        Path::new(&cli),
+        &a,
+        &[
+            ("OS_CLIENT_CONFIG_FILE", clouds.to_str().unwrap()),
+            ("OS_CLOUD", "lab"),
+        ],
+        Duration::from_secs(120),
+    )
+    .expect_success();
+}
+
+fn cloud(clouds: &Path, verb: &str, fleet: &Path) -> String {
+    let r = run(
+        &ovbmc_bin(),
+        &[
+            "cloud".into(),
+            verb.into(),
+            "--config".into(),
+            fleet.display().to_string(),
+        ],
+        &[
+            ("OS_CLIENT_CONFIG_FILE", clouds.to_str().unwrap()),
+            ("OVBMC_LOG", "warn"),
+        ],
+        Duration::from_secs(300),
+    );
+    r.expect_success().to_string()
+}
+
+fn pairs(port: &Value) -> Vec<String> {
+    port["allowed_address_pairs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["ip_address"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn tags(v: &Value) -> Vec<String> {
+    v["tags"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn plan_apply_again_and_destroy_against_the_lab_neutron() {
+    let Some(clouds) = crate::nova::lab() else {
+        return;
+    };
+    if lab_env("openstack", "neutron").as_deref() != Some("real") {
+        crate::support::skip("cloudnet", "the lab's Neutron is not the real one");
+        return;
+    }
+    let id = std::process::id();
+    let fleet = format!("it{id}");
+    let (bmc, uc) = (format!("it-{id}-bmc"), format!("it-{id}-uc"));
+    openstack(&clouds, &["port", "create", "--network", "provision", &bmc]);
+    let ucp = openstack(&clouds, &["port", "create", "--network", "provision", &uc]);
+    let uc_ip = ucp["fixed_ips"][0]["ip_address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = ScratchDir::new("cloudnet");
+    dir.write_secret("ipmi-password", "pw");
+    let file = dir.path().join("fleet.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[defaults]\npassword_file = \"ipmi-password\"\n[cloud]\nos_cloud = \"lab\"\n\
+             [cloud.network]\nfleet = \"{fleet}\"\nnetwork = \"provision\"\nbmc_port = \"{bmc}\"\n\
+             undercloud_port = \"{uc}\"\nipxe_file = \"inspector.ipxe\"\n\
+             [[bmc]]\naddress = \"192.168.24.241\"\ninstance = \"baremetal_3\"\n\
+             [[bmc]]\naddress = \"192.168.24.242\"\ninstance = \"baremetal_3\"\nport = 624\n"
+        ),
+    )
+    .unwrap();
+    // Plan on a clean project: every change listed, exit 0, nothing made.
+    let plan = cloud(&clouds, "plan", &file);
+    for want in [
+        "add allowed_address_pair 192.168.24.241",
+        "add allowed_address_pair 192.168.24.242",
+        "add allowed_address_pair 169.254.169.254",
+        "set extra_dhcp_opt bootfile-name=inspector.ipxe",
+        &format!("set extra_dhcp_opt tftp-server={uc_ip}"),
+        &format!("add host_route 169.254.169.254/32 via {uc_ip}"),
+        "rule ingress udp 623 from",
+        "rule ingress udp 624 from",
+    ] {
+        assert!(plan.contains(want), "plan lacks {want:?}:\n{plan}");
+    }
+    assert!(pairs(&openstack(&clouds, &["port", "show", &bmc])).is_empty());
+    // Apply, then check field by field.
+    cloud(&clouds, "apply", &file);
+    let p = openstack(&clouds, &["port", "show", &bmc]);
+    assert_eq!(pairs(&p), ["192.168.24.241", "192.168.24.242"]);
+    assert!(tags(&p).contains(&format!("ovbmc:{fleet}")));
+    assert_eq!(
+        pairs(&openstack(&clouds, &["port", "show", &uc])),
+        ["169.254.169.254"]
+    );
+    let sub = openstack(&clouds, &["subnet", "show", "provision-subnet"]);
+    assert!(
+        sub["host_routes"]
+            .to_string()
+            .contains("169.254.169.254/32")
+            && sub["host_routes"].to_string().contains(&uc_ip),
+        "{sub}"
+    );
+    let server = openstack(&clouds, &["server", "show", "baremetal_3"]);
+    let sid = server["id"].as_str().unwrap().to_string();
+    let ports = openstack(
+        &clouds,
+        &[
+            "port",
+            "list",
+            "--device-id",
+            &sid,
+            "--network",
+            "provision",
+        ],
+    );
+    let port_id = ports[0]["ID"].as_str().unwrap().to_string();
+    let bm = openstack(&clouds, &["port", "show", &port_id]);
+    let opts = bm["extra_dhcp_opts"].to_string();
+    assert!(
+        opts.contains("inspector.ipxe") && opts.contains(&uc_ip),
+        "{opts}"
+    );
+    // Apply again: nothing to do.
+    assert!(
+        cloud(&clouds, "apply", &file).contains("apply: nothing to do"),
+        "second apply did something"
+    );
+    // A pair and a rule added by hand survive apply and destroy.
+    openstack_do(
+        &clouds,
+        &[
+            "port",
+            "set",
+            "--allowed-address",
+            "ip-address=192.168.24.243",
+            &bmc,
+        ],
+    );
+    let rule = openstack(
+        &clouds,
+        &[
+            "security",
+            "group",
+            "rule",
+            "create",
+            "--protocol",
+            "tcp",
+            "--dst-port",
+            &format!("{}", 20000 + id % 10000),
+            "default",
+        ],
+    );
+    let rule_id = rule["id"].as_str().unwrap().to_string();
+    assert!(cloud(&clouds, "apply", &file).contains("apply: nothing to do"));
+    cloud(&clouds, "destroy", &file);
+    assert_eq!(
+        pairs(&openstack(&clouds, &["port", "show", &bmc])),
+        ["192.168.24.243"]
+    );
+    openstack(&clouds, &["security", "group", "rule", "show", &rule_id]);
+    let tag = format!("ovbmc:{fleet}");
+    for kind in [["port", "list"], ["subnet", "list"], ["security", "group"]] {
+        let mut a: Vec<&str> = kind.to_vec();
+        if kind[0] == "security" {
+            a.push("list");
+        }
+        a.extend(["--tags", tag.as_str()]);
+        let v = openstack(&clouds, &a);
+        assert_eq!(v.as_array().map(Vec::len), Some(0), "{a:?}: {v}");
+    }
+    assert!(
+        !openstack(&clouds, &["subnet", "show", "provision-subnet"])["host_routes"]
+            .to_string()
+            .contains("169.254.169.254")
+    );
+    let bm = openstack(&clouds, &["port", "show", &port_id]);
+    assert!(
+        !bm["extra_dhcp_opts"].to_string().contains("inspector.ipxe"),
+        "{bm}"
+    );
+    assert!(cloud(&clouds, "destroy", &file).contains("destroy: nothing to do"));
+    openstack_do(&clouds, &["security", "group", "rule", "delete", &rule_id]);
+    openstack_do(&clouds, &["port", "delete", &bmc, &uc]);
+}
