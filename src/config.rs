@@ -239,6 +239,8 @@ pub struct CloudSection {
     pub nova_confirm_timeout_secs: Option<u64>,
     /// `[cloud.network]`: what `ovbmc cloud plan | apply | destroy` makes in Neutron.
     pub network: Option<NetworkSection>,
+    /// The largest virtual media image, MiB.
+    pub vmedia_max_mib: Option<u64>,
 }
 
 /// `[cloud.network]`: the host cloud's side of the fleet, made by `ovbmc cloud apply` and

@@ -343,17 +343,23 @@ impl Daemon {
             .zip(sockets)
         {
             self.server.start(BoundBmc::from_socket(sock, s));
-            self.bmcs.insert(
+            let old = self.bmcs.insert(
                 l.entry.addr,
                 Box::new(Bmc {
                     loaded: l,
                     machine: m,
                 }),
             );
+            // The new machine starts with an empty CD: the old one's image goes.
+            if let Some(old) = old {
+                retire(old.machine.clone());
+            }
         }
         for a in &removed {
             self.server.remove(*a).await;
-            self.bmcs.remove(a);
+            if let Some(old) = self.bmcs.remove(a) {
+                retire(old.machine.clone());
+            }
         }
         let n_added = added.len();
         for ((l, b), m) in added.into_iter().zip(bound).zip(machines) {
@@ -520,6 +526,12 @@ pub(crate) fn route_requests<'a>(
         .collect()
 }
 
+/// A BMC left the fleet (removed or replaced by a reload): let its machine release what it
+/// made in the cloud (the virtual media image), in the background.
+fn retire(m: SharedMachine) {
+    tokio::spawn(async move { m.retire().await });
+}
+
 /// The Redfish face's view of the fleet (each BMC's user, password, role and machine).
 fn redfish_systems<'a>(bmcs: impl Iterator<Item = &'a Bmc>) -> Vec<crate::redfish::System> {
     bmcs.filter_map(|b| {
@@ -604,7 +616,7 @@ pub(crate) async fn fleet_machines(
         .map(|(e, p)| (e, p.as_str()))
         .collect();
     Cloud::new(settings.nova.clone(), Tasks::new())
-        .machines_of(&refs)
+        .machines_of(&refs, false)
         .await
 }
 
@@ -633,13 +645,17 @@ impl Cloud {
             .iter()
             .map(|l| (&l.entry, l.place.as_str()))
             .collect();
-        self.machines_of(&refs).await
+        self.machines_of(&refs, true).await
     }
 
     /// [`Cloud::machines`] for entries with where each is written ("FILE: bmc #N (ADDR): ").
+    /// With `clean_media` (the daemon, not the read-only commands), the virtual media images
+    /// an earlier run left for these instances are deleted in the background: a new machine
+    /// has no CD inserted.
     async fn machines_of(
         &mut self,
         entries: &[(&BmcEntry, &str)],
+        clean_media: bool,
     ) -> anyhow::Result<Vec<SharedMachine>> {
         let mut out: Vec<Option<SharedMachine>> = vec![None; entries.len()];
         // Grouped by boot strategy (BootStrategy is not Hash; there are three at most).
@@ -709,6 +725,14 @@ impl Cloud {
                         return Err(e.context(format!("{at}Nova backend")));
                     }
                 };
+                if clean_media {
+                    let ids: Vec<String> =
+                        built.iter().map(|m| m.instance_id().to_string()).collect();
+                    let s = session.clone();
+                    tokio::spawn(async move {
+                        crate::cloud::machine::clean_stale_media(&s, &ids).await;
+                    });
+                }
                 for (i, m) in idx.into_iter().zip(built) {
                     out[i] = Some(m as SharedMachine);
                 }

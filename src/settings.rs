@@ -207,6 +207,7 @@ impl Settings {
                 flag.nova_confirm_timeout_secs,
                 c.nova_confirm_timeout_secs,
             ),
+            vmedia_max_mib: pick(g("vmedia_max_mib"), flag.vmedia_max_mib, c.vmedia_max_mib),
         };
         (nova, g("boot_strategy") || c.boot_strategy.is_some())
     }

@@ -61,6 +61,67 @@ pub trait Machine: Send + Sync + 'static {
     fn inventory(&self) -> BoxFuture<'_, Option<Inventory>> {
         Box::pin(async { None })
     }
+    /// Its virtual CD slot (the Redfish face's `VirtualMedia/Cd`); `None`: it has none.
+    fn media_state(&self) -> Option<MediaState> {
+        None
+    }
+    /// Insert the image at `url` into the CD slot. Returns when the media is ready (Nova: the
+    /// image fetched and uploaded to Glance, which can take minutes: the Redfish face runs it as
+    /// a task). A booting from `Cd` then boots it (the boot flags are the IPMI ones: `ipmitool
+    /// chassis bootdev cdrom` is Redfish `Cd`).
+    fn insert_media(
+        &self,
+        url: String,
+        options: InsertOptions,
+    ) -> BoxFuture<'_, Result<(), BackendError>> {
+        let _ = (url, options);
+        Box::pin(async {
+            Err(BackendError::new(
+                MachineError::Unsupported,
+                "this machine has no virtual media",
+            ))
+        })
+    }
+    /// Eject the CD (a no-op when empty, as Ironic ejects before every insert).
+    fn eject_media(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// The BMC leaves the fleet (a reload removed or replaced it): release what the machine
+    /// made in the cloud for it (Nova: the Glance image of its virtual media).
+    fn retire(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// What the virtual CD slot holds (Redfish VirtualMedia `Image`, `Inserted`, `WriteProtected`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MediaState {
+    /// The URL of the image given to the last insert (`None`: empty).
+    pub image: Option<String>,
+    /// The media is inserted: ready to boot (Nova: uploaded to Glance).
+    pub inserted: bool,
+    /// Read-only media (a CD always is).
+    pub write_protected: bool,
+    /// An insert is under way (fetching or uploading).
+    pub inserting: bool,
+}
+
+/// How to insert media (the `InsertMedia` parameters the backend needs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InsertOptions {
+    /// Treat the media as inserted once ready (`Inserted`, default true).
+    pub inserted: bool,
+    /// `WriteProtected` (default true).
+    pub write_protected: bool,
+}
+
+impl Default for InsertOptions {
+    fn default() -> Self {
+        Self {
+            inserted: true,
+            write_protected: true,
+        }
+    }
 }
 
 /// A machine's hardware as far as its backend knows it.

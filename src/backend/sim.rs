@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{BackendError, BoxFuture, Machine};
+use super::{BackendError, BoxFuture, InsertOptions, Machine, MediaState};
 use ipmi_proto::machine::{BootDevice, BootFlags, MachineError, PowerAction, PowerState};
 
 /// Simulator settings.
@@ -69,6 +69,10 @@ struct State {
     /// The device the last boot used (for tests and logs).
     last_boot_device: BootDevice,
     boots: u64,
+    /// The virtual CD slot.
+    media: MediaState,
+    /// The image the last boot from `Cd` booted (`None`: the last boot was not from media).
+    booted_media: Option<String>,
 }
 
 impl State {
@@ -82,8 +86,20 @@ impl State {
         }
     }
 
-    fn boot(&mut self) {
+    fn boot(&mut self, name: &str) {
         self.last_boot_device = self.boot.effective_device();
+        // A CD boot boots the inserted media, as a real BMC's virtual CD does; with the slot
+        // empty the firmware falls through to the next device (reported as no media).
+        self.booted_media = None;
+        if self.last_boot_device == BootDevice::Cdrom {
+            match (&self.media.image, self.media.inserted) {
+                (Some(url), true) => {
+                    tracing::info!("{name}: booting from the virtual CD {url}");
+                    self.booted_media = Some(url.clone());
+                }
+                _ => tracing::info!("{name}: boot from CD, but no media is inserted"),
+            }
+        }
         self.boot = self.boot.after_boot();
         self.boots += 1;
     }
@@ -106,6 +122,8 @@ impl SimMachine {
                 boot: BootFlags::default(),
                 last_boot_device: BootDevice::NoOverride,
                 boots: 0,
+                media: MediaState::default(),
+                booted_media: None,
             }),
             cfg,
         })
@@ -115,6 +133,12 @@ impl SimMachine {
     pub fn last_boot(&self) -> (BootDevice, u64) {
         let s = self.lock();
         (s.last_boot_device, s.boots)
+    }
+
+    /// The image the most recent boot booted from the virtual CD, if it was a CD boot with
+    /// media inserted.
+    pub fn booted_media(&self) -> Option<String> {
+        self.lock().booted_media.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -146,7 +170,7 @@ impl SimMachine {
             (PowerAction::On, PowerState::On) => {}
             (PowerAction::Off | PowerAction::Soft, PowerState::Off) => {}
             (PowerAction::On, PowerState::Off) => {
-                s.boot();
+                s.boot(&self.cfg.name);
                 s.transition = Some((PowerState::On, now + on));
             }
             (PowerAction::Off | PowerAction::Soft, PowerState::On) => {
@@ -155,7 +179,7 @@ impl SimMachine {
             // A reset of an off machine powers it on (as Nova's hard reboot of SHUTOFF does);
             // a cycle while off is "not supported in present state" (IPMI v2.0 §28.3).
             (PowerAction::Reset, _) => {
-                s.boot();
+                s.boot(&self.cfg.name);
                 s.power = PowerState::On;
                 if !on.is_zero() {
                     s.power = PowerState::Off;
@@ -169,7 +193,7 @@ impl SimMachine {
                 ));
             }
             (PowerAction::Cycle, PowerState::On) => {
-                s.boot();
+                s.boot(&self.cfg.name);
                 if !(on + off).is_zero() {
                     s.power = PowerState::Off;
                     s.transition = Some((PowerState::On, now + on + off));
@@ -236,6 +260,41 @@ impl Machine for SimMachine {
             name: self.cfg.name.clone(),
         })
     }
+
+    fn media_state(&self) -> Option<MediaState> {
+        Some(self.lock().media.clone())
+    }
+
+    /// Records the URL (nothing is fetched: the simulator has no disk to boot it from).
+    fn insert_media(
+        &self,
+        url: String,
+        options: InsertOptions,
+    ) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move {
+            self.latency().await;
+            tracing::info!("{}: virtual CD: {url} inserted", self.cfg.name);
+            self.lock().media = MediaState {
+                image: Some(url),
+                inserted: options.inserted,
+                write_protected: options.write_protected,
+                inserting: false,
+            };
+            Ok(())
+        })
+    }
+
+    fn eject_media(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move {
+            self.latency().await;
+            let mut s = self.lock();
+            if let Some(url) = s.media.image.take() {
+                tracing::info!("{}: virtual CD: {url} ejected", self.cfg.name);
+            }
+            s.media = MediaState::default();
+            Ok(())
+        })
+    }
 }
 
 #[cfg(test)]
@@ -267,6 +326,25 @@ mod tests {
         m.power(PowerAction::Cycle).await.unwrap();
         assert_eq!(m.last_boot(), (BootDevice::Disk, 2));
         assert!(m.boot_flags().await.unwrap().valid());
+    }
+
+    #[tokio::test]
+    async fn a_cd_boot_boots_the_inserted_media() {
+        let m = SimMachine::new(SimConfig::new("t"));
+        m.insert_media("http://h/x.iso".into(), InsertOptions::default())
+            .await
+            .unwrap();
+        assert!(m.media_state().unwrap().inserted);
+        m.set_boot_flags(BootFlags::new(BootDevice::Cdrom, false, true))
+            .await
+            .unwrap();
+        m.power(PowerAction::On).await.unwrap();
+        assert_eq!(m.booted_media().as_deref(), Some("http://h/x.iso"));
+        // The one-time override is consumed: the next boot is from disk.
+        m.power(PowerAction::Reset).await.unwrap();
+        assert_eq!(m.booted_media(), None);
+        m.eject_media().await.unwrap();
+        assert_eq!(m.media_state().unwrap(), MediaState::default());
     }
 
     #[tokio::test]

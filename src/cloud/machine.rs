@@ -13,6 +13,8 @@
 //! parameter 5) are stored on the instance as metadata `ovbmc:boot` (10 hex digits), so a
 //! restarted or second ovbmc reports them too.
 
+mod media;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +32,8 @@ pub const BOOT_KEY: &str = "ovbmc:boot";
 /// Metadata key OVB's patched Nova reads to put the network first in the guest's boot order.
 pub const PXE_FIRST_KEY: &str = "libvirt:pxe-first";
 
+pub use media::clean_stale as clean_stale_media;
+
 /// Behaviour of the machines.
 #[derive(Clone, Debug)]
 pub struct MachineOptions {
@@ -44,6 +48,10 @@ pub struct MachineOptions {
     /// Where the background part of a multi-step action runs, so that shutdown waits for it
     /// or logs what it left undone (the daemon hands every machine the same set).
     pub tasks: crate::tasks::Tasks,
+    /// The largest virtual media image fetched and uploaded (bytes).
+    pub vmedia_max_bytes: u64,
+    /// How long fetching and uploading one virtual media image may take.
+    pub vmedia_timeout: Duration,
 }
 
 impl Default for MachineOptions {
@@ -54,6 +62,8 @@ impl Default for MachineOptions {
             confirm_timeout: Duration::from_secs(300),
             settle_poll: Duration::from_millis(500),
             tasks: crate::tasks::Tasks::new(),
+            vmedia_max_bytes: 4096 * 1024 * 1024,
+            vmedia_timeout: Duration::from_secs(3600),
         }
     }
 }
@@ -130,13 +140,15 @@ pub fn nova_power(s: &Server) -> PowerState {
 }
 
 /// Turn `action` into Nova actions for a server in `status` (no task in progress), under
-/// `strategy`, with `pxe` = the next boot is a network boot. `Ok(None)`: nothing to do (on when
-/// on, off when off).
+/// `strategy`, with `pxe` = the next boot is a network boot, `cd` = the next boot is from the
+/// inserted virtual media (a rescue with its image, whatever the strategy). `Ok(None)`: nothing
+/// to do (on when on, off when off).
 pub fn plan(
     strategy: BootStrategy,
     action: PowerAction,
     status: &str,
     pxe: bool,
+    cd: bool,
 ) -> Result<Option<Plan>, (MachineError, String)> {
     use PowerAction as A;
     use Step::*;
@@ -151,6 +163,7 @@ pub fn plan(
     };
     // The network boot variant of "start" and "restart" for each strategy.
     let (start, restart, rescued_restart): (Vec<Step>, Vec<Step>, Vec<Step>) = match strategy {
+        _ if cd => (vec![Rescue], vec![Rescue], vec![Unrescue, Rescue]),
         BootStrategy::Metadata => (vec![Start], vec![RebootHard], vec![Unrescue]),
         BootStrategy::Rescue if pxe => (vec![Rescue], vec![Rescue], vec![Unrescue, Rescue]),
         BootStrategy::Rescue => (vec![Start], vec![RebootHard], vec![Unrescue]),
@@ -178,7 +191,7 @@ pub fn plan(
         // A reset of an off machine powers it on (Nova's HARD reboot of SHUTOFF does too); a
         // cycle needs power to cycle (IPMI v2.0 §28.3; the simulator does the same).
         ("SHUTOFF", A::Reset) => match strategy {
-            BootStrategy::Rebuild if pxe => boot(start),
+            BootStrategy::Rebuild if pxe && !cd => boot(start),
             _ => boot(restart),
         },
         ("SHUTOFF", A::Cycle) => Err((
@@ -264,6 +277,8 @@ struct Local {
     /// A request-path Nova call that changes the instance is in flight. A slow cloud makes the
     /// server answer busy and the client retry: the retry must not send a second action.
     writing: Option<String>,
+    /// The virtual CD.
+    media: media::Slot,
 }
 
 /// Clears [`Local::writing`] when the call ends, however it ends.
@@ -536,7 +551,9 @@ impl Inner {
         self.write_flags(flags, &s).await
     }
 
-    async fn act(&self, step: Step) -> Result<(), CloudError> {
+    /// Send `step`; a rescue uses `image` (the inserted media's Glance image for a boot from
+    /// `Cd`), else the iPXE image.
+    async fn act(&self, step: Step, image: Option<&str>) -> Result<(), CloudError> {
         if step == Step::CrashDump && self.session.microversion() < (2, 17) {
             return Err(CloudError::Http {
                 what: "trigger_crash_dump".into(),
@@ -552,11 +569,19 @@ impl Inner {
                 Method::POST,
                 Service::Compute,
                 &path,
-                Some(&step.body(self.opts.ipxe_image.as_deref())),
+                Some(&step.body(image.or(self.opts.ipxe_image.as_deref()))),
             )
             .await;
         // Whatever happened, the next status must come from a new list.
         self.session.invalidate();
+        if r.is_ok() {
+            let mut l = self.lock();
+            match step {
+                Step::Rescue => l.media.rescued = image.is_some(),
+                Step::Unrescue | Step::Rebuild => l.media.rescued = false,
+                _ => {}
+            }
+        }
         // The answer (rescue and rebuild return an adminPass) is dropped unread.
         r.map(|_| ())
     }
@@ -591,13 +616,38 @@ impl Inner {
         }
         let flags = self.flags_from(started, &s);
         let pxe = flags.effective_device() == BootDevice::Pxe;
-        let Some(plan) = plan(self.opts.strategy, action, &s.status, pxe)
-            .map_err(|(k, m)| berr(k, format!("{}: {m}", self.name)))?
+        let cd_boot = flags.effective_device() == BootDevice::Cdrom;
+        let cd_image = {
+            let l = self.lock();
+            if cd_boot
+                && l.media.state().inserting
+                && matches!(
+                    action,
+                    PowerAction::On | PowerAction::Reset | PowerAction::Cycle
+                )
+            {
+                // Ironic inserts, sets Cd and powers on at once: the boot waits for the upload
+                // (busy: IPMI C0, Redfish 503 + Retry-After, and both retry).
+                return Err(berr(
+                    MachineError::Busy,
+                    format!("{}: the virtual media insert is still uploading", self.name),
+                ));
+            }
+            if cd_boot { l.media.bootable() } else { None }
+        };
+        let Some(plan) = plan(
+            self.opts.strategy,
+            action,
+            &s.status,
+            pxe,
+            cd_image.is_some(),
+        )
+        .map_err(|(k, m)| berr(k, format!("{}: {m}", self.name)))?
         else {
             return Ok(());
         };
         let first = plan.steps[0];
-        if let Err(mut e) = self.act(first).await {
+        if let Err(mut e) = self.act(first, cd_image.as_deref()).await {
             if let CloudError::Timeout { what } = &mut e {
                 // The request may have reached Nova: say that the outcome is unknown, and the
                 // status (which follows Nova) will tell.
@@ -664,8 +714,15 @@ impl Inner {
                 left_to_do(&rest, consume.is_some() || unwritten)
             );
             self.opts.tasks.spawn(what, |note| async move {
-                me.finish(action, rest, accepted, consume, gen_at_start, &note)
-                    .await;
+                me.finish(
+                    action,
+                    (rest, cd_image),
+                    accepted,
+                    consume,
+                    gen_at_start,
+                    &note,
+                )
+                .await;
                 me.lock().busy_with = None;
             });
         }
@@ -688,11 +745,12 @@ impl Inner {
         }
     }
 
-    /// The background part of an action: the remaining steps, then the boot-flag update.
+    /// The background part of an action: the remaining steps (a rescue among them with the
+    /// given image, the virtual media's for a boot from Cd), then the boot-flag update.
     async fn finish(
         &self,
         action: PowerAction,
-        rest: Vec<Step>,
+        (rest, cd_image): (Vec<Step>, Option<String>),
         mut after: Instant,
         consume: Option<BootFlags>,
         gen_at_start: u64,
@@ -729,7 +787,7 @@ impl Inner {
                 self.lock().expect = None;
                 return;
             }
-            if let Err(e) = self.act(step).await {
+            if let Err(e) = self.act(step, cd_image.as_deref()).await {
                 tracing::warn!("{}: power {action}: {e}", self.name);
                 self.lock().expect = None;
                 return;
@@ -840,6 +898,27 @@ impl Machine for NovaMachine {
         })
     }
 
+    fn media_state(&self) -> Option<crate::backend::MediaState> {
+        Some(self.inner.media_state())
+    }
+
+    fn insert_media(
+        &self,
+        url: String,
+        options: crate::backend::InsertOptions,
+    ) -> BoxFuture<'_, Result<(), BackendError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.insert_media(url, options).await })
+    }
+
+    fn eject_media(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(self.inner.eject_media())
+    }
+
+    fn retire(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.inner.retire())
+    }
+
     fn inventory(&self) -> BoxFuture<'_, Option<crate::backend::Inventory>> {
         Box::pin(async move {
             // The shared, coalesced view: no request of its own when one is fresh.
@@ -893,7 +972,7 @@ mod tests {
         use BootStrategy as S;
         use PowerAction as A;
         use Step::*;
-        let steps = |s, a, st, pxe| plan(s, a, st, pxe).unwrap().map(|p| p.steps);
+        let steps = |s, a, st, pxe| plan(s, a, st, pxe, false).unwrap().map(|p| p.steps);
         // Idempotent.
         assert_eq!(steps(S::Metadata, A::On, "ACTIVE", false), None);
         assert_eq!(steps(S::Metadata, A::Off, "SHUTOFF", false), None);
@@ -916,11 +995,15 @@ mod tests {
         );
         assert_eq!(steps(S::Metadata, A::Diag, "SHUTOFF", false), None);
         assert_eq!(
-            plan(S::Metadata, A::Cycle, "SHUTOFF", false).unwrap_err().0,
+            plan(S::Metadata, A::Cycle, "SHUTOFF", false, false)
+                .unwrap_err()
+                .0,
             MachineError::NotInPresentState
         );
         assert_eq!(
-            plan(S::Metadata, A::On, "PAUSED", false).unwrap_err().0,
+            plan(S::Metadata, A::On, "PAUSED", false, false)
+                .unwrap_err()
+                .0,
             MachineError::NotInPresentState
         );
         // Rescue strategy.
@@ -942,6 +1025,16 @@ mod tests {
             steps(S::Rescue, A::Off, "RESCUE", true),
             Some(vec![Unrescue, Stop])
         );
+        // A boot from the inserted virtual media: a rescue with its image, whatever the
+        // strategy.
+        let cd = |s, a, st| plan(s, a, st, false, true).unwrap().map(|p| p.steps);
+        assert_eq!(cd(S::Metadata, A::On, "SHUTOFF"), Some(vec![Rescue]));
+        assert_eq!(cd(S::Rebuild, A::Reset, "SHUTOFF"), Some(vec![Rescue]));
+        assert_eq!(
+            cd(S::Rescue, A::Reset, "RESCUE"),
+            Some(vec![Unrescue, Rescue])
+        );
+        assert_eq!(cd(S::Metadata, A::On, "RESCUE"), None);
         // Rebuild strategy.
         assert_eq!(
             steps(S::Rebuild, A::On, "SHUTOFF", true),

@@ -88,6 +88,10 @@ pub struct NovaArgs {
         value_name = "SECS"
     )]
     pub nova_confirm_timeout_secs: u64,
+    /// The largest virtual media image ovbmc fetches and uploads to Glance, in MiB (a Redfish
+    /// InsertMedia of a larger one fails its task).
+    #[arg(long = "vmedia-max-mib", default_value_t = 4096, value_name = "MIB")]
+    pub vmedia_max_mib: u64,
 }
 
 impl Default for NovaArgs {
@@ -101,6 +105,7 @@ impl Default for NovaArgs {
             nova_cache_ttl_ms: 2000,
             nova_timeout_secs: 30,
             nova_confirm_timeout_secs: 300,
+            vmedia_max_mib: 4096,
         }
     }
 }
@@ -316,6 +321,7 @@ pub async fn machine_options(session: &Session, args: &NovaArgs) -> anyhow::Resu
         strategy: args.boot_strategy,
         ipxe_image,
         confirm_timeout: Duration::from_secs(args.nova_confirm_timeout_secs.max(1)),
+        vmedia_max_bytes: args.vmedia_max_mib.saturating_mul(1024 * 1024),
         ..MachineOptions::default()
     })
 }

@@ -830,6 +830,51 @@ impl Session {
         }
     }
 
+    /// The HTTP client (the cloud's TLS trust: `OS_CACERT`/`cacert` and the system roots), for
+    /// fetching a virtual media image. Send no cloud credentials with it.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Send `body` (a stream, not retried) to an image-service URL with `method` and
+    /// `content_type`, with at most `timeout` for the whole transfer (Glance "Upload binary
+    /// image data": `PUT /v2/images/{id}/file`, application/octet-stream, 204).
+    pub async fn send_stream(
+        &self,
+        what: &str,
+        method: Method,
+        url: &str,
+        content_type: &str,
+        body: reqwest::Body,
+        timeout: Duration,
+    ) -> Result<(), CloudError> {
+        let tok = self.token().await?;
+        let headers = self.auth_headers(&tok).ok_or_else(|| CloudError::Decode {
+            what: what.into(),
+            message: "token is not a valid header value".into(),
+        })?;
+        let r = self
+            .http
+            .request(method, url)
+            .headers(headers)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| transport_error(what, e))?;
+        let status = r.status();
+        if !status.is_success() {
+            let text = r.text().await.unwrap_or_default();
+            return Err(CloudError::Http {
+                what: what.into(),
+                status: status.as_u16(),
+                message: error_message(&text),
+            });
+        }
+        Ok(())
+    }
+
     /// Every server of the project, following pagination (`servers_links` rel `next`).
     pub async fn list_servers(&self) -> Result<HashMap<String, Server>, CloudError> {
         let mut out = HashMap::new();

@@ -14,8 +14,12 @@
 
 pub mod auth;
 mod ethernet;
+mod media;
 mod resources;
+pub mod tasks;
 pub mod tls;
+
+pub use media::shown as media_url_shown;
 
 use std::collections::hash_map::DefaultHasher;
 use std::convert::Infallible;
@@ -153,6 +157,7 @@ pub fn start(
             backend_timeout,
             service_uuid: service_uuid(s.addr),
             log_limit: auth::LogLimit::default(),
+            tasks: tasks::Tasks::default(),
         }),
     };
     if let Ok(a) = listener.local_addr() {
@@ -204,6 +209,8 @@ struct Inner {
     backend_timeout: Duration,
     service_uuid: String,
     log_limit: auth::LogLimit,
+    /// The TaskService's tasks (virtual media inserts).
+    tasks: tasks::Tasks,
 }
 
 /// Who is asking, and what they may see.
@@ -419,7 +426,10 @@ impl Face {
             Ok(w) => w,
             Err(a) => return a,
         };
-        let Some(allow) = resources::allowed(path) else {
+        let Some(allow) = resources::allowed(path)
+            .or_else(|| media::allowed(path))
+            .or_else(|| tasks::allowed(path))
+        else {
             return not_found(path);
         };
         if !allow.contains(m) {
@@ -469,6 +479,10 @@ impl Face {
                 who.visible()
                     .map(|(s, _)| format!("/redfish/v1/Managers/{}", s.id)),
             )),
+            (["Managers", id, "VirtualMedia", rest @ ..], _) => {
+                self.media(req.headers(), m, &who, id, rest, body).await
+            }
+            (["TaskService", rest @ ..], _) => self.task_service(&who, rest),
             (["Managers", id], _) => match who.system(id) {
                 Some((s, _)) => json_ok(&resources::manager(&s.id, &s.name)),
                 None => not_found(path),
@@ -745,7 +759,9 @@ fn allow_for(path: &str) -> Option<&'static [Method]> {
         "/redfish" | "/redfish/v1" | "/redfish/v1/$metadata" | "/redfish/v1/odata" => {
             Some(&[Method::GET, Method::HEAD])
         }
-        p => resources::allowed(p),
+        p => resources::allowed(p)
+            .or_else(|| media::allowed(p))
+            .or_else(|| tasks::allowed(p)),
     }
 }
 

@@ -65,6 +65,7 @@ pub fn service_root(uuid: &str) -> Value {
         "Managers": link("/redfish/v1/Managers"),
         "SessionService": link("/redfish/v1/SessionService"),
         "AccountService": link("/redfish/v1/AccountService"),
+        "TaskService": link("/redfish/v1/TaskService"),
         "Links": { "Sessions": link(SESSIONS) },
     })
 }
@@ -81,6 +82,7 @@ pub fn odata() -> Value {
             s("Managers", "/redfish/v1/Managers"),
             s("SessionService", "/redfish/v1/SessionService"),
             s("AccountService", "/redfish/v1/AccountService"),
+            s("TaskService", "/redfish/v1/TaskService"),
             s("Sessions", SESSIONS),
         ],
     })
@@ -124,6 +126,11 @@ const SCHEMAS: &[(&str, &[&str])] = &[
     ),
     ("RoleCollection_v1", &["RoleCollection"]),
     ("Role_v1", &["Role", "Role.v1_3_1"]),
+    ("VirtualMediaCollection_v1", &["VirtualMediaCollection"]),
+    ("VirtualMedia_v1", &["VirtualMedia", "VirtualMedia.v1_6_0"]),
+    ("TaskService_v1", &["TaskService", "TaskService.v1_3_0"]),
+    ("TaskCollection_v1", &["TaskCollection"]),
+    ("Task_v1", &["Task", "Task.v1_7_0"]),
     ("Message_v1", &["Message", "Message.v1_1_1"]),
     ("Resource_v1", &["Resource", "Resource.v1_0_0"]),
     ("RedfishExtensions_v1", &["RedfishExtensions.v1_0_0"]),
@@ -280,6 +287,7 @@ pub fn manager(id: &str, name: &str) -> Value {
         "ManagerType": "BMC",
         "FirmwareVersion": env!("CARGO_PKG_VERSION"),
         "Status": ok(),
+        "VirtualMedia": link(&format!("/redfish/v1/Managers/{id}/VirtualMedia")),
         "Links": {
             "ManagerForServers": [link(&format!("/redfish/v1/Systems/{id}"))],
             "ManagerForChassis": [link(&format!("/redfish/v1/Chassis/{id}"))],

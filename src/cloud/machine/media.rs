@@ -1,0 +1,402 @@
+//! Virtual media on Nova without a volume: an insert fetches the image URL (streamed, at most
+//! `vmedia_max_bytes`, HTTPS verified with the cloud's trust) and uploads it to Glance as an
+//! ISO image marked as ovbmc's; a boot from `Cd` rescues the instance with that image (Nova API
+//! reference, "Rescue Server": `rescue_image_ref`; with compute microversion 2.87 or later and
+//! the image property `hw_rescue_device=cdrom`, Nova attaches it as a CD and keeps the
+//! instance's own disks, "stable device rescue"); a boot from disk afterwards unrescues.
+//! Eject (and the BMC leaving the fleet) deletes the Glance image.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures_util::StreamExt as _;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::{Inner, Step, berr};
+use crate::backend::{BackendError, InsertOptions, MediaState};
+use crate::cloud::CloudError;
+use crate::cloud::session::{Service, Session};
+use ipmi_proto::machine::MachineError;
+
+/// The Glance tag of every image ovbmc made for virtual media.
+pub const TAG: &str = "ovbmc-vmedia";
+/// The image property naming the instance the image was inserted for.
+pub const INSTANCE_PROP: &str = "ovbmc_instance";
+/// The image property naming the BMC (the instance's name).
+pub const BMC_PROP: &str = "ovbmc_bmc";
+
+/// The CD slot of one instance.
+#[derive(Debug, Default)]
+pub(super) struct Slot {
+    /// The URL inserted (or being inserted).
+    url: Option<String>,
+    /// The Glance image made from it, once uploaded.
+    pub(super) image: Option<String>,
+    inserted: bool,
+    inserting: bool,
+    /// The instance was rescued with [`Slot::image`] (by ovbmc, since it started).
+    pub(super) rescued: bool,
+}
+
+impl Slot {
+    pub(super) fn state(&self) -> MediaState {
+        MediaState {
+            image: self.url.clone(),
+            inserted: self.inserted,
+            write_protected: true,
+            inserting: self.inserting,
+        }
+    }
+
+    /// The image to boot from `Cd`, if one is inserted and ready.
+    pub(super) fn bootable(&self) -> Option<String> {
+        self.image
+            .clone()
+            .filter(|_| self.inserted && !self.inserting)
+    }
+}
+
+/// Clears [`Slot::inserting`] however the insert ends.
+struct Inserting<'a>(&'a Inner);
+
+impl Drop for Inserting<'_> {
+    fn drop(&mut self) {
+        self.0.lock().media.inserting = false;
+    }
+}
+
+/// `/v2/…` under the catalog's image URL (usually unversioned, sometimes ending in /v2).
+async fn glance(session: &Session, path: &str) -> Result<String, CloudError> {
+    let base = session.endpoint(Service::Image).await?;
+    let base = base.trim_end_matches('/');
+    Ok(if base.ends_with("/v2") {
+        format!("{base}{path}")
+    } else {
+        format!("{base}/v2{path}")
+    })
+}
+
+/// Delete a Glance image (gone already is fine).
+async fn delete_image(session: &Session, id: &str) -> Result<(), CloudError> {
+    let url = glance(session, &format!("/images/{id}")).await?;
+    match session
+        .call(
+            "Glance image delete",
+            Method::DELETE,
+            Service::Image,
+            &url,
+            None,
+        )
+        .await
+    {
+        Ok(_) | Err(CloudError::Http { status: 404, .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Delete the virtual media images a previous run left for these instances (found by
+/// [`TAG`] and [`INSTANCE_PROP`]): at start-up no CD is inserted, so none is in use.
+pub async fn clean_stale(session: &Session, instances: &[String]) {
+    let url = match glance(session, &format!("/images?tag={TAG}&limit=1000")).await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::warn!("virtual media: stale image clean-up skipped: {e}");
+            return;
+        }
+    };
+    let list = match session
+        .call("Glance image list", Method::GET, Service::Image, &url, None)
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!("virtual media: stale image clean-up skipped: {e}");
+            return;
+        }
+    };
+    for img in list["images"].as_array().into_iter().flatten() {
+        let (Some(id), Some(inst)) = (img["id"].as_str(), img[INSTANCE_PROP].as_str()) else {
+            continue;
+        };
+        if !instances.iter().any(|i| i == inst) {
+            continue;
+        }
+        match delete_image(session, id).await {
+            Ok(()) => tracing::info!(
+                "virtual media: deleted image {id} left by an earlier run for instance {inst}"
+            ),
+            Err(e) => tracing::warn!("virtual media: stale image {id} not deleted: {e}"),
+        }
+    }
+}
+
+impl Inner {
+    pub(super) fn media_state(&self) -> MediaState {
+        self.lock().media.state()
+    }
+
+    pub(super) async fn insert_media(
+        self: &Arc<Self>,
+        url: String,
+        options: InsertOptions,
+    ) -> Result<(), BackendError> {
+        let old = {
+            let mut l = self.lock();
+            if l.media.inserting {
+                return Err(berr(
+                    MachineError::Busy,
+                    format!("{}: a virtual media insert is in progress", self.name),
+                ));
+            }
+            let old = l.media.image.take();
+            l.media = Slot {
+                url: Some(url.clone()),
+                inserting: true,
+                ..Slot::default()
+            };
+            old
+        };
+        let _inserting = Inserting(self);
+        if let Some(old) = old
+            && let Err(e) = delete_image(&self.session, &old).await
+        {
+            tracing::warn!(
+                "{}: virtual media: old image {old} not deleted: {e}",
+                self.name
+            );
+        }
+        match self.upload(&url).await {
+            Ok(image) => {
+                let mut l = self.lock();
+                l.media.image = Some(image);
+                l.media.inserted = options.inserted;
+                Ok(())
+            }
+            Err(message) => {
+                self.lock().media = Slot::default();
+                Err(berr(
+                    MachineError::Failed,
+                    format!("{}: {message}", self.name),
+                ))
+            }
+        }
+    }
+
+    /// Fetch `url` into a new Glance image; its id, or what went wrong (the half-made image
+    /// deleted).
+    async fn upload(&self, url: &str) -> Result<String, String> {
+        let shown = crate::redfish::media_url_shown(url);
+        let create = glance(&self.session, "/images")
+            .await
+            .map_err(|e| e.to_string())?;
+        // Glance "Create image": extra properties are strings; `hw_rescue_device` is what Nova's
+        // stable device rescue reads (nova/virt/libvirt/driver.py, 2.87+).
+        let body = json!({
+            "name": format!("ovbmc-vmedia-{}", self.name),
+            "disk_format": "iso",
+            "container_format": "bare",
+            "visibility": "private",
+            "tags": [TAG],
+            "hw_rescue_device": "cdrom",
+            (BMC_PROP): self.name,
+            (INSTANCE_PROP): self.id,
+            "ovbmc_source": shown,
+        });
+        let img = self
+            .session
+            .call(
+                &format!("Glance image create for {}", self.name),
+                Method::POST,
+                Service::Image,
+                &create,
+                Some(&body),
+            )
+            .await
+            .map_err(|e| format!("virtual media {shown}: {e}"))?;
+        let Some(id) = img["id"].as_str().map(str::to_string) else {
+            return Err(format!(
+                "virtual media {shown}: Glance image create answered without an id"
+            ));
+        };
+        match self.fill(&id, url, &shown).await {
+            Ok(()) => {
+                tracing::info!(
+                    "{}: virtual media {shown} uploaded to Glance image {id}",
+                    self.name
+                );
+                Ok(id)
+            }
+            Err(why) => {
+                if let Err(e) = delete_image(&self.session, &id).await {
+                    tracing::warn!(
+                        "{}: virtual media: image {id} of a failed insert not deleted: {e}",
+                        self.name
+                    );
+                }
+                Err(why)
+            }
+        }
+    }
+
+    /// Stream the image at `url` into Glance image `id`.
+    async fn fill(&self, id: &str, url: &str, shown: &str) -> Result<(), String> {
+        let max = self.opts.vmedia_max_bytes;
+        let timeout = self.opts.vmedia_timeout;
+        let r = self
+            .session
+            .http()
+            .get(url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| format!("fetching {shown}: {}", chain(&e.without_url())))?;
+        if !r.status().is_success() {
+            return Err(format!("fetching {shown}: HTTP {}", r.status()));
+        }
+        if let Some(n) = r.content_length()
+            && n > max
+        {
+            return Err(too_large(shown, max, Some(n)));
+        }
+        let over = Arc::new(AtomicBool::new(false));
+        let flag = over.clone();
+        let mut seen: u64 = 0;
+        // Counted as it streams: a server that sends more than it declared (or declares
+        // nothing) is cut off at the limit too.
+        let stream = r.bytes_stream().map(move |chunk| {
+            let chunk = chunk?;
+            seen += chunk.len() as u64;
+            if seen > max {
+                flag.store(true, Ordering::Relaxed);
+                return Err(std::io::Error::other("virtual media image too large").into());
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(chunk)
+        });
+        let put = glance(&self.session, &format!("/images/{id}/file"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let sent = self
+            .session
+            .send_stream(
+                &format!("Glance upload of {shown} for {}", self.name),
+                Method::PUT,
+                &put,
+                "application/octet-stream",
+                reqwest::Body::wrap_stream(stream),
+                timeout,
+            )
+            .await;
+        if over.load(Ordering::Relaxed) {
+            return Err(too_large(shown, max, None));
+        }
+        sent.map_err(|e| e.to_string())?;
+        // Glance answers 204 once the data is stored; the image is then `active`.
+        let show = glance(&self.session, &format!("/images/{id}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let v: Value = self
+            .session
+            .call("Glance image", Method::GET, Service::Image, &show, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        match v["status"].as_str() {
+            Some("active") => Ok(()),
+            other => Err(format!(
+                "virtual media {shown}: Glance image {id} is {} after the upload",
+                other.unwrap_or("of unknown status")
+            )),
+        }
+    }
+
+    pub(super) async fn eject_media(&self) -> Result<(), BackendError> {
+        let (image, rescued) = {
+            let mut l = self.lock();
+            if l.media.inserting {
+                return Err(berr(
+                    MachineError::Busy,
+                    format!("{}: a virtual media insert is in progress", self.name),
+                ));
+            }
+            let image = l.media.image.take();
+            let rescued = std::mem::take(&mut l.media.rescued);
+            l.media = Slot::default();
+            (image, rescued)
+        };
+        if rescued {
+            // The instance runs the ejected image: back to its own disk, as a machine whose
+            // CD is pulled is reset onto its disk by Ironic anyway.
+            match self.server(None).await {
+                Ok((_, s)) if s.status == "RESCUE" && s.task_state.is_none() => {
+                    match self.act(Step::Unrescue, None).await {
+                        Ok(()) => {
+                            tracing::info!("{}: virtual media ejected: unrescue sent", self.name)
+                        }
+                        Err(e) => {
+                            tracing::warn!("{}: virtual media eject: unrescue: {e}", self.name)
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(id) = image {
+            if let Err(e) = delete_image(&self.session, &id).await {
+                // Kept for a later attempt (the next eject or the BMC's removal).
+                tracing::warn!(
+                    "{}: virtual media ejected, but Glance image {id} not deleted: {e}",
+                    self.name
+                );
+                return Err(self.fail("virtual media eject", e));
+            }
+            tracing::info!(
+                "{}: virtual media ejected, Glance image {id} deleted",
+                self.name
+            );
+        }
+        Ok(())
+    }
+
+    /// The BMC left the fleet: delete its image (the instance is left as it is).
+    pub(super) async fn retire(&self) {
+        let image = self.lock().media.image.take();
+        if let Some(id) = image {
+            match delete_image(&self.session, &id).await {
+                Ok(()) => tracing::info!(
+                    "{}: removed from the fleet: virtual media image {id} deleted",
+                    self.name
+                ),
+                Err(e) => tracing::warn!(
+                    "{}: removed from the fleet: virtual media image {id} not deleted: {e}",
+                    self.name
+                ),
+            }
+        }
+    }
+}
+
+fn too_large(shown: &str, max: u64, declared: Option<u64>) -> String {
+    let mib = |n: u64| n / (1024 * 1024);
+    match declared {
+        Some(n) => format!(
+            "virtual media {shown}: {} MiB is larger than the limit of {} MiB (vmedia_max_mib)",
+            mib(n),
+            mib(max)
+        ),
+        None => format!(
+            "virtual media {shown}: larger than the limit of {} MiB (vmedia_max_mib)",
+            mib(max)
+        ),
+    }
+}
+
+fn chain(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
