@@ -1,6 +1,7 @@
 """Drive one BMC through the real Ironic, and check every result on the BMC.
 
 Usage: e2e [--profile fakebmc] BMC_HOST BMC_PORT USER PASS
+       e2e --profile redfish BMC_HOST REDFISH_PORT USER PASS   (e2e_redfish.py)
 
 Ironic enrolls a node for the BMC (hardware type ``ipmi``), manages it,
 switches its power every way Ironic knows, sets boot devices in UEFI and
@@ -64,7 +65,9 @@ from ovbmc_ironic_lab import ipmi
 from ovbmc_ironic_lab import settings
 
 PROFILES = {"fakebmc": {"cipher-suite-17", "bootdev-persistent-readback",
-                        "inject-nmi", "sensors"}}
+                        "inject-nmi", "sensors"},
+            # Ironic's redfish hardware type (sushy) instead of ipmi: e2e_redfish.py
+            "redfish": set()}
 SETTLE = 240  # seconds a power or provision change may take in Ironic
 
 
@@ -701,7 +704,11 @@ class Run:
 
 
 def usage(code):
-    print(__doc__ if code == 0 else "usage: e2e [--profile fakebmc] BMC_HOST BMC_PORT USER PASS",
+    if code == 0:
+        from ovbmc_ironic_lab import e2e_redfish
+        print(__doc__ + "\n" + e2e_redfish.__doc__)
+        return 0
+    print("usage: e2e [--profile fakebmc|redfish] BMC_HOST BMC_PORT USER PASS",
           file=sys.stdout if code == 0 else sys.stderr)
     return code
 
@@ -727,6 +734,9 @@ def main(argv):
         print("e2e: unknown profile %s" % profile, file=sys.stderr)
         return 2
     xfail = set(env("E2E_XFAIL").split()) | PROFILES.get(profile, set())
+    if profile == "redfish":
+        from ovbmc_ironic_lab import e2e_redfish
+        return e2e_redfish.RedfishRun(settings.load(), *args, xfail=xfail).run(profile)
     return Run(settings.load(), *args, xfail=xfail).run(profile)
 
 
