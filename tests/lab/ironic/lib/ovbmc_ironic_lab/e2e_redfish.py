@@ -22,9 +22,12 @@ E2E_KEEP_NODE, E2E_SYNC_WAIT, E2E_FORCE_POWER_SYNC, E2E_API_VERSION, E2E_HTTP_TI
   E2E_OOB_POWER         command run as `CMD on|off` for the power-sync step's change behind
                         Ironic's back (ovbmc's tests: Nova's os-start/os-stop); default: a
                         Redfish Reset straight to the BMC
+  E2E_VMEDIA=force      run the vmedia-deploy step even when the BMC serves no Cd
+                        VirtualMedia (else it is skipped)
   E2E_NOVA              command printing `openstack server show -f json` of the instance
                         behind the BMC; unset = no Nova cross-checks (noted)
 """
+import os
 import time
 
 from ovbmc_ironic_lab import redfish
@@ -258,6 +261,80 @@ class RedfishRun(Run):
         if n is not None:
             self.note("nova=%s" % n.get("status"))
 
+    def virtual_media(self):
+        """The BMC's Cd VirtualMedia resource (Managers/{id}/VirtualMedia), or None."""
+        sys_doc = self.bmc.sys()
+        for m in (sys_doc.get("Links") or {}).get("ManagedBy") or []:
+            vm = self.bmc.get(m["@odata.id"]).get("VirtualMedia")
+            for member in self.bmc.get(vm["@odata.id"]).get("Members", []) if vm else []:
+                doc = self.bmc.get(member["@odata.id"])
+                if "CD" in (doc.get("MediaTypes") or []):
+                    return member["@odata.id"]
+        return None
+
+    def s_vmedia_deploy(self):
+        """Ironic builds an ISO, inserts it, boots the node from Cd; Nova rescues it.
+
+        deploy_interface ramdisk with redfish-virtual-media boot, boot mode bios (Ironic
+        builds an isolinux ISO from the instance kernel and ramdisk, which may be dummy
+        files: nothing runs them on the lab's fake hypervisor); then undeploy: eject and
+        back to disk.
+        """
+        self.need_node()
+        media = self.virtual_media()
+        if media is None and env("E2E_VMEDIA") != "force":
+            raise Skip("the BMC serves no Cd VirtualMedia (issue 13 item 2); "
+                       "E2E_VMEDIA=force tries anyway")
+        http_root = self.ini("deploy", "http_root", "")
+        http_url = self.ini("deploy", "http_url", "")
+        if not (http_root and http_url):
+            raise Skip("no [deploy]http_root/http_url in the lab's ironic.conf")
+        files = {}
+        for name in ("kernel", "ramdisk"):
+            path = os.path.join(http_root, "e2e-dummy-%s" % name)
+            with open(path, "wb") as f:
+                f.write(b"ovbmc e2e dummy %s\n" % name.encode())
+            # over the lab's HTTP server: Ironic refuses file:// outside
+            # [conductor]file_url_allowed_paths
+            files[name] = "%s/e2e-dummy-%s" % (http_url.rstrip("/"), name)
+        a = self.ironic.patch(
+            self.path(),
+            {"op": "replace", "path": "/deploy_interface", "value": "ramdisk"},
+            {"op": "add", "path": "/properties/capabilities", "value": "boot_mode:bios"},
+            {"op": "add", "path": "/driver_info/deploy_kernel", "value": files["kernel"]},
+            {"op": "add", "path": "/driver_info/deploy_ramdisk", "value": files["ramdisk"]},
+            {"op": "add", "path": "/instance_info",
+             "value": {"kernel": files["kernel"], "ramdisk": files["ramdisk"],
+                       "image_source": files["kernel"]}})
+        if a.code != 200:
+            raise Fail("PATCH deploy_interface=ramdisk -> HTTP %s %s" % (a.code, a.error()))
+        a = self.ironic.call("PUT", self.path("/states/provision"), {"target": "active"})
+        if a.code != 202:
+            raise Fail("deploy -> HTTP %s %s" % (a.code, a.error()))
+        ok = self.wait_provision("active")
+        image = self.bmc.get(media).get("Image") if media else None
+        target = self.bmc.boot()
+        n = self.nova() or {}
+        self.note("provision_state=%s; media %s Image=%s; boot %s; nova %s;" % (
+            self.f("provision_state"), media, image, "/".join(map(str, target)),
+            n.get("status")))
+        if not ok:
+            raise Fail("last_error: %s" % self.f("last_error"))
+        if not image or target[0] != "Cd" or n.get("status") != "RESCUE":
+            raise Fail()
+        a = self.ironic.call("PUT", self.path("/states/provision"), {"target": "deleted"})
+        if a.code != 202:
+            raise Fail("undeploy -> HTTP %s %s" % (a.code, a.error()))
+        ok = self.wait_provision("available")
+        image = self.bmc.get(media).get("Image")
+        self.set_bootdev("disk", True)
+        n = self.nova() or {}
+        self.note("undeployed: %s; media Image=%s; boot %s; nova %s" % (
+            self.f("provision_state"), image, "/".join(map(str, self.bmc.boot())),
+            n.get("status")))
+        if not ok or image or n.get("status") == "RESCUE":
+            raise Fail("last_error: %s" % self.f("last_error"))
+
     def steps(self):
         yield "api", self.s_api
         yield "enroll", self.s_enroll
@@ -282,5 +359,6 @@ class RedfishRun(Run):
         yield "inject-nmi", self.s_inject_nmi
         yield "power-sync", self.s_power_sync
         yield "provide", self.s_provide
+        yield "vmedia-deploy", self.s_vmedia_deploy
         yield "delete", self.s_delete
 
