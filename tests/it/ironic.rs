@@ -3,7 +3,7 @@
 //!
 //! One `ovbmc --config` process serves two BMCs: 127.0.9.1 for `baremetal_2` and 127.0.9.2 for
 //! `baremetal_3`. The nova tier uses `baremetal_0` and `baremetal_1`, so both tiers run at the
-//! same time; the OpenStack lab boots four servers when `up` runs with `OSLAB_SERVERS=4`, as
+//! same time (and the redfish e2e uses `baremetal_4`); the OpenStack lab boots five servers (lab.conf), as
 //! `scripts/test-all` does. Each BMC has its own address because Ironic spaces its ipmitool calls
 //! per address (`[ipmi]min_command_interval`), not per port.
 //!
