@@ -26,7 +26,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::fleet::FleetProc;
-use crate::support::{PASSWORD, Ran, ScratchDir, USER, find_program, run, skip};
+use crate::support::{PASSWORD, Ran, ScratchDir, USER, find_program, run, sh, skip};
 
 const TIER: &str = "routing tier";
 
@@ -67,22 +67,6 @@ fn lab_blocker() -> Option<String> {
 }
 
 /// Run a command; panic with its output unless it succeeds.
-#[track_caller]
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The three namespaces; deleted on drop (even when the test panics).
 struct Lab {
     bmc: String,

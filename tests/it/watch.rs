@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{ScratchDir, find_program, ovbmc_bin, skip};
+use crate::support::{ScratchDir, find_program, ovbmc_bin, sh, skip};
 
 const TIER: &str = "watch-addresses";
 const INNER_ENV: &str = "OVBMC_IT_WATCH_NETNS";
@@ -39,22 +39,51 @@ fn root() -> bool {
         == Some("0")
 }
 
-#[track_caller]
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 struct Netns(String);
+
+impl Netns {
+    /// A new namespace `name` (one left over from a killed run is deleted first).
+    fn fresh(name: String) -> Self {
+        let ns = Netns(name);
+        let _ = Command::new("ip")
+            .args(["netns", "del", &ns.0])
+            .stderr(Stdio::null())
+            .status();
+        sh(&["ip", "netns", "add", &ns.0]);
+        ns
+    }
+
+    /// Run the ignored test `name` of this binary inside the namespace with `envs`, and
+    /// assert that it ran and passed.
+    fn run_inner(&self, name: &str, envs: &[(&str, &std::ffi::OsStr)]) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .arg(std::env::current_exe().expect("test binary"))
+            .args([
+                name,
+                "--exact",
+                "--include-ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the inner test");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "inner test in {}:\n{text}",
+            self.0
+        );
+        println!("{text}");
+    }
+}
 
 impl Drop for Netns {
     fn drop(&mut self) {
@@ -82,39 +111,8 @@ fn watch_addresses_follows_the_host_and_survives_the_cloud_down() {
         skip(TIER, why);
         return;
     }
-    let ns = Netns(format!("ovbmc-watch-{}", std::process::id()));
-    let _ = Command::new("ip")
-        .args(["netns", "del", &ns.0])
-        .stderr(Stdio::null())
-        .status();
-    sh(&["ip", "netns", "add", &ns.0]);
-    let me = std::env::current_exe().expect("test binary");
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.0])
-        .arg(me)
-        .args([
-            "watch::inner_in_netns",
-            "--exact",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(INNER_ENV, &ns.0)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the inner test");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && text.contains("1 passed"),
-        "inner test in {}:\n{text}",
-        ns.0
-    );
-    println!("{text}");
+    let ns = Netns::fresh(format!("ovbmc-watch-{}", std::process::id()));
+    ns.run_inner("watch::inner_in_netns", &[(INNER_ENV, ns.0.as_ref())]);
 }
 
 /// The fake's state: the port's pairs, and the count of requests.
@@ -630,46 +628,21 @@ fn watch_addresses_against_the_labs_real_neutron() {
             }
         });
     }
-    let ns = Netns(format!("ovbmc-watchr-{}", std::process::id()));
-    let _ = Command::new("ip")
-        .args(["netns", "del", &ns.0])
-        .stderr(Stdio::null())
-        .status();
-    sh(&["ip", "netns", "add", &ns.0]);
+    let ns = Netns::fresh(format!("ovbmc-watchr-{}", std::process::id()));
     let ports_csv = ports
         .iter()
         .map(u16::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.0])
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "watch::inner_against_the_lab",
-            "--exact",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(REAL_ENV, dir.path())
-        .env("OVBMC_IT_WATCH_PORTS", ports_csv)
-        .env("OVBMC_IT_WATCH_PORT_ID", &port.0)
-        .env("OVBMC_IT_WATCH_CLOUDS", &clouds)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the inner test");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    ns.run_inner(
+        "watch::inner_against_the_lab",
+        &[
+            (REAL_ENV, dir.path().as_os_str()),
+            ("OVBMC_IT_WATCH_PORTS", ports_csv.as_ref()),
+            ("OVBMC_IT_WATCH_PORT_ID", port.0.as_ref()),
+            ("OVBMC_IT_WATCH_CLOUDS", clouds.as_ref()),
+        ],
     );
-    assert!(
-        out.status.success() && text.contains("1 passed"),
-        "inner test in {}:\n{text}",
-        ns.0
-    );
-    println!("{text}");
     // Checked from outside too, with the openstack CLI: the hand-set pair is still there.
     let pairs = lab_openstack(&[
         "port",
