@@ -306,6 +306,39 @@ pub fn encode(s: &str) -> String {
     out
 }
 
+/// A Neutron v2.0 resource type, as its URL and JSON name it ("ports" / "port").
+trait Object: DeserializeOwned {
+    /// The word for messages.
+    const KIND: &'static str;
+    /// The URL collection (`/v2.0/{COLLECTION}`).
+    const COLLECTION: &'static str;
+    /// The JSON key of one object; its plural, `KEY` + "s", holds a list.
+    const KEY: &'static str;
+    fn id(&self) -> &String;
+}
+
+macro_rules! neutron_object {
+    ($t:ty, $kind:literal, $collection:literal, $key:literal) => {
+        impl Object for $t {
+            const KIND: &'static str = $kind;
+            const COLLECTION: &'static str = $collection;
+            const KEY: &'static str = $key;
+            fn id(&self) -> &String {
+                &self.id
+            }
+        }
+    };
+}
+neutron_object!(Port, "port", "ports", "port");
+neutron_object!(Network, "network", "networks", "network");
+neutron_object!(Subnet, "subnet", "subnets", "subnet");
+neutron_object!(
+    SecurityGroup,
+    "security group",
+    "security-groups",
+    "security_group"
+);
+
 /// The Neutron client.
 #[derive(Clone, Debug)]
 pub struct Neutron {
@@ -410,35 +443,47 @@ impl Neutron {
         Ok(out)
     }
 
+    /// `GET /v2.0/{collection}/{id}` ("Show ... details").
+    async fn get<T: Object>(&self, id: &str) -> Result<T, CloudError> {
+        let what = format!("Neutron {} show", T::KIND);
+        let path = format!("/{}/{}", T::COLLECTION, encode(id));
+        self.typed(&what, Method::GET, &path, None, T::KEY).await
+    }
+
+    /// Every `T` matching the filters.
+    async fn list_of<T: Object>(&self, filters: &[(&str, &str)]) -> Result<Vec<T>, CloudError> {
+        let what = format!("Neutron {} list", T::KIND);
+        let key = format!("{}s", T::KEY);
+        self.list(&what, T::COLLECTION, &key, filters).await
+    }
+
+    /// A `T` by id, else by exact, unique name (as the openstack CLI resolves a name: an id
+    /// that is not found is tried as a name, since a name may look like a UUID).
+    async fn find<T: Object>(&self, name_or_id: &str) -> Result<T, CloudError> {
+        if super::parse_uuid(name_or_id).is_some() {
+            match self.get(name_or_id).await {
+                Err(CloudError::Http { status: 404, .. }) => {}
+                other => return other,
+            }
+        }
+        let found: Vec<T> = self.list_of(&[("name", name_or_id)]).await?;
+        unique(T::KIND, name_or_id, found, |x| x.id())
+    }
+
     /// One port ("Show port details").
     pub async fn get_port(&self, id: &str) -> Result<Port, CloudError> {
-        self.typed(
-            "Neutron port show",
-            Method::GET,
-            &format!("/ports/{}", encode(id)),
-            None,
-            "port",
-        )
-        .await
+        self.get(id).await
     }
 
     /// Ports matching the filters ("List ports"), e.g. `[("device_id", id)]`,
     /// `[("tags", "ovbmc:lab")]`.
     pub async fn list_ports(&self, filters: &[(&str, &str)]) -> Result<Vec<Port>, CloudError> {
-        self.list("Neutron port list", "ports", "ports", filters)
-            .await
+        self.list_of(filters).await
     }
 
     /// A port by id or by exact, unique name.
     pub async fn find_port(&self, name_or_id: &str) -> Result<Port, CloudError> {
-        if super::parse_uuid(name_or_id).is_some() {
-            match self.get_port(name_or_id).await {
-                Err(CloudError::Http { status: 404, .. }) => {}
-                other => return other,
-            }
-        }
-        let found = self.list_ports(&[("name", name_or_id)]).await?;
-        unique("port", name_or_id, found, |p| &p.id)
+        self.find(name_or_id).await
     }
 
     /// Replace a port's `allowed_address_pairs` with `pairs` ("Update port"). The list is
@@ -505,60 +550,22 @@ impl Neutron {
 
     /// A network by id or exact, unique name.
     pub async fn find_network(&self, name_or_id: &str) -> Result<Network, CloudError> {
-        if super::parse_uuid(name_or_id).is_some() {
-            match self
-                .typed(
-                    "Neutron network show",
-                    Method::GET,
-                    &format!("/networks/{}", encode(name_or_id)),
-                    None,
-                    "network",
-                )
-                .await
-            {
-                Err(CloudError::Http { status: 404, .. }) => {}
-                other => return other,
-            }
-        }
-        let found: Vec<Network> = self
-            .list(
-                "Neutron network list",
-                "networks",
-                "networks",
-                &[("name", name_or_id)],
-            )
-            .await?;
-        unique("network", name_or_id, found, |n| &n.id)
+        self.find(name_or_id).await
     }
 
     /// One subnet.
     pub async fn get_subnet(&self, id: &str) -> Result<Subnet, CloudError> {
-        self.typed(
-            "Neutron subnet show",
-            Method::GET,
-            &format!("/subnets/{}", encode(id)),
-            None,
-            "subnet",
-        )
-        .await
+        self.get(id).await
     }
 
     /// Subnets matching the filters.
     pub async fn list_subnets(&self, filters: &[(&str, &str)]) -> Result<Vec<Subnet>, CloudError> {
-        self.list("Neutron subnet list", "subnets", "subnets", filters)
-            .await
+        self.list_of(filters).await
     }
 
     /// A subnet by id or exact, unique name.
     pub async fn find_subnet(&self, name_or_id: &str) -> Result<Subnet, CloudError> {
-        if super::parse_uuid(name_or_id).is_some() {
-            match self.get_subnet(name_or_id).await {
-                Err(CloudError::Http { status: 404, .. }) => {}
-                other => return other,
-            }
-        }
-        let found = self.list_subnets(&[("name", name_or_id)]).await?;
-        unique("subnet", name_or_id, found, |s| &s.id)
+        self.find(name_or_id).await
     }
 
     /// Replace a subnet's `host_routes` whole.
@@ -579,26 +586,12 @@ impl Neutron {
 
     /// A security group (with its rules) by id or exact, unique name.
     pub async fn find_security_group(&self, name_or_id: &str) -> Result<SecurityGroup, CloudError> {
-        if super::parse_uuid(name_or_id).is_some() {
-            match self.get_security_group(name_or_id).await {
-                Err(CloudError::Http { status: 404, .. }) => {}
-                other => return other,
-            }
-        }
-        let found = self.list_security_groups(&[("name", name_or_id)]).await?;
-        unique("security group", name_or_id, found, |s| &s.id)
+        self.find(name_or_id).await
     }
 
     /// One security group with its rules.
     pub async fn get_security_group(&self, id: &str) -> Result<SecurityGroup, CloudError> {
-        self.typed(
-            "Neutron security group show",
-            Method::GET,
-            &format!("/security-groups/{}", encode(id)),
-            None,
-            "security_group",
-        )
-        .await
+        self.get(id).await
     }
 
     /// Security groups matching the filters (with their rules).
@@ -606,13 +599,7 @@ impl Neutron {
         &self,
         filters: &[(&str, &str)],
     ) -> Result<Vec<SecurityGroup>, CloudError> {
-        self.list(
-            "Neutron security group list",
-            "security-groups",
-            "security_groups",
-            filters,
-        )
-        .await
+        self.list_of(filters).await
     }
 
     /// Create a rule (its `id` is ignored).
