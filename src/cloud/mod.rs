@@ -256,7 +256,7 @@ pub async fn resolve_image(session: &Session, name_or_id: &str) -> anyhow::Resul
             Err(e) => return Err(e.into()),
         }
     }
-    let path = format!("{prefix}/images?name={}", percent_encode(name_or_id));
+    let path = format!("{prefix}/images?name={}", neutron::encode(name_or_id));
     let v = session
         .call(
             "Glance image list",
@@ -285,19 +285,6 @@ pub async fn resolve_image(session: &Session, name_or_id: &str) -> anyhow::Resul
             many.join(", ")
         ),
     }
-}
-
-/// Percent-encode a query value (RFC 3986 unreserved characters pass through).
-fn percent_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// The machine options `args` ask for (resolving the iPXE image through Glance).
@@ -410,6 +397,6 @@ mod tests {
         assert_eq!(parse_uuid("db0e40b6f87f4b6d9e5293f2031863ab"), Some(u));
         assert_eq!(parse_uuid("baremetal_0"), None);
         assert_eq!(parse_uuid("db0e40b6-f87f-4b6d-9e52-93f2031863aX"), None);
-        assert_eq!(percent_encode("a b/é"), "a%20b%2F%C3%A9");
+        assert_eq!(neutron::encode("a b/é"), "a%20b%2F%C3%A9");
     }
 }
