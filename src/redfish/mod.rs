@@ -14,7 +14,7 @@
 
 pub mod auth;
 mod ethernet;
-mod media;
+pub(crate) mod media;
 mod resources;
 pub mod tasks;
 pub mod tls;
