@@ -98,7 +98,10 @@ impl State {
         if self.last_boot_device == BootDevice::Cdrom {
             match (&self.media.image, self.media.inserted) {
                 (Some(url), true) => {
-                    tracing::info!("{name}: booting from the virtual CD {url}");
+                    tracing::info!(
+                        "{name}: booting from the virtual CD {}",
+                        crate::redfish::media::shown(url)
+                    );
                     self.booted_media = Some(url.clone());
                 }
                 _ => tracing::info!("{name}: boot from CD, but no media is inserted"),
@@ -226,11 +229,12 @@ async fn fetch(url: &str, max: u64) -> Result<u64, String> {
             max / (1024 * 1024)
         )
     };
-    let mut r = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| format!("virtual media {shown}: fetching failed: {}", e.without_url()))?;
+    let mut r = client.get(url).send().await.map_err(|e| {
+        format!(
+            "virtual media {shown}: fetching failed: {}",
+            e.without_url()
+        )
+    })?;
     if !r.status().is_success() {
         return Err(format!("virtual media {shown}: HTTP {}", r.status()));
     }
@@ -350,7 +354,11 @@ impl Machine for SimMachine {
             self.latency().await;
             let mut s = self.lock();
             if let Some(url) = s.media.image.take() {
-                tracing::info!("{}: virtual CD: {url} ejected", self.cfg.name);
+                tracing::info!(
+                    "{}: virtual CD: {} ejected",
+                    self.cfg.name,
+                    crate::redfish::media::shown(&url)
+                );
             }
             s.media = MediaState::default();
             Ok(())

@@ -17,11 +17,11 @@ use crate::support::{
 const TIER: &str = "redfish";
 
 /// A BMC with its Redfish face.
-struct Face {
-    bmc: Bmc,
+pub(crate) struct Face {
+    pub(crate) bmc: Bmc,
     client: Client,
     /// The system's URI.
-    system: String,
+    pub(crate) system: String,
 }
 
 impl std::ops::Deref for Face {
@@ -32,9 +32,9 @@ impl std::ops::Deref for Face {
 }
 
 /// curl for one Redfish service.
-struct Client {
-    base: String,
-    cert: PathBuf,
+pub(crate) struct Client {
+    pub(crate) base: String,
+    pub(crate) cert: PathBuf,
     /// The server's log, shown when a request fails.
     log_file: PathBuf,
 }
@@ -47,7 +47,7 @@ fn free_tcp_port(addr: Ipv4Addr) -> u16 {
 }
 
 /// Start a BMC serving Redfish on its own loopback address, state in `state`.
-fn start(state: &Path, extra: &[&str]) -> Face {
+pub(crate) fn start(state: &Path, extra: &[&str]) -> Face {
     let addr = crate::support::unique_loopback();
     start_at(state, extra, addr, free_tcp_port(addr))
 }
@@ -103,13 +103,13 @@ fn start_cfg(state: &Path, extra: &[&str], addr: Ipv4Addr, port: u16, base: BmcC
     f
 }
 
-fn basic() -> Vec<String> {
+pub(crate) fn basic() -> Vec<String> {
     vec!["-u".into(), format!("{USER}:{PASSWORD}")]
 }
 
 impl Client {
     /// One request: (status, head, JSON body or Null).
-    fn req(
+    pub(crate) fn req(
         &self,
         method: &str,
         path: &str,
@@ -152,14 +152,14 @@ impl Client {
         (status, head.to_string(), v)
     }
 
-    fn get(&self, path: &str) -> Value {
+    pub(crate) fn get(&self, path: &str) -> Value {
         let (s, _, v) = self.req("GET", path, &basic(), None);
         assert_eq!(s, 200, "GET {path}: {v}");
         v
     }
 }
 
-fn message_id(v: &Value) -> String {
+pub(crate) fn message_id(v: &Value) -> String {
     v["error"]["@Message.ExtendedInfo"][0]["MessageId"]
         .as_str()
         .unwrap_or("")
@@ -540,7 +540,7 @@ fn f_cert(state: &Path) -> PathBuf {
 }
 
 /// A Python that can `import sushy`, or `None` after printing SKIP.
-fn python_with_sushy() -> Option<PathBuf> {
+pub(crate) fn python_with_sushy() -> Option<PathBuf> {
     crate::pyghmi::python_with("sushy", TIER, "sushy")
 }
 
