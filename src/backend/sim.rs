@@ -229,12 +229,11 @@ async fn fetch(url: &str, max: u64) -> Result<u64, String> {
             max / (1024 * 1024)
         )
     };
-    let mut r = client.get(url).send().await.map_err(|e| {
-        format!(
-            "virtual media {shown}: fetching failed: {}",
-            e.without_url()
-        )
-    })?;
+    let mut r = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("virtual media {shown}: fetching failed: {}", causes(e)))?;
     if !r.status().is_success() {
         return Err(format!("virtual media {shown}: HTTP {}", r.status()));
     }
@@ -247,7 +246,7 @@ async fn fetch(url: &str, max: u64) -> Result<u64, String> {
     while let Some(chunk) = r
         .chunk()
         .await
-        .map_err(|e| format!("virtual media {shown}: reading failed: {}", e.without_url()))?
+        .map_err(|e| format!("virtual media {shown}: reading failed: {}", causes(e)))?
     {
         seen += chunk.len() as u64;
         if seen > max {
@@ -255,6 +254,20 @@ async fn fetch(url: &str, max: u64) -> Result<u64, String> {
         }
     }
     Ok(seen)
+}
+
+/// An error and its causes ("error sending request" alone does not say "connection refused"),
+/// without the URL (the caller shows it, credentials removed).
+fn causes(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut out = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
 }
 
 fn on_off(p: PowerState) -> &'static str {

@@ -639,9 +639,23 @@ fn service_validator(validator: &Path, schemas: &Path, c: &Client, user: &str, d
             .map(|l| l.split('|').filter_map(|c| c.trim().parse().ok()).collect())
             .unwrap_or_default();
         let log = std::fs::read_to_string(&c.log_file).unwrap_or_default();
+        // What failed, from the validator's own logs (its summary only counts).
+        let why: Vec<String> = std::fs::read_dir(&logs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .flat_map(|t| {
+                t.lines()
+                    .filter(|l| l.contains("FAIL") || l.contains("ERROR"))
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         assert!(
             r.success() && counts.len() == 4 && counts[2] == 0,
-            "validator ({auth}) found failures {counts:?}:\n{r}\n{log}"
+            "validator ({auth}) found failures {counts:?}:\n{}\n{r}\n{log}",
+            why.join("\n")
         );
         eprintln!(
             "redfish-service-validator ({auth}, {}): {} pass, {} warn, {} fail, {} not tested",
@@ -665,6 +679,18 @@ fn redfish_service_validator_finds_no_failures() {
     };
     let dir = ScratchDir::new("redfish-validator");
     let f = start(dir.path(), &[]);
+    // Media in the CD and two tasks (one Completed, one Exception), so that the validator
+    // walks a filled VirtualMedia and Task resources, not only empty collections.
+    let img = crate::redfish_media::ImageServer::start(4096);
+    let cd = crate::redfish_media::cd(&f);
+    let insert = crate::redfish_media::insert_action(&cd);
+    for url in [crate::redfish_media::unreachable_url(), img.url("v.iso")] {
+        let body = format!(r#"{{"Image":"{url}"}}"#);
+        let (s, h, v) = f.req("POST", &insert, &basic(), Some(&body));
+        assert_eq!(s, 202, "{v}");
+        crate::redfish_media::follow(&f, &h);
+    }
+    assert_eq!(f.get(&cd)["Inserted"], true);
     service_validator(&validator, &schemas, &f, USER, dir.path());
 }
 

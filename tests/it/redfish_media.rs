@@ -19,15 +19,15 @@ use crate::support::{PASSWORD, ScratchDir, USER, run};
 
 /// An HTTP server on a loopback address of its own, answering every GET with `size` bytes
 /// (Content-Length declared); stops when dropped.
-struct ImageServer {
+pub(crate) struct ImageServer {
     addr: std::net::SocketAddr,
     stop: Arc<AtomicBool>,
     /// How many requests it answered.
-    hits: Arc<AtomicUsize>,
+    pub(crate) hits: Arc<AtomicUsize>,
 }
 
 impl ImageServer {
-    fn start(size: usize) -> Self {
+    pub(crate) fn start(size: usize) -> Self {
         let l = TcpListener::bind((crate::support::unique_loopback(), 0)).expect("bind");
         let addr = l.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -54,7 +54,7 @@ impl ImageServer {
         Self { addr, stop, hits }
     }
 
-    fn url(&self, name: &str) -> String {
+    pub(crate) fn url(&self, name: &str) -> String {
         format!("http://{}/{name}", self.addr)
     }
 }
@@ -68,7 +68,7 @@ impl Drop for ImageServer {
 }
 
 /// A URL on a loopback port nothing listens on (bound, then closed).
-fn unreachable_url() -> String {
+pub(crate) fn unreachable_url() -> String {
     let addr = crate::support::unique_loopback();
     let port = TcpListener::bind((addr, 0))
         .and_then(|l| l.local_addr())
@@ -78,7 +78,7 @@ fn unreachable_url() -> String {
 }
 
 /// The CD of the face's system (its manager from `Links.ManagedBy`).
-fn cd(f: &Face) -> String {
+pub(crate) fn cd(f: &Face) -> String {
     let sys = f.get(&f.system);
     let m = sys["Links"]["ManagedBy"][0]["@odata.id"]
         .as_str()
@@ -100,7 +100,7 @@ fn header(head: &str, name: &str) -> Option<String> {
 
 /// Follow a 202's task monitor until it answers 200; the Task it ends with. Bounded polling
 /// (no time asserted): the sim's insert is one local fetch.
-fn follow(f: &Face, head: &str) -> Value {
+pub(crate) fn follow(f: &Face, head: &str) -> Value {
     let monitor = header(head, "location").expect("Location: the task monitor");
     assert!(
         monitor.starts_with("/redfish/v1/TaskService/TaskMonitors/"),
@@ -127,7 +127,7 @@ fn follow(f: &Face, head: &str) -> Value {
     panic!("task monitor {monitor} never ended\n{}", f.bmc.log());
 }
 
-fn insert_action(cd: &str) -> String {
+pub(crate) fn insert_action(cd: &str) -> String {
     format!("{cd}/Actions/VirtualMedia.InsertMedia")
 }
 
