@@ -667,6 +667,7 @@ impl Cloud {
                     c.power_on_delay = Duration::from_millis(e.sim.power_on_ms);
                     c.power_off_delay = Duration::from_millis(e.sim.power_off_ms);
                     c.api_latency = Duration::from_millis(e.sim.api_latency_ms);
+                    c.vmedia_max_bytes = self.args.vmedia_max_mib.saturating_mul(1024 * 1024);
                     c.initial_power = match e.sim.initial_power {
                         OnOff::On => ipmi_proto::machine::PowerState::On,
                         OnOff::Off => ipmi_proto::machine::PowerState::Off,

@@ -26,6 +26,9 @@ pub struct SimConfig {
     pub api_latency: Duration,
     /// System UUID (RFC 4122 byte order).
     pub uuid: [u8; 16],
+    /// The largest virtual media image an insert reads (`--vmedia-max-mib`, as the Nova
+    /// backend), in bytes.
+    pub vmedia_max_bytes: u64,
 }
 
 impl SimConfig {
@@ -38,6 +41,7 @@ impl SimConfig {
             power_off_delay: Duration::from_millis(0),
             api_latency: Duration::ZERO,
             uuid: name_uuid(name),
+            vmedia_max_bytes: 4096 * 1024 * 1024,
         }
     }
 }
@@ -94,7 +98,10 @@ impl State {
         if self.last_boot_device == BootDevice::Cdrom {
             match (&self.media.image, self.media.inserted) {
                 (Some(url), true) => {
-                    tracing::info!("{name}: booting from the virtual CD {url}");
+                    tracing::info!(
+                        "{name}: booting from the virtual CD {}",
+                        crate::redfish::media::shown(url)
+                    );
                     self.booted_media = Some(url.clone());
                 }
                 _ => tracing::info!("{name}: boot from CD, but no media is inserted"),
@@ -207,6 +214,62 @@ impl SimMachine {
     }
 }
 
+/// Read `url` to its end, at most `max` bytes; how many it had.
+async fn fetch(url: &str, max: u64) -> Result<u64, String> {
+    let shown = crate::redfish::media::shown(url);
+    // reqwest is built with `rustls-no-provider` (see cloud::session); an https image needs one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| format!("virtual media {shown}: HTTP client: {e}"))?;
+    let too_large = || {
+        format!(
+            "virtual media {shown}: larger than the limit of {} MiB (vmedia_max_mib)",
+            max / (1024 * 1024)
+        )
+    };
+    let mut r = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("virtual media {shown}: fetching failed: {}", causes(e)))?;
+    if !r.status().is_success() {
+        return Err(format!("virtual media {shown}: HTTP {}", r.status()));
+    }
+    if r.content_length().is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    // Counted as it streams: a server that declares nothing, or less than it sends, is cut
+    // off at the limit too.
+    let mut seen: u64 = 0;
+    while let Some(chunk) = r
+        .chunk()
+        .await
+        .map_err(|e| format!("virtual media {shown}: reading failed: {}", causes(e)))?
+    {
+        seen += chunk.len() as u64;
+        if seen > max {
+            return Err(too_large());
+        }
+    }
+    Ok(seen)
+}
+
+/// An error and its causes ("error sending request" alone does not say "connection refused"),
+/// without the URL (the caller shows it, credentials removed).
+fn causes(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut out = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
 fn on_off(p: PowerState) -> &'static str {
     match p {
         PowerState::On => "on",
@@ -265,7 +328,10 @@ impl Machine for SimMachine {
         Some(self.lock().media.clone())
     }
 
-    /// Records the URL (nothing is fetched: the simulator has no disk to boot it from).
+    /// Reads the image at the URL to its end (streamed, counted against `vmedia_max_bytes`,
+    /// nothing kept: the simulator has no disk to boot it from) and records it. Reading it
+    /// makes an insert fail as the Nova backend's does: unreachable URL, HTTP error, image
+    /// too large, each with a message for the task.
     fn insert_media(
         &self,
         url: String,
@@ -273,8 +339,20 @@ impl Machine for SimMachine {
     ) -> BoxFuture<'_, Result<(), BackendError>> {
         Box::pin(async move {
             self.latency().await;
-            tracing::info!("{}: virtual CD: {url} inserted", self.cfg.name);
-            self.lock().media = MediaState {
+            self.lock().media.inserting = true;
+            let read = fetch(&url, self.cfg.vmedia_max_bytes).await;
+            let mut s = self.lock();
+            s.media.inserting = false;
+            let n = read.map_err(|why| {
+                tracing::warn!("{}: virtual CD: {why}", self.cfg.name);
+                BackendError::new(MachineError::Failed, why)
+            })?;
+            tracing::info!(
+                "{}: virtual CD: {} inserted ({n} bytes)",
+                self.cfg.name,
+                crate::redfish::media::shown(&url)
+            );
+            s.media = MediaState {
                 image: Some(url),
                 inserted: options.inserted,
                 write_protected: options.write_protected,
@@ -289,7 +367,11 @@ impl Machine for SimMachine {
             self.latency().await;
             let mut s = self.lock();
             if let Some(url) = s.media.image.take() {
-                tracing::info!("{}: virtual CD: {url} ejected", self.cfg.name);
+                tracing::info!(
+                    "{}: virtual CD: {} ejected",
+                    self.cfg.name,
+                    crate::redfish::media::shown(&url)
+                );
             }
             s.media = MediaState::default();
             Ok(())
@@ -328,10 +410,30 @@ mod tests {
         assert!(m.boot_flags().await.unwrap().valid());
     }
 
+    /// A one-request HTTP server on loopback answering `body`; its image URL.
+    async fn serve_once(body: Vec<u8>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/x.iso", l.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut c, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf).await;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = c.write_all(head.as_bytes()).await;
+            let _ = c.write_all(&body).await;
+        });
+        url
+    }
+
     #[tokio::test]
     async fn a_cd_boot_boots_the_inserted_media() {
         let m = SimMachine::new(SimConfig::new("t"));
-        m.insert_media("http://h/x.iso".into(), InsertOptions::default())
+        let url = serve_once(vec![0u8; 2048]).await;
+        m.insert_media(url.clone(), InsertOptions::default())
             .await
             .unwrap();
         assert!(m.media_state().unwrap().inserted);
@@ -339,11 +441,39 @@ mod tests {
             .await
             .unwrap();
         m.power(PowerAction::On).await.unwrap();
-        assert_eq!(m.booted_media().as_deref(), Some("http://h/x.iso"));
+        assert_eq!(m.booted_media().as_deref(), Some(url.as_str()));
         // The one-time override is consumed: the next boot is from disk.
         m.power(PowerAction::Reset).await.unwrap();
         assert_eq!(m.booted_media(), None);
         m.eject_media().await.unwrap();
+        assert_eq!(m.media_state().unwrap(), MediaState::default());
+    }
+
+    #[tokio::test]
+    async fn an_insert_fails_on_a_large_image_and_an_unreachable_url() {
+        let mut cfg = SimConfig::new("t");
+        cfg.vmedia_max_bytes = 1024;
+        let m = SimMachine::new(cfg);
+        let url = serve_once(vec![0u8; 2048]).await;
+        let e = m
+            .insert_media(url, InsertOptions::default())
+            .await
+            .unwrap_err();
+        assert!(e.message.contains("larger than the limit"), "{}", e.message);
+        // A port nothing listens on (bound, then closed).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = m
+            .insert_media(
+                format!("http://127.0.0.1:{port}/x.iso"),
+                InsertOptions::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(e.message.contains("fetching failed"), "{}", e.message);
         assert_eq!(m.media_state().unwrap(), MediaState::default());
     }
 

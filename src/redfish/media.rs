@@ -114,6 +114,23 @@ pub enum Change {
     Eject,
 }
 
+/// A 4xx answer to a virtual media request, logged: which message and which parameter, never
+/// the value (an `Image` URL may carry a signature).
+fn refused(status: StatusCode, id: &str, message: &str, args: &[&str]) -> Answer {
+    let about = args
+        .iter()
+        .rev()
+        .find(|a| **a != INSERT && **a != EJECT)
+        .copied()
+        .unwrap_or("the body");
+    info!(
+        status = status.as_u16(),
+        "redfish: virtual media request refused: {}.{id} ({about})",
+        super::BASE
+    );
+    error(status, id, message, args)
+}
+
 /// Whether the body is an action's parameters or a PATCH's properties: the Base messages
 /// differ (`ActionParameter…` against `Property…`).
 #[derive(Clone, Copy)]
@@ -128,7 +145,7 @@ fn bad(form: Form, what: &str, name: &str, value: &Value) -> Answer {
         v => v.to_string(),
     };
     match (form, what) {
-        (Form::Action, "type") => error(
+        (Form::Action, "type") => refused(
             StatusCode::BAD_REQUEST,
             "ActionParameterValueTypeError",
             &format!(
@@ -137,7 +154,7 @@ fn bad(form: Form, what: &str, name: &str, value: &Value) -> Answer {
             ),
             &[&value, name, INSERT],
         ),
-        (Form::Action, "list") => error(
+        (Form::Action, "list") => refused(
             StatusCode::BAD_REQUEST,
             "ActionParameterValueNotInList",
             &format!(
@@ -146,7 +163,7 @@ fn bad(form: Form, what: &str, name: &str, value: &Value) -> Answer {
             ),
             &[&value, name, INSERT],
         ),
-        (Form::Action, _) => error(
+        (Form::Action, _) => refused(
             StatusCode::BAD_REQUEST,
             "ActionParameterValueFormatError",
             &format!(
@@ -155,7 +172,7 @@ fn bad(form: Form, what: &str, name: &str, value: &Value) -> Answer {
             ),
             &[&value, name, INSERT],
         ),
-        (Form::Patch, "type") => error(
+        (Form::Patch, "type") => refused(
             StatusCode::BAD_REQUEST,
             "PropertyValueTypeError",
             &format!(
@@ -164,7 +181,7 @@ fn bad(form: Form, what: &str, name: &str, value: &Value) -> Answer {
             ),
             &[&value, name],
         ),
-        (Form::Patch, "list") => error(
+        (Form::Patch, "list") => refused(
             StatusCode::BAD_REQUEST,
             "PropertyValueNotInList",
             &format!(
@@ -173,7 +190,7 @@ fn bad(form: Form, what: &str, name: &str, value: &Value) -> Answer {
             ),
             &[&value, name],
         ),
-        (Form::Patch, _) => error(
+        (Form::Patch, _) => refused(
             StatusCode::BAD_REQUEST,
             "PropertyValueFormatError",
             &format!(
@@ -237,7 +254,7 @@ fn parse(form: Form, body: &Value, current: &Value) -> Result<Change, Answer> {
             "TransferProtocolType" => protocol = Some(one_of(form, k, v, &PROTOCOLS)?),
             k if k.starts_with('@') || k.contains("@odata.") || k.contains("@Redfish.") => {}
             "UserName" | "Password" if matches!(form, Form::Action) => {
-                return Err(error(
+                return Err(refused(
                     StatusCode::BAD_REQUEST,
                     "ActionParameterNotSupported",
                     &format!(
@@ -249,7 +266,7 @@ fn parse(form: Form, body: &Value, current: &Value) -> Result<Change, Answer> {
             }
             k => {
                 return Err(match (form, current.get(k)) {
-                    (Form::Action, _) => error(
+                    (Form::Action, _) => refused(
                         StatusCode::BAD_REQUEST,
                         "ActionParameterUnknown",
                         &format!(
@@ -257,7 +274,7 @@ fn parse(form: Form, body: &Value, current: &Value) -> Result<Change, Answer> {
                         ),
                         &[INSERT, k],
                     ),
-                    (Form::Patch, Some(_)) => error(
+                    (Form::Patch, Some(_)) => refused(
                         StatusCode::BAD_REQUEST,
                         "PropertyNotWritable",
                         &format!(
@@ -266,7 +283,7 @@ fn parse(form: Form, body: &Value, current: &Value) -> Result<Change, Answer> {
                         ),
                         &[k],
                     ),
-                    (Form::Patch, None) => error(
+                    (Form::Patch, None) => refused(
                         StatusCode::BAD_REQUEST,
                         "PropertyUnknown",
                         &format!(
@@ -280,7 +297,7 @@ fn parse(form: Form, body: &Value, current: &Value) -> Result<Change, Answer> {
         }
     }
     match (form, image) {
-        (Form::Action, None) => Err(error(
+        (Form::Action, None) => Err(refused(
             StatusCode::BAD_REQUEST,
             "ActionParameterMissing",
             &format!(
@@ -293,7 +310,7 @@ fn parse(form: Form, body: &Value, current: &Value) -> Result<Change, Answer> {
             Ok(Change::Eject)
         }
         (Form::Patch, Some(Value::Null)) => Ok(Change::Eject),
-        (Form::Patch, None) => Err(error(
+        (Form::Patch, None) => Err(refused(
             StatusCode::BAD_REQUEST,
             "NoOperation",
             "The request body submitted contain no data to act upon and no changes to the \
@@ -406,7 +423,7 @@ impl Face {
                         .as_object()
                         .and_then(|o| o.keys().find(|k| !k.starts_with('@')))
                     {
-                        return error(
+                        return refused(
                             StatusCode::BAD_REQUEST,
                             "ActionParameterUnknown",
                             &format!(

@@ -14,7 +14,8 @@
 
 pub mod auth;
 mod ethernet;
-mod media;
+pub mod fuzzing;
+pub(crate) mod media;
 mod resources;
 pub mod tasks;
 pub mod tls;
@@ -103,6 +104,32 @@ pub fn uuid_string(b: &[u8; 16]) -> String {
         &h[16..20],
         &h[20..32]
     )
+}
+
+/// The face without a listener: a request in, its answer out, as [`start`]'s service gives it
+/// once the body is read (fuzzing, [`fuzzing`], and tests).
+pub struct Offline(Face);
+
+impl Offline {
+    /// A face for `systems` with the default lock-out limits and a 2 s backend budget.
+    pub fn new(systems: Vec<System>) -> Self {
+        Self(Face {
+            inner: Arc::new(Inner {
+                systems: RwLock::new(Arc::new(systems)),
+                sessions: Sessions::new(Duration::from_secs(1800)),
+                lockout: Arc::new(Lockout::new(ipmi_proto::config::Limits::default())),
+                backend_timeout: Duration::from_secs(2),
+                service_uuid: service_uuid(SocketAddr::from(([127, 0, 0, 1], 443))),
+                log_limit: auth::LogLimit::default(),
+                tasks: tasks::Tasks::default(),
+            }),
+        })
+    }
+
+    /// The answer to `req` with `body` (POST and PATCH; over [`MAX_BODY`] bytes: 413).
+    pub async fn answer(&self, req: &Request<()>, body: Option<Bytes>) -> Response<Body> {
+        self.0.handle(req, body, None).await
+    }
 }
 
 /// A running Redfish face: update its fleet after a reload, stop it at shutdown.
@@ -358,6 +385,25 @@ impl Face {
         let peer = req.extensions().get::<Peer>().map(|p| p.0);
         let (parts, body) = req.into_parts();
         let req = Request::from_parts(parts, ());
+        let body = if matches!(*req.method(), Method::POST | Method::PATCH) {
+            match read_body(&req, body).await {
+                Ok(b) => Some(b),
+                Err(a) => return finish(a),
+            }
+        } else {
+            None
+        };
+        self.handle(&req, body, peer).await
+    }
+
+    /// A request whose body has been read, to its answer: everything but the sockets (the
+    /// entry point of [`Offline`], which the fuzz target and its corpus test use).
+    async fn handle(
+        &self,
+        req: &Request<()>,
+        body: Option<Bytes>,
+        peer: Option<SocketAddr>,
+    ) -> Answer {
         // DSP0266 §8.2.1 (request headers): an OData version other than 4.0 is refused.
         if let Some(v) = req.headers().get("odata-version")
             && v.as_bytes() != b"4.0"
@@ -369,15 +415,12 @@ impl Face {
                 &[],
             ));
         }
-        let body = if matches!(*req.method(), Method::POST | Method::PATCH) {
-            match read_body(&req, body).await {
-                Ok(b) => Some(b),
-                Err(a) => return a,
-            }
-        } else {
-            None
-        };
-        let mut r = self.route(&req, body, peer).await;
+        // [`read_body`] limits what the socket gives; a body handed in whole is held to the
+        // same limit.
+        if body.as_ref().is_some_and(|b| b.len() > MAX_BODY) {
+            return finish(payload_too_large());
+        }
+        let mut r = self.route(req, body, peer).await;
         // DSP0266 §8.3.2: `Allow` on every GET and HEAD answer (here: the successful ones).
         if r.status() == StatusCode::OK
             && matches!(*req.method(), Method::GET | Method::HEAD)
@@ -771,16 +814,18 @@ fn normalize(p: &str) -> &str {
     if t.is_empty() { "/" } else { t }
 }
 
+fn payload_too_large() -> Answer {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PayloadTooLarge",
+        "The supplied payload exceeds the maximum size supported by the service.",
+        &[],
+    )
+}
+
 /// The request body, at most [`MAX_BODY`] bytes (413 beyond).
 async fn read_body(req: &Request<()>, body: hyper::body::Incoming) -> Result<Bytes, Answer> {
-    let too_large = || {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PayloadTooLarge",
-            "The supplied payload exceeds the maximum size supported by the service.",
-            &[],
-        )
-    };
+    let too_large = payload_too_large;
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)

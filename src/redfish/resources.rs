@@ -65,7 +65,9 @@ pub fn service_root(uuid: &str) -> Value {
         "Managers": link("/redfish/v1/Managers"),
         "SessionService": link("/redfish/v1/SessionService"),
         "AccountService": link("/redfish/v1/AccountService"),
-        "TaskService": link("/redfish/v1/TaskService"),
+        // The property is `Tasks` (ServiceRoot v1_0_0, URISegment TaskService); sushy reads it
+        // there too (sushy/main.py, `_task_service_path`).
+        "Tasks": link("/redfish/v1/TaskService"),
         "Links": { "Sessions": link(SESSIONS) },
     })
 }
@@ -82,7 +84,7 @@ pub fn odata() -> Value {
             s("Managers", "/redfish/v1/Managers"),
             s("SessionService", "/redfish/v1/SessionService"),
             s("AccountService", "/redfish/v1/AccountService"),
-            s("TaskService", "/redfish/v1/TaskService"),
+            s("Tasks", "/redfish/v1/TaskService"),
             s("Sessions", SESSIONS),
         ],
     })

@@ -17,11 +17,11 @@ use crate::support::{
 const TIER: &str = "redfish";
 
 /// A BMC with its Redfish face.
-struct Face {
-    bmc: Bmc,
+pub(crate) struct Face {
+    pub(crate) bmc: Bmc,
     client: Client,
     /// The system's URI.
-    system: String,
+    pub(crate) system: String,
 }
 
 impl std::ops::Deref for Face {
@@ -32,9 +32,9 @@ impl std::ops::Deref for Face {
 }
 
 /// curl for one Redfish service.
-struct Client {
-    base: String,
-    cert: PathBuf,
+pub(crate) struct Client {
+    pub(crate) base: String,
+    pub(crate) cert: PathBuf,
     /// The server's log, shown when a request fails.
     log_file: PathBuf,
 }
@@ -47,7 +47,7 @@ fn free_tcp_port(addr: Ipv4Addr) -> u16 {
 }
 
 /// Start a BMC serving Redfish on its own loopback address, state in `state`.
-fn start(state: &Path, extra: &[&str]) -> Face {
+pub(crate) fn start(state: &Path, extra: &[&str]) -> Face {
     let addr = crate::support::unique_loopback();
     start_at(state, extra, addr, free_tcp_port(addr))
 }
@@ -103,13 +103,13 @@ fn start_cfg(state: &Path, extra: &[&str], addr: Ipv4Addr, port: u16, base: BmcC
     f
 }
 
-fn basic() -> Vec<String> {
+pub(crate) fn basic() -> Vec<String> {
     vec!["-u".into(), format!("{USER}:{PASSWORD}")]
 }
 
 impl Client {
     /// One request: (status, head, JSON body or Null).
-    fn req(
+    pub(crate) fn req(
         &self,
         method: &str,
         path: &str,
@@ -152,14 +152,14 @@ impl Client {
         (status, head.to_string(), v)
     }
 
-    fn get(&self, path: &str) -> Value {
+    pub(crate) fn get(&self, path: &str) -> Value {
         let (s, _, v) = self.req("GET", path, &basic(), None);
         assert_eq!(s, 200, "GET {path}: {v}");
         v
     }
 }
 
-fn message_id(v: &Value) -> String {
+pub(crate) fn message_id(v: &Value) -> String {
     v["error"]["@Message.ExtendedInfo"][0]["MessageId"]
         .as_str()
         .unwrap_or("")
@@ -540,7 +540,7 @@ fn f_cert(state: &Path) -> PathBuf {
 }
 
 /// A Python that can `import sushy`, or `None` after printing SKIP.
-fn python_with_sushy() -> Option<PathBuf> {
+pub(crate) fn python_with_sushy() -> Option<PathBuf> {
     crate::pyghmi::python_with("sushy", TIER, "sushy")
 }
 
@@ -639,9 +639,23 @@ fn service_validator(validator: &Path, schemas: &Path, c: &Client, user: &str, d
             .map(|l| l.split('|').filter_map(|c| c.trim().parse().ok()).collect())
             .unwrap_or_default();
         let log = std::fs::read_to_string(&c.log_file).unwrap_or_default();
+        // What failed, from the validator's own logs (its summary only counts).
+        let why: Vec<String> = std::fs::read_dir(&logs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .flat_map(|t| {
+                t.lines()
+                    .filter(|l| l.contains("FAIL") || l.contains("ERROR"))
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         assert!(
             r.success() && counts.len() == 4 && counts[2] == 0,
-            "validator ({auth}) found failures {counts:?}:\n{r}\n{log}"
+            "validator ({auth}) found failures {counts:?}:\n{}\n{r}\n{log}",
+            why.join("\n")
         );
         eprintln!(
             "redfish-service-validator ({auth}, {}): {} pass, {} warn, {} fail, {} not tested",
@@ -665,6 +679,18 @@ fn redfish_service_validator_finds_no_failures() {
     };
     let dir = ScratchDir::new("redfish-validator");
     let f = start(dir.path(), &[]);
+    // Media in the CD and two tasks (one Completed, one Exception), so that the validator
+    // walks a filled VirtualMedia and Task resources, not only empty collections.
+    let img = crate::redfish_media::ImageServer::start(4096);
+    let cd = crate::redfish_media::cd(&f);
+    let insert = crate::redfish_media::insert_action(&cd);
+    for url in [crate::redfish_media::unreachable_url(), img.url("v.iso")] {
+        let body = format!(r#"{{"Image":"{url}"}}"#);
+        let (s, h, v) = f.req("POST", &insert, &basic(), Some(&body));
+        assert_eq!(s, 202, "{v}");
+        crate::redfish_media::follow(&f, &h);
+    }
+    assert_eq!(f.get(&cd)["Inserted"], true);
     service_validator(&validator, &schemas, &f, USER, dir.path());
 }
 
