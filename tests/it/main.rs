@@ -26,6 +26,7 @@ mod nova;
 mod openipmi;
 mod pyghmi;
 mod redfish;
+mod redfish_media_nova;
 mod reflection;
 mod rmcp;
 mod routing;
