@@ -838,16 +838,15 @@ impl Session {
 
     /// Send `body` (a stream, not retried) to an image-service URL with `method` and
     /// `content_type`, with at most `timeout` for the whole transfer (Glance "Upload binary
-    /// image data": `PUT /v2/images/{id}/file`, application/octet-stream, 204); `length`, when
-    /// the source declared one, is sent as Content-Length.
+    /// image data": `PUT /v2/images/{id}/file`, application/octet-stream, 204); the body's
+    /// length, when the source declared one, is sent as Content-Length.
     pub async fn send_stream(
         &self,
         what: &str,
         method: Method,
         url: &str,
         content_type: &str,
-        body: reqwest::Body,
-        length: Option<u64>,
+        (body, length): (reqwest::Body, Option<u64>),
         timeout: Duration,
     ) -> Result<(), CloudError> {
         let tok = self.token().await?;

@@ -284,8 +284,7 @@ impl Inner {
                 Method::PUT,
                 &put,
                 "application/octet-stream",
-                reqwest::Body::wrap_stream(stream),
-                declared,
+                (reqwest::Body::wrap_stream(stream), declared),
                 timeout,
             )
             .await;
