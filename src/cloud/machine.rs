@@ -561,6 +561,18 @@ impl Inner {
                 message: "needs compute microversion 2.17".into(),
             });
         }
+        if step == Step::Rescue && image.is_some() && self.session.microversion() < (2, 87) {
+            // Stable device rescue (the image as a CD, the disks kept in place) is compute
+            // microversion 2.87 (Nova API reference, "Rescue Server"); older clouds do a plain
+            // rescue with the same request, booting the ISO in place of the root disk.
+            tracing::warn!(
+                "{}: virtual media boot: compute microversion {}.{} is older than 2.87, plain \
+                 rescue (no stable device rescue)",
+                self.name,
+                self.session.microversion().0,
+                self.session.microversion().1
+            );
+        }
         let path = format!("/servers/{}/action", self.id);
         let r = self
             .session

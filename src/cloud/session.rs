@@ -838,14 +838,15 @@ impl Session {
 
     /// Send `body` (a stream, not retried) to an image-service URL with `method` and
     /// `content_type`, with at most `timeout` for the whole transfer (Glance "Upload binary
-    /// image data": `PUT /v2/images/{id}/file`, application/octet-stream, 204).
+    /// image data": `PUT /v2/images/{id}/file`, application/octet-stream, 204); the body's
+    /// length, when the source declared one, is sent as Content-Length.
     pub async fn send_stream(
         &self,
         what: &str,
         method: Method,
         url: &str,
         content_type: &str,
-        body: reqwest::Body,
+        (body, length): (reqwest::Body, Option<u64>),
         timeout: Duration,
     ) -> Result<(), CloudError> {
         let tok = self.token().await?;
@@ -853,12 +854,22 @@ impl Session {
             what: what.into(),
             message: "token is not a valid header value".into(),
         })?;
-        let r = self
+        let mut req = self
             .http
             .request(method, url)
             .headers(headers)
             .header(reqwest::header::CONTENT_TYPE, content_type)
-            .timeout(timeout)
+            // A connection that carried a streamed upload is not reused: the lab's Glance
+            // (cheroot) answered the next request on it with a 500 after a chunked PUT, and
+            // WSGI servers differ in how they end a chunked request body.
+            .header(reqwest::header::CONNECTION, "close")
+            .timeout(timeout);
+        if let Some(n) = length {
+            // A declared length is sent as Content-Length (RFC 9112 §6.2) rather than
+            // chunked: not every WSGI server in front of Glance reads chunked bodies.
+            req = req.header(reqwest::header::CONTENT_LENGTH, n);
+        }
+        let r = req
             .body(body)
             .send()
             .await

@@ -27,6 +27,7 @@ mod openipmi;
 mod pyghmi;
 mod redfish;
 mod redfish_media;
+mod redfish_media_nova;
 mod reflection;
 mod rmcp;
 mod routing;

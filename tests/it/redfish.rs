@@ -36,10 +36,10 @@ pub(crate) struct Client {
     pub(crate) base: String,
     pub(crate) cert: PathBuf,
     /// The server's log, shown when a request fails.
-    log_file: PathBuf,
+    pub(crate) log_file: PathBuf,
 }
 
-fn free_tcp_port(addr: Ipv4Addr) -> u16 {
+pub(crate) fn free_tcp_port(addr: Ipv4Addr) -> u16 {
     TcpListener::bind((addr, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -535,7 +535,7 @@ fn redfish_tls_certificate_is_kept_across_restarts() {
     assert!(!f.cert.exists(), "plain HTTP made a certificate");
 }
 
-fn f_cert(state: &Path) -> PathBuf {
+pub(crate) fn f_cert(state: &Path) -> PathBuf {
     state.join("redfish-cert.pem")
 }
 

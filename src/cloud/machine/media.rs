@@ -254,7 +254,8 @@ impl Inner {
         if !r.status().is_success() {
             return Err(format!("fetching {shown}: HTTP {}", r.status()));
         }
-        if let Some(n) = r.content_length()
+        let declared = r.content_length();
+        if let Some(n) = declared
             && n > max
         {
             return Err(too_large(shown, max, Some(n)));
@@ -283,7 +284,7 @@ impl Inner {
                 Method::PUT,
                 &put,
                 "application/octet-stream",
-                reqwest::Body::wrap_stream(stream),
+                (reqwest::Body::wrap_stream(stream), declared),
                 timeout,
             )
             .await;

@@ -131,9 +131,14 @@ class LabDriver(fake.FakeDriverWithoutFakeNodes):
         super().destroy(context, instance, *args, **kwargs)
         self.consoles.powered_off(instance, "destroyed")
 
-    def rescue(self, context, instance, *args, **kwargs):
-        super().rescue(context, instance, *args, **kwargs)
-        self.consoles.powered_off(instance, "rescue")
+    def rescue(self, context, instance, network_info, image_meta, *args, **kwargs):
+        super().rescue(context, instance, network_info, image_meta, *args, **kwargs)
+        # Name the rescue image (and the stable-device-rescue properties a
+        # libvirt host would read: nova/virt/libvirt/driver.py, rescue) in
+        # the console log, where a test can see what Nova booted the guest
+        # from: the API shows a rescued server's own image only.
+        self.consoles.powered_off(instance, "rescue from image %s (%s)" % (
+            _image_id(image_meta), _rescue_props(image_meta)))
         self.consoles.powered_on(instance)
 
     def unrescue(self, context, instance):
@@ -151,3 +156,19 @@ class LabDriver(fake.FakeDriverWithoutFakeNodes):
 
     def get_console_output(self, context, instance):
         return self.consoles.output(instance)
+
+
+def _image_id(image_meta):
+    if image_meta is not None and image_meta.obj_attr_is_set("id"):
+        return image_meta.id
+    return "unknown"
+
+
+def _rescue_props(image_meta):
+    """hw_rescue_device/hw_rescue_bus of the rescue image, or "plain"."""
+    props = getattr(image_meta, "properties", None)
+    found = []
+    for name in ("hw_rescue_device", "hw_rescue_bus"):
+        if props is not None and props.obj_attr_is_set(name):
+            found.append("%s=%s" % (name, getattr(props, name)))
+    return ", ".join(found) or "plain"

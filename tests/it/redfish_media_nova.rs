@@ -1,0 +1,397 @@
+//! Redfish virtual media on the Nova backend, end to end against the lab's real Keystone,
+//! Glance and Nova (fake virt driver; `tests/lab/openstack`, server `baremetal_1`): InsertMedia
+//! of an ISO served from a loopback HTTP server makes a Glance image tagged `ovbmc-vmedia`
+//! (checked with the lab's `openstack` CLI); a boot override `Cd` once and a reset rescue the
+//! instance with that image (the lab hypervisor names the rescue image and its
+//! `hw_rescue_device` in the console log, which `openstack console log show` prints); the next
+//! reset boots the disk again (ACTIVE); EjectMedia of a rescued instance unrescues it and
+//! deletes the image; an image a previous run left is deleted when ovbmc starts. SKIPs (as the
+//! nova tier does) without the lab.
+
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::nova::{BAREMETAL_1, hold, runtime, settled, until};
+use crate::redfish::{Client, f_cert, free_tcp_port};
+use crate::support::{PASSWORD, ScratchDir, lab_env, run};
+use ipmi_proto::machine::BootDevice;
+use ovbmc::backend::{BootFlags, Machine as _, PowerAction};
+
+const INSTANCE: &str = "baremetal_1";
+/// How long a lab step may take before the test fails (the lab's take seconds).
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// The lab's `openstack` CLI, JSON output.
+fn openstack(clouds: &Path, args: &[&str]) -> Value {
+    let cli = lab_env("openstack", "openstack").expect("lab openstack CLI");
+    let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    a.extend(["-f".into(), "json".into()]);
+    let r = run(
+        Path::new(&cli),
+        &a,
+        &[
+            ("OS_CLIENT_CONFIG_FILE", clouds.to_str().unwrap()),
+            ("OS_CLOUD", "lab"),
+        ],
+        Duration::from_secs(120),
+    );
+    serde_json::from_str(r.expect_success()).unwrap_or(Value::Null)
+}
+
+/// The lab's `openstack` CLI, plain output.
+fn openstack_text(clouds: &Path, args: &[&str]) -> String {
+    let cli = lab_env("openstack", "openstack").expect("lab openstack CLI");
+    let a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    run(
+        Path::new(&cli),
+        &a,
+        &[
+            ("OS_CLIENT_CONFIG_FILE", clouds.to_str().unwrap()),
+            ("OS_CLOUD", "lab"),
+        ],
+        Duration::from_secs(120),
+    )
+    .expect_success()
+    .to_string()
+}
+
+/// The ids of the virtual media images Glance holds for `instance` (tag and property).
+fn media_images(clouds: &Path, instance: &str) -> Vec<String> {
+    let v = openstack(
+        clouds,
+        &[
+            "image",
+            "list",
+            "--tag",
+            "ovbmc-vmedia",
+            "--property",
+            &format!("ovbmc_instance={instance}"),
+        ],
+    );
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["ID"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Serve `body` to every GET on a loopback address of our own until the process ends.
+fn serve_iso(body: Vec<u8>) -> String {
+    let addr = crate::support::unique_loopback();
+    let l = TcpListener::bind((addr, 0)).expect("ISO server");
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let mut head = Vec::new();
+            let mut b = [0u8; 1024];
+            // The request head only (a GET has no body).
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&b[..n]),
+                }
+            }
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = c.write_all(&body);
+        }
+    });
+    format!("http://{addr}:{port}/boot.iso")
+}
+
+/// Retry `f` while the machine answers busy (the loaded lab's first lists can take longer
+/// than one BMC request waits, and a transition may be finishing).
+async fn retry<F, Fut>(what: &str, f: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), ovbmc::backend::BackendError>>,
+{
+    let end = Instant::now() + DEADLINE;
+    loop {
+        match f().await {
+            Ok(()) => return,
+            Err(e) if Instant::now() < end => {
+                println!("{what}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+}
+
+/// The server ACTIVE with disk boot, whatever an earlier (failed) run left.
+async fn to_active(m: &ovbmc::cloud::machine::NovaMachine) {
+    let s = m.session().clone();
+    let id = m.instance_id().to_string();
+    let srv = until(&s, &id, "no task", |s| s.task_state.is_none()).await;
+    if srv.status == "RESCUE" {
+        retry("power off", || m.power(PowerAction::Off)).await;
+        until(&s, &id, "SHUTOFF", settled("SHUTOFF")).await;
+    }
+    let disk = BootFlags::new(BootDevice::Disk, true, false);
+    retry("set disk", || m.set_boot_flags(disk)).await;
+    retry("power on", || m.power(PowerAction::On)).await;
+    until(&s, &id, "ACTIVE", settled("ACTIVE")).await;
+}
+
+fn admin() -> Vec<String> {
+    vec!["-u".to_string(), format!("admin:{PASSWORD}")]
+}
+
+/// A request, retried while ovbmc answers 503 (Nova busy or the insert still uploading).
+fn req_ready(c: &Client, method: &str, path: &str, body: Option<&str>) -> (u16, String, Value) {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let r = c.req(method, path, &admin(), body);
+        if r.0 != 503 {
+            return r;
+        }
+        assert!(Instant::now() < end, "{method} {path}: still 503: {}", r.2);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn reset(c: &Client, system: &str, kind: &str) {
+    let (s, _, v) = req_ready(
+        c,
+        "POST",
+        &format!("{system}/Actions/ComputerSystem.Reset"),
+        Some(&json!({ "ResetType": kind }).to_string()),
+    );
+    assert!(s == 200 || s == 204, "Reset {kind}: {s} {v}");
+}
+
+fn boot_once(c: &Client, system: &str, target: &str) {
+    let body = json!({"Boot": {
+        "BootSourceOverrideTarget": target,
+        "BootSourceOverrideEnabled": "Once",
+    }});
+    let (s, _, v) = req_ready(c, "PATCH", system, Some(&body.to_string()));
+    assert!(s == 200 || s == 204, "PATCH boot {target}: {s} {v}");
+}
+
+/// InsertMedia and wait for its task to end: the Task's `TaskState`.
+fn insert(c: &Client, cd: &str, url: &str) -> String {
+    let body = json!({"Image": url, "Inserted": true, "WriteProtected": true});
+    let (s, head, v) = c.req(
+        "POST",
+        &format!("{cd}/Actions/VirtualMedia.InsertMedia"),
+        &admin(),
+        Some(&body.to_string()),
+    );
+    assert_eq!(s, 202, "InsertMedia: {head}\n{v}");
+    let monitor = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("location")
+                .then(|| v.trim().to_string())
+        })
+        .expect("a task monitor in Location");
+    let monitor = monitor
+        .strip_prefix(&c.base)
+        .map(str::to_string)
+        .unwrap_or(monitor);
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let (s, _, v) = c.req("GET", &monitor, &admin(), None);
+        if s != 202 {
+            assert_eq!(s, 200, "task monitor: {v}");
+            return v["TaskState"].as_str().unwrap_or("").to_string();
+        }
+        assert!(Instant::now() < end, "the insert task never ended: {v}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Wait until the console log names a rescue from `image` after `from` earlier lines.
+fn rescued_from(clouds: &Path, image: &str, from: usize) -> String {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let log = openstack_text(clouds, &["console", "log", "show", INSTANCE]);
+        let tail: Vec<&str> = log.lines().skip(from).collect();
+        if let Some(l) = tail.iter().find(|l| l.contains("rescue from image")) {
+            return l.to_string();
+        }
+        assert!(
+            Instant::now() < end,
+            "no rescue from {image} in the console log:\n{}",
+            tail.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn console_lines(clouds: &Path) -> usize {
+    openstack_text(clouds, &["console", "log", "show", INSTANCE])
+        .lines()
+        .count()
+}
+
+fn start(clouds: &Path, dir: &Path) -> (crate::nova::Bmc, Client, String, String) {
+    let port = free_tcp_port(Ipv4Addr::LOCALHOST);
+    let state = dir.join("state");
+    let bmc = crate::nova::start_bmc_with(
+        clouds,
+        dir,
+        crate::nova::free_port(),
+        INSTANCE,
+        &[
+            "--redfish",
+            &format!("127.0.0.1:{port}"),
+            "--redfish-state-dir",
+            &state.display().to_string(),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "Redfish never listened:\n{}",
+            bmc.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let c = Client {
+        base: format!("https://127.0.0.1:{port}"),
+        cert: f_cert(&state),
+        log_file: bmc.log_path(),
+    };
+    let (s, _, v) = c.req("GET", "/redfish/v1/Systems", &admin(), None);
+    assert_eq!(s, 200, "{v}");
+    let system = v["Members"][0]["@odata.id"].as_str().unwrap().to_string();
+    let (s, _, v) = c.req("GET", "/redfish/v1/Managers", &admin(), None);
+    assert_eq!(s, 200, "{v}");
+    let manager = v["Members"][0]["@odata.id"].as_str().unwrap().to_string();
+    let cd = format!("{manager}/VirtualMedia/Cd");
+    let (s, _, v) = c.req("GET", &cd, &admin(), None);
+    assert_eq!(s, 200, "{cd}: {v}");
+    (bmc, c, system, cd)
+}
+
+#[test]
+fn redfish_virtual_media_on_nova_rescues_from_a_glance_iso() {
+    let Some(clouds) = crate::nova::lab() else {
+        return;
+    };
+    if lab_env("openstack", "openstack").is_none() {
+        crate::support::skip("nova", "no openstack CLI in the lab");
+        return;
+    }
+    let _g = hold(&BAREMETAL_1);
+    let rt = runtime();
+    let (id, session) = rt.block_on(async {
+        let m = crate::nova::machine(&clouds, ovbmc::cloud::BootStrategy::Metadata, INSTANCE).await;
+        to_active(&m).await;
+        (m.instance_id().to_string(), m.session().clone())
+    });
+    // Whatever an earlier failed run left.
+    for img in media_images(&clouds, &id) {
+        openstack_text(&clouds, &["image", "delete", &img]);
+    }
+    let dir = ScratchDir::new("redfish-media-nova");
+    dir.write_secret("pw", PASSWORD);
+    // An "ISO": Glance does not look inside; the ISO 9660 magic at its offset for the look.
+    let mut iso = vec![0u8; 256 * 1024];
+    iso[0x8001..0x8006].copy_from_slice(b"CD001");
+    let url = serve_iso(iso.clone());
+    let (bmc, c, system, cd) = start(&clouds, dir.path());
+
+    // 1. Insert: one image in Glance, tagged, an active ISO with hw_rescue_device=cdrom.
+    assert_eq!(insert(&c, &cd, &url), "Completed", "{}", bmc.log());
+    let imgs = media_images(&clouds, &id);
+    assert_eq!(imgs.len(), 1, "one ovbmc-vmedia image for {id}: {imgs:?}");
+    let image = imgs[0].clone();
+    let shown = openstack(&clouds, &["image", "show", &image]);
+    assert_eq!(shown["status"], "active", "{shown}");
+    assert_eq!(shown["disk_format"], "iso", "{shown}");
+    assert_eq!(shown["size"], iso.len() as u64, "{shown}");
+    assert_eq!(shown["properties"]["hw_rescue_device"], "cdrom", "{shown}");
+    let (_, _, doc) = c.req("GET", &cd, &admin(), None);
+    assert_eq!(
+        (doc["Inserted"].as_bool(), doc["Image"].as_str()),
+        (Some(true), Some(url.as_str())),
+        "{doc}"
+    );
+
+    // 2. Cd once and a reset: rescued with that image.
+    let before = console_lines(&clouds);
+    boot_once(&c, &system, "Cd");
+    reset(&c, &system, "ForceRestart");
+    rt.block_on(until(&session, &id, "RESCUE", settled("RESCUE")));
+    let line = rescued_from(&clouds, &image, before);
+    assert!(
+        line.contains(&image) && line.contains("hw_rescue_device=cdrom"),
+        "rescued from another image: {line} (want {image})"
+    );
+
+    // 3. The override was once: the next reset boots the disk (unrescue), media still in.
+    reset(&c, &system, "ForceRestart");
+    rt.block_on(until(&session, &id, "ACTIVE", settled("ACTIVE")));
+    assert_eq!(media_images(&clouds, &id), vec![image.clone()]);
+
+    // 4. Cd once again, reset: rescued; EjectMedia unrescues and deletes the image.
+    let before = console_lines(&clouds);
+    boot_once(&c, &system, "Cd");
+    reset(&c, &system, "ForceRestart");
+    rt.block_on(until(&session, &id, "RESCUE", settled("RESCUE")));
+    rescued_from(&clouds, &image, before);
+    let (s, _, v) = req_ready(
+        &c,
+        "POST",
+        &format!("{cd}/Actions/VirtualMedia.EjectMedia"),
+        Some("{}"),
+    );
+    assert!(s == 200 || s == 204, "EjectMedia: {s} {v}");
+    rt.block_on(until(&session, &id, "ACTIVE", settled("ACTIVE")));
+    assert_eq!(media_images(&clouds, &id), Vec::<String>::new());
+    let (_, _, doc) = c.req("GET", &cd, &admin(), None);
+    assert_eq!(doc["Inserted"].as_bool(), Some(false), "{doc}");
+
+    // 5. A stale image (a run that died with media inserted): deleted at the next start.
+    drop(bmc);
+    // With a file (the CLI would otherwise upload whatever its stdin holds).
+    let file = dir.path().join("stale.iso");
+    std::fs::write(&file, &iso).expect("stale.iso");
+    let stale = openstack(
+        &clouds,
+        &[
+            "image",
+            "create",
+            "--disk-format",
+            "iso",
+            "--container-format",
+            "bare",
+            "--private",
+            "--file",
+            file.to_str().unwrap(),
+            "--tag",
+            "ovbmc-vmedia",
+            "--property",
+            &format!("ovbmc_instance={id}"),
+            "ovbmc-vmedia-stale-test",
+        ],
+    );
+    let stale = stale["id"].as_str().expect("stale image id").to_string();
+    assert_eq!(media_images(&clouds, &id), vec![stale.clone()]);
+    let (bmc, _c, _, _) = start(&clouds, dir.path());
+    let end = Instant::now() + DEADLINE;
+    while !media_images(&clouds, &id).is_empty() {
+        assert!(
+            Instant::now() < end,
+            "stale image {stale} not deleted at start:\n{}",
+            bmc.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(bmc.log().contains(&stale), "{}", bmc.log());
+}
