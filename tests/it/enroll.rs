@@ -354,7 +354,14 @@ fn check_node(bm: &Baremetal, want: &Value, macs: &[String]) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| p["Address"].as_str().unwrap().to_string())
+        // `--fields address` names the column `address`, the default listing `Address`.
+        .map(|p| {
+            p.get("address")
+                .or_else(|| p.get("Address"))
+                .and_then(Value::as_str)
+                .unwrap_or_else(|| panic!("{name}: no address in {p}"))
+                .to_string()
+        })
         .collect();
     got.sort();
     let mut macs = macs.to_vec();
