@@ -499,7 +499,8 @@ fn command_line_beats_the_fleet_files_cloud_section() {
 /// `baremetal create` takes: `{"nodes": [...]}` with name, driver, driver_info and
 /// properties, no ports and no sizes (the simulator knows none), and no password unless
 /// `--password-inline`, which writes the file 0600. The Redfish face makes the nodes
-/// `redfish` ones. (The shape is checked here; the lab's Ironic import is not run.)
+/// `redfish` ones. (The shape is checked here; tests/it/enroll.rs imports it into the lab's
+/// Ironic and drives the nodes.)
 #[test]
 fn nodes_json_for_a_sim_fleet() {
     use std::os::unix::fs::PermissionsExt as _;

@@ -80,21 +80,21 @@ const MUST_PASS: [&str; 22] = [
 ];
 
 /// Where the labs are.
-struct Lab {
+pub(crate) struct Lab {
     /// `tests/lab/ironic/e2e` (or that of `$OVBMC_LAB`).
-    e2e: PathBuf,
+    pub(crate) e2e: PathBuf,
     /// The OpenStack lab's `openstack` CLI.
-    openstack: PathBuf,
+    pub(crate) openstack: PathBuf,
     /// The OpenStack lab's clouds.yaml (cloud `lab`).
-    clouds: PathBuf,
+    pub(crate) clouds: PathBuf,
     /// The Ironic API.
-    ironic_url: String,
+    pub(crate) ironic_url: String,
     /// Ironic's log (debug level: every ipmitool call and the power-sync decisions).
-    ironic_log: PathBuf,
+    pub(crate) ironic_log: PathBuf,
 }
 
 /// The labs, or `None` after printing why the tier is skipped.
-fn lab() -> Option<Lab> {
+pub(crate) fn lab() -> Option<Lab> {
     let why = match probe() {
         Ok(l) => return Some(l),
         Err(why) => why,
@@ -191,10 +191,10 @@ fn probe() -> Result<Lab, String> {
 }
 
 /// An HTTP answer from curl.
-struct Http {
-    code: u16,
-    body: String,
-    ran: Ran,
+pub(crate) struct Http {
+    pub(crate) code: u16,
+    pub(crate) body: String,
+    pub(crate) ran: Ran,
 }
 
 impl Http {
@@ -204,7 +204,7 @@ impl Http {
 }
 
 /// One request to Ironic's API (noauth) at the newest microversion, as the e2e makes them.
-fn curl(method: &str, url: &str, body: Option<&Value>) -> Http {
+pub(crate) fn curl(method: &str, url: &str, body: Option<&Value>) -> Http {
     let mut args: Vec<String> = [
         "-sS",
         "-m",
@@ -236,12 +236,12 @@ fn curl(method: &str, url: &str, body: Option<&Value>) -> Http {
 }
 
 impl Lab {
-    fn ironic(&self, method: &str, path: &str, body: Option<Value>) -> Http {
+    pub(crate) fn ironic(&self, method: &str, path: &str, body: Option<Value>) -> Http {
         curl(method, &format!("{}{path}", self.ironic_url), body.as_ref())
     }
 
     /// `openstack ARGS -f json` as the lab's plain user.
-    fn openstack_json(&self, args: &[&str]) -> Result<Value, String> {
+    pub(crate) fn openstack_json(&self, args: &[&str]) -> Result<Value, String> {
         let mut a: Vec<String> = ["--os-cloud", "lab"].map(String::from).to_vec();
         a.extend(args.iter().map(|s| s.to_string()));
         a.extend(["-f", "json"].map(String::from));
@@ -262,7 +262,7 @@ impl Lab {
     }
 
     /// Nova's view of a server: status, task, metadata.
-    fn nova(&self, name: &str) -> NovaServer {
+    pub(crate) fn nova(&self, name: &str) -> NovaServer {
         let v = self
             .openstack_json(&[
                 "server",
@@ -286,7 +286,7 @@ impl Lab {
     }
 
     /// Poll Nova until `cond` holds, or fail at the deadline.
-    fn until_nova(&self, name: &str, what: &str, cond: impl Fn(&NovaServer) -> bool) {
+    pub(crate) fn until_nova(&self, name: &str, what: &str, cond: impl Fn(&NovaServer) -> bool) {
         let end = Instant::now() + DEADLINE;
         loop {
             let s = self.nova(name);
@@ -303,15 +303,15 @@ impl Lab {
 }
 
 #[derive(Debug)]
-struct NovaServer {
-    status: String,
-    task: Option<String>,
-    boot: Option<String>,
-    pxe_first: Option<String>,
+pub(crate) struct NovaServer {
+    pub(crate) status: String,
+    pub(crate) task: Option<String>,
+    pub(crate) boot: Option<String>,
+    pub(crate) pxe_first: Option<String>,
 }
 
 impl NovaServer {
-    fn settled(&self, status: &str) -> bool {
+    pub(crate) fn settled(&self, status: &str) -> bool {
         self.status == status && self.task.is_none()
     }
 }
@@ -319,9 +319,9 @@ impl NovaServer {
 /// Deletes the Ironic node of this name when dropped (also when the test fails), as the e2e
 /// would have done without `E2E_KEEP_NODE`: maintenance first, so that a node in any state
 /// can be deleted.
-struct NodeGuard<'a> {
-    lab: &'a Lab,
-    name: String,
+pub(crate) struct NodeGuard<'a> {
+    pub(crate) lab: &'a Lab,
+    pub(crate) name: String,
 }
 
 impl Drop for NodeGuard<'_> {
@@ -586,7 +586,7 @@ fn drive(lab: &Lab, dir: &ScratchDir, wrapper: &Path, addr: Ipv4Addr, port: u16,
 }
 
 /// Ask Ironic for a power state and wait until it reports it with no error.
-fn ironic_power(lab: &Lab, uuid: &str, target: &str) {
+pub(crate) fn ironic_power(lab: &Lab, uuid: &str, target: &str) {
     let path = format!("/v1/nodes/{uuid}");
     let r = lab.ironic(
         "PUT",
@@ -616,7 +616,7 @@ fn ironic_power(lab: &Lab, uuid: &str, target: &str) {
 }
 
 /// Set the boot device through Ironic (synchronous: 204 once ipmitool succeeded).
-fn ironic_bootdev(lab: &Lab, uuid: &str, device: &str, persistent: bool) {
+pub(crate) fn ironic_bootdev(lab: &Lab, uuid: &str, device: &str, persistent: bool) {
     let r = lab.ironic(
         "PUT",
         &format!("/v1/nodes/{uuid}/management/boot_device"),

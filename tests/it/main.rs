@@ -14,6 +14,7 @@ mod cloudnet;
 mod container;
 mod docs;
 mod dropin;
+mod enroll;
 mod fleet;
 mod flood;
 mod freeipmi;
