@@ -384,16 +384,7 @@ async fn converge<P: PortPairs>(
 
 /// `ovbmc cloud watch-addresses`: build the session and run until SIGTERM/SIGINT.
 pub async fn command(args: &crate::cli::WatchAddressesArgs) -> anyhow::Result<()> {
-    let env = super::config::process_env();
-    let cfg = super::config::load(
-        args.os_cloud.as_deref(),
-        args.os_client_config_file.as_deref(),
-        &env,
-    )?;
-    let mut cfg = cfg;
-    if let Some(r) = &args.os_region_name {
-        cfg.region = Some(r.clone());
-    }
+    let cfg = args.cloud.load()?;
     let opts = SessionOptions {
         request_timeout: Duration::from_secs(args.timeout_secs.max(1)),
         ..SessionOptions::default()
