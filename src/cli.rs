@@ -549,21 +549,10 @@ pub struct WatchAddressesArgs {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub resync_secs: u64,
 
-    /// Cloud name in clouds.yaml.
-    #[arg(long = "os-cloud", env = "OS_CLOUD", value_name = "NAME")]
-    pub os_cloud: Option<String>,
-
-    /// A clouds.yaml to try before the standard locations.
-    #[arg(
-        long = "os-client-config-file",
-        env = "OS_CLIENT_CONFIG_FILE",
-        value_name = "PATH"
-    )]
-    pub os_client_config_file: Option<PathBuf>,
-
-    /// Region for the catalog lookup.
-    #[arg(long = "os-region-name", value_name = "REGION")]
-    pub os_region_name: Option<String>,
+    /// The cloud (`--os-cloud`, `--os-client-config-file`, `--os-region-name`), as for the
+    /// Nova backend.
+    #[command(flatten)]
+    pub cloud: crate::cloud::CloudArgs,
 
     /// Timeout of each Keystone/Neutron request, in seconds.
     #[arg(long = "timeout", value_name = "SECS", default_value_t = 30)]

@@ -284,7 +284,7 @@ mod tests {
         );
         assert_eq!(cli.backend, crate::cli::BackendKind::Nova);
         assert_eq!(cli.user.as_deref(), Some("admin"));
-        assert_eq!(cli.nova.os_cloud.as_deref(), Some("host_cloud"));
+        assert_eq!(cli.nova.cloud.os_cloud.as_deref(), Some("host_cloud"));
         assert!(cli.config.is_none() && cli.command.is_none());
         let d = cli.openstackbmc.as_ref().unwrap();
         assert!(d.cache_status);

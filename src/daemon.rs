@@ -247,7 +247,7 @@ impl Daemon {
         info!("SIGHUP: reloading {what}");
         let fleet = load_fleet(cli)?;
         let new = Settings::resolve(cli, cli.config.as_ref().map(|_| &fleet));
-        if new.nova.os_cloud != self.cloud.args.os_cloud {
+        if new.nova.cloud != self.cloud.args.cloud {
             warn!("reload: [cloud] changes take effect at the next restart");
         }
         if new.metrics != self.settings.metrics {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use ipmi_proto::config::Limits;
 
 use crate::cli::{Cli, ConsoleMode, RoutingArgs, RoutingMode};
-use crate::cloud::NovaArgs;
+use crate::cloud::{CloudArgs, NovaArgs};
 use crate::config::{BmcEntry, Fleet};
 use crate::net::RoutingSettings;
 
@@ -179,17 +179,19 @@ impl Settings {
         }
         let g = |id: &str| cli.given(id);
         let nova = NovaArgs {
-            os_cloud: pick(g("os_cloud"), flag.os_cloud, c.os_cloud.map(Some)),
-            os_client_config_file: pick(
-                g("os_client_config_file"),
-                flag.os_client_config_file,
-                c.os_client_config_file.map(Some),
-            ),
-            os_region_name: pick(
-                g("os_region_name"),
-                flag.os_region_name,
-                c.os_region_name.map(Some),
-            ),
+            cloud: CloudArgs {
+                os_cloud: pick(g("os_cloud"), flag.cloud.os_cloud, c.os_cloud.map(Some)),
+                os_client_config_file: pick(
+                    g("os_client_config_file"),
+                    flag.cloud.os_client_config_file,
+                    c.os_client_config_file.map(Some),
+                ),
+                os_region_name: pick(
+                    g("os_region_name"),
+                    flag.cloud.os_region_name,
+                    c.os_region_name.map(Some),
+                ),
+            },
             boot_strategy: pick(g("boot_strategy"), flag.boot_strategy, c.boot_strategy),
             ipxe_image: pick(g("ipxe_image"), flag.ipxe_image, c.ipxe_image.map(Some)),
             nova_cache_ttl_ms: pick(
@@ -265,8 +267,8 @@ mod tests {
             Some(&f),
         );
         let n = &s.nova;
-        assert_eq!(n.os_cloud.as_deref(), Some("flag"));
-        assert_eq!(n.os_region_name.as_deref(), Some("flag-region"));
+        assert_eq!(n.cloud.os_cloud.as_deref(), Some("flag"));
+        assert_eq!(n.cloud.os_region_name.as_deref(), Some("flag-region"));
         assert_eq!(n.boot_strategy, BootStrategy::Rebuild);
         assert_eq!(n.ipxe_image.as_deref(), Some("flag-ipxe"));
         assert_eq!(
@@ -278,7 +280,7 @@ mod tests {
             (10, 20, 30)
         );
         assert_eq!(
-            n.os_client_config_file.as_deref(),
+            n.cloud.os_client_config_file.as_deref(),
             Some(Path::new("/flag/clouds.yaml"))
         );
         assert!(s.boot_strategy_chosen);
@@ -322,7 +324,7 @@ mod tests {
     fn the_cloud_section_beats_defaults() {
         let s = Settings::resolve(&cli(&[]), Some(&fleet(CLOUD)));
         let n = &s.nova;
-        assert_eq!(n.os_cloud.as_deref(), Some("file"));
+        assert_eq!(n.cloud.os_cloud.as_deref(), Some("file"));
         assert_eq!(n.boot_strategy, BootStrategy::Rescue);
         assert_eq!(
             (

@@ -51,9 +51,11 @@ pub enum BootStrategy {
     Rebuild,
 }
 
-/// Command-line options for the Nova backend.
-#[derive(Debug, Clone, clap::Args)]
-pub struct NovaArgs {
+/// Which cloud and where its credentials are: the flags every command that talks to the
+/// cloud takes (the BMC's Nova backend, `ovbmc cloud watch-addresses`), flattened into each.
+/// The argument ids stay the field names (`os_cloud`, ...), which `Cli::given` relies on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct CloudArgs {
     /// Cloud name in clouds.yaml (looked up as openstacksdk does). Without it, the OS_*
     /// variables (OS_AUTH_URL, OS_USERNAME, ...) are used.
     #[arg(long = "os-cloud", env = "OS_CLOUD", value_name = "NAME")]
@@ -68,6 +70,31 @@ pub struct NovaArgs {
     /// Region for the catalog lookup, overriding the cloud's region_name / OS_REGION_NAME.
     #[arg(long = "os-region-name", value_name = "REGION")]
     pub os_region_name: Option<String>,
+}
+
+impl CloudArgs {
+    /// The cloud these flags name, from clouds.yaml or the OS_* variables, with the region
+    /// flag applied.
+    pub fn load(&self) -> Result<config::CloudConfig, CloudError> {
+        let env = config::process_env();
+        let mut cfg = config::load(
+            self.os_cloud.as_deref(),
+            self.os_client_config_file.as_deref(),
+            &env,
+        )?;
+        if let Some(r) = &self.os_region_name {
+            cfg.region = Some(r.clone());
+        }
+        Ok(cfg)
+    }
+}
+
+/// Command-line options for the Nova backend.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NovaArgs {
+    /// The cloud (`--os-cloud`, `--os-client-config-file`, `--os-region-name`).
+    #[command(flatten)]
+    pub cloud: CloudArgs,
     /// How a PXE boot device is carried out.
     #[arg(long = "boot-strategy", value_enum, default_value_t = BootStrategy::Metadata)]
     pub boot_strategy: BootStrategy,
@@ -97,9 +124,7 @@ pub struct NovaArgs {
 impl Default for NovaArgs {
     fn default() -> Self {
         Self {
-            os_cloud: None,
-            os_client_config_file: None,
-            os_region_name: None,
+            cloud: CloudArgs::default(),
             boot_strategy: BootStrategy::Metadata,
             ipxe_image: None,
             nova_cache_ttl_ms: 2000,
@@ -216,15 +241,7 @@ pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
 
 /// Authenticate and open the shared session described by `args`.
 pub async fn connect(args: &NovaArgs) -> anyhow::Result<Arc<Session>> {
-    let env = config::process_env();
-    let mut cfg = config::load(
-        args.os_cloud.as_deref(),
-        args.os_client_config_file.as_deref(),
-        &env,
-    )?;
-    if let Some(r) = &args.os_region_name {
-        cfg.region = Some(r.clone());
-    }
+    let cfg = args.cloud.load()?;
     let opts = SessionOptions {
         cache_ttl: Duration::from_millis(args.nova_cache_ttl_ms),
         request_timeout: Duration::from_secs(args.nova_timeout_secs.max(1)),

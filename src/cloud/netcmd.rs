@@ -12,11 +12,17 @@ use reqwest::Method;
 use serde_json::json;
 
 use super::netplan::{self, Actual, DEFAULT_PAIR_LIMIT, Desired, Layout, Op, Plan, RuleWant};
-use super::neutron::{Neutron, Resource, pair_limit_from};
+use super::neutron::{Neutron, Resource, edit_pairs, is_stale, pair_limit_from};
 use super::session::{Server, Service, Session};
 use crate::cli::{BackendKind, Cli, CloudAction, CloudTarget};
 use crate::config::{Fleet, NetworkSection};
 use crate::settings::Settings;
+use tracing::info;
+
+/// How many times a pair update refused with 412 (the port changed since it was read) is
+/// re-read and tried again before giving up: each retry means another writer won a race, so
+/// a few are plenty unless something rewrites the port in a loop.
+const STALE_RETRIES: u32 = 5;
 
 /// Run `ovbmc cloud ACTION` (watch-addresses lives in `super::watch`).
 pub async fn run(cli: &Cli, action: &CloudAction) -> anyhow::Result<()> {
@@ -385,8 +391,34 @@ async fn execute(n: &Neutron, session: &Session, op: &Op) -> anyhow::Result<()> 
             .remove_tag(*r, id, t)
             .await
             .with_context(|| format!("{} {id}: untag {t}", r.noun()))?,
-        Op::SetPairs { port, pairs } => {
-            if let Err(e) = n.update_port_pairs(port, pairs).await {
+        Op::SetPairs {
+            port,
+            pairs,
+            revision,
+            add,
+            remove,
+        } => {
+            let mut pairs = pairs.clone();
+            let mut revision = *revision;
+            let mut tries = 0;
+            let result = loop {
+                match n.update_port_pairs(port, &pairs, revision).await {
+                    // Someone changed the port between the plan's read and this write
+                    // (If-Match, see neutron.rs): the same change again, on what is there now.
+                    Err(e) if is_stale(&e) && tries < STALE_RETRIES => {
+                        tries += 1;
+                        info!("port {port}: changed since it was read (412); reading it again");
+                        let now = n
+                            .get_port(port)
+                            .await
+                            .with_context(|| format!("port {port}: re-read after a 412"))?;
+                        pairs = edit_pairs(&now.allowed_address_pairs, add, remove);
+                        revision = now.revision_number;
+                    }
+                    other => break other,
+                }
+            };
+            if let Err(e) = result {
                 if let Some(limit) = pair_limit_from(&e) {
                     bail!(
                         "port {port}: Neutron allows at most {limit} allowed address pairs per \

@@ -186,6 +186,13 @@ pub enum Op {
         port: String,
         /// The whole new list.
         pairs: Vec<AddressPair>,
+        /// The port's `revision_number` when read (sent as `If-Match`, so a port changed
+        /// since is refused rather than overwritten).
+        revision: Option<u64>,
+        /// The pairs this op adds ...
+        add: Vec<IpAddr>,
+        /// ... and removes: applied again to the port re-read after a 412.
+        remove: Vec<IpAddr>,
     },
     /// Set (or with a null value remove) some of a port's `extra_dhcp_opts`.
     SetDhcp {
@@ -481,6 +488,7 @@ pub fn plan(d: &Desired, a: &Actual) -> Result<Plan, String> {
         }
         let mut pairs = p.allowed_address_pairs.clone();
         let mut pairs_changed = false;
+        let (mut added, mut removed): (Vec<IpAddr>, Vec<IpAddr>) = (Vec::new(), Vec::new());
         let security_off = p.port_security_enabled == Some(false);
         for (ip, why) in &wanted_pairs {
             let rec = record(fleet, &format!("pair={ip}"));
@@ -508,10 +516,8 @@ pub fn plan(d: &Desired, a: &Actual) -> Result<Plan, String> {
                 );
             } else {
                 want_records.insert(rec);
-                pairs.push(AddressPair {
-                    ip_address: ip.to_string(),
-                    mac_address: None,
-                });
+                pairs.push(AddressPair::of(*ip));
+                added.push(*ip);
                 pairs_changed = true;
                 b.line(
                     Verb::Update,
@@ -534,6 +540,7 @@ pub fn plan(d: &Desired, a: &Actual) -> Result<Plan, String> {
             pairs.retain(|x| !x.is_address(ip));
             if pairs.len() != before {
                 pairs_changed = true;
+                removed.push(ip);
                 b.line(
                     Verb::Delete,
                     format!(
@@ -556,6 +563,9 @@ pub fn plan(d: &Desired, a: &Actual) -> Result<Plan, String> {
             b.plan.ops.push(Op::SetPairs {
                 port: p.id.clone(),
                 pairs,
+                revision: p.revision_number,
+                add: added,
+                remove: removed,
             });
         }
         // DHCP options.
@@ -937,7 +947,7 @@ mod tests {
                         tags.push(t);
                     }
                 }
-                Op::SetPairs { port, pairs } => {
+                Op::SetPairs { port, pairs, .. } => {
                     a.ports.get_mut(&port).unwrap().allowed_address_pairs = pairs
                 }
                 Op::SetDhcp { port, opts } => {

@@ -8,8 +8,17 @@
 //! "message": ..., "detail": ...}}`, and [`CloudError::Http`] holds its `message`.
 //!
 //! The API other parts use (`ovbmc cloud watch-addresses` keeps a port's pairs in step):
-//! [`Neutron::get_port`], [`Neutron::update_port_pairs`], [`Neutron::add_tag`],
-//! [`Neutron::remove_tag`].
+//! [`Neutron::lazy`], [`Neutron::get_port`], [`Neutron::update_port_pairs`],
+//! [`Neutron::add_tag`], [`Neutron::remove_tag`].
+//!
+//! **Read, change, write.** `allowed_address_pairs` is replaced whole by "Update port", so
+//! two writers (`cloud apply`, a `watch-addresses`, an operator) that each read the list and
+//! write it back would lose each other's change. [`Neutron::update_port_pairs`] sends the
+//! `revision_number` it read as `If-Match: revision_number=N` (Neutron's `revision-if-match`
+//! extension, `neutron/api/api_common.py` `check_request_for_revision_constraint` and
+//! `neutron/services/revisions/revision_plugin.py` `_enforce_if_match_constraints`): when
+//! the port changed meanwhile Neutron refuses with 412 Precondition Failed, and the caller
+//! re-reads and decides again ([`is_stale`]).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -34,10 +43,66 @@ pub struct AddressPair {
 }
 
 impl AddressPair {
+    /// A pair for `ip` alone, with no MAC (so Neutron takes the port's own: API reference,
+    /// "Update port", `allowed_address_pairs`).
+    pub fn of(ip: IpAddr) -> Self {
+        Self {
+            ip_address: ip.to_string(),
+            mac_address: None,
+        }
+    }
+
     /// Does this pair stand for exactly `ip` (`192.0.2.45` or `192.0.2.45/32`)?
     pub fn is_address(&self, ip: IpAddr) -> bool {
         same_address(&self.ip_address, ip)
     }
+
+    /// Does this pair allow `ip` (the address itself, or a CIDR holding it)?
+    pub fn covers(&self, ip: IpAddr) -> bool {
+        let (addr, len) = match self.ip_address.split_once('/') {
+            Some((a, l)) => (a, l.parse::<u8>().ok()),
+            None => (self.ip_address.as_str(), None),
+        };
+        let Ok(net) = addr.parse::<IpAddr>() else {
+            return false;
+        };
+        match (net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => {
+                let l = u32::from(len.unwrap_or(32).min(32));
+                let mask = if l == 0 { 0 } else { u32::MAX << (32 - l) };
+                u32::from(n) & mask == u32::from(i) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(i)) => {
+                let l = u32::from(len.unwrap_or(128).min(128));
+                let mask = if l == 0 { 0 } else { u128::MAX << (128 - l) };
+                u128::from(n) & mask == u128::from(i) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `pairs` with a pair for each of `remove` taken out and one for each of `add` put in
+/// (unless one is there already): the change a caller decided on, applied again to a list
+/// re-read after a 412 ([`is_stale`]). Pairs neither names are kept as they are.
+pub fn edit_pairs(pairs: &[AddressPair], add: &[IpAddr], remove: &[IpAddr]) -> Vec<AddressPair> {
+    let mut out: Vec<AddressPair> = pairs
+        .iter()
+        .filter(|p| !remove.iter().any(|r| p.is_address(*r)))
+        .cloned()
+        .collect();
+    for a in add {
+        if !out.iter().any(|p| p.is_address(*a)) {
+            out.push(AddressPair::of(*a));
+        }
+    }
+    out
+}
+
+/// Is this Neutron's 412 to an `If-Match: revision_number=N` update (the resource changed
+/// since it was read)?
+pub fn is_stale(e: &CloudError) -> bool {
+    matches!(e, CloudError::Http { status: 412, .. })
 }
 
 /// Is `text` the address `ip`, written bare or as a host prefix (`/32`, `/128`)?
@@ -110,6 +175,10 @@ pub struct Port {
     /// `tags`.
     #[serde(default, deserialize_with = "null_as_empty")]
     pub tags: Vec<String>,
+    /// `revision_number` (standard attribute; absent without the `standard-attr-revisions`
+    /// extension), bumped by every change of the port.
+    #[serde(default)]
+    pub revision_number: Option<u64>,
 }
 
 impl Port {
@@ -343,21 +412,38 @@ neutron_object!(
 #[derive(Clone, Debug)]
 pub struct Neutron {
     session: Arc<Session>,
-    /// `/v2.0`, or empty when the catalog URL already ends in it.
-    prefix: String,
+    /// `/v2.0`, or empty when the catalog URL already ends in it: found at the first call.
+    prefix: tokio::sync::OnceCell<String>,
 }
 
 impl Neutron {
     /// A client on `session`; fails when the catalog has no `network` endpoint.
     pub async fn new(session: Arc<Session>) -> Result<Self, CloudError> {
-        // The catalog's network URL is usually unversioned (http://neutron:9696), sometimes
-        // ends in /v2.0 (keystoneauth discovers either).
-        let base = session.endpoint(Service::Network).await?;
-        let prefix = if base.ends_with("/v2.0") { "" } else { "/v2.0" };
-        Ok(Self {
+        let n = Self::lazy(session);
+        n.prefix().await?;
+        Ok(n)
+    }
+
+    /// A client on `session` that talks to Keystone only at its first call (for
+    /// `watch-addresses`, which must start while the cloud is down and retry).
+    pub fn lazy(session: Arc<Session>) -> Self {
+        Self {
             session,
-            prefix: prefix.into(),
-        })
+            prefix: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn prefix(&self) -> Result<&str, CloudError> {
+        self.prefix
+            .get_or_try_init(|| async {
+                // The catalog's network URL is usually unversioned (http://neutron:9696),
+                // sometimes ends in /v2.0 (keystoneauth discovers either).
+                let base = self.session.endpoint(Service::Network).await?;
+                let base = base.trim_end_matches('/');
+                Ok::<_, CloudError>(if base.ends_with("/v2.0") { "" } else { "/v2.0" }.into())
+            })
+            .await
+            .map(String::as_str)
     }
 
     /// The session underneath.
@@ -372,7 +458,7 @@ impl Neutron {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, CloudError> {
-        let path = format!("{}{path}", self.prefix);
+        let path = format!("{}{path}", self.prefix().await?);
         self.session
             .call(what, method, Service::Network, &path, body)
             .await
@@ -416,7 +502,7 @@ impl Neutron {
             path.push_str(&q.join("&"));
         }
         let mut out = Vec::new();
-        let mut next = Some(format!("{}{path}", self.prefix));
+        let mut next = Some(format!("{}{path}", self.prefix().await?));
         // 100 pages at Neutron's page size is far beyond any project.
         for _ in 0..100 {
             let Some(p) = next.take() else { break };
@@ -487,16 +573,44 @@ impl Neutron {
     }
 
     /// Replace a port's `allowed_address_pairs` with `pairs` ("Update port"). The list is
-    /// replaced whole, so callers pass the pairs they read and keep. Neutron refuses more
-    /// than its `max_allowed_address_pair` (10 by default) with a 400 whose message names the
-    /// limit; [`pair_limit_from`] reads it.
+    /// replaced whole, so callers pass the pairs they read and keep, and the port's
+    /// `revision_number` as they read it: it goes as `If-Match: revision_number=N`, and a
+    /// port changed since is refused with 412 ([`is_stale`]: re-read, decide again; see the
+    /// module docs). `None` (a cloud without revisions) sends no constraint. Neutron refuses
+    /// more than its `max_allowed_address_pair` (10 by default) with a 400 whose message
+    /// names the limit; [`pair_limit_from`] reads it.
     pub async fn update_port_pairs(
         &self,
         id: &str,
         pairs: &[AddressPair],
+        revision: Option<u64>,
     ) -> Result<Port, CloudError> {
-        self.update_port(id, &json!({ "allowed_address_pairs": pairs }))
-            .await
+        let path = format!("{}/ports/{}", self.prefix().await?, encode(id));
+        let body = json!({ "port": { "allowed_address_pairs": pairs } });
+        let extra: Vec<_> = revision
+            .map(|r| (reqwest::header::IF_MATCH, format!("revision_number={r}")))
+            .into_iter()
+            .collect();
+        let what = "Neutron port update";
+        let v = self
+            .session
+            .call_with(
+                what,
+                Method::PUT,
+                Service::Network,
+                &path,
+                Some(&body),
+                &extra,
+            )
+            .await?;
+        let inner = v.get("port").cloned().ok_or_else(|| CloudError::Decode {
+            what: what.into(),
+            message: "no \"port\" in the answer".into(),
+        })?;
+        serde_json::from_value(inner).map_err(|e| CloudError::Decode {
+            what: what.into(),
+            message: e.to_string(),
+        })
     }
 
     /// Set or remove some of a port's `extra_dhcp_opts`: Neutron updates the options named
@@ -750,6 +864,31 @@ mod tests {
             "2001:db8::1".parse().unwrap()
         ));
         assert!(!same_address("192.0.2.0/24", "192.0.2.0".parse().unwrap()));
+    }
+
+    #[test]
+    fn edit_pairs_reapplies_a_change_and_keeps_the_rest() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let now = vec![
+            AddressPair::of(ip("198.51.100.7")),
+            AddressPair {
+                ip_address: "192.0.2.45/32".into(),
+                mac_address: None,
+            },
+            AddressPair::of(ip("192.0.2.46")),
+        ];
+        let out = edit_pairs(
+            &now,
+            &[ip("192.0.2.46"), ip("192.0.2.47")],
+            &[ip("192.0.2.45")],
+        );
+        let got: Vec<&str> = out.iter().map(|p| p.ip_address.as_str()).collect();
+        assert_eq!(got, ["198.51.100.7", "192.0.2.46", "192.0.2.47"]);
+        assert!(is_stale(&CloudError::Http {
+            what: "x".into(),
+            status: 412,
+            message: String::new()
+        }));
     }
 
     #[test]

@@ -785,6 +785,21 @@ impl Session {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, CloudError> {
+        self.call_with(what, method, service, path, body, &[]).await
+    }
+
+    /// [`Session::call`] with extra request headers (Neutron's `If-Match:
+    /// revision_number=N` on an update, so that it is refused with 412 when the resource
+    /// changed since it was read).
+    pub async fn call_with(
+        &self,
+        what: &str,
+        method: Method,
+        service: Service,
+        path: &str,
+        body: Option<&Value>,
+        extra: &[(reqwest::header::HeaderName, String)],
+    ) -> Result<Value, CloudError> {
         let mut retried = false;
         loop {
             let tok = self.token().await?;
@@ -799,6 +814,9 @@ impl Session {
                 message: "token is not a valid header value".into(),
             })?;
             let mut req = self.http.request(method.clone(), &url).headers(headers);
+            for (k, v) in extra {
+                req = req.header(k.clone(), v.as_str());
+            }
             if let Some(b) = body {
                 req = req.json(b);
             }

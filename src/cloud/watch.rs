@@ -19,14 +19,16 @@
 //!   address may still be here).
 //! * **Rate**: notifications are debounced (`--settle-ms`), and changes are at most one PUT per
 //!   `--min-interval-ms`; Neutron replaces the list whole (a GET, then a PUT with the list read,
-//!   changed).
+//!   changed, and the `revision_number` read as `If-Match`: a port someone changed in between
+//!   is refused with 412, re-read and decided again, so no one's pair is lost to the race;
+//!   see [`super::neutron`]).
 //! * **Cloud down**: a failed GET or PUT is logged and retried with exponential backoff (1 s to
 //!   60 s), each time from the host's addresses *now*, so it converges to the present state
 //!   when the cloud is back, however many changes happened meanwhile.
 //!
-//! The decision is the pure [`reconcile`]; the Neutron calls go through [`PortPairs`].
-//! [`NeutronPort`] is a minimal client for the two calls needed (Neutron API v2.0 "Show port
-//! details" `GET /v2.0/ports/{port_id}` and "Update port" `PUT /v2.0/ports/{port_id}`).
+//! The decision is the pure [`reconcile`]; the Neutron calls go through [`PortPairs`], which
+//! [`NeutronPort`] implements on the project's Neutron client ([`super::neutron::Neutron`]:
+//! "Show port details" and "Update port").
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -36,69 +38,34 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use reqwest::Method;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::CloudError;
-use super::session::{Service, Session, SessionOptions};
+use super::neutron::{AddressPair, Neutron, Port, is_stale};
+use super::session::{Session, SessionOptions};
 use crate::net::IfAddr;
-
-/// One entry of a port's `allowed_address_pairs`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pair {
-    /// An address or a CIDR.
-    pub ip_address: String,
-    /// The MAC it may come from (Neutron fills in the port's own when none is sent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mac_address: Option<String>,
-}
-
-impl Pair {
-    /// Does this pair allow `ip` (the address itself, or a CIDR holding it)?
-    pub fn covers(&self, ip: IpAddr) -> bool {
-        let (addr, len) = match self.ip_address.split_once('/') {
-            Some((a, l)) => (a, l.parse::<u8>().ok()),
-            None => (self.ip_address.as_str(), None),
-        };
-        let Ok(net) = addr.parse::<IpAddr>() else {
-            return false;
-        };
-        match (net, ip) {
-            (IpAddr::V4(n), IpAddr::V4(i)) => {
-                let l = u32::from(len.unwrap_or(32).min(32));
-                let mask = if l == 0 { 0 } else { u32::MAX << (32 - l) };
-                u32::from(n) & mask == u32::from(i) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(i)) => {
-                let l = u32::from(len.unwrap_or(128).min(128));
-                let mask = if l == 0 { 0 } else { u128::MAX << (128 - l) };
-                u128::from(n) & mask == u128::from(i) & mask
-            }
-            _ => false,
-        }
-    }
-
-    /// Is this exactly the pair for `ip` (`ADDR`, `ADDR/32` or `ADDR/128`), as this command
-    /// writes it?
-    pub fn is_exactly(&self, ip: IpAddr) -> bool {
-        let host = if ip.is_ipv4() { "32" } else { "128" };
-        match self.ip_address.split_once('/') {
-            Some((a, l)) => l == host && a.parse::<IpAddr>().ok() == Some(ip),
-            None => self.ip_address.parse::<IpAddr>().ok() == Some(ip),
-        }
-    }
-}
 
 /// What the port says now.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PortView {
     /// `allowed_address_pairs`.
-    pub pairs: Vec<Pair>,
+    pub pairs: Vec<AddressPair>,
     /// The addresses of `fixed_ips` (allowed anyway).
     pub fixed: Vec<IpAddr>,
+    /// `revision_number` as read (`None`: the cloud has no revisions).
+    pub revision: Option<u64>,
+}
+
+impl From<&Port> for PortView {
+    fn from(p: &Port) -> Self {
+        Self {
+            pairs: p.allowed_address_pairs.clone(),
+            fixed: p.addresses().collect(),
+            revision: p.revision_number,
+        }
+    }
 }
 
 /// What to do: the new pair list (if it changes), and the set of addresses this command
@@ -106,7 +73,7 @@ pub struct PortView {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     /// The whole list to PUT, or `None` when nothing changes.
-    pub pairs: Option<Vec<Pair>>,
+    pub pairs: Option<Vec<AddressPair>>,
     /// Addresses that get a pair.
     pub add: Vec<IpAddr>,
     /// Addresses whose pair (ours) goes.
@@ -122,9 +89,9 @@ pub struct Plan {
 pub fn reconcile(port: &PortView, host: &BTreeSet<IpAddr>, ours: &BTreeSet<IpAddr>) -> Plan {
     let gone: BTreeSet<IpAddr> = ours.difference(host).copied().collect();
     let mut remove = Vec::new();
-    let mut pairs: Vec<Pair> = Vec::with_capacity(port.pairs.len());
+    let mut pairs: Vec<AddressPair> = Vec::with_capacity(port.pairs.len());
     for p in &port.pairs {
-        match gone.iter().find(|a| p.is_exactly(**a)) {
+        match gone.iter().find(|a| p.is_address(**a)) {
             Some(a) => {
                 if !remove.contains(a) {
                     remove.push(*a);
@@ -138,10 +105,7 @@ pub fn reconcile(port: &PortView, host: &BTreeSet<IpAddr>, ours: &BTreeSet<IpAdd
         .copied()
         .filter(|a| !port.fixed.contains(a) && !pairs.iter().any(|p| p.covers(*a)))
         .collect();
-    pairs.extend(add.iter().map(|a| Pair {
-        ip_address: a.to_string(),
-        mac_address: None,
-    }));
+    pairs.extend(add.iter().map(|a| AddressPair::of(*a)));
     let ours_after: BTreeSet<IpAddr> = ours
         .intersection(host)
         .copied()
@@ -186,92 +150,46 @@ fn ignored(ip: IpAddr) -> bool {
 }
 
 /// The two Neutron calls the watcher needs, behind a trait so that the loop is tested
-/// against a fake and can later run on the project's full Neutron client.
+/// against a fake; [`NeutronPort`] is the real one.
 pub trait PortPairs: Send + Sync {
     /// Read the port (`GET /v2.0/ports/{id}`).
     fn get(&self) -> impl Future<Output = Result<PortView, CloudError>> + Send;
-    /// Replace its `allowed_address_pairs` (`PUT /v2.0/ports/{id}`).
-    fn put(&self, pairs: &[Pair]) -> impl Future<Output = Result<(), CloudError>> + Send;
+    /// Replace its `allowed_address_pairs` (`PUT /v2.0/ports/{id}`), only if its revision is
+    /// still `revision` (else a 412, [`is_stale`]).
+    fn put(
+        &self,
+        pairs: &[AddressPair],
+        revision: Option<u64>,
+    ) -> impl Future<Output = Result<(), CloudError>> + Send;
 }
 
-/// [`PortPairs`] through the Keystone session (catalog type `network`).
+/// [`PortPairs`] on the project's Neutron client, for one port.
 pub struct NeutronPort {
-    session: Arc<Session>,
+    neutron: Neutron,
     port: String,
 }
 
 impl NeutronPort {
-    /// The port `port` (its id) on `session`.
+    /// The port `port` (its id) on `session`; no request is sent before the first call.
     pub fn new(session: Arc<Session>, port: &str) -> Self {
         Self {
-            session,
+            neutron: Neutron::lazy(session),
             port: port.to_string(),
         }
-    }
-
-    async fn path(&self) -> Result<String, CloudError> {
-        // The catalog's network URL is usually unversioned (http://neutron:9696); some end in
-        // /v2.0.
-        let base = self.session.endpoint(Service::Network).await?;
-        let prefix = if base.trim_end_matches('/').ends_with("/v2.0") {
-            ""
-        } else {
-            "/v2.0"
-        };
-        let base = base.trim_end_matches('/');
-        Ok(format!("{base}{prefix}/ports/{}", self.port))
     }
 }
 
 impl PortPairs for NeutronPort {
     async fn get(&self) -> Result<PortView, CloudError> {
-        let path = self.path().await?;
-        let v = self
-            .session
-            .call(
-                "Neutron port show",
-                Method::GET,
-                Service::Network,
-                &path,
-                None,
-            )
-            .await?;
-        port_view(&v).ok_or_else(|| CloudError::Decode {
-            what: "Neutron port show".into(),
-            message: "no port.allowed_address_pairs in the answer".into(),
-        })
+        Ok(PortView::from(&self.neutron.get_port(&self.port).await?))
     }
 
-    async fn put(&self, pairs: &[Pair]) -> Result<(), CloudError> {
-        let path = self.path().await?;
-        let body = json!({"port": {"allowed_address_pairs": pairs}});
-        self.session
-            .call(
-                "Neutron port update",
-                Method::PUT,
-                Service::Network,
-                &path,
-                Some(&body),
-            )
+    async fn put(&self, pairs: &[AddressPair], revision: Option<u64>) -> Result<(), CloudError> {
+        self.neutron
+            .update_port_pairs(&self.port, pairs, revision)
             .await
             .map(|_| ())
     }
-}
-
-/// A "Show port details" answer's pairs and fixed addresses.
-fn port_view(v: &Value) -> Option<PortView> {
-    let p = v.get("port")?;
-    let pairs = serde_json::from_value(p.get("allowed_address_pairs")?.clone()).ok()?;
-    let fixed = p
-        .get("fixed_ips")
-        .and_then(Value::as_array)
-        .map(|l| {
-            l.iter()
-                .filter_map(|f| f.get("ip_address")?.as_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    Some(PortView { pairs, fixed })
 }
 
 /// The state file: the port, and the addresses whose pair this command added.
@@ -412,23 +330,47 @@ async fn attempt<P: PortPairs>(
     .context("the netlink reader stopped")?
     .context("reading the host's addresses")?;
     let host = followed(&st.addrs, opts.interface.as_deref());
-    let port = api.get().await.context("reading the port")?;
-    let plan = reconcile(&port, &host, ours);
-    let Some(pairs) = &plan.pairs else {
-        if plan.ours != *ours {
-            // Ours that left the host and whose pair someone else already removed.
-            *ours = plan.ours;
-            write_state(&opts.state_file, &opts.port, ours)?;
+    converge(api, opts, &host, ours).await
+}
+
+/// How many 412s (the port changed between our GET and PUT) in one round before it counts
+/// as a failed attempt (and is retried with backoff).
+const STALE_RETRIES: u32 = 5;
+
+/// Bring the port in step with `host`: read, decide, write with `If-Match`, and on a 412 read
+/// and decide again.
+async fn converge<P: PortPairs>(
+    api: &P,
+    opts: &WatchOptions,
+    host: &BTreeSet<IpAddr>,
+    ours: &mut BTreeSet<IpAddr>,
+) -> anyhow::Result<bool> {
+    let mut tries = 0;
+    let plan = loop {
+        let port = api.get().await.context("reading the port")?;
+        let plan = reconcile(&port, host, ours);
+        let Some(pairs) = &plan.pairs else {
+            if plan.ours != *ours {
+                // Ours that left the host and whose pair someone else already removed.
+                *ours = plan.ours;
+                write_state(&opts.state_file, &opts.port, ours)?;
+            }
+            return Ok(false);
+        };
+        // Before the PUT: every pair about to be added is recorded as ours (see the module
+        // docs).
+        let intent: BTreeSet<IpAddr> = ours.union(&plan.ours).copied().collect();
+        write_state(&opts.state_file, &opts.port, &intent)?;
+        *ours = intent;
+        match api.put(pairs, port.revision).await {
+            Ok(()) => break plan,
+            Err(e) if is_stale(&e) && tries < STALE_RETRIES => {
+                tries += 1;
+                info!(port = %opts.port, "watch-addresses: the port changed since it was read (412); reading it again");
+            }
+            Err(e) => return Err(e).context("updating allowed_address_pairs"),
         }
-        return Ok(false);
     };
-    // Before the PUT: every pair about to be added is recorded as ours (see the module docs).
-    let intent: BTreeSet<IpAddr> = ours.union(&plan.ours).copied().collect();
-    write_state(&opts.state_file, &opts.port, &intent)?;
-    *ours = intent;
-    api.put(pairs)
-        .await
-        .context("updating allowed_address_pairs")?;
     for a in &plan.add {
         info!(port = %opts.port, address = %a, "watch-addresses: pair added (the address is on this host)");
     }
@@ -442,16 +384,7 @@ async fn attempt<P: PortPairs>(
 
 /// `ovbmc cloud watch-addresses`: build the session and run until SIGTERM/SIGINT.
 pub async fn command(args: &crate::cli::WatchAddressesArgs) -> anyhow::Result<()> {
-    let env = super::config::process_env();
-    let cfg = super::config::load(
-        args.os_cloud.as_deref(),
-        args.os_client_config_file.as_deref(),
-        &env,
-    )?;
-    let mut cfg = cfg;
-    if let Some(r) = &args.os_region_name {
-        cfg.region = Some(r.clone());
-    }
+    let cfg = args.cloud.load()?;
     let opts = SessionOptions {
         request_timeout: Duration::from_secs(args.timeout_secs.max(1)),
         ..SessionOptions::default()
@@ -510,8 +443,8 @@ mod tests {
     fn set(v: &[&str]) -> BTreeSet<IpAddr> {
         v.iter().map(|s| ip(s)).collect()
     }
-    fn pair(s: &str) -> Pair {
-        Pair {
+    fn pair(s: &str) -> AddressPair {
+        AddressPair {
             ip_address: s.into(),
             mac_address: None,
         }
@@ -520,6 +453,7 @@ mod tests {
         PortView {
             pairs: pairs.iter().map(|p| pair(p)).collect(),
             fixed: vec![ip("10.0.0.5")],
+            revision: Some(1),
         }
     }
 
@@ -600,8 +534,8 @@ mod tests {
         assert!(pair("2001:db8::/64").covers(ip("2001:db8::1")));
         assert!(!pair("2001:db8::/64").covers(ip("192.0.2.1")));
         assert!(pair("0.0.0.0/0").covers(ip("203.0.113.1")));
-        assert!(pair("192.0.2.1/32").is_exactly(ip("192.0.2.1")));
-        assert!(!pair("192.0.2.0/24").is_exactly(ip("192.0.2.0")));
+        assert!(pair("192.0.2.1/32").is_address(ip("192.0.2.1")));
+        assert!(!pair("192.0.2.0/24").is_address(ip("192.0.2.0")));
         assert!(!pair("garbage").covers(ip("192.0.2.1")));
     }
 
@@ -633,12 +567,88 @@ mod tests {
 
     #[test]
     fn port_view_reads_neutron_show() {
-        let v = json!({"port": {"id": "p", "fixed_ips": [{"subnet_id": "s", "ip_address": "10.0.0.5"}],
-            "allowed_address_pairs": [{"ip_address": "192.0.2.10", "mac_address": "fa:16:3e:00:00:01"}]}});
-        let p = port_view(&v).unwrap();
+        let v = serde_json::json!({"id": "p", "revision_number": 7,
+            "fixed_ips": [{"subnet_id": "s", "ip_address": "10.0.0.5"}],
+            "allowed_address_pairs": [{"ip_address": "192.0.2.10", "mac_address": "fa:16:3e:00:00:01"}]});
+        let p: Port = serde_json::from_value(v).unwrap();
+        let p = PortView::from(&p);
         assert_eq!(p.fixed, [ip("10.0.0.5")]);
+        assert_eq!(p.revision, Some(7));
         assert_eq!(p.pairs[0].mac_address.as_deref(), Some("fa:16:3e:00:00:01"));
-        assert!(port_view(&json!({"port": {}})).is_none());
+    }
+
+    /// A port that behaves like Neutron with `If-Match`: a PUT with a revision other than
+    /// the port's is refused with 412; the first PUT finds that "someone else" added a pair
+    /// after our GET.
+    struct Racy {
+        port: std::sync::Mutex<PortView>,
+        race_once: std::sync::atomic::AtomicBool,
+        puts: std::sync::atomic::AtomicU32,
+    }
+
+    impl PortPairs for Racy {
+        async fn get(&self) -> Result<PortView, CloudError> {
+            Ok(self.port.lock().unwrap().clone())
+        }
+        async fn put(&self, pairs: &[AddressPair], rev: Option<u64>) -> Result<(), CloudError> {
+            use std::sync::atomic::Ordering;
+            self.puts.fetch_add(1, Ordering::SeqCst);
+            let mut p = self.port.lock().unwrap();
+            if self.race_once.swap(false, Ordering::SeqCst) {
+                p.pairs.push(pair("198.51.100.7"));
+                p.revision = p.revision.map(|r| r + 1);
+            }
+            if rev != p.revision {
+                return Err(CloudError::Http {
+                    what: "Neutron port update".into(),
+                    status: 412,
+                    message: "Constrained to 1, but current revision is 2".into(),
+                });
+            }
+            p.pairs = pairs.to_vec();
+            p.revision = p.revision.map(|r| r + 1);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_pair_added_between_our_read_and_write_survives() {
+        let dir = std::env::temp_dir().join(format!("ovbmc-watch-race-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let opts = WatchOptions {
+            port: "p".into(),
+            interface: None,
+            state_file: dir.join("s.json"),
+            settle: Duration::ZERO,
+            min_interval: Duration::ZERO,
+            resync: Duration::from_secs(1),
+        };
+        let api = Racy {
+            port: std::sync::Mutex::new(port(&["198.51.100.99"])),
+            race_once: true.into(),
+            puts: 0.into(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut ours = BTreeSet::new();
+        let changed = rt
+            .block_on(converge(&api, &opts, &set(&["192.0.2.10"]), &mut ours))
+            .unwrap();
+        assert!(changed);
+        assert_eq!(api.puts.load(std::sync::atomic::Ordering::SeqCst), 2);
+        let p = api.port.lock().unwrap().clone();
+        assert_eq!(
+            p.pairs,
+            [
+                pair("198.51.100.99"),
+                pair("198.51.100.7"),
+                pair("192.0.2.10")
+            ]
+        );
+        assert_eq!(ours, set(&["192.0.2.10"]));
+        assert_eq!(read_state(&opts.state_file, "p").unwrap(), ours);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

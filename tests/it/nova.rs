@@ -79,8 +79,11 @@ fn probe() -> Result<PathBuf, String> {
 
 fn args(clouds: &Path, strategy: BootStrategy) -> NovaArgs {
     NovaArgs {
-        os_cloud: Some("lab".into()),
-        os_client_config_file: Some(clouds.to_path_buf()),
+        cloud: ovbmc::cloud::CloudArgs {
+            os_cloud: Some("lab".into()),
+            os_client_config_file: Some(clouds.to_path_buf()),
+            os_region_name: None,
+        },
         boot_strategy: strategy,
         ipxe_image: (strategy != BootStrategy::Metadata).then(|| "ipxe-boot".into()),
         nova_cache_ttl_ms: 500,
