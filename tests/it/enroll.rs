@@ -394,6 +394,7 @@ fn drive_nova_node(lab: &Lab, bm: &Baremetal, name: &str) {
 }
 
 #[test]
+#[ignore = "drives the Ironic lab with the rest of the machine quiet: scripts/test-all runs it after the parallel run"]
 fn nodes_json_of_a_nova_fleet_is_enrolled_and_driven_by_ironic() {
     let Some(lab) = crate::ironic::lab() else {
         return;
@@ -509,6 +510,7 @@ fn nodes_json_of_a_nova_fleet_is_enrolled_and_driven_by_ironic() {
 /// The simulator fleet (no cloud): the file has no ports and no sizes, Ironic imports it and
 /// drives each node's power and boot device over IPMI.
 #[test]
+#[ignore = "drives the Ironic lab with the rest of the machine quiet: scripts/test-all runs it after the parallel run"]
 fn nodes_json_of_a_sim_fleet_is_enrolled_and_driven_by_ironic() {
     let Some(lab) = crate::ironic::lab() else {
         return;

@@ -422,6 +422,7 @@ fn report(line: &str) {
 }
 
 #[test]
+#[ignore = "drives the Ironic lab with the rest of the machine quiet: scripts/test-all runs it after the parallel run"]
 fn ironic_e2e_drives_two_nova_instances_through_one_ovbmc() {
     let Some(lab) = lab() else { return };
     let t0 = Instant::now();
@@ -740,6 +741,7 @@ fn start_redfish_ovbmc(lab: &Lab, dir: &ScratchDir) -> (FleetProc, u16, PathBuf)
 /// periodic power sync after a change made in Nova; each step is checked on ovbmc's Redfish
 /// and on Nova (status, and ovbmc's `ovbmc:boot` metadata).
 #[test]
+#[ignore = "drives the Ironic lab with the rest of the machine quiet: scripts/test-all runs it after the parallel run"]
 fn redfish_e2e_drives_a_nova_instance_through_ovbmc_redfish() {
     let Some(lab) = lab() else { return };
     let (addr, name) = REDFISH_BMC;
