@@ -161,6 +161,23 @@ async fn power(m: &NovaMachine, a: PowerAction) {
     }
 }
 
+/// Set boot flags as a client would: "busy" (Nova's server list slower than the BMC's budget,
+/// which happens under the parallel run's load on 2 cores) is retried until DEADLINE; any
+/// other error fails at once.
+async fn set_flags(m: &NovaMachine, f: BootFlags) {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        match m.set_boot_flags(f).await {
+            Ok(_) => return,
+            Err(e) if e.kind == ovbmc::backend::MachineError::Busy && Instant::now() < end => {
+                println!("set boot flags: {}; retrying", e.message);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("set boot flags: {e:?}"),
+        }
+    }
+}
+
 /// Bring the server to ACTIVE with disk boot, whatever an earlier (failed) run left.
 pub(crate) async fn reset_to_active(m: &NovaMachine) {
     let s = m.session().clone();
@@ -176,7 +193,7 @@ pub(crate) async fn reset_to_active(m: &NovaMachine) {
         until(&s, &id, "SHUTOFF", settled("SHUTOFF")).await;
     }
     let disk = BootFlags::new(BootDevice::Disk, true, false);
-    m.set_boot_flags(disk).await.expect("set disk");
+    set_flags(m, disk).await;
     power(m, PowerAction::On).await;
     until(&s, &id, "ACTIVE", settled("ACTIVE")).await;
 }
@@ -323,7 +340,7 @@ fn nova_rescue_strategy() {
         assert_eq!(m.power_state().await.unwrap(), PowerState::On);
         // Disk + off while rescued: unrescue, then stop; the flags reach Nova afterwards.
         let disk = BootFlags::new(BootDevice::Disk, true, false);
-        m.set_boot_flags(disk).await.unwrap();
+        set_flags(&m, disk).await;
         assert_eq!(m.boot_flags().await.unwrap(), disk);
         power(&m, PowerAction::Off).await;
         assert_eq!(m.power_state().await.unwrap(), PowerState::Off);
