@@ -357,6 +357,8 @@ pub struct RedfishSection {
     pub insecure_http: Option<bool>,
     /// Idle timeout of a SessionService session (`--redfish-session-timeout`).
     pub session_timeout_secs: Option<u64>,
+    /// How long a request waits for the backend (`--redfish-backend-timeout-ms`).
+    pub backend_timeout_ms: Option<u64>,
 }
 
 /// Declares [`Common`], the keys a `[[bmc]]` entry and `[defaults]` share (the entry's value

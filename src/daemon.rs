@@ -188,7 +188,6 @@ impl Daemon {
                     r,
                     bound,
                     lockout,
-                    settings.backend_timeout,
                     redfish_systems(bmcs.values().map(|b| &**b)),
                 )
             });

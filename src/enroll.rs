@@ -447,6 +447,7 @@ mod tests {
             state_dir: "/var/lib/ovbmc".into(),
             insecure_http: false,
             session_timeout: std::time::Duration::from_secs(60),
+            backend_timeout: std::time::Duration::from_secs(20),
         };
         let e = crate::config::Fleet::parse(
             "[[bmc]]\naddress = \"192.0.2.45\"\ninstance = \"n\"\nbackend = \"sim\"\n\

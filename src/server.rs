@@ -335,8 +335,12 @@ impl Calls {
     fn start(&mut self, ticket: Ticket, request: MachineRequest) -> Option<MachineResult> {
         let m = self.machine.clone();
         let started = Instant::now();
+        // Within the budget, a read may wait for a Nova list in flight (`Session::view`).
+        let patience = crate::backend::patience_within(self.budget);
         let mut fut: BoxFuture<'static, Result<MachineReply, BackendError>> =
-            Box::pin(async move { run_request(&m, request).await });
+            Box::pin(crate::backend::with_patience(patience, async move {
+                run_request(&m, request).await
+            }));
         // A future must cope with being polled by a different waker later (std::task docs:
         // "the most recent call to poll" wins), so the task below picks it up correctly.
         if let Poll::Ready(r) = fut

@@ -52,6 +52,13 @@ pub struct Settings {
 /// The default of `--redfish-session-timeout` (`[redfish] session_timeout_secs`).
 pub const DEFAULT_REDFISH_SESSION_TIMEOUT: Duration = Duration::from_secs(1800);
 
+/// The default of `--redfish-backend-timeout-ms` (`[redfish] backend_timeout_ms`). Far above
+/// the IPMI face's 700 ms: Ironic waits 60 s for a Redfish answer (ironic `[redfish]
+/// read_timeout`), and sushy retries a 5xx only for a GET (`Connector._op`), so a PATCH of the
+/// boot override answered 503 because one Nova server list was slow fails the deployment step.
+/// 20 s stays well inside Ironic's 60 s and below the Nova request timeout (30 s).
+pub const DEFAULT_REDFISH_BACKEND_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// The Redfish face's settings, resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedfishSettings {
@@ -65,6 +72,8 @@ pub struct RedfishSettings {
     pub insecure_http: bool,
     /// Idle timeout of a session.
     pub session_timeout: Duration,
+    /// How long a request waits for the backend before it is answered 503 with Retry-After.
+    pub backend_timeout: Duration,
 }
 
 impl Settings {
@@ -138,6 +147,10 @@ impl Settings {
                 .redfish_session_timeout
                 .or(f.session_timeout_secs)
                 .map_or(DEFAULT_REDFISH_SESSION_TIMEOUT, Duration::from_secs),
+            backend_timeout: a
+                .redfish_backend_timeout_ms
+                .or(f.backend_timeout_ms)
+                .map_or(DEFAULT_REDFISH_BACKEND_TIMEOUT, Duration::from_millis),
         })
     }
 
@@ -350,7 +363,8 @@ mod tests {
     fn redfish_flags_beat_the_redfish_section() {
         let f = fleet(
             "[redfish]\naddress = \"127.0.0.1:8443\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n\
-             state_dir = \"state\"\ninsecure_http = false\nsession_timeout_secs = 60\n",
+             state_dir = \"state\"\ninsecure_http = false\nsession_timeout_secs = 60\n\
+             backend_timeout_ms = 5000\n",
         );
         let r = Settings::resolve(&cli(&[]), Some(&f)).redfish.unwrap();
         assert_eq!(r.addr, "127.0.0.1:8443".parse().unwrap());
@@ -361,6 +375,7 @@ mod tests {
         assert_eq!(r.state_dir, Path::new("/etc/ovbmc/state"));
         assert!(!r.insecure_http);
         assert_eq!(r.session_timeout, Duration::from_secs(60));
+        assert_eq!(r.backend_timeout, Duration::from_secs(5));
         let r = Settings::resolve(
             &cli(&[
                 "--redfish",
@@ -374,6 +389,8 @@ mod tests {
                 "--redfish-insecure-http",
                 "--redfish-session-timeout",
                 "90",
+                "--redfish-backend-timeout-ms",
+                "9000",
             ]),
             Some(&f),
         )
@@ -384,6 +401,7 @@ mod tests {
         assert_eq!(r.state_dir, Path::new("/x/s"));
         assert!(r.insecure_http);
         assert_eq!(r.session_timeout, Duration::from_secs(90));
+        assert_eq!(r.backend_timeout, Duration::from_secs(9));
         let half = "[redfish]\naddress = \"127.0.0.1:1\"\ncert = \"c.pem\"\n[[bmc]]\n\
                     address = \"192.0.2.1\"\ninstance = \"a\"\npassword_env = \"X\"\n";
         let e = Fleet::parse(half, Path::new("/f.toml"))
@@ -401,6 +419,7 @@ mod tests {
             .unwrap();
         assert_eq!(r.cert_key, None);
         assert_eq!(r.session_timeout, DEFAULT_REDFISH_SESSION_TIMEOUT);
+        assert_eq!(r.backend_timeout, DEFAULT_REDFISH_BACKEND_TIMEOUT);
     }
 
     /// `insecure_http` either way in the fleet file, either flag (or neither) on the command

@@ -9,11 +9,42 @@ pub mod sim;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use ipmi_proto::machine::{BootFlags, MachineError, PowerAction, PowerState};
 
 /// A boxed, sendable future (trait objects cannot have `async fn` yet).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+tokio::task_local! {
+    /// How long the face running a machine call lets that call wait for a shared backend read
+    /// already in flight (the Nova session's coalesced server list) before the call gives up
+    /// and answers busy. The faces differ by three orders of magnitude: ipmitool resends
+    /// after one second and gives up after a few, while Ironic's Redfish client waits 60 s
+    /// for an answer (ironic `[redfish] read_timeout`) and does not retry a PATCH or POST
+    /// that got 503 (sushy's `Connector._op` retries 5xx for GET only). So each face sets its
+    /// own ([`with_patience`]), and a backend reads it ([`patience`]).
+    static PATIENCE: Duration;
+}
+
+/// Run `f` with `wait` as its [`patience`]: what the backend reads while polling `f`, however
+/// deep. Tasks `f` spawns do not inherit it (they are not the face's call).
+pub async fn with_patience<F: Future>(wait: Duration, f: F) -> F::Output {
+    PATIENCE.scope(wait, f).await
+}
+
+/// The patience of the face whose call is being polled, if it set one.
+pub fn patience() -> Option<Duration> {
+    PATIENCE.try_with(|w| *w).ok()
+}
+
+/// The patience a face with this answer `budget` gives a call: the budget less a margin, so
+/// that a call that runs out of patience is answered by the backend, with its own log line
+/// and kind, rather than cut off by the face's timer.
+pub fn patience_within(budget: Duration) -> Duration {
+    const MARGIN: Duration = Duration::from_millis(200);
+    budget.saturating_sub(MARGIN).max(budget / 2)
+}
 
 /// A backend failure: the kind (mapped to an IPMI completion code) and a message for the log.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -430,3 +430,55 @@ async fn rescue_strategy_clears_an_old_pxe_first() {
     let meta = f.lock().servers[A]["metadata"].clone();
     assert_eq!(meta["libvirt:pxe-first"], json!(""), "{meta}");
 }
+
+/// The wait for a slow Nova server list depends on the face: an IPMI call (budget 700 ms) is
+/// answered busy while the list is still out, and a Redfish GET (budget 2 s here) waits for
+/// that same list and answers 200 — the defect this fixes: Ironic's Redfish boot-device PATCH
+/// got 503 when one list took over 500 ms, and Ironic does not retry a PATCH.
+#[tokio::test]
+async fn a_slow_list_is_busy_for_ipmi_and_awaited_by_redfish() {
+    use crate::backend::{patience_within, with_patience};
+    use crate::redfish::{Offline, System};
+    let f = Fake::start().await;
+    f.add_server(A, "a", "ACTIVE");
+    let opts = SessionOptions {
+        cache_ttl: Duration::from_secs(10),
+        ..fast()
+    };
+    let s = session(&f, opts).await;
+    let m = build_on(&s, &mopts(BootStrategy::Metadata), &[A.to_string()])
+        .await
+        .unwrap()
+        .remove(0);
+    // Stale, so the next read lists again (and that one list then serves the rest).
+    s.invalidate();
+    f.inject_delay("servers/detail", Duration::from_millis(1200), 1);
+    let lists = f.count("servers/detail");
+    let ipmi = patience_within(crate::settings::DEFAULT_BACKEND_TIMEOUT);
+    let e = with_patience(ipmi, m.power_state()).await.unwrap_err();
+    assert_eq!(e.kind, MachineError::Busy);
+    assert!(e.message.contains("no answer in time"), "{}", e.message);
+
+    let pw = zeroize::Zeroizing::new(b"secret".to_vec());
+    let sys = System::new(
+        "a",
+        "admin",
+        &pw,
+        ipmi_proto::session::Privilege::Administrator,
+        m.clone(),
+    )
+    .unwrap();
+    let path = format!("/redfish/v1/Systems/{}", sys.id);
+    let face = Offline::new(vec![sys]);
+    let req = hyper::Request::get(path)
+        .header(
+            hyper::header::AUTHORIZATION,
+            crate::redfish::fuzzing::basic("admin", "secret"),
+        )
+        .body(())
+        .unwrap();
+    let r = face.answer(&req, None).await;
+    assert_eq!(r.status(), hyper::StatusCode::OK);
+    // One list served both: the Redfish request joined the one IPMI gave up on.
+    assert_eq!(f.count("servers/detail"), lists + 1);
+}

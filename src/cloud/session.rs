@@ -45,8 +45,9 @@ pub struct SessionOptions {
     pub request_timeout: Duration,
     /// How long a server view is reused (and a failed refresh remembered).
     pub cache_ttl: Duration,
-    /// How long a BMC request waits for a server list in flight before it is answered busy.
-    /// Below the server's backend budget (700 ms), so the answer is ours and not a timeout.
+    /// How long a request waits for a server list in flight before it is answered busy, where
+    /// the face did not set its own patience ([`crate::backend::with_patience`]; both faces
+    /// do). Below the IPMI face's default budget (700 ms).
     pub wait: Duration,
 }
 
@@ -963,14 +964,17 @@ impl Session {
     }
 
     /// A view no older than the TTL and no older than our last action; `max_age` tightens the
-    /// TTL (e.g. when waiting for a transition to finish). Waits at most
-    /// [`SessionOptions::wait`] for a list in flight, then fails with a busy-kind timeout (the
-    /// list goes on in the background and its outcome serves the next callers).
+    /// TTL (e.g. when waiting for a transition to finish). Waits for a list in flight at most
+    /// the calling face's patience ([`crate::backend::patience`]: about half a second for
+    /// IPMI, many seconds for Redfish), or [`SessionOptions::wait`] where no face set one,
+    /// then fails with a busy-kind timeout (the list goes on in the background and its
+    /// outcome serves the next callers).
     pub async fn view(
         self: &Arc<Self>,
         max_age: Option<Duration>,
     ) -> Result<Arc<View>, CloudError> {
-        self.view_wait(max_age, Some(self.opts.wait)).await
+        let wait = crate::backend::patience().unwrap_or(self.opts.wait);
+        self.view_wait(max_age, Some(wait)).await
     }
 
     /// [`Session::view`] with an explicit wait bound (`None`: until the list ends, which the
@@ -1030,8 +1034,8 @@ impl Session {
                             SLOW,
                             "slow",
                             &format!(
-                                "no answer within {} ms; IPMI requests are answered busy (C0) \
-                                 until Nova answers",
+                                "no answer within {} ms; requests are answered busy (IPMI C0, \
+                                 Redfish 503) until Nova answers",
                                 w.as_millis()
                             ),
                         );

@@ -129,7 +129,7 @@ const METHODS: [Method; 6] = [
 ];
 
 /// `Basic` credentials (RFC 7617; standard base64, RFC 4648 §4).
-fn basic(user: &str, password: &str) -> String {
+pub(crate) fn basic(user: &str, password: &str) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let raw = format!("{user}:{password}");
     let mut out = String::from("Basic ");

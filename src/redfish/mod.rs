@@ -172,7 +172,6 @@ pub fn start(
     s: &RedfishSettings,
     bound: (TcpListener, Option<tokio_rustls::TlsAcceptor>),
     lockout: Arc<Lockout>,
-    backend_timeout: Duration,
     systems: Vec<System>,
 ) -> Handle {
     let (listener, tls) = bound;
@@ -181,7 +180,7 @@ pub fn start(
             systems: RwLock::new(Arc::new(systems)),
             sessions: Sessions::new(s.session_timeout),
             lockout,
-            backend_timeout,
+            backend_timeout: s.backend_timeout,
             service_uuid: service_uuid(s.addr),
             log_limit: auth::LogLimit::default(),
             tasks: tasks::Tasks::default(),
@@ -657,7 +656,7 @@ impl Face {
         let boot = within(budget, async move { m.boot_flags().await }).await?;
         // Best effort: a machine whose backend cannot say is shown without the summaries.
         let m = s.machine.clone();
-        let inv = tokio::time::timeout(budget, async move { m.inventory().await })
+        let inv = tokio::time::timeout(budget, patient(budget, async move { m.inventory().await }))
             .await
             .ok()
             .flatten();
@@ -676,7 +675,7 @@ impl Face {
     ) {
         let budget = self.inner.backend_timeout;
         let m = s.machine.clone();
-        let inv = tokio::time::timeout(budget, async move { m.inventory().await })
+        let inv = tokio::time::timeout(budget, patient(budget, async move { m.inventory().await }))
             .await
             .ok()
             .flatten();
@@ -861,6 +860,14 @@ fn parse_json(body: Option<Bytes>) -> Result<Value, Answer> {
     }
 }
 
+/// `f` with the patience of this face's `budget` ([`crate::backend::patience`]): a read may
+/// wait for a Nova server list in flight nearly as long as the budget, far longer than an IPMI
+/// request may, because the HTTP clients of this face wait (Ironic: 60 s) where a 503 would
+/// fail a PATCH or an action outright (sushy retries only GETs).
+fn patient<F: Future>(budget: Duration, f: F) -> impl Future<Output = F::Output> {
+    crate::backend::with_patience(crate::backend::patience_within(budget), f)
+}
+
 /// Run a machine call in its own task, waiting at most `budget` (as the IPMI face does before
 /// answering C0): past it, or when the machine says busy, 503 with `Retry-After`; the call
 /// itself goes on.
@@ -868,7 +875,7 @@ async fn within<T: Send + 'static>(
     budget: Duration,
     f: impl Future<Output = Result<T, BackendError>> + Send + 'static,
 ) -> Result<T, Answer> {
-    let task = tokio::spawn(f);
+    let task = tokio::spawn(patient(budget, f));
     match tokio::time::timeout(budget, task).await {
         Ok(Ok(Ok(v))) => Ok(v),
         Ok(Ok(Err(e))) => Err(machine_error(&e)),
