@@ -137,6 +137,18 @@ pub struct MediaState {
     pub inserting: bool,
 }
 
+impl MediaState {
+    /// The slot once `url` is in, as `options` asked (no insert under way).
+    pub fn holding(url: String, options: &InsertOptions) -> Self {
+        Self {
+            image: Some(url),
+            inserted: options.inserted,
+            write_protected: options.write_protected,
+            inserting: false,
+        }
+    }
+}
+
 /// How to insert media (the `InsertMedia` parameters the backend needs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InsertOptions {

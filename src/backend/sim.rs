@@ -352,12 +352,7 @@ impl Machine for SimMachine {
                 self.cfg.name,
                 crate::redfish::media::shown(&url)
             );
-            s.media = MediaState {
-                image: Some(url),
-                inserted: options.inserted,
-                write_protected: options.write_protected,
-                inserting: false,
-            };
+            s.media = MediaState::holding(url, &options);
             Ok(())
         })
     }

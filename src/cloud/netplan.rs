@@ -49,6 +49,14 @@ fn record(fleet: &str, what: &str) -> String {
     format!("ovbmc:{fleet}:{what}")
 }
 
+/// What the `what` records among `tags` name (`ovbmc:{fleet}:{what}VALUE` → `VALUE`): the
+/// things this fleet's ovbmc set on a resource.
+fn recorded<'a>(tags: &'a [String], fleet: &str, what: &str) -> impl Iterator<Item = &'a str> {
+    let prefix = record(fleet, what);
+    tags.iter()
+        .filter_map(move |t| t.strip_prefix(prefix.as_str()))
+}
+
 /// Docs/deploy.md's two layouts for the BMC VM's IPMI addresses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Layout {
@@ -525,14 +533,7 @@ pub fn plan(d: &Desired, a: &Actual) -> Result<Plan, String> {
                 );
             }
         }
-        let pair_prefix = record(fleet, "pair=");
-        for t in &p.tags {
-            let Some(ip) = t.strip_prefix(&pair_prefix) else {
-                continue;
-            };
-            let Ok(ip) = ip.parse::<IpAddr>() else {
-                continue;
-            };
+        for ip in recorded(&p.tags, fleet, "pair=").filter_map(|ip| ip.parse::<IpAddr>().ok()) {
             if wanted_pairs.iter().any(|(w, _)| *w == ip) {
                 continue;
             }
@@ -618,11 +619,7 @@ pub fn plan(d: &Desired, a: &Actual) -> Result<Plan, String> {
                 }
             }
         }
-        let dhcp_prefix = record(fleet, "dhcp=");
-        for t in &p.tags {
-            let Some(name) = t.strip_prefix(&dhcp_prefix) else {
-                continue;
-            };
+        for name in recorded(&p.tags, fleet, "dhcp=") {
             if boot && dhcp.iter().any(|(n, _)| n == name) {
                 continue;
             }

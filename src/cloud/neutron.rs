@@ -458,9 +458,21 @@ impl Neutron {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, CloudError> {
+        self.call_with(what, method, path, body, &[]).await
+    }
+
+    /// [`Self::call`] with extra request headers (`If-Match`).
+    async fn call_with(
+        &self,
+        what: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        extra: &[(reqwest::header::HeaderName, String)],
+    ) -> Result<Value, CloudError> {
         let path = format!("{}{path}", self.prefix().await?);
         self.session
-            .call(what, method, Service::Network, &path, body)
+            .call_with(what, method, Service::Network, &path, body, extra)
             .await
     }
 
@@ -472,7 +484,20 @@ impl Neutron {
         body: Option<&Value>,
         key: &str,
     ) -> Result<T, CloudError> {
-        let v = self.call(what, method, path, body).await?;
+        self.typed_with(what, method, path, body, key, &[]).await
+    }
+
+    /// `{key: T}` out of the answer to the request, sent with the `extra` headers.
+    async fn typed_with<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        key: &str,
+        extra: &[(reqwest::header::HeaderName, String)],
+    ) -> Result<T, CloudError> {
+        let v = self.call_with(what, method, path, body, extra).await?;
         let inner = v.get(key).cloned().ok_or_else(|| CloudError::Decode {
             what: what.into(),
             message: format!("no {key:?} in the answer"),
@@ -585,32 +610,20 @@ impl Neutron {
         pairs: &[AddressPair],
         revision: Option<u64>,
     ) -> Result<Port, CloudError> {
-        let path = format!("{}/ports/{}", self.prefix().await?, encode(id));
         let body = json!({ "port": { "allowed_address_pairs": pairs } });
         let extra: Vec<_> = revision
             .map(|r| (reqwest::header::IF_MATCH, format!("revision_number={r}")))
             .into_iter()
             .collect();
-        let what = "Neutron port update";
-        let v = self
-            .session
-            .call_with(
-                what,
-                Method::PUT,
-                Service::Network,
-                &path,
-                Some(&body),
-                &extra,
-            )
-            .await?;
-        let inner = v.get("port").cloned().ok_or_else(|| CloudError::Decode {
-            what: what.into(),
-            message: "no \"port\" in the answer".into(),
-        })?;
-        serde_json::from_value(inner).map_err(|e| CloudError::Decode {
-            what: what.into(),
-            message: e.to_string(),
-        })
+        self.typed_with(
+            "Neutron port update",
+            Method::PUT,
+            &format!("/ports/{}", encode(id)),
+            Some(&body),
+            "port",
+            &extra,
+        )
+        .await
     }
 
     /// Set or remove some of a port's `extra_dhcp_opts`: Neutron updates the options named

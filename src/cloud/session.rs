@@ -301,6 +301,21 @@ impl std::fmt::Debug for Session {
     }
 }
 
+/// `r` if its status is a success; else the HTTP error, with the service's message from the
+/// body (read whole: an error body is short).
+async fn refused(what: String, r: reqwest::Response) -> Result<reqwest::Response, CloudError> {
+    let status = r.status();
+    if status.is_success() {
+        return Ok(r);
+    }
+    let body = r.text().await.unwrap_or_default();
+    Err(CloudError::Http {
+        what,
+        status: status.as_u16(),
+        message: error_message(&body),
+    })
+}
+
 /// The message inside an OpenStack error body: Nova wraps it as `{"conflictingRequest":
 /// {"message": ..., "code": 409}}`, Keystone as `{"error": {"message": ...}}`.
 fn error_message(body: &str) -> String {
@@ -682,15 +697,7 @@ impl Session {
             .send()
             .await
             .map_err(|e| transport_error(WHAT, e))?;
-        let status = r.status();
-        if !status.is_success() {
-            let body = r.text().await.unwrap_or_default();
-            return Err(CloudError::Http {
-                what: format!("{WHAT} for {}", self.cfg.origin),
-                status: status.as_u16(),
-                message: error_message(&body),
-            });
-        }
+        let r = refused(format!("{WHAT} for {}", self.cfg.origin), r).await?;
         let value = r
             .headers()
             .get("x-subject-token")
@@ -893,16 +900,7 @@ impl Session {
             .send()
             .await
             .map_err(|e| transport_error(what, e))?;
-        let status = r.status();
-        if !status.is_success() {
-            let text = r.text().await.unwrap_or_default();
-            return Err(CloudError::Http {
-                what: what.into(),
-                status: status.as_u16(),
-                message: error_message(&text),
-            });
-        }
-        Ok(())
+        refused(what.into(), r).await.map(drop)
     }
 
     /// Every server of the project, following pagination (`servers_links` rel `next`).

@@ -71,12 +71,7 @@ impl Machine for Recorder {
         options: InsertOptions,
     ) -> BoxFuture<'_, Result<(), BackendError>> {
         Box::pin(async move {
-            *lock(&self.media) = MediaState {
-                image: Some(url),
-                inserted: options.inserted,
-                write_protected: options.write_protected,
-                inserting: false,
-            };
+            *lock(&self.media) = MediaState::holding(url, &options);
             Ok(())
         })
     }

@@ -11,13 +11,13 @@
 //! boot.py), and one resource at one URI keeps the validator's view simple.
 
 use bytes::Bytes;
-use hyper::header::{IF_MATCH, LOCATION, RETRY_AFTER};
+use hyper::header::{LOCATION, RETRY_AFTER};
 use hyper::{HeaderMap, Method, StatusCode};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::{Answer, Face, System, Who, busy, error, etag, forbidden, json_ok, json_response};
-use super::{no_content, not_found, parse_json, tasks, within};
+use super::{Answer, Face, System, Who, busy, error, forbidden, json_ok, json_response};
+use super::{no_content, not_found, parse_json, stale, tasks, within};
 use crate::backend::{InsertOptions, MediaState};
 
 /// The one slot's `Id`.
@@ -144,62 +144,40 @@ fn bad(form: Form, what: &str, name: &str, value: &Value) -> Answer {
         Value::String(s) => s.clone(),
         v => v.to_string(),
     };
-    match (form, what) {
-        (Form::Action, "type") => refused(
-            StatusCode::BAD_REQUEST,
-            "ActionParameterValueTypeError",
-            &format!(
-                "The value '{value}' for the parameter {name} in the action {INSERT} is not a \
-                 type that the parameter can accept."
-            ),
-            &[&value, name, INSERT],
+    // The Base registry has each of the three faults twice, worded for an action's parameter
+    // and for a property: `{ActionParameter,Property}Value{TypeError,NotInList,FormatError}`.
+    let (noun, prefix, subject) = match form {
+        Form::Action => (
+            "parameter",
+            "ActionParameter",
+            format!("the parameter {name} in the action {INSERT}"),
         ),
-        (Form::Action, "list") => refused(
-            StatusCode::BAD_REQUEST,
-            "ActionParameterValueNotInList",
-            &format!(
-                "The value '{value}' for the parameter {name} in the action {INSERT} is not in \
-                 the list of acceptable values."
-            ),
-            &[&value, name, INSERT],
+        Form::Patch => ("property", "Property", format!("the property {name}")),
+    };
+    let (fault, tail) = match what {
+        "type" => (
+            "ValueTypeError",
+            format!("is not a type that the {noun} can accept."),
         ),
-        (Form::Action, _) => refused(
-            StatusCode::BAD_REQUEST,
-            "ActionParameterValueFormatError",
-            &format!(
-                "The value '{value}' for the parameter {name} in the action {INSERT} is not a \
-                 format that the parameter can accept."
-            ),
-            &[&value, name, INSERT],
+        "list" => (
+            "ValueNotInList",
+            "is not in the list of acceptable values.".to_string(),
         ),
-        (Form::Patch, "type") => refused(
-            StatusCode::BAD_REQUEST,
-            "PropertyValueTypeError",
-            &format!(
-                "The value '{value}' for the property {name} is not a type that the property \
-                 can accept."
-            ),
-            &[&value, name],
+        _ => (
+            "ValueFormatError",
+            format!("is not a format that the {noun} can accept."),
         ),
-        (Form::Patch, "list") => refused(
-            StatusCode::BAD_REQUEST,
-            "PropertyValueNotInList",
-            &format!(
-                "The value '{value}' for the property {name} is not in the list of acceptable \
-                 values."
-            ),
-            &[&value, name],
-        ),
-        (Form::Patch, _) => refused(
-            StatusCode::BAD_REQUEST,
-            "PropertyValueFormatError",
-            &format!(
-                "The value '{value}' for the property {name} is not a format that the property \
-                 can accept."
-            ),
-            &[&value, name],
-        ),
-    }
+    };
+    let args: &[&str] = match form {
+        Form::Action => &[&value, name, INSERT],
+        Form::Patch => &[&value, name],
+    };
+    refused(
+        StatusCode::BAD_REQUEST,
+        &format!("{prefix}{fault}"),
+        &format!("The value '{value}' for {subject} {tail}"),
+        args,
+    )
 }
 
 /// The image URL: absolute http or https with a host (ovbmc fetches it itself).
@@ -370,23 +348,8 @@ impl Face {
                     return forbidden();
                 }
                 let current = document(id, &state);
-                if let Some(want) = headers.get(IF_MATCH) {
-                    let tag = etag(&current);
-                    let ok = want
-                        .to_str()
-                        .unwrap_or("")
-                        .split(',')
-                        .map(str::trim)
-                        .any(|w| w == "*" || w.trim_start_matches("W/") == tag);
-                    if !ok {
-                        return error(
-                            StatusCode::PRECONDITION_FAILED,
-                            "PreconditionFailed",
-                            "The ETag supplied did not match the ETag required to change this \
-                             resource.",
-                            &[],
-                        );
-                    }
+                if let Some(refused) = stale(headers, &current) {
+                    return refused;
                 }
                 let v = match parse_json(body) {
                     Ok(v) => v,

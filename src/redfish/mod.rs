@@ -712,23 +712,8 @@ impl Face {
             Ok(c) => c,
             Err(a) => return a,
         };
-        if let Some(want) = req.headers().get(IF_MATCH) {
-            let tag = etag(&current);
-            let ok = want
-                .to_str()
-                .unwrap_or("")
-                .split(',')
-                .map(str::trim)
-                // A client that sends the tag back marked weak is not refused for it.
-                .any(|w| w == "*" || w.trim_start_matches("W/") == tag);
-            if !ok {
-                return error(
-                    StatusCode::PRECONDITION_FAILED,
-                    "PreconditionFailed",
-                    "The ETag supplied did not match the ETag required to change this resource.",
-                    &[],
-                );
-            }
+        if let Some(refused) = stale(req.headers(), &current) {
+            return refused;
         }
         let budget = self.inner.backend_timeout;
         let m = s.machine.clone();
@@ -1003,6 +988,28 @@ pub(crate) fn error(status: StatusCode, id: &str, message: &str, args: &[&str]) 
         }
     });
     json_response(status, &v, false)
+}
+
+/// 412 `PreconditionFailed` when the request's `If-Match` names none of `current`'s ETag and
+/// is not `*` (RFC 9110 §13.1.1; DSP0266 "ETags"); `None` without `If-Match` or on a match.
+pub(super) fn stale(headers: &hyper::HeaderMap, current: &Value) -> Option<Answer> {
+    let want = headers.get(IF_MATCH)?;
+    let tag = etag(current);
+    let ok = want
+        .to_str()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        // A client that sends the tag back marked weak is not refused for it.
+        .any(|w| w == "*" || w.trim_start_matches("W/") == tag);
+    (!ok).then(|| {
+        error(
+            StatusCode::PRECONDITION_FAILED,
+            "PreconditionFailed",
+            "The ETag supplied did not match the ETag required to change this resource.",
+            &[],
+        )
+    })
 }
 
 /// A strong tag (`If-Match` compares strongly, RFC 9110 §13.1.1): a hash of the document as

@@ -9,38 +9,14 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{ScratchDir, lab_env, ovbmc_bin, run};
+use crate::support::{LabCli, ScratchDir, lab_env, ovbmc_bin, run};
 
 fn openstack(clouds: &Path, args: &[&str]) -> Value {
-    let cli = lab_env("openstack", "openstack").expect("lab openstack CLI");
-    let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    a.extend(["-f".into(), "json".into()]);
-    let r = run(
-        Path::new(&cli),
-        &a,
-        &[
-            ("OS_CLIENT_CONFIG_FILE", clouds.to_str().unwrap()),
-            ("OS_CLOUD", "lab"),
-        ],
-        Duration::from_secs(120),
-    );
-    let out = r.expect_success().to_string();
-    serde_json::from_str(&out).unwrap_or(Value::Null)
+    LabCli::with(clouds).json(args)
 }
 
 fn openstack_do(clouds: &Path, args: &[&str]) {
-    let cli = lab_env("openstack", "openstack").expect("lab openstack CLI");
-    let a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    run(
-        Path::new(&cli),
-        &a,
-        &[
-            ("OS_CLIENT_CONFIG_FILE", clouds.to_str().unwrap()),
-            ("OS_CLOUD", "lab"),
-        ],
-        Duration::from_secs(120),
-    )
-    .expect_success();
+    LabCli::with(clouds).text(args);
 }
 
 fn cloud(clouds: &Path, verb: &str, fleet: &Path) -> String {

@@ -186,18 +186,7 @@ impl Drop for Servers<'_> {
 
 /// `openstack ARGS` as the lab's user, for commands with no output (`server delete`).
 fn openstack(lab: &Lab, args: &[&str]) -> Ran {
-    let mut a: Vec<String> = ["--os-cloud", "lab"].map(String::from).to_vec();
-    a.extend(args.iter().map(|s| s.to_string()));
-    let clouds = lab.clouds.display().to_string();
-    run(
-        &lab.openstack,
-        &a,
-        &[
-            ("OS_CLIENT_CONFIG_FILE", clouds.as_str()),
-            ("PYTHONWARNINGS", "ignore"),
-        ],
-        CALL_TIMEOUT,
-    )
+    lab.cli().ran(args)
 }
 
 /// Boot `name` (flavor `baremetal`, image `lab-disk`, network `provision`, as the lab's

@@ -242,23 +242,15 @@ impl Lab {
 
     /// `openstack ARGS -f json` as the lab's plain user.
     pub(crate) fn openstack_json(&self, args: &[&str]) -> Result<Value, String> {
-        let mut a: Vec<String> = ["--os-cloud", "lab"].map(String::from).to_vec();
-        a.extend(args.iter().map(|s| s.to_string()));
-        a.extend(["-f", "json"].map(String::from));
-        let clouds = self.clouds.display().to_string();
-        let ran = run(
-            &self.openstack,
-            &a,
-            &[
-                ("OS_CLIENT_CONFIG_FILE", clouds.as_str()),
-                ("PYTHONWARNINGS", "ignore"),
-            ],
-            CALL_TIMEOUT,
-        );
-        if !ran.success() {
-            return Err(ran.to_string());
+        self.cli().try_json(args)
+    }
+
+    /// The OpenStack lab's CLI as the lab's plain user.
+    pub(crate) fn cli(&self) -> crate::support::LabCli {
+        crate::support::LabCli {
+            bin: self.openstack.clone(),
+            clouds: self.clouds.clone(),
         }
-        serde_json::from_str(&ran.stdout).map_err(|e| format!("{e}:\n{ran}"))
     }
 
     /// Nova's view of a server: status, task, metadata.
@@ -421,18 +413,73 @@ fn report(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
+/// One e2e run's outcome (`what`: "ironic e2e ADDR:PORT (server)"): printed whole, summarised
+/// on stderr with how long it took since `t0`, and failed unless it succeeded and every step
+/// of `must_pass` has its PASS line. `log` adds the BMC's log to a failure where it helps.
+fn check_e2e<'a>(
+    ran: &crate::support::Ran,
+    what: &str,
+    t0: Instant,
+    must_pass: impl IntoIterator<Item = &'a str>,
+    log: impl Fn() -> String,
+) {
+    println!("{ran}");
+    let summary: Vec<&str> = ran
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("e2e: total") || l.contains(" passed, "))
+        .collect();
+    report(&format!(
+        "{what} in {:.0} s: {}",
+        t0.elapsed().as_secs_f64(),
+        summary.join(" / ")
+    ));
+    assert!(ran.success(), "{what} failed\n{}", log());
+    for step in must_pass {
+        assert!(
+            ran.stdout
+                .lines()
+                .any(|l| l.split_whitespace().take(2).eq(["PASS", step])),
+            "{what}: step {step} did not PASS:\n{}",
+            ran.stdout
+        );
+    }
+}
+
+/// The e2e's power-sync step went through Nova (the out-of-band script's log `oob_log` names
+/// server `name`), and Ironic saw the change through ovbmc and forced the power back
+/// (force_power_state_during_sync, the lab's and Ironic's default): its log says so for
+/// `node`. Returns the node's UUID.
+fn check_power_sync(lab: &Lab, node: &str, name: &str, oob_log: &Path) -> String {
+    let oob = fs::read_to_string(oob_log).unwrap_or_default();
+    assert!(
+        oob.contains(&format!("nova start {name}: accepted"))
+            || oob.contains(&format!("nova stop {name}: accepted")),
+        "no out-of-band Nova call for {name}: {oob:?}"
+    );
+    let r = lab.ironic("GET", &format!("/v1/nodes/{node}"), None);
+    assert_eq!(r.code, 200, "{}", r.ran);
+    let uuid = r.json()["uuid"].as_str().expect("node uuid").to_string();
+    let log = fs::read_to_string(&lab.ironic_log).unwrap_or_default();
+    assert!(
+        log.lines().any(|l| {
+            l.contains(&format!("During sync_power_state, node {uuid} state"))
+                && l.contains("does not match expected state")
+        }),
+        "Ironic's log {} has no power-sync correction for node {uuid} ({name}); the \
+         out-of-band script saw: {oob:?}",
+        lab.ironic_log.display()
+    );
+    uuid
+}
+
 #[test]
 #[ignore = "drives the Ironic lab with the rest of the machine quiet: scripts/test-all runs it after the parallel run"]
 fn ironic_e2e_drives_two_nova_instances_through_one_ovbmc() {
     let Some(lab) = lab() else { return };
     let t0 = Instant::now();
     let dir = ScratchDir::new("ironic");
-    let wrapper = dir.path().join("ipmitool-oob");
-    fs::write(&wrapper, OOB_IPMITOOL).expect("write wrapper");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).expect("chmod wrapper");
-    }
+    let wrapper = write_script(&dir, "ipmitool-oob", OOB_IPMITOOL);
     let (ovbmc, ports) = start_ovbmc(&lab, &dir);
 
     thread::scope(|s| {
@@ -504,50 +551,15 @@ fn drive(lab: &Lab, dir: &ScratchDir, wrapper: &Path, addr: Ipv4Addr, port: u16,
         ],
         E2E_TIMEOUT,
     );
-    println!("{ran}");
-    let summary: Vec<&str> = ran
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with("e2e: total") || l.contains(" passed, "))
-        .collect();
-    report(&format!(
-        "ironic e2e {addr}:{port} ({name}) in {:.0} s: {}",
-        t0.elapsed().as_secs_f64(),
-        summary.join(" / ")
-    ));
-    assert!(ran.success(), "e2e against {addr}:{port} ({name}) failed");
     let console_step = console.then_some("console");
-    for step in MUST_PASS.into_iter().chain(console_step) {
-        assert!(
-            ran.stdout
-                .lines()
-                .any(|l| l.split_whitespace().take(2).eq(["PASS", step])),
-            "e2e step {step} did not PASS for {name}:\n{}",
-            ran.stdout
-        );
-    }
-
-    // The power-sync step went through Nova, and Ironic saw it through ovbmc and forced the
-    // power back (force_power_state_during_sync, the lab's and Ironic's default).
-    let oob = fs::read_to_string(&oob_log).unwrap_or_default();
-    assert!(
-        oob.contains(&format!("nova start {name}: accepted"))
-            || oob.contains(&format!("nova stop {name}: accepted")),
-        "no out-of-band Nova call for {name}: {oob:?}"
+    check_e2e(
+        &ran,
+        &format!("ironic e2e {addr}:{port} ({name})"),
+        t0,
+        MUST_PASS.into_iter().chain(console_step),
+        String::new,
     );
-    let r = lab.ironic("GET", &format!("/v1/nodes/{node}"), None);
-    assert_eq!(r.code, 200, "{}", r.ran);
-    let uuid = r.json()["uuid"].as_str().expect("node uuid").to_string();
-    let log = fs::read_to_string(&lab.ironic_log).unwrap_or_default();
-    assert!(
-        log.lines().any(|l| {
-            l.contains(&format!("During sync_power_state, node {uuid} state"))
-                && l.contains("does not match expected state")
-        }),
-        "Ironic's log {} has no power-sync correction for node {uuid} ({name}); the wrapper \
-         saw: {oob:?}",
-        lab.ironic_log.display()
-    );
+    let uuid = check_power_sync(lab, &node, name, &oob_log);
 
     // Nova's side of Ironic's power actions.
     for (target, status) in [
@@ -814,52 +826,14 @@ fn redfish_e2e_drives_a_nova_instance_through_ovbmc_redfish() {
         ],
         E2E_TIMEOUT,
     );
-    println!("{ran}");
-    let summary: Vec<&str> = ran
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with("e2e: total") || l.contains(" passed, "))
-        .collect();
-    report(&format!(
-        "ironic redfish e2e https://{addr}:{port} ({name}) in {:.0} s: {}",
-        t0.elapsed().as_secs_f64(),
-        summary.join(" / ")
-    ));
-    assert!(
-        ran.success(),
-        "redfish e2e against {addr}:{port} ({name}) failed\n{}",
-        ovbmc.log()
+    check_e2e(
+        &ran,
+        &format!("ironic redfish e2e https://{addr}:{port} ({name})"),
+        t0,
+        REDFISH_MUST_PASS,
+        || ovbmc.log(),
     );
-    for step in REDFISH_MUST_PASS {
-        assert!(
-            ran.stdout
-                .lines()
-                .any(|l| l.split_whitespace().take(2).eq(["PASS", step])),
-            "redfish e2e step {step} did not PASS for {name}:\n{}",
-            ran.stdout
-        );
-    }
-    // The power-sync step went through Nova, and Ironic saw it through ovbmc's Redfish and
-    // forced the power back (force_power_state_during_sync).
-    let oob = fs::read_to_string(&oob_log).unwrap_or_default();
-    assert!(
-        oob.contains(&format!("nova stop {name}: accepted"))
-            || oob.contains(&format!("nova start {name}: accepted")),
-        "no out-of-band Nova call for {name}: {oob:?}"
-    );
-    let r = lab.ironic("GET", &format!("/v1/nodes/{node}"), None);
-    assert_eq!(r.code, 200, "{}", r.ran);
-    let node_uuid = r.json()["uuid"].as_str().expect("node uuid").to_string();
-    let log = fs::read_to_string(&lab.ironic_log).unwrap_or_default();
-    assert!(
-        log.lines().any(|l| {
-            l.contains(&format!("During sync_power_state, node {node_uuid} state"))
-                && l.contains("does not match expected state")
-        }),
-        "Ironic's log {} has no power-sync correction for node {node_uuid} ({name}); the \
-         out-of-band script saw: {oob:?}",
-        lab.ironic_log.display()
-    );
+    check_power_sync(&lab, &node, name, &oob_log);
     drop(guard);
     drop(ovbmc);
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::ipmitool::Ipmitool;
 use crate::support::{
-    Bmc, BmcConfig, PASSWORD, ScratchDir, USER, clients_required, find_program, run, skip,
+    Bmc, BmcConfig, PASSWORD, Ran, ScratchDir, USER, clients_required, find_program, run, skip,
 };
 
 const TIER: &str = "redfish";
@@ -22,6 +22,25 @@ pub(crate) struct Face {
     client: Client,
     /// The system's URI.
     pub(crate) system: String,
+}
+
+impl Face {
+    /// `tests/py/SCRIPT BASE CA USER PASSWORD SYSTEM EXTRA...` with `py` (a Python with sushy).
+    pub(crate) fn sushy(&self, py: &Path, script: &str, extra: &[String], t: Duration) -> Ran {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/py")
+            .join(script);
+        let mut a = vec![
+            script.display().to_string(),
+            format!("{}/redfish/v1", self.base),
+            self.cert.display().to_string(),
+            USER.into(),
+            PASSWORD.into(),
+            self.system.clone(),
+        ];
+        a.extend(extra.iter().cloned());
+        run(py, &a, &[], t)
+    }
 }
 
 impl std::ops::Deref for Face {
@@ -70,15 +89,7 @@ fn start_cfg(state: &Path, extra: &[&str], addr: Ipv4Addr, port: u16, base: BmcC
     };
     cfg.extra_args.extend(extra.iter().map(|s| s.to_string()));
     let bmc = Bmc::start_with(cfg);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect((addr, port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "Redfish never listened:\n{}",
-            bmc.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(addr, port, Duration::from_secs(10), || bmc.log());
     let scheme = if extra.contains(&"--redfish-insecure-http") {
         "http"
     } else {
@@ -101,6 +112,49 @@ fn start_cfg(state: &Path, extra: &[&str], addr: Ipv4Addr, port: u16, base: BmcC
     assert_eq!(s, 200, "{v}");
     f.system = v["Members"][0]["@odata.id"].as_str().unwrap().to_string();
     f
+}
+
+/// Wait until `addr:port` accepts connections; fail with `log` after `within`.
+fn wait_listening(addr: Ipv4Addr, port: u16, within: Duration, log: impl Fn() -> String) {
+    let deadline = Instant::now() + within;
+    while TcpStream::connect((addr, port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "Redfish never listened:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A Nova BMC for the lab's `instance` (password file `dir/pw`) with its Redfish face on a
+/// free loopback port (the self-signed certificate in `dir/state`), once it listens, and a
+/// client for that face.
+pub(crate) fn start_nova(clouds: &Path, dir: &Path, instance: &str) -> (crate::nova::Bmc, Client) {
+    let port = free_tcp_port(Ipv4Addr::LOCALHOST);
+    let state = dir.join("state");
+    let bmc = crate::nova::start_bmc_with(
+        clouds,
+        dir,
+        crate::nova::free_port(),
+        instance,
+        &[
+            "--redfish",
+            &format!("127.0.0.1:{port}"),
+            "--redfish-state-dir",
+            &state.display().to_string(),
+        ],
+    );
+    // The Nova backend binds its instance first: seconds on the lab's busy Nova.
+    wait_listening(Ipv4Addr::LOCALHOST, port, Duration::from_secs(60), || {
+        bmc.log()
+    });
+    let c = Client {
+        base: format!("https://127.0.0.1:{port}"),
+        cert: f_cert(&state),
+        log_file: bmc.log_path(),
+    };
+    (bmc, c)
 }
 
 pub(crate) fn basic() -> Vec<String> {
@@ -438,7 +492,7 @@ fn redfish_boot_override_is_the_ipmi_boot_setting() {
     assert_eq!(f.get(&f.system)["Boot"]["BootSourceOverrideTarget"], "Pxe");
 }
 
-/// A machine that is busy (in a power transition) or slower than `--backend-timeout-ms` is
+/// A machine that is busy (in a power transition) or slower than `--redfish-backend-timeout-ms` is
 /// answered 503 with `Retry-After`, as the IPMI face answers C0.
 #[test]
 fn redfish_busy_machine_is_503_with_retry_after() {
@@ -474,7 +528,7 @@ fn redfish_busy_machine_is_503_with_retry_after() {
     let extra = [
         "--sim-api-latency-ms",
         "1500",
-        "--backend-timeout-ms",
+        "--redfish-backend-timeout-ms",
         "200",
     ];
     let f = start_at(dir.path(), &extra, addr, free_tcp_port(addr));
@@ -553,20 +607,7 @@ fn redfish_sushy_power_and_boot_source() {
     };
     let dir = ScratchDir::new("redfish-sushy");
     let f = start(dir.path(), &[]);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/sushy_client.py");
-    let r = run(
-        &py,
-        &[
-            script.display().to_string(),
-            format!("{}/redfish/v1", f.base),
-            f.cert.display().to_string(),
-            USER.into(),
-            PASSWORD.into(),
-            f.system.clone(),
-        ],
-        &[],
-        Duration::from_secs(60),
-    );
+    let r = f.sushy(&py, "sushy_client.py", &[], Duration::from_secs(60));
     assert!(r.success(), "sushy client failed:\n{r}\n{}", f.bmc.log());
     assert!(r.stdout.contains("OK"), "{r}");
     let b = &f.get(&f.system)["Boot"];
@@ -844,34 +885,7 @@ fn redfish_nova_validators_find_no_failures() {
     let _g = crate::nova::hold(&crate::nova::BAREMETAL_0);
     let dir = ScratchDir::new("redfish-nova-validators");
     dir.write_secret("pw", PASSWORD);
-    let port = free_tcp_port(Ipv4Addr::LOCALHOST);
-    let state = dir.path().join("state");
-    let bmc = crate::nova::start_bmc_with(
-        &clouds,
-        dir.path(),
-        crate::nova::free_port(),
-        "baremetal_0",
-        &[
-            "--redfish",
-            &format!("127.0.0.1:{port}"),
-            "--redfish-state-dir",
-            &state.display().to_string(),
-        ],
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "Redfish never listened:\n{}",
-            bmc.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let c = Client {
-        base: format!("https://127.0.0.1:{port}"),
-        cert: f_cert(&state),
-        log_file: bmc.log_path(),
-    };
+    let (_bmc, c) = start_nova(&clouds, dir.path(), "baremetal_0");
     let admin = vec!["-u".to_string(), format!("admin:{PASSWORD}")];
     let (s, _, v) = c.req("GET", "/redfish/v1/Systems", &admin, None);
     assert_eq!(s, 200, "{v}");

@@ -7,7 +7,6 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -15,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::redfish::{Face, basic, message_id, python_with_sushy, start};
-use crate::support::{PASSWORD, ScratchDir, USER, run};
+use crate::support::ScratchDir;
 
 /// An HTTP server on a loopback address of its own, answering every GET with `size` bytes
 /// (Content-Length declared); stops when dropped.
@@ -409,19 +408,10 @@ fn redfish_media_sushy_insert_and_eject() {
     let img = ImageServer::start(8 * 1024);
     let dir = ScratchDir::new("redfish-media-sushy");
     let f = start(dir.path(), &[]);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/sushy_vmedia.py");
-    let r = run(
+    let r = f.sushy(
         &py,
-        &[
-            script.display().to_string(),
-            format!("{}/redfish/v1", f.base),
-            f.cert.display().to_string(),
-            USER.into(),
-            PASSWORD.into(),
-            f.system.clone(),
-            img.url("sushy.iso"),
-        ],
-        &[],
+        "sushy_vmedia.py",
+        &[img.url("sushy.iso")],
         Duration::from_secs(120),
     );
     assert!(r.success(), "sushy vmedia failed:\n{r}\n{}", f.bmc.log());

@@ -9,15 +9,15 @@
 //! nova tier does) without the lab.
 
 use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::nova::{BAREMETAL_1, hold, runtime, settled, until};
-use crate::redfish::{Client, f_cert, free_tcp_port};
-use crate::support::{PASSWORD, ScratchDir, lab_env, run};
+use crate::redfish::Client;
+use crate::support::{LabCli, PASSWORD, ScratchDir, lab_env};
 use ipmi_proto::machine::BootDevice;
 use ovbmc::backend::{BootFlags, Machine as _, PowerAction};
 
@@ -27,36 +27,12 @@ const DEADLINE: Duration = Duration::from_secs(120);
 
 /// The lab's `openstack` CLI, JSON output.
 fn openstack(clouds: &Path, args: &[&str]) -> Value {
-    let cli = lab_env("openstack", "openstack").expect("lab openstack CLI");
-    let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    a.extend(["-f".into(), "json".into()]);
-    let r = run(
-        Path::new(&cli),
-        &a,
-        &[
-            ("OS_CLIENT_CONFIG_FILE", clouds.to_str().unwrap()),
-            ("OS_CLOUD", "lab"),
-        ],
-        Duration::from_secs(120),
-    );
-    serde_json::from_str(r.expect_success()).unwrap_or(Value::Null)
+    LabCli::with(clouds).json(args)
 }
 
 /// The lab's `openstack` CLI, plain output.
 fn openstack_text(clouds: &Path, args: &[&str]) -> String {
-    let cli = lab_env("openstack", "openstack").expect("lab openstack CLI");
-    let a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    run(
-        Path::new(&cli),
-        &a,
-        &[
-            ("OS_CLIENT_CONFIG_FILE", clouds.to_str().unwrap()),
-            ("OS_CLOUD", "lab"),
-        ],
-        Duration::from_secs(120),
-    )
-    .expect_success()
-    .to_string()
+    LabCli::with(clouds).text(args)
 }
 
 /// The ids of the virtual media images Glance holds for `instance` (tag and property).
@@ -238,34 +214,7 @@ fn console_lines(clouds: &Path) -> usize {
 }
 
 fn start(clouds: &Path, dir: &Path) -> (crate::nova::Bmc, Client, String, String) {
-    let port = free_tcp_port(Ipv4Addr::LOCALHOST);
-    let state = dir.join("state");
-    let bmc = crate::nova::start_bmc_with(
-        clouds,
-        dir,
-        crate::nova::free_port(),
-        INSTANCE,
-        &[
-            "--redfish",
-            &format!("127.0.0.1:{port}"),
-            "--redfish-state-dir",
-            &state.display().to_string(),
-        ],
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "Redfish never listened:\n{}",
-            bmc.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let c = Client {
-        base: format!("https://127.0.0.1:{port}"),
-        cert: f_cert(&state),
-        log_file: bmc.log_path(),
-    };
+    let (bmc, c) = crate::redfish::start_nova(clouds, dir, INSTANCE);
     let (s, _, v) = c.req("GET", "/redfish/v1/Systems", &admin(), None);
     assert_eq!(s, 200, "{v}");
     let system = v["Members"][0]["@odata.id"].as_str().unwrap().to_string();

@@ -713,6 +713,75 @@ pub(crate) fn lab_env(kind: &str, key: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).trim().to_string()).filter(|s| !s.is_empty())
 }
 
+/// The OpenStack lab's `openstack` CLI as the lab's plain user (cloud `lab` of `clouds`), for
+/// the tests that check the lab's objects from outside ovbmc: one runner, so that each runs it
+/// with the same environment and deadline.
+pub(crate) struct LabCli {
+    pub(crate) bin: PathBuf,
+    pub(crate) clouds: PathBuf,
+}
+
+impl LabCli {
+    /// The lab's own CLI (`tests/lab/env openstack openstack`) with `clouds`.
+    pub(crate) fn with(clouds: &Path) -> Self {
+        let bin = lab_env("openstack", "openstack").expect("the lab's openstack CLI");
+        Self {
+            bin: bin.into(),
+            clouds: clouds.to_path_buf(),
+        }
+    }
+
+    /// The lab's CLI and clouds.yaml (`tests/lab/env`), if the lab says where they are.
+    pub(crate) fn find() -> Option<Self> {
+        Some(Self {
+            bin: lab_env("openstack", "openstack")?.into(),
+            clouds: lab_env("openstack", "clouds")?.into(),
+        })
+    }
+
+    /// `openstack --os-cloud lab ARGS`, within two minutes (the lab's calls take seconds).
+    pub(crate) fn ran(&self, args: &[&str]) -> Ran {
+        let a: Vec<String> = ["--os-cloud", "lab"]
+            .iter()
+            .chain(args)
+            .map(|s| s.to_string())
+            .collect();
+        let clouds = self.clouds.display().to_string();
+        run(
+            &self.bin,
+            &a,
+            &[
+                ("OS_CLIENT_CONFIG_FILE", clouds.as_str()),
+                ("PYTHONWARNINGS", "ignore"),
+            ],
+            Duration::from_secs(120),
+        )
+    }
+
+    /// Its stdout; panics (with the output) unless it succeeded.
+    #[track_caller]
+    pub(crate) fn text(&self, args: &[&str]) -> String {
+        self.ran(args).expect_success().to_string()
+    }
+
+    /// `ARGS -f json`, parsed, or what went wrong.
+    pub(crate) fn try_json(&self, args: &[&str]) -> Result<serde_json::Value, String> {
+        let a: Vec<&str> = args.iter().copied().chain(["-f", "json"]).collect();
+        let ran = self.ran(&a);
+        if !ran.success() {
+            return Err(ran.to_string());
+        }
+        serde_json::from_str(&ran.stdout).map_err(|e| format!("{e}:\n{ran}"))
+    }
+
+    /// `ARGS -f json`, parsed (`Null` for an empty answer); panics unless it succeeded.
+    #[track_caller]
+    pub(crate) fn json(&self, args: &[&str]) -> serde_json::Value {
+        let a: Vec<&str> = args.iter().copied().chain(["-f", "json"]).collect();
+        serde_json::from_str(self.ran(&a).expect_success()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
 /// Run a command (`ip ...` for the namespace tests) that must succeed; its stdout.
 #[track_caller]
 pub fn sh(args: &[&str]) -> String {

@@ -545,20 +545,12 @@ impl TryCloneStream for std::os::unix::net::UnixStream {
 }
 
 fn lab_openstack(args: &[&str]) -> Result<String, String> {
-    let bin = crate::support::lab_env("openstack", "openstack").ok_or("no lab openstack CLI")?;
-    let clouds = crate::support::lab_env("openstack", "clouds").ok_or("no lab clouds.yaml")?;
-    let out = Command::new(bin)
-        .args(["--os-cloud", "lab"])
-        .args(args)
-        .env("OS_CLIENT_CONFIG_FILE", clouds)
-        .env_remove("OS_CLOUD")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let cli = crate::support::LabCli::find().ok_or("no lab openstack CLI or clouds.yaml")?;
+    let ran = cli.ran(args);
+    if ran.success() {
+        Ok(ran.stdout.trim().to_string())
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        Err(ran.stderr.trim().to_string())
     }
 }
 

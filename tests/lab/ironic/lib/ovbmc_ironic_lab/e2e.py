@@ -235,7 +235,9 @@ class Run:
                       for c in a.json().get("conductors", [])]
         self.note("API max microversion %s; conductors: %s" % (version, ", ".join(conductors) or "?"))
 
-    def s_enroll(self):
+    def create_node(self, fields):
+        """POST the node named E2E_NODE_NAME with `fields` (resource class e2e), after
+        deleting one an earlier run left under that name; self.node is its UUID."""
         a = self.ironic.get("/v1/nodes/%s" % self.name)
         if a.code == 200:
             old = a.json()["uuid"]
@@ -245,17 +247,20 @@ class Run:
             if a.code != 204:
                 raise Fail("could not delete old node %s: HTTP %s %s" % (old, a.code, a.error()))
             self.note("deleted old node %s;" % old)
+        a = self.ironic.call("POST", "/v1/nodes",
+                             dict(fields, name=self.name, resource_class="e2e"))
+        if a.code != 201:
+            raise Fail("POST /v1/nodes -> HTTP %s %s" % (a.code, a.error()))
+        self.last = a.json()
+        self.node = self.last["uuid"]
+
+    def s_enroll(self):
         info = {"ipmi_address": self.host, "ipmi_port": int(self.port),
                 "ipmi_username": self.user, "ipmi_password": self.password,
                 "ipmi_protocol_version": "2.0"}
         if self.base_cs:
             info["ipmi_cipher_suite"] = int(self.base_cs)
-        a = self.ironic.call("POST", "/v1/nodes", {"name": self.name, "driver": "ipmi",
-                                                   "driver_info": info, "resource_class": "e2e"})
-        if a.code != 201:
-            raise Fail("POST /v1/nodes -> HTTP %s %s" % (a.code, a.error()))
-        self.last = a.json()
-        self.node = self.last["uuid"]
+        self.create_node({"driver": "ipmi", "driver_info": info})
         self.note("node %s (%s; power=%s mgmt=%s boot=%s deploy=%s)" % (
             self.node, self.f("provision_state"), self.f("power_interface"),
             self.f("management_interface"), self.f("boot_interface"), self.f("deploy_interface")))
@@ -368,6 +373,9 @@ class Run:
         if not ok:
             raise Fail()
 
+    # The boot devices Ironic must list as supported (its redfish driver adds cdrom).
+    SUPPORTED_BOOT_DEVICES = {"pxe", "disk"}
+
     def s_bootdev_supported(self):
         self.need_node()
         a = self.ironic.get(self.path("/management/boot_device/supported"))
@@ -375,7 +383,7 @@ class Run:
             raise Fail("HTTP %s %s" % (a.code, a.error()))
         devices = a.json()["supported_boot_devices"]
         self.note(",".join(devices))
-        if not {"pxe", "disk"} <= set(devices):
+        if not self.SUPPORTED_BOOT_DEVICES <= set(devices):
             raise Fail()
 
     def s_bootdev_legacy(self):
@@ -648,7 +656,8 @@ class Run:
             raise Fail("HTTP %s %s" % (a.code, a.error()))
 
     # ------------------------------------------------------------ the run
-    def steps(self):
+    def first_steps(self):
+        """Enrollment and the power steps, the same for every profile."""
         yield "api", self.s_api
         yield "enroll", self.s_enroll
         yield "validate", self.s_validate
@@ -660,6 +669,9 @@ class Run:
         yield "power-on-again", lambda: self.power("power on", "power on")
         yield "soft-reboot", lambda: self.power("soft rebooting", "power on", 30)
         yield "soft-power-off", lambda: self.power("soft power off", "power off", 30)
+
+    def steps(self):
+        yield from self.first_steps()
         yield "bootdev-set-pxe-persistent", self.s_bootdev_pxe
         yield "bootdev-persistent-readback", self.s_bootdev_persistent
         yield "bootdev-set-disk", self.s_bootdev_disk

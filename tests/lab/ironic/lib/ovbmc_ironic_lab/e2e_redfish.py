@@ -108,27 +108,13 @@ class RedfishRun(Run):
             self.address, self.bmc.system, s.get("Name"), s.get("PowerState")))
 
     def s_enroll(self):
-        a = self.ironic.get("/v1/nodes/%s" % self.name)
-        if a.code == 200:
-            old = a.json()["uuid"]
-            self.ironic.patch("/v1/nodes/" + old,
-                              {"op": "replace", "path": "/maintenance", "value": True})
-            a = self.ironic.call("DELETE", "/v1/nodes/" + old)
-            if a.code != 204:
-                raise Fail("could not delete old node %s: HTTP %s %s" % (old, a.code, a.error()))
-            self.note("deleted old node %s;" % old)
         info = {"redfish_address": self.address, "redfish_system_id": self.bmc.system,
                 "redfish_username": self.user, "redfish_password": self.password}
         if self.ca:
             info["redfish_verify_ca"] = self.ca
-        a = self.ironic.call("POST", "/v1/nodes", {
-            "name": self.name, "driver": "redfish", "driver_info": info,
-            "resource_class": "e2e", "power_interface": "redfish",
+        self.create_node({
+            "driver": "redfish", "driver_info": info, "power_interface": "redfish",
             "management_interface": "redfish", "boot_interface": "redfish-virtual-media"})
-        if a.code != 201:
-            raise Fail("POST /v1/nodes -> HTTP %s %s" % (a.code, a.error()))
-        self.last = a.json()
-        self.node = self.last["uuid"]
         self.note("node %s (%s; power=%s mgmt=%s boot=%s deploy=%s; verify_ca=%s)" % (
             self.node, self.f("provision_state"), self.f("power_interface"),
             self.f("management_interface"), self.f("boot_interface"),
@@ -197,15 +183,7 @@ class RedfishRun(Run):
         if not self.bootdev("disk", True):
             raise Fail()
 
-    def s_bootdev_supported(self):
-        self.need_node()
-        a = self.ironic.get(self.path("/management/boot_device/supported"))
-        if a.code != 200:
-            raise Fail("HTTP %s %s" % (a.code, a.error()))
-        devices = a.json()["supported_boot_devices"]
-        self.note(",".join(devices))
-        if not {"pxe", "disk", "cdrom"} <= set(devices):
-            raise Fail()
+    SUPPORTED_BOOT_DEVICES = {"pxe", "disk", "cdrom"}
 
     def boot_mode(self, target, redfish_mode):
         """PUT states/boot_mode (API 1.76): asynchronous; then node.boot_mode and the BMC."""
@@ -336,17 +314,7 @@ class RedfishRun(Run):
             raise Fail("last_error: %s" % self.f("last_error"))
 
     def steps(self):
-        yield "api", self.s_api
-        yield "enroll", self.s_enroll
-        yield "validate", self.s_validate
-        yield "manage", self.s_manage
-        yield "power-state-matches-bmc", self.s_power_matches
-        yield "power-on", lambda: self.power("power on", "power on")
-        yield "reboot", lambda: self.power("rebooting", "power on")
-        yield "power-off", lambda: self.power("power off", "power off")
-        yield "power-on-again", lambda: self.power("power on", "power on")
-        yield "soft-reboot", lambda: self.power("soft rebooting", "power on", 30)
-        yield "soft-power-off", lambda: self.power("soft power off", "power off", 30)
+        yield from self.first_steps()
         yield "power-on-for-boot", lambda: self.power("power on", "power on")
         yield "bootdev-set-pxe-persistent", self.s_bootdev_pxe
         yield "bootdev-persistent-readback", self.s_bootdev_persistent
