@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-REL = ROOT / "target" / "release"
+# cargo's own override of the target directory, as cargo itself reads it.
+REL = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
 LAB = Path(os.environ.get("OVBMC_LAB", ROOT / "tests" / "lab"))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
