@@ -476,19 +476,8 @@ impl Neutron {
             .await
     }
 
-    async fn typed<T: DeserializeOwned>(
-        &self,
-        what: &str,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        key: &str,
-    ) -> Result<T, CloudError> {
-        self.typed_with(what, method, path, body, key, &[]).await
-    }
-
     /// `{key: T}` out of the answer to the request, sent with the `extra` headers.
-    async fn typed_with<T: DeserializeOwned>(
+    async fn typed<T: DeserializeOwned>(
         &self,
         what: &str,
         method: Method,
@@ -558,7 +547,8 @@ impl Neutron {
     async fn get<T: Object>(&self, id: &str) -> Result<T, CloudError> {
         let what = format!("Neutron {} show", T::KIND);
         let path = format!("/{}/{}", T::COLLECTION, encode(id));
-        self.typed(&what, Method::GET, &path, None, T::KEY).await
+        self.typed(&what, Method::GET, &path, None, T::KEY, &[])
+            .await
     }
 
     /// Every `T` matching the filters.
@@ -615,7 +605,7 @@ impl Neutron {
             .map(|r| (reqwest::header::IF_MATCH, format!("revision_number={r}")))
             .into_iter()
             .collect();
-        self.typed_with(
+        self.typed(
             "Neutron port update",
             Method::PUT,
             &format!("/ports/{}", encode(id)),
@@ -646,6 +636,7 @@ impl Neutron {
             &format!("/ports/{}", encode(id)),
             Some(&json!({ "port": fields })),
             "port",
+            &[],
         )
         .await
     }
@@ -658,6 +649,7 @@ impl Neutron {
             "/ports",
             Some(&json!({ "port": p })),
             "port",
+            &[],
         )
         .await
     }
@@ -707,6 +699,7 @@ impl Neutron {
             &format!("/subnets/{}", encode(id)),
             Some(&json!({ "subnet": { "host_routes": routes } })),
             "subnet",
+            &[],
         )
         .await
     }
@@ -737,6 +730,7 @@ impl Neutron {
             "/security-group-rules",
             Some(&json!({ "security_group_rule": r })),
             "security_group_rule",
+            &[],
         )
         .await
     }

@@ -5,6 +5,7 @@ The password goes through the environment (``-E``), never the command line.
 import os
 import re
 import subprocess
+import time
 
 
 class Bmc:
@@ -25,13 +26,23 @@ class Bmc:
             return ""
         return p.stdout
 
-    def power(self):
-        """'power on', 'power off' (Ironic's words for them) or '?'."""
-        out = self.run("power", "status")
-        for state in ("on", "off"):
-            if "Chassis Power is %s" % state in out:
-                return "power %s" % state
-        return "?"
+    def power(self, patience=15):
+        """'power on', 'power off' (Ironic's words for them) or '?'.
+
+        A BMC that cannot say now (ovbmc answers C0 "node busy" while its cloud's server list
+        is slower than the IPMI budget, or the instance is in a transition) is asked again for
+        up to `patience` seconds, as Ironic's own ipmitool calls are retried ([ipmi]
+        command_retry_timeout); the last answer is kept in `last_output`.
+        """
+        deadline = time.monotonic() + patience
+        while True:
+            out = self.last_output = self.run("power", "status")
+            for state in ("on", "off"):
+                if "Chassis Power is %s" % state in out:
+                    return "power %s" % state
+            if time.monotonic() >= deadline:
+                return "?"
+            time.sleep(1)
 
     def boot_param(self):
         """Boot flags (parameter 5): (selector, EFI?, persistent?, raw text)."""
