@@ -168,9 +168,10 @@ async fn power(m: &NovaMachine, a: PowerAction) {
     }
 }
 
-/// Set boot flags as a client would: "busy" (Nova's server list slower than the BMC's budget,
-/// which happens under the parallel run's load on 2 cores) is retried until DEADLINE; any
-/// other error fails at once.
+/// Set boot flags as a client would: "busy" is retried until DEADLINE; any other error fails
+/// at once. A slow server list no longer ends here as busy (the tests wait with [`patient`]);
+/// busy is what is left: an action of ours still in flight, or a transition Nova has not
+/// finished (the lab's Nova is slow under the parallel run on 2 cores).
 async fn set_flags(m: &NovaMachine, f: BootFlags) {
     let end = Instant::now() + DEADLINE;
     loop {
