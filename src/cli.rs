@@ -350,9 +350,9 @@ pub struct RedfishArgs {
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(30..=86_400))]
     pub redfish_session_timeout: Option<u64>,
 
-    /// How long a Redfish request waits for the backend (e.g. a slow Nova server list) before
-    /// it is answered 503 with Retry-After (the call goes on). Longer than IPMI's
-    /// --backend-timeout-ms because HTTP clients wait and do not retry a PATCH or an action.
+    /// How long a Redfish request waits for the backend, all its calls together (e.g. a slow
+    /// Nova server list), before it is answered 503 with Retry-After (the call goes on).
+    /// Longer than IPMI's --backend-timeout-ms because HTTP clients wait and do not retry a PATCH or an action.
     /// Overrides `[redfish] backend_timeout_ms`. [default: 20000]
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(100..=120_000))]
     pub redfish_backend_timeout_ms: Option<u64>,

@@ -482,3 +482,62 @@ async fn a_slow_list_is_busy_for_ipmi_and_awaited_by_redfish() {
     // One list served both: the Redfish request joined the one IPMI gave up on.
     assert_eq!(f.count("servers/detail"), lists + 1);
 }
+
+/// One deadline per Redfish request, not one budget per machine call: a boot PATCH whose
+/// re-read after the change would wait for a second slow list answers 204 by its deadline (the
+/// change made), where a budget per call let it run past the budget and answer 200 late.
+#[tokio::test]
+async fn a_redfish_patch_keeps_one_deadline_and_answers_204_when_the_reread_is_late() {
+    use crate::redfish::{Offline, System};
+    let f = Fake::start().await;
+    f.add_server(A, "a", "ACTIVE");
+    let opts = SessionOptions {
+        cache_ttl: Duration::from_secs(10),
+        ..fast()
+    };
+    let s = session(&f, opts).await;
+    let m = build_on(&s, &mopts(BootStrategy::Metadata), &[A.to_string()])
+        .await
+        .unwrap()
+        .remove(0);
+    let pw = zeroize::Zeroizing::new(b"secret".to_vec());
+    let sys = System::new(
+        "a",
+        "admin",
+        &pw,
+        ipmi_proto::session::Privilege::Administrator,
+        m.clone(),
+    )
+    .unwrap();
+    let path = format!("/redfish/v1/Systems/{}", sys.id);
+    // Offline's budget is 2 s: the read before the change (a fresh list, 1.2 s) leaves 0.8 s,
+    // and the change makes the view stale, so the read after it needs a list of its own.
+    let face = Offline::new(vec![sys]);
+    s.invalidate();
+    f.inject_delay("servers/detail", Duration::from_millis(1200), 2);
+    let auth = crate::redfish::fuzzing::basic("admin", "secret");
+    let req = hyper::Request::patch(&path)
+        .header(hyper::header::AUTHORIZATION, auth.clone())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(())
+        .unwrap();
+    let body = br#"{"Boot":{"BootSourceOverrideTarget":"Pxe","BootSourceOverrideEnabled":"Once"}}"#;
+    let r = face
+        .answer(&req, Some(bytes::Bytes::from_static(body)))
+        .await;
+    assert_eq!(r.status(), hyper::StatusCode::NO_CONTENT);
+    // The change was made: the next GET (its own deadline) shows it.
+    let req = hyper::Request::get(&path)
+        .header(hyper::header::AUTHORIZATION, auth)
+        .body(())
+        .unwrap();
+    let r = face.answer(&req, None).await;
+    assert_eq!(r.status(), hyper::StatusCode::OK);
+    let b = http_body_util::BodyExt::collect(r.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(v["Boot"]["BootSourceOverrideTarget"], "Pxe", "{v}");
+    assert_eq!(v["Boot"]["BootSourceOverrideEnabled"], "Once", "{v}");
+}

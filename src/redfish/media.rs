@@ -12,11 +12,11 @@
 
 use bytes::Bytes;
 use hyper::header::{LOCATION, RETRY_AFTER};
-use hyper::{HeaderMap, Method, StatusCode};
+use hyper::{Method, Request, StatusCode};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::{Answer, Face, System, Who, busy, error, forbidden, json_ok, json_response};
+use super::{Answer, Deadline, Face, System, Who, busy, error, forbidden, json_ok, json_response};
 use super::{no_content, not_found, parse_json, stale, tasks, within};
 use crate::backend::{InsertOptions, MediaState};
 
@@ -327,12 +327,12 @@ impl Face {
     /// The virtual media requests under `Managers/{id}/VirtualMedia`.
     pub(super) async fn media(
         &self,
-        headers: &HeaderMap,
-        method: &Method,
+        req: &Request<()>,
         who: &Who,
         id: &str,
         rest: &[&str],
         body: Option<Bytes>,
+        due: Deadline,
     ) -> Answer {
         let path = format!("{}/{}", base(id), rest.join("/"));
         let Some((s, role)) = who.system(id) else {
@@ -341,14 +341,14 @@ impl Face {
         let Some(state) = s.machine.media_state() else {
             return not_found(&path);
         };
-        match (rest, method.clone()) {
+        match (rest, req.method().clone()) {
             ([], _) => json_ok(&collection(id)),
             ([CD], Method::PATCH) => {
                 if !role.may_configure() {
                     return forbidden();
                 }
                 let current = document(id, &state);
-                if let Some(refused) = stale(headers, &current) {
+                if let Some(refused) = stale(req.headers(), &current) {
                     return refused;
                 }
                 let v = match parse_json(body) {
@@ -357,7 +357,7 @@ impl Face {
                 };
                 match parse(Form::Patch, &v, &current) {
                     Ok(Change::Insert(url, o)) => self.insert(who, s, url, o),
-                    Ok(Change::Eject) => match self.eject(who, s).await {
+                    Ok(Change::Eject) => match self.eject(who, s, due).await {
                         Ok(()) => self.media_document(s),
                         Err(a) => a,
                     },
@@ -395,7 +395,7 @@ impl Face {
                             &[EJECT, k],
                         );
                     }
-                    return match self.eject(who, s).await {
+                    return match self.eject(who, s, due).await {
                         Ok(()) => no_content(),
                         Err(a) => a,
                     };
@@ -455,14 +455,10 @@ impl Face {
         r
     }
 
-    async fn eject(&self, who: &Who, s: &System) -> Result<(), Answer> {
+    async fn eject(&self, who: &Who, s: &System, due: Deadline) -> Result<(), Answer> {
         let had = s.machine.media_state().and_then(|m| m.image);
         let m = s.machine.clone();
-        within(
-            self.inner.backend_timeout,
-            async move { m.eject_media().await },
-        )
-        .await?;
+        within(due, async move { m.eject_media().await }).await?;
         if let Some(url) = had {
             info!(system = %s.name, user = %who.user, image = %shown(&url),
                   "redfish: virtual media ejected");

@@ -419,7 +419,9 @@ impl Face {
         if body.as_ref().is_some_and(|b| b.len() > MAX_BODY) {
             return finish(payload_too_large());
         }
-        let mut r = self.route(req, body, peer).await;
+        let mut r = self
+            .route(req, body, peer, Deadline::after(self.inner.backend_timeout))
+            .await;
         // DSP0266 §8.3.2: `Allow` on every GET and HEAD answer (here: the successful ones).
         if r.status() == StatusCode::OK
             && matches!(*req.method(), Method::GET | Method::HEAD)
@@ -438,6 +440,7 @@ impl Face {
         req: &Request<()>,
         body: Option<Bytes>,
         peer: Option<SocketAddr>,
+        due: Deadline,
     ) -> Answer {
         let path = normalize(req.uri().path());
         let m = req.method();
@@ -486,27 +489,27 @@ impl Face {
                 who.visible()
                     .map(|(s, _)| format!("/redfish/v1/Systems/{}", s.id)),
             )),
-            (["Systems", id], Method::PATCH) => self.patch_system(req, &who, id, body).await,
+            (["Systems", id], Method::PATCH) => self.patch_system(req, &who, id, body, due).await,
             (["Systems", id], _) => match who.system(id) {
-                Some((s, _)) => match self.system_json(s).await {
+                Some((s, _)) => match self.system_json(s, due).await {
                     Ok(v) => json_ok(&v),
                     Err(a) => a,
                 },
                 None => not_found(path),
             },
             (["Systems", id, "Actions", "ComputerSystem.Reset"], _) => {
-                self.reset(&who, id, body).await
+                self.reset(&who, id, body, due).await
             }
             (["Systems", id, "EthernetInterfaces"], _) => match who.system(id) {
                 Some((s, _)) => {
-                    let (inv, _) = self.inventory_and_power(s, false).await;
+                    let (inv, _) = self.inventory_and_power(s, false, due).await;
                     json_ok(&ethernet::collection(&s.id, inv.as_ref()))
                 }
                 None => not_found(path),
             },
             (["Systems", id, "EthernetInterfaces", nic], _) => match who.system(id) {
                 Some((s, _)) => {
-                    let (inv, power) = self.inventory_and_power(s, true).await;
+                    let (inv, power) = self.inventory_and_power(s, true, due).await;
                     match ethernet::interface(&s.id, nic, inv.as_ref(), power) {
                         Some(v) => json_ok(&v),
                         None => not_found(path),
@@ -522,7 +525,7 @@ impl Face {
                     .map(|(s, _)| format!("/redfish/v1/Managers/{}", s.id)),
             )),
             (["Managers", id, "VirtualMedia", rest @ ..], _) => {
-                self.media(req.headers(), m, &who, id, rest, body).await
+                self.media(req, &who, id, rest, body, due).await
             }
             (["TaskService", rest @ ..], _) => self.task_service(&who, rest),
             (["Managers", id], _) => match who.system(id) {
@@ -647,43 +650,34 @@ impl Face {
         r
     }
 
-    /// The ComputerSystem document (reads power state and boot flags).
-    async fn system_json(&self, s: &System) -> Result<Value, Answer> {
-        let budget = self.inner.backend_timeout;
+    /// The ComputerSystem document (reads power state and boot flags), by `due`.
+    async fn system_json(&self, s: &System, due: Deadline) -> Result<Value, Answer> {
         let m = s.machine.clone();
-        let power = within(budget, async move { m.power_state().await }).await?;
+        let power = within(due, async move { m.power_state().await }).await?;
         let m = s.machine.clone();
-        let boot = within(budget, async move { m.boot_flags().await }).await?;
+        let boot = within(due, async move { m.boot_flags().await }).await?;
         // Best effort: a machine whose backend cannot say is shown without the summaries.
         let m = s.machine.clone();
-        let inv = tokio::time::timeout(budget, patient(budget, async move { m.inventory().await }))
-            .await
-            .ok()
-            .flatten();
+        let inv = due.best_effort(async move { m.inventory().await }).await;
         Ok(resources::system(&s.id, &s.name, power, boot, inv.as_ref()))
     }
 
-    /// Best effort, each within the backend budget: the inventory (`None` where the backend
-    /// has none or cannot say) and, if `with_power`, the power state.
+    /// Best effort, by `due`: the inventory (`None` where the backend has none or cannot say)
+    /// and, if `with_power`, the power state.
     async fn inventory_and_power(
         &self,
         s: &System,
         with_power: bool,
+        due: Deadline,
     ) -> (
         Option<crate::backend::Inventory>,
         Option<crate::backend::PowerState>,
     ) {
-        let budget = self.inner.backend_timeout;
         let m = s.machine.clone();
-        let inv = tokio::time::timeout(budget, patient(budget, async move { m.inventory().await }))
-            .await
-            .ok()
-            .flatten();
+        let inv = due.best_effort(async move { m.inventory().await }).await;
         let power = if with_power {
             let m = s.machine.clone();
-            within(budget, async move { m.power_state().await })
-                .await
-                .ok()
+            within(due, async move { m.power_state().await }).await.ok()
         } else {
             None
         };
@@ -696,6 +690,7 @@ impl Face {
         who: &Who,
         id: &str,
         body: Option<Bytes>,
+        due: Deadline,
     ) -> Answer {
         let path = req.uri().path();
         let Some((s, role)) = who.system(id) else {
@@ -708,16 +703,15 @@ impl Face {
             Ok(v) => v,
             Err(a) => return a,
         };
-        let current = match self.system_json(s).await {
+        let current = match self.system_json(s, due).await {
             Ok(c) => c,
             Err(a) => return a,
         };
         if let Some(refused) = stale(req.headers(), &current) {
             return refused;
         }
-        let budget = self.inner.backend_timeout;
         let m = s.machine.clone();
-        let flags = match within(budget, async move { m.boot_flags().await }).await {
+        let flags = match within(due, async move { m.boot_flags().await }).await {
             Ok(f) => f,
             Err(a) => return a,
         };
@@ -727,18 +721,26 @@ impl Face {
         };
         if new != flags {
             let m = s.machine.clone();
-            if let Err(a) = within(budget, async move { m.set_boot_flags(new).await }).await {
+            if let Err(a) = within(due, async move { m.set_boot_flags(new).await }).await {
                 return a;
             }
             info!(system = %s.name, user = %who.user, boot = %new, "redfish: boot override set");
         }
-        match self.system_json(s).await {
+        match self.system_json(s, due).await {
             Ok(v) => json_ok(&v),
+            // The change is made; only the document after it is late (our own change made the
+            // Nova view stale, so this read may wait for a list of its own). DSP0266 §9.5.3
+            // lets a PATCH answer 204 without the resource: better than a 503 that would tell
+            // the client (sushy does not retry a PATCH) that a change it asked for failed.
+            Err(_) if new != flags => {
+                info!(system = %s.name, "redfish: PATCH answered 204, the system not re-read in time");
+                no_content()
+            }
             Err(a) => a,
         }
     }
 
-    async fn reset(&self, who: &Who, id: &str, body: Option<Bytes>) -> Answer {
+    async fn reset(&self, who: &Who, id: &str, body: Option<Bytes>, due: Deadline) -> Answer {
         let Some((s, role)) = who.system(id) else {
             return not_found(&format!("/redfish/v1/Systems/{id}"));
         };
@@ -754,12 +756,7 @@ impl Face {
             Err(e) => return e.answer(),
         };
         let m = s.machine.clone();
-        match within(
-            self.inner.backend_timeout,
-            async move { m.power(action).await },
-        )
-        .await
-        {
+        match within(due, async move { m.power(action).await }).await {
             Ok(()) => {
                 info!(system = %s.name, user = %who.user, ?action, "redfish: reset");
                 no_content()
@@ -845,23 +842,50 @@ fn parse_json(body: Option<Bytes>) -> Result<Value, Answer> {
     }
 }
 
-/// `f` with the patience of this face's `budget` ([`crate::backend::patience`]): a read may
-/// wait for a Nova server list in flight nearly as long as the budget, far longer than an IPMI
-/// request may, because the HTTP clients of this face wait (Ironic: 60 s) where a 503 would
-/// fail a PATCH or an action outright (sushy retries only GETs).
-fn patient<F: Future>(budget: Duration, f: F) -> impl Future<Output = F::Output> {
-    crate::backend::with_patience(crate::backend::patience_within(budget), f)
+/// When the answer to one request is due: the face's backend budget
+/// (`--redfish-backend-timeout-ms`) after the request came, shared by every machine call it
+/// makes. A GET of a system makes three calls and a boot PATCH five; a budget per call would let
+/// one request wait several budgets, past what its client waits (Ironic: 60 s).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Deadline(tokio::time::Instant);
+
+impl Deadline {
+    fn after(budget: Duration) -> Self {
+        Self(tokio::time::Instant::now() + budget)
+    }
+
+    /// What is left of it (zero once it has passed).
+    fn left(self) -> Duration {
+        self.0
+            .saturating_duration_since(tokio::time::Instant::now())
+    }
+
+    /// `f` with the patience of what is left ([`crate::backend::patience`]): a read may wait
+    /// for a Nova server list in flight nearly that long, far longer than an IPMI request may,
+    /// because the HTTP clients of this face wait (Ironic: 60 s) where a 503 would fail a PATCH
+    /// or an action outright (sushy retries only GETs).
+    fn patient<F: Future>(self, f: F) -> impl Future<Output = F::Output> {
+        crate::backend::with_patience(crate::backend::patience_within(self.left()), f)
+    }
+
+    /// `f`'s answer if it comes by the deadline and has one; else `None`.
+    async fn best_effort<T>(self, f: impl Future<Output = Option<T>>) -> Option<T> {
+        tokio::time::timeout_at(self.0, self.patient(f))
+            .await
+            .ok()
+            .flatten()
+    }
 }
 
-/// Run a machine call in its own task, waiting at most `budget` (as the IPMI face does before
-/// answering C0): past it, or when the machine says busy, 503 with `Retry-After`; the call
-/// itself goes on.
+/// Run a machine call in its own task, waiting until `due` at most (as the IPMI face waits its
+/// budget before answering C0): past it, or when the machine says busy, 503 with `Retry-After`;
+/// the call itself goes on.
 async fn within<T: Send + 'static>(
-    budget: Duration,
+    due: Deadline,
     f: impl Future<Output = Result<T, BackendError>> + Send + 'static,
 ) -> Result<T, Answer> {
-    let task = tokio::spawn(patient(budget, f));
-    match tokio::time::timeout(budget, task).await {
+    let task = tokio::spawn(due.patient(f));
+    match tokio::time::timeout_at(due.0, task).await {
         Ok(Ok(Ok(v))) => Ok(v),
         Ok(Ok(Err(e))) => Err(machine_error(&e)),
         Ok(Err(_)) => Err(internal()),
