@@ -281,6 +281,11 @@ pub struct NetworkSection {
     pub allow_small_mtu: Option<bool>,
     /// The cloud's `max_allowed_address_pair`, where it is not Neutron's default 10.
     pub max_address_pairs: Option<u32>,
+    /// Layout B: a subnet of its own for each address's port, for clouds that refuse a
+    /// second NIC of one server on one subnet (docs/deploy.md §1).
+    pub subnet_per_port: Option<bool>,
+    /// The prefix length of those subnets (default: one address, /32 or /128).
+    pub port_subnet_prefix: Option<u8>,
 }
 
 impl NetworkSection {
@@ -324,6 +329,17 @@ impl NetworkSection {
                 }
             }
             Some(other) => return Err(format!("layout: {other:?} is not \"A\" or \"B\"")),
+        }
+        if self.subnet_per_port == Some(true) && !self.layout_b() {
+            return Err("subnet_per_port is for layout B (a port per address)".into());
+        }
+        if let Some(p) = self.port_subnet_prefix {
+            if self.subnet_per_port != Some(true) {
+                return Err("port_subnet_prefix needs subnet_per_port = true".into());
+            }
+            if !(8..=128).contains(&p) {
+                return Err(format!("port_subnet_prefix: {p} is not 8 to 128"));
+            }
         }
         if self.network.is_empty() {
             return Err("network: the provisioning network's name or id is needed".into());

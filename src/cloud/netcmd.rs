@@ -345,6 +345,14 @@ async fn desire(
             Some((id, addr))
         }
     };
+    let subnet_per_port = layout == Layout::B && s.subnet_per_port.unwrap_or(false);
+    if subnet_per_port {
+        // Every subnet of the network, so that the plan sees an overlap Neutron would refuse
+        // (and finds the subnets per port it made before).
+        for x in n.list_subnets(&[("network_id", &network.id)]).await? {
+            a.subnets.insert(x.id.clone(), x);
+        }
+    }
     let subnet_id = subnet.id.clone();
     a.subnets.insert(subnet.id.clone(), subnet);
     let pair_limit = s.max_address_pairs.unwrap_or(DEFAULT_PAIR_LIMIT);
@@ -365,6 +373,8 @@ async fn desire(
         addresses,
         bmc_port,
         bmc_server,
+        subnet_per_port,
+        port_subnet_prefix: s.port_subnet_prefix,
         network_id: network.id.clone(),
         subnet_id,
         mtu: network.mtu,
@@ -488,6 +498,21 @@ async fn execute(n: &Neutron, session: &Session, op: &Op) -> anyhow::Result<()> 
             .delete_port(id)
             .await
             .with_context(|| format!("port {id}: delete"))?,
+        Op::CreateSubnet { subnet, tags } => {
+            let made = n
+                .create_subnet(subnet)
+                .await
+                .with_context(|| format!("subnet {} {}", subnet.name, subnet.cidr))?;
+            for t in tags {
+                n.add_tag(Resource::Subnet, &made.id, t)
+                    .await
+                    .with_context(|| format!("subnet {}: tag {t}", made.id))?;
+            }
+        }
+        Op::DeleteSubnet(id) => n
+            .delete_subnet(id)
+            .await
+            .with_context(|| format!("subnet {id}: delete"))?,
     }
     Ok(())
 }

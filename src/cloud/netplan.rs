@@ -6,7 +6,8 @@
 //! Ownership. Every resource ovbmc creates or edits carries the tag `ovbmc:FLEET` (the
 //! marker), and each thing ovbmc put on it one more tag saying what
 //! (`ovbmc:FLEET:pair=192.0.2.45`, `ovbmc:FLEET:dhcp=bootfile-name`,
-//! `ovbmc:FLEET:route=169.254.169.254`, `ovbmc:FLEET:port` for a port ovbmc created).
+//! `ovbmc:FLEET:route=169.254.169.254`, `ovbmc:FLEET:port` for a port ovbmc created,
+//! `ovbmc:FLEET:subnet` for a subnet it created).
 //! Neutron tags are per resource, up to 255 characters each and 50 per resource
 //! (`neutron/extensions/tagging.py` MAX_TAG_LEN, MAX_TAGS_COUNT). Security group rules cannot
 //! be tagged (only groups can), so ovbmc's rules say `ovbmc:FLEET` in their `description`
@@ -25,9 +26,10 @@ use std::fmt;
 use std::net::IpAddr;
 
 use super::neutron::{
-    AddressPair, DhcpOpt, FixedIp, HostRoute, NewPort, Port, Resource, Rule, SecurityGroup, Subnet,
-    label, same_address,
+    AddressPair, DhcpOpt, FixedIp, HostRoute, NewPort, NewSubnet, Port, Resource, Rule,
+    SecurityGroup, Subnet, label, same_address,
 };
+use crate::net::Cidr;
 
 /// The metadata service's address (the EC2/OpenStack metadata convention), which a node
 /// PXE-booted by Ironic reaches through the undercloud.
@@ -36,6 +38,16 @@ pub const METADATA: &str = "169.254.169.254";
 /// Neutron's default `[DEFAULT] max_allowed_address_pair` (neutron
 /// `neutron/conf/extensions/allowedaddresspairs.py`); the API does not expose the value.
 pub const DEFAULT_PAIR_LIMIT: u32 = 10;
+
+/// The longest prefix a subnet per port may have for IPv4: Neutron refuses a port address
+/// that is its subnet's network or broadcast address (`neutron/ipam/utils.py`
+/// `check_subnet_ip`; against the lab's Neutron a /32 subnet is made but no port can have its
+/// address, a /30 works), so a /30 holds two usable addresses.
+pub const PORT_SUBNET_V4: u8 = 30;
+
+/// The same for IPv6: only the network (subnet-router anycast) address is refused; a /127
+/// holds one usable address (checked against the lab's Neutron).
+pub const PORT_SUBNET_V6: u8 = 127;
 
 /// TripleO's minimum MTU on the provisioning network.
 pub const MIN_MTU: u32 = 1500;
@@ -95,6 +107,13 @@ pub struct Desired {
     pub bmc_port: Option<String>,
     /// Layout B: the BMC VM (Nova server id) the address ports are attached to.
     pub bmc_server: Option<String>,
+    /// Layout B with a subnet per port: each address's port on a subnet of its own, the
+    /// address's block of [`Self::port_subnet_prefix`]. [`Actual::subnets`] then holds every
+    /// subnet of the network, so that an overlap is found before Neutron refuses it.
+    pub subnet_per_port: bool,
+    /// The prefix length of those subnets (`None`: the smallest block Neutron takes a port
+    /// address in, [`PORT_SUBNET_V4`] or [`PORT_SUBNET_V6`]).
+    pub port_subnet_prefix: Option<u8>,
     /// The provisioning network.
     pub network_id: String,
     /// The provisioning subnet.
@@ -245,6 +264,15 @@ pub enum Op {
     },
     /// Delete a port.
     DeletePort(String),
+    /// Create a subnet and tag it.
+    CreateSubnet {
+        /// The subnet.
+        subnet: NewSubnet,
+        /// Its tags.
+        tags: Vec<String>,
+    },
+    /// Delete a subnet.
+    DeleteSubnet(String),
 }
 
 /// The changes and the operations that make them.
@@ -381,10 +409,15 @@ pub fn plan(d: &Desired, a: &Actual) -> Result<Plan, String> {
     };
     let fleet = d.fleet.as_str();
     let rec_port = record(fleet, "port");
+    let rec_subnet = record(fleet, "subnet");
 
-    // Layout B: one port per address.
+    // Layout B: one port per address (and with a subnet per port, its subnet first).
     let mut claimed: BTreeSet<String> = BTreeSet::new();
+    let mut claimed_subnets: BTreeSet<String> = BTreeSet::new();
     if d.layout == Layout::B {
+        if d.subnet_per_port {
+            port_subnets(&mut b, a, &mut claimed_subnets)?;
+        }
         for ip in &d.addresses {
             let ours = a.ports.values().find(|p| {
                 p.tags.contains(&rec_port)
@@ -442,7 +475,13 @@ pub fn plan(d: &Desired, a: &Actual) -> Result<Plan, String> {
                     name,
                     network_id: d.network_id.clone(),
                     fixed_ips: vec![FixedIp {
-                        subnet_id: d.subnet_id.clone(),
+                        // With a subnet per port, Neutron finds it from the address (it may
+                        // be made by this very plan, so its id is not known yet).
+                        subnet_id: if d.subnet_per_port {
+                            String::new()
+                        } else {
+                            d.subnet_id.clone()
+                        },
                         ip_address: ip.to_string(),
                     }],
                     security_groups: d.security_group.clone().map(|g| vec![g]),
@@ -651,9 +690,25 @@ pub fn plan(d: &Desired, a: &Actual) -> Result<Plan, String> {
         );
     }
 
-    // Subnets: the metadata host route.
+    // Subnets: the ones ovbmc made that are no longer wanted (after their ports above), and
+    // the metadata host route.
     for s in a.subnets.values() {
         let mut want_records = BTreeSet::new();
+        if s.tags.contains(&rec_subnet) {
+            if !claimed_subnets.contains(&s.id) {
+                b.line(
+                    Verb::Delete,
+                    format!(
+                        "subnet {} {} (ovbmc made it)",
+                        label(&s.name, &s.id),
+                        s.cidr
+                    ),
+                );
+                b.plan.ops.push(Op::DeleteSubnet(s.id.clone()));
+                continue;
+            }
+            want_records.insert(rec_subnet.clone());
+        }
         let mut routes = s.host_routes.clone();
         let mut changed = false;
         let dest = format!("{METADATA}/32");
@@ -839,6 +894,120 @@ pub fn plan(d: &Desired, a: &Actual) -> Result<Plan, String> {
     Ok(plan)
 }
 
+/// Layout B with a subnet per port: each address's block is a subnet of the network,
+/// ovbmc's (kept), someone else's with exactly that CIDR (used, left alone), or made. Fails
+/// where Neutron would refuse: two addresses in one block, or a block that overlaps another
+/// subnet of the network (Neutron refuses overlapping subnets on one network).
+fn port_subnets(
+    b: &mut Builder<'_>,
+    a: &Actual,
+    claimed: &mut BTreeSet<String>,
+) -> Result<(), String> {
+    let d = b.d;
+    let fleet = d.fleet.as_str();
+    let rec_subnet = record(fleet, "subnet");
+    let mut blocks: Vec<(IpAddr, Cidr)> = Vec::new();
+    for ip in &d.addresses {
+        let max = if ip.is_ipv4() {
+            PORT_SUBNET_V4
+        } else {
+            PORT_SUBNET_V6
+        };
+        let len = d.port_subnet_prefix.unwrap_or(max);
+        if len > max {
+            return Err(format!(
+                "port_subnet_prefix {len}: Neutron takes no port address in an {} subnet longer \
+                 than /{max} (the network and broadcast addresses are refused), and {ip} needs \
+                 one",
+                if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+            ));
+        }
+        let block = Cidr {
+            addr: *ip,
+            prefix: len,
+        }
+        .network();
+        let broadcast = match block.addr {
+            IpAddr::V4(n) => Some(IpAddr::V4(
+                (u32::from(n) | (u32::MAX >> u32::from(len).min(31))).into(),
+            )),
+            IpAddr::V6(_) => None,
+        };
+        if *ip == block.addr || Some(*ip) == broadcast {
+            return Err(format!(
+                "IPMI address {ip} is the {} address of its subnet {block}, which Neutron does \
+                 not give a port: pick another address or another port_subnet_prefix",
+                if *ip == block.addr {
+                    "network"
+                } else {
+                    "broadcast"
+                }
+            ));
+        }
+        if let Some((other, _)) = blocks.iter().find(|(_, c)| *c == block) {
+            return Err(format!(
+                "IPMI addresses {other} and {ip} fall in one /{len} ({block}): with \
+                 subnet_per_port each address needs a block of its own; pick addresses in \
+                 different blocks or a longer port_subnet_prefix"
+            ));
+        }
+        blocks.push((*ip, block));
+    }
+    let on_net: Vec<(&Subnet, Cidr)> = a
+        .subnets
+        .values()
+        .filter(|s| s.network_id == d.network_id)
+        .filter_map(|s| Cidr::parse(&s.cidr).map(|c| (s, c.network())))
+        .collect();
+    for (ip, block) in blocks {
+        if let Some((s, _)) = on_net.iter().find(|(_, c)| *c == block) {
+            claimed.insert(s.id.clone());
+            let whose = if s.tags.contains(&rec_subnet) {
+                "ovbmc's"
+            } else {
+                "not ovbmc's; used as it is"
+            };
+            b.line(
+                Verb::Keep,
+                format!(
+                    "subnet {} {block}: for IPMI address {ip} ({whose})",
+                    label(&s.name, &s.id)
+                ),
+            );
+            continue;
+        }
+        if let Some((s, c)) = on_net.iter().find(|(_, c)| c.overlaps(block)) {
+            return Err(format!(
+                "IPMI address {ip}: its subnet {block} would overlap subnet {} ({c}) of the \
+                 provisioning network, and Neutron refuses overlapping subnets on one network: \
+                 with subnet_per_port the addresses must lie outside the network's other subnets \
+                 (docs/deploy.md, layout B)",
+                label(&s.name, &s.id)
+            ));
+        }
+        let name = format!("ovbmc-{fleet}-{ip}");
+        b.line(
+            Verb::Create,
+            format!("subnet {name} {block}: for IPMI address {ip} (no DHCP, no gateway)"),
+        );
+        b.plan.ops.push(Op::CreateSubnet {
+            subnet: NewSubnet {
+                name,
+                network_id: d.network_id.clone(),
+                cidr: block.to_string(),
+                ip_version: if ip.is_ipv4() { 4 } else { 6 },
+                // No gateway and no DHCP: the address is put on its NIC by ovbmc (`[routing]
+                // add_address`), and the NIC's replies are routed by `--routing auto`.
+                gateway_ip: None,
+                enable_dhcp: false,
+                description: format!("made by ovbmc cloud apply for fleet {fleet}"),
+            },
+            tags: vec![marker(fleet), rec_subnet.clone()],
+        });
+    }
+    Ok(())
+}
+
 /// Are these the same address (for messages comparing pair text)?
 pub fn pair_is(p: &AddressPair, ip: &str) -> bool {
     ip.parse().is_ok_and(|ip| same_address(&p.ip_address, ip))
@@ -994,6 +1163,35 @@ mod tests {
                 Op::Detach { port, .. } => a.ports.get_mut(&port).unwrap().device_id.clear(),
                 Op::DeletePort(id) => {
                     a.ports.remove(&id);
+                }
+                Op::CreateSubnet { subnet, tags } => {
+                    // Neutron refuses overlapping subnets on one network.
+                    let new = Cidr::parse(&subnet.cidr).unwrap();
+                    assert!(a.subnets.values().all(|s| s.network_id != subnet.network_id
+                        || !Cidr::parse(&s.cidr).unwrap().overlaps(new)));
+                    let id = format!("new-{}", subnet.name);
+                    a.subnets.insert(
+                        id.clone(),
+                        Subnet {
+                            id,
+                            name: subnet.name,
+                            network_id: subnet.network_id,
+                            cidr: subnet.cidr,
+                            ip_version: subnet.ip_version,
+                            tags,
+                            ..Subnet::default()
+                        },
+                    );
+                }
+                Op::DeleteSubnet(id) => {
+                    // Neutron refuses to delete a subnet a port still has an address on.
+                    let c = Cidr::parse(&a.subnets[&id].cidr).unwrap();
+                    assert!(
+                        a.ports
+                            .values()
+                            .all(|p| p.addresses().all(|x| !c.contains(x)))
+                    );
+                    a.subnets.remove(&id);
                 }
             }
         }
@@ -1207,6 +1405,110 @@ mod tests {
         run(&mut a, &ops);
         assert_eq!(a.ports.len(), 3);
         assert!(tagged(&a).is_empty());
+    }
+
+    #[test]
+    fn layout_b_with_a_subnet_per_port_makes_them_and_destroy_removes_them() {
+        let mut d = desired();
+        d.layout = Layout::B;
+        d.bmc_port = None;
+        d.bmc_server = Some("bmc-vm".into());
+        d.subnet_per_port = true;
+        d.addresses = vec![ip("192.0.3.45"), ip("192.0.3.49")];
+        let mut a = actual();
+        let p = plan(&d, &a).unwrap();
+        let subnets: Vec<&Op> = p
+            .ops
+            .iter()
+            .filter(|o| matches!(o, Op::CreateSubnet { .. }))
+            .collect();
+        assert_eq!(subnets.len(), 2, "{:?}", p.changes);
+        // Each subnet is made before the port whose address it holds.
+        let first_subnet = p
+            .ops
+            .iter()
+            .position(|o| matches!(o, Op::CreateSubnet { .. }));
+        let first_port = p
+            .ops
+            .iter()
+            .position(|o| matches!(o, Op::CreatePort { .. }));
+        assert!(first_subnet < first_port);
+        assert!(
+            p.changes
+                .iter()
+                .any(|c| c.verb == Verb::Create && c.text.contains("192.0.3.44/30"))
+        );
+        run(&mut a, &p.ops);
+        assert_eq!(a.subnets.len(), 3);
+        assert!(plan(&d, &a).unwrap().is_empty());
+        // The fleet shrinks: the port and then the subnet of the address it dropped go.
+        d.addresses.pop();
+        let p = plan(&d, &a).unwrap();
+        let port = p
+            .ops
+            .iter()
+            .position(|o| *o == Op::DeletePort("new-ovbmc-lab-192.0.3.49".into()));
+        let subnet = p
+            .ops
+            .iter()
+            .position(|o| *o == Op::DeleteSubnet("new-ovbmc-lab-192.0.3.49".into()));
+        assert!(port.is_some() && port < subnet, "{:?}", p.ops);
+        run(&mut a, &p.ops);
+        let ops = plan(&Desired::nothing("lab"), &a).unwrap().ops;
+        run(&mut a, &ops);
+        assert_eq!(a.subnets.len(), 1);
+        assert!(tagged(&a).is_empty());
+    }
+
+    #[test]
+    fn a_subnet_per_port_refuses_what_neutron_would() {
+        let mut d = desired();
+        d.layout = Layout::B;
+        d.bmc_server = Some("bmc-vm".into());
+        d.subnet_per_port = true;
+        // Inside the provisioning subnet: Neutron refuses the overlap.
+        d.addresses = vec![ip("192.0.2.45")];
+        let e = plan(&d, &actual()).unwrap_err();
+        assert!(e.contains("overlap") && e.contains("192.0.2.0/24"), "{e}");
+        // Two addresses in one block.
+        d.addresses = vec![ip("192.0.3.45"), ip("192.0.3.46")];
+        d.port_subnet_prefix = Some(29);
+        let e = plan(&d, &actual()).unwrap_err();
+        assert!(e.contains("one /29"), "{e}");
+        // The network or broadcast address of its block, or a block too small for a port.
+        d.port_subnet_prefix = None;
+        d.addresses = vec![ip("192.0.3.44")];
+        assert!(plan(&d, &actual()).unwrap_err().contains("network address"));
+        d.addresses = vec![ip("192.0.3.47")];
+        assert!(
+            plan(&d, &actual())
+                .unwrap_err()
+                .contains("broadcast address")
+        );
+        d.port_subnet_prefix = Some(32);
+        d.addresses = vec![ip("192.0.3.45")];
+        let e = plan(&d, &actual()).unwrap_err();
+        assert!(e.contains("longer than /30"), "{e}");
+        d.port_subnet_prefix = Some(29);
+        // Someone else's subnet of exactly the block is used and left alone.
+        d.addresses = vec![ip("192.0.3.45")];
+        let mut a = actual();
+        a.subnets.insert(
+            "theirs".into(),
+            Subnet {
+                id: "theirs".into(),
+                network_id: NET.into(),
+                cidr: "192.0.3.40/29".into(),
+                ip_version: 4,
+                ..Subnet::default()
+            },
+        );
+        let p = plan(&d, &a).unwrap();
+        assert!(!p.ops.iter().any(|o| matches!(o, Op::CreateSubnet { .. })));
+        run(&mut a, &p.ops);
+        let ops = plan(&Desired::nothing("lab"), &a).unwrap().ops;
+        run(&mut a, &ops);
+        assert!(a.subnets.contains_key("theirs"));
     }
 
     #[test]

@@ -130,8 +130,9 @@ pub struct DhcpOpt {
 /// One of a port's `fixed_ips`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FixedIp {
-    /// `subnet_id`.
-    #[serde(default)]
+    /// `subnet_id`; left out of a request when empty (Neutron then takes the network's subnet
+    /// that holds `ip_address`: a port create on a subnet made in the same run).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub subnet_id: String,
     /// `ip_address`.
     pub ip_address: String,
@@ -319,6 +320,25 @@ pub struct NewPort {
     /// `security_groups` (left out: Neutron picks the project's default group).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub security_groups: Option<Vec<String>>,
+    /// `description`.
+    pub description: String,
+}
+
+/// The body of a subnet create: one of layout B's subnets per port (docs/deploy.md §1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NewSubnet {
+    /// `name`.
+    pub name: String,
+    /// `network_id`.
+    pub network_id: String,
+    /// `cidr`.
+    pub cidr: String,
+    /// `ip_version`.
+    pub ip_version: u8,
+    /// `gateway_ip`: sent as null when `None` (left out, Neutron would take the first address).
+    pub gateway_ip: Option<String>,
+    /// `enable_dhcp`.
+    pub enable_dhcp: bool,
     /// `description`.
     pub description: String,
 }
@@ -685,6 +705,25 @@ impl Neutron {
     /// A subnet by id or exact, unique name.
     pub async fn find_subnet(&self, name_or_id: &str) -> Result<Subnet, CloudError> {
         self.find(name_or_id).await
+    }
+
+    /// Create a subnet.
+    pub async fn create_subnet(&self, s: &NewSubnet) -> Result<Subnet, CloudError> {
+        self.typed(
+            "Neutron subnet create",
+            Method::POST,
+            "/subnets",
+            Some(&json!({ "subnet": s })),
+            "subnet",
+            &[],
+        )
+        .await
+    }
+
+    /// Delete a subnet (a 404 counts as done).
+    pub async fn delete_subnet(&self, id: &str) -> Result<(), CloudError> {
+        self.delete("Neutron subnet delete", &format!("/subnets/{}", encode(id)))
+            .await
     }
 
     /// Replace a subnet's `host_routes` whole.

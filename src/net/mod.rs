@@ -188,6 +188,25 @@ impl Cidr {
         }
     }
 
+    /// `ADDR/LEN` as Neutron writes a subnet's `cidr`; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (a, l) = s.split_once('/')?;
+        let addr: IpAddr = a.parse().ok()?;
+        let prefix: u8 = l.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (prefix <= max).then_some(Self { addr, prefix })
+    }
+
+    /// Whether the two prefixes share an address: the shorter holds the other's network.
+    pub fn overlaps(self, other: Self) -> bool {
+        let (wide, narrow) = if self.prefix <= other.prefix {
+            (self, other)
+        } else {
+            (other, self)
+        };
+        wide.contains(narrow.network().addr)
+    }
+
     /// Whether `ip` lies in this prefix.
     pub fn contains(self, ip: IpAddr) -> bool {
         ip.is_ipv4() == self.addr.is_ipv4()
@@ -546,6 +565,20 @@ fn tables_of(ops: &[Op]) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cidr_parse_and_overlap() {
+        let c = |s: &str| Cidr::parse(s).unwrap();
+        assert_eq!(c("192.0.2.0/24").prefix, 24);
+        assert_eq!(Cidr::parse("192.0.2.0/33"), None);
+        assert_eq!(Cidr::parse("192.0.2.0"), None);
+        assert_eq!(c("2001:db8::/64").prefix, 64);
+        assert!(c("192.0.2.0/24").overlaps(c("192.0.2.45/32")));
+        assert!(c("192.0.2.45/32").overlaps(c("192.0.2.0/24")));
+        assert!(!c("192.0.2.0/24").overlaps(c("192.0.3.45/32")));
+        assert!(!c("192.0.3.44/30").overlaps(c("192.0.3.48/30")));
+        assert!(!c("192.0.2.0/24").overlaps(c("2001:db8::/64")));
+    }
 
     #[test]
     fn cidr_math() {
