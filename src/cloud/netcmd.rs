@@ -493,6 +493,7 @@ async fn execute(n: &Neutron, session: &Session, op: &Op) -> anyhow::Result<()> 
                     return Err(e).with_context(|| format!("server {server}: detach port {port}"));
                 }
             }
+            detached(n, port).await?;
         }
         Op::DeletePort(id) => n
             .delete_port(id)
@@ -515,6 +516,33 @@ async fn execute(n: &Neutron, session: &Session, op: &Op) -> anyhow::Result<()> 
             .with_context(|| format!("subnet {id}: delete"))?,
     }
     Ok(())
+}
+
+/// How long a detach may take to reach Neutron.
+const DETACH_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Wait until Nova has unbound `port` (its `device_id` empty, or the port gone). Nova's
+/// detach answers 202 and unbinds the port later, from the compute service; until then
+/// Neutron's policy refuses a project member the delete of a port a server owns
+/// (`rule:delete_port is disallowed by policy`, seen against the lab's Neutron).
+async fn detached(n: &Neutron, port: &str) -> anyhow::Result<()> {
+    let until = tokio::time::Instant::now() + DETACH_WAIT;
+    loop {
+        match n.get_port(port).await {
+            Ok(p) if p.device_id.is_empty() => return Ok(()),
+            Err(super::CloudError::Http { status: 404, .. }) => return Ok(()),
+            Ok(_) if tokio::time::Instant::now() < until => {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Ok(p) => bail!(
+                "port {port}: still attached to server {} {}s after Nova's detach; see the \
+                 server's instance actions (`openstack server event list`)",
+                p.device_id,
+                DETACH_WAIT.as_secs()
+            ),
+            Err(e) => return Err(e).with_context(|| format!("port {port}: read after detach")),
+        }
+    }
 }
 
 /// Nova "Create Interface": `POST /servers/{id}/os-interface` with the port.

@@ -26,7 +26,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use super::neutron::{
-    AddressPair, DhcpOpt, FixedIp, HostRoute, NewPort, NewSubnet, Port, Resource, Rule,
+    AddressPair, DhcpOpt, FixedIp, HostRoute, NewPort, NewSubnet, Pool, Port, Resource, Rule,
     SecurityGroup, Subnet, label, same_address,
 };
 use crate::net::Cidr;
@@ -988,7 +988,9 @@ fn port_subnets(
         let name = format!("ovbmc-{fleet}-{ip}");
         b.line(
             Verb::Create,
-            format!("subnet {name} {block}: for IPMI address {ip} (no DHCP, no gateway)"),
+            format!(
+                "subnet {name} {block}: for IPMI address {ip} (no DHCP, no gateway, pool {ip} only)"
+            ),
         );
         b.plan.ops.push(Op::CreateSubnet {
             subnet: NewSubnet {
@@ -1000,6 +1002,10 @@ fn port_subnets(
                 // add_address`), and the NIC's replies are routed by `--routing auto`.
                 gateway_ip: None,
                 enable_dhcp: false,
+                allocation_pools: vec![Pool {
+                    start: ip.to_string(),
+                    end: ip.to_string(),
+                }],
                 description: format!("made by ovbmc cloud apply for fleet {fleet}"),
             },
             tags: vec![marker(fleet), rec_subnet.clone()],

@@ -324,6 +324,15 @@ pub struct NewPort {
     pub description: String,
 }
 
+/// One of a subnet's `allocation_pools`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Pool {
+    /// `start`.
+    pub start: String,
+    /// `end`.
+    pub end: String,
+}
+
 /// The body of a subnet create: one of layout B's subnets per port (docs/deploy.md §1).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NewSubnet {
@@ -339,6 +348,13 @@ pub struct NewSubnet {
     pub gateway_ip: Option<String>,
     /// `enable_dhcp`.
     pub enable_dhcp: bool,
+    /// `allocation_pools`: the IPMI address alone. With Neutron's default pool (the whole
+    /// block) a port made on the network without an address may get one from the block: seen
+    /// against the lab's Neutron, where such a port got the other address of a /30 made for
+    /// an IPMI address. An empty list is taken as "the default" (also seen there). Once the
+    /// IPMI address's port holds it the pool is exhausted, and Neutron allocates from the
+    /// network's other subnets.
+    pub allocation_pools: Vec<Pool>,
     /// `description`.
     pub description: String,
 }

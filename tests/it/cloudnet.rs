@@ -84,7 +84,8 @@ fn plan_apply_again_and_destroy_against_the_lab_neutron() {
         &file,
         format!(
             "[defaults]\npassword_file = \"ipmi-password\"\n[cloud]\nos_cloud = \"lab\"\n\
-             [cloud.network]\nfleet = \"{fleet}\"\nnetwork = \"provision\"\nbmc_port = \"{bmc}\"\n\
+             [cloud.network]\nfleet = \"{fleet}\"\nnetwork = \"provision\"\n\
+             subnet = \"provision-subnet\"\nbmc_port = \"{bmc}\"\n\
              undercloud_port = \"{uc}\"\nipxe_file = \"inspector.ipxe\"\n\
              [[bmc]]\naddress = \"192.168.24.241\"\ninstance = \"baremetal_3\"\n\
              [[bmc]]\naddress = \"192.168.24.242\"\ninstance = \"baremetal_3\"\nport = 624\n"
@@ -204,4 +205,109 @@ fn plan_apply_again_and_destroy_against_the_lab_neutron() {
     assert!(cloud(&clouds, "destroy", &file).contains("destroy: nothing to do"));
     openstack_do(&clouds, &["security", "group", "rule", "delete", &rule_id]);
     openstack_do(&clouds, &["port", "delete", &bmc, &uc]);
+}
+
+/// Layout B with a subnet per port (docs/deploy.md §1, for clouds that refuse a server two
+/// NICs on one subnet), against the lab's real Neutron and Nova: plan, apply (a /30 subnet and
+/// a port per address, attached to a BMC VM the test boots), apply again (nothing), destroy
+/// (nothing tagged left). Its own security group and addresses, so it runs beside the test
+/// above.
+#[test]
+fn layout_b_with_a_subnet_per_port_against_the_lab() {
+    let Some(clouds) = crate::nova::lab() else {
+        return;
+    };
+    if lab_env("openstack", "neutron").as_deref() != Some("real") {
+        crate::support::skip("cloudnet", "the lab's Neutron is not the real one");
+        return;
+    }
+    let id = std::process::id();
+    let fleet = format!("itb{id}");
+    let (vm, sg) = (format!("it-{id}-bmcvm"), format!("it-{id}-sg"));
+    openstack(&clouds, &["security", "group", "create", &sg]);
+    let server = openstack(
+        &clouds,
+        &[
+            "server",
+            "create",
+            "--flavor",
+            "baremetal",
+            "--image",
+            "lab-disk",
+            "--network",
+            "provision",
+            "--wait",
+            &vm,
+        ],
+    );
+    let sid = server["id"].as_str().unwrap().to_string();
+    // Outside the provisioning subnet (192.168.24.0/24), which the subnets must not overlap.
+    let net = 32 + id % 200;
+    let (a1, a2) = (format!("192.168.{net}.5"), format!("192.168.{net}.9"));
+    let dir = ScratchDir::new("cloudnet-b");
+    dir.write_secret("ipmi-password", "pw");
+    let file = dir.path().join("fleet.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[defaults]\npassword_file = \"ipmi-password\"\n[cloud]\nos_cloud = \"lab\"\n\
+             [cloud.network]\nfleet = \"{fleet}\"\nlayout = \"B\"\nnetwork = \"provision\"\n\
+             subnet = \"provision-subnet\"\nbmc_server = \"{vm}\"\nsecurity_group = \"{sg}\"\n\
+             subnet_per_port = true\n\
+             [[bmc]]\naddress = \"{a1}\"\ninstance = \"baremetal_3\"\n\
+             [[bmc]]\naddress = \"{a2}\"\ninstance = \"baremetal_3\"\n"
+        ),
+    )
+    .unwrap();
+    let plan = cloud(&clouds, "plan", &file);
+    for want in [
+        format!("create subnet ovbmc-{fleet}-{a1} 192.168.{net}.4/30"),
+        format!("create subnet ovbmc-{fleet}-{a2} 192.168.{net}.8/30"),
+        format!("create port ovbmc-{fleet}-{a1}: IPMI address {a1}"),
+        format!("create port ovbmc-{fleet}-{a2}: IPMI address {a2}"),
+    ] {
+        assert!(plan.contains(&want), "plan lacks {want:?}:\n{plan}");
+    }
+    cloud(&clouds, "apply", &file);
+    let tag = format!("ovbmc:{fleet}");
+    let subnets = openstack(&clouds, &["subnet", "list", "--tags", &tag, "--long"]);
+    assert_eq!(subnets.as_array().map(Vec::len), Some(2), "{subnets}");
+    for (addr, cidr) in [
+        (&a1, format!("192.168.{net}.4/30")),
+        (&a2, format!("192.168.{net}.8/30")),
+    ] {
+        let s = openstack(
+            &clouds,
+            &["subnet", "show", &format!("ovbmc-{fleet}-{addr}")],
+        );
+        assert_eq!(s["cidr"], cidr.as_str(), "{s}");
+        assert_eq!(s["enable_dhcp"], false, "{s}");
+        assert!(s["gateway_ip"].is_null(), "{s}");
+        assert_eq!(
+            s["allocation_pools"],
+            serde_json::json!([{ "start": addr, "end": addr }]),
+            "{s}"
+        );
+        assert!(tags(&s).contains(&format!("ovbmc:{fleet}:subnet")), "{s}");
+        let p = openstack(&clouds, &["port", "show", &format!("ovbmc-{fleet}-{addr}")]);
+        assert_eq!(p["fixed_ips"][0]["subnet_id"], s["id"], "{p}");
+        assert_eq!(p["fixed_ips"][0]["ip_address"], addr.as_str(), "{p}");
+        assert_eq!(
+            p["device_id"],
+            sid.as_str(),
+            "not attached to the BMC VM: {p}"
+        );
+    }
+    assert!(
+        cloud(&clouds, "apply", &file).contains("apply: nothing to do"),
+        "second apply did something"
+    );
+    cloud(&clouds, "destroy", &file);
+    for kind in ["port", "subnet"] {
+        let v = openstack(&clouds, &[kind, "list", "--tags", &tag]);
+        assert_eq!(v.as_array().map(Vec::len), Some(0), "{kind}: {v}");
+    }
+    assert!(cloud(&clouds, "destroy", &file).contains("destroy: nothing to do"));
+    openstack_do(&clouds, &["server", "delete", "--wait", &vm]);
+    openstack_do(&clouds, &["security", "group", "delete", &sg]);
 }
