@@ -241,6 +241,9 @@ pub struct CloudSection {
     pub network: Option<NetworkSection>,
     /// The largest virtual media image, MiB.
     pub vmedia_max_mib: Option<u64>,
+    /// How a virtual media image reaches Glance (`upload`, `web-download`).
+    #[serde(default, deserialize_with = "vmedia_import")]
+    pub vmedia_import: Option<crate::cloud::VmediaImport>,
 }
 
 /// `[cloud.network]`: the host cloud's side of the fleet, made by `ovbmc cloud apply` and
@@ -723,6 +726,12 @@ fn routing_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Routing
 
 fn boot_strategy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<BootStrategy>, D::Error> {
     section_enum(d, "boot_strategy")
+}
+
+fn vmedia_import<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<crate::cloud::VmediaImport>, D::Error> {
+    section_enum(d, "vmedia_import")
 }
 
 /// Parse a clap value enum from a config string, with the same spelling as the flag.

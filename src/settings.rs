@@ -223,6 +223,7 @@ impl Settings {
                 c.nova_confirm_timeout_secs,
             ),
             vmedia_max_mib: pick(g("vmedia_max_mib"), flag.vmedia_max_mib, c.vmedia_max_mib),
+            vmedia_import: pick(g("vmedia_import"), flag.vmedia_import, c.vmedia_import),
         };
         (nova, g("boot_strategy") || c.boot_strategy.is_some())
     }
@@ -329,6 +330,30 @@ mod tests {
         .to_string();
         assert!(
             bad.contains("console") && bad.contains("auto, serial, log, off"),
+            "{bad}"
+        );
+    }
+
+    /// `vmedia_import`: `--vmedia-import`, then `[cloud] vmedia_import`, then upload; a
+    /// misspelt value is refused with the choices.
+    #[test]
+    fn vmedia_import_precedence() {
+        use crate::cloud::VmediaImport;
+        let f = fleet("[cloud]\nvmedia_import = \"web-download\"\n");
+        let s = Settings::resolve(&cli(&[]), Some(&f));
+        assert_eq!(s.nova.vmedia_import, VmediaImport::WebDownload);
+        let s = Settings::resolve(&cli(&["--vmedia-import", "upload"]), Some(&f));
+        assert_eq!(s.nova.vmedia_import, VmediaImport::Upload);
+        let s = Settings::resolve(&cli(&[]), Some(&fleet("")));
+        assert_eq!(s.nova.vmedia_import, VmediaImport::Upload);
+        let bad = Fleet::parse(
+            "[cloud]\nvmedia_import = \"glance\"\n",
+            Path::new("/etc/ovbmc/fleet.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad.contains("vmedia_import") && bad.contains("web-download"),
             "{bad}"
         );
     }

@@ -52,6 +52,8 @@ pub struct MachineOptions {
     pub vmedia_max_bytes: u64,
     /// How long fetching and uploading one virtual media image may take.
     pub vmedia_timeout: Duration,
+    /// How a virtual media image reaches Glance.
+    pub vmedia_import: super::VmediaImport,
 }
 
 impl Default for MachineOptions {
@@ -64,6 +66,7 @@ impl Default for MachineOptions {
             tasks: crate::tasks::Tasks::new(),
             vmedia_max_bytes: 4096 * 1024 * 1024,
             vmedia_timeout: Duration::from_secs(3600),
+            vmedia_import: super::VmediaImport::Upload,
         }
     }
 }

@@ -51,6 +51,20 @@ pub enum BootStrategy {
     Rebuild,
 }
 
+/// How a virtual media image reaches Glance (docs/redfish.md, "Virtual media").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum VmediaImport {
+    /// ovbmc fetches the image and uploads it (`PUT /v2/images/{id}/file`): works wherever
+    /// ovbmc reaches the URL, which is where Ironic serves its ISOs (the undercloud).
+    #[default]
+    Upload,
+    /// Glance fetches it itself (image import, method `web-download`) where the cloud offers
+    /// that (`GET /v2/info/import`), so the image does not pass through the BMC VM; for URLs
+    /// the cloud's Glance can reach (Ironic publishing its ISOs through Swift, a public web
+    /// server). Falls back to an upload when Glance does not offer it or its import fails.
+    WebDownload,
+}
+
 /// Which cloud and where its credentials are: the flags every command that talks to the
 /// cloud takes (the BMC's Nova backend, `ovbmc cloud watch-addresses`), flattened into each.
 /// The argument ids stay the field names (`os_cloud`, ...), which `Cli::given` relies on.
@@ -119,6 +133,11 @@ pub struct NovaArgs {
     /// InsertMedia of a larger one fails its task).
     #[arg(long = "vmedia-max-mib", default_value_t = 4096, value_name = "MIB")]
     pub vmedia_max_mib: u64,
+    /// How a virtual media image reaches Glance: `upload` (ovbmc fetches and uploads it) or
+    /// `web-download` (Glance's image import fetches it, where the cloud offers that; else, or
+    /// when the import fails, an upload).
+    #[arg(long = "vmedia-import", value_enum, default_value_t = VmediaImport::Upload, value_name = "HOW")]
+    pub vmedia_import: VmediaImport,
 }
 
 impl Default for NovaArgs {
@@ -131,6 +150,7 @@ impl Default for NovaArgs {
             nova_timeout_secs: 30,
             nova_confirm_timeout_secs: 300,
             vmedia_max_mib: 4096,
+            vmedia_import: VmediaImport::Upload,
         }
     }
 }
@@ -326,6 +346,7 @@ pub async fn machine_options(session: &Session, args: &NovaArgs) -> anyhow::Resu
         ipxe_image,
         confirm_timeout: Duration::from_secs(args.nova_confirm_timeout_secs.max(1)),
         vmedia_max_bytes: args.vmedia_max_mib.saturating_mul(1024 * 1024),
+        vmedia_import: args.vmedia_import,
         ..MachineOptions::default()
     })
 }

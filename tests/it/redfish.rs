@@ -131,20 +131,23 @@ fn wait_listening(addr: Ipv4Addr, port: u16, within: Duration, log: impl Fn() ->
 /// free loopback port (the self-signed certificate in `dir/state`), once it listens, and a
 /// client for that face.
 pub(crate) fn start_nova(clouds: &Path, dir: &Path, instance: &str) -> (crate::nova::Bmc, Client) {
+    start_nova_with(clouds, dir, instance, &[])
+}
+
+/// [`start_nova`] with more ovbmc arguments.
+pub(crate) fn start_nova_with(
+    clouds: &Path,
+    dir: &Path,
+    instance: &str,
+    extra: &[&str],
+) -> (crate::nova::Bmc, Client) {
     let port = free_tcp_port(Ipv4Addr::LOCALHOST);
     let state = dir.join("state");
-    let bmc = crate::nova::start_bmc_with(
-        clouds,
-        dir,
-        crate::nova::free_port(),
-        instance,
-        &[
-            "--redfish",
-            &format!("127.0.0.1:{port}"),
-            "--redfish-state-dir",
-            &state.display().to_string(),
-        ],
-    );
+    let listen = format!("127.0.0.1:{port}");
+    let state_dir = state.display().to_string();
+    let mut args = vec!["--redfish", &listen, "--redfish-state-dir", &state_dir];
+    args.extend_from_slice(extra);
+    let bmc = crate::nova::start_bmc_with(clouds, dir, crate::nova::free_port(), instance, &args);
     // The Nova backend binds its instance first: seconds on the lab's busy Nova.
     wait_listening(Ipv4Addr::LOCALHOST, port, Duration::from_secs(60), || {
         bmc.log()

@@ -5,11 +5,12 @@
 //! instance with that image (the lab hypervisor names the rescue image and its
 //! `hw_rescue_device` in the console log, which `openstack console log show` prints); the next
 //! reset boots the disk again (ACTIVE); EjectMedia of a rescued instance unrescues it and
-//! deletes the image; an image a previous run left is deleted when ovbmc starts. SKIPs (as the
-//! nova tier does) without the lab.
+//! deletes the image; an image a previous run left is deleted when ovbmc starts. With
+//! `--vmedia-import web-download`, Glance fetches the ISO itself. SKIPs (as the nova tier does)
+//! without the lab.
 
 use std::io::{Read as _, Write as _};
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -57,7 +58,12 @@ fn media_images(clouds: &Path, instance: &str) -> Vec<String> {
 
 /// Serve `body` to every GET on a loopback address of our own until the process ends.
 fn serve_iso(body: Vec<u8>) -> String {
-    let addr = crate::support::unique_loopback();
+    serve_iso_to(crate::support::unique_loopback(), body, None)
+}
+
+/// [`serve_iso`] on `addr`, with `only` a 404 to every request whose User-Agent does not
+/// contain it (so that Glance's own fetch fails and ovbmc's succeeds).
+fn serve_iso_to(addr: Ipv4Addr, body: Vec<u8>, only: Option<&'static str>) -> String {
     let l = TcpListener::bind((addr, 0)).expect("ISO server");
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -71,6 +77,18 @@ fn serve_iso(body: Vec<u8>) -> String {
                     Ok(0) | Err(_) => break,
                     Ok(n) => head.extend_from_slice(&b[..n]),
                 }
+            }
+            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let agent = head
+                .lines()
+                .find_map(|l| l.strip_prefix("user-agent:"))
+                .unwrap_or("");
+            if only.is_some_and(|o| !agent.contains(&o.to_ascii_lowercase())) {
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                continue;
             }
             let _ = write!(
                 c,
@@ -213,8 +231,8 @@ fn console_lines(clouds: &Path) -> usize {
         .count()
 }
 
-fn start(clouds: &Path, dir: &Path) -> (crate::nova::Bmc, Client, String, String) {
-    let (bmc, c) = crate::redfish::start_nova(clouds, dir, INSTANCE);
+fn start(clouds: &Path, dir: &Path, extra: &[&str]) -> (crate::nova::Bmc, Client, String, String) {
+    let (bmc, c) = crate::redfish::start_nova_with(clouds, dir, INSTANCE, extra);
     let (s, _, v) = c.req("GET", "/redfish/v1/Systems", &admin(), None);
     assert_eq!(s, 200, "{v}");
     let system = v["Members"][0]["@odata.id"].as_str().unwrap().to_string();
@@ -253,7 +271,7 @@ fn redfish_virtual_media_on_nova_rescues_from_a_glance_iso() {
     let mut iso = vec![0u8; 256 * 1024];
     iso[0x8001..0x8006].copy_from_slice(b"CD001");
     let url = serve_iso(iso.clone());
-    let (bmc, c, system, cd) = start(&clouds, dir.path());
+    let (bmc, c, system, cd) = start(&clouds, dir.path(), &[]);
 
     // 1. Insert: one image in Glance, tagged, an active ISO with hw_rescue_device=cdrom.
     assert_eq!(insert(&c, &cd, &url), "Completed", "{}", bmc.log());
@@ -332,7 +350,7 @@ fn redfish_virtual_media_on_nova_rescues_from_a_glance_iso() {
     );
     let stale = stale["id"].as_str().expect("stale image id").to_string();
     assert_eq!(media_images(&clouds, &id), vec![stale.clone()]);
-    let (bmc, _c, _, _) = start(&clouds, dir.path());
+    let (bmc, _c, _, _) = start(&clouds, dir.path(), &[]);
     let end = Instant::now() + DEADLINE;
     while !media_images(&clouds, &id).is_empty() {
         assert!(
@@ -343,4 +361,85 @@ fn redfish_virtual_media_on_nova_rescues_from_a_glance_iso() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(bmc.log().contains(&stale), "{}", bmc.log());
+}
+
+/// `--vmedia-import web-download`: Glance fetches the ISO itself (its interoperable image
+/// import; the lab's Glance may fetch from 127.0.0.1 on any port, `[import_filtering_opts]`),
+/// so the bytes never pass through ovbmc: the image is active with the ISO's size, the
+/// log says how it came, and EjectMedia deletes it; where Glance's fetch fails, the insert
+/// falls back to ovbmc's upload.
+#[test]
+fn redfish_virtual_media_on_nova_by_glance_web_download() {
+    let Some(clouds) = crate::nova::lab() else {
+        return;
+    };
+    if lab_env("openstack", "openstack").is_none() {
+        crate::support::skip("nova", "no openstack CLI in the lab");
+        return;
+    }
+    let _g = hold(&BAREMETAL_1);
+    let rt = runtime();
+    let id = rt.block_on(async {
+        let m = crate::nova::machine(&clouds, ovbmc::cloud::BootStrategy::Metadata, INSTANCE).await;
+        to_active(&m).await;
+        m.instance_id().to_string()
+    });
+    for img in media_images(&clouds, &id) {
+        openstack_text(&clouds, &["image", "delete", &img]);
+    }
+    let dir = ScratchDir::new("redfish-media-web-download");
+    dir.write_secret("pw", PASSWORD);
+    let mut iso = vec![0u8; 192 * 1024];
+    iso[0x8001..0x8006].copy_from_slice(b"CD001");
+    // On 127.0.0.1: the one loopback host the lab's Glance may fetch from (allowed_hosts).
+    let url = serve_iso_to(Ipv4Addr::LOCALHOST, iso.clone(), None);
+    let (bmc, c, _system, cd) = start(&clouds, dir.path(), &["--vmedia-import", "web-download"]);
+
+    assert_eq!(insert(&c, &cd, &url), "Completed", "{}", bmc.log());
+    let imgs = media_images(&clouds, &id);
+    assert_eq!(imgs.len(), 1, "one ovbmc-vmedia image for {id}: {imgs:?}");
+    let shown = openstack(&clouds, &["image", "show", &imgs[0]]);
+    assert_eq!(shown["status"], "active", "{shown}");
+    assert_eq!(shown["size"], iso.len() as u64, "{shown}");
+    assert_eq!(shown["properties"]["hw_rescue_device"], "cdrom", "{shown}");
+    assert!(
+        bmc.log().contains("imported by Glance (web-download)"),
+        "not imported by Glance:\n{}",
+        bmc.log()
+    );
+    let (s, _, v) = req_ready(
+        &c,
+        "POST",
+        &format!("{cd}/Actions/VirtualMedia.EjectMedia"),
+        Some("{}"),
+    );
+    assert!(s == 200 || s == 204, "EjectMedia: {s} {v}");
+    assert_eq!(media_images(&clouds, &id), Vec::<String>::new());
+
+    // A URL Glance cannot fetch (its server answers 404 to all but ovbmc): the import fails
+    // in Glance, and the insert falls back to ovbmc's own upload.
+    let url = serve_iso_to(Ipv4Addr::LOCALHOST, iso.clone(), Some("ovbmc/"));
+    assert_eq!(insert(&c, &cd, &url), "Completed", "{}", bmc.log());
+    let imgs = media_images(&clouds, &id);
+    assert_eq!(imgs.len(), 1, "one ovbmc-vmedia image for {id}: {imgs:?}");
+    let shown = openstack(&clouds, &["image", "show", &imgs[0]]);
+    assert_eq!(shown["status"], "active", "{shown}");
+    assert_eq!(shown["size"], iso.len() as u64, "{shown}");
+    let log = bmc.log();
+    // How Glance's failure showed (for the record in the test's output).
+    for l in log.lines().filter(|l| l.contains("did not work")) {
+        println!("{l}");
+    }
+    assert!(
+        log.contains("web-download import did not work") && log.contains("uploading it instead"),
+        "no fall-back to an upload:\n{log}"
+    );
+    let (s, _, v) = req_ready(
+        &c,
+        "POST",
+        &format!("{cd}/Actions/VirtualMedia.EjectMedia"),
+        Some("{}"),
+    );
+    assert!(s == 200 || s == 204, "EjectMedia: {s} {v}");
+    assert_eq!(media_images(&clouds, &id), Vec::<String>::new());
 }

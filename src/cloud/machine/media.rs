@@ -19,6 +19,9 @@ use crate::cloud::CloudError;
 use crate::cloud::session::{Service, Session};
 use ipmi_proto::machine::MachineError;
 
+/// How often a web-download import's image is read while Glance fetches it.
+const IMPORT_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The Glance tag of every image ovbmc made for virtual media.
 pub const TAG: &str = "ovbmc-vmedia";
 /// The image property naming the instance the image was inserted for.
@@ -184,9 +187,178 @@ impl Inner {
     }
 
     /// Fetch `url` into a new Glance image; its id, or what went wrong (the half-made image
-    /// deleted).
+    /// deleted). With `--vmedia-import web-download`, Glance is asked to fetch it first, and
+    /// an upload follows only if that cannot be done.
     async fn upload(&self, url: &str) -> Result<String, String> {
         let shown = crate::redfish::media_url_shown(url);
+        if self.opts.vmedia_import == crate::cloud::VmediaImport::WebDownload {
+            let id = self.create_image(&shown).await?;
+            match self.web_download(&id, url, &shown).await {
+                Ok(()) => {
+                    tracing::info!(
+                        "{}: virtual media {shown} imported by Glance (web-download) into \
+                         image {id}",
+                        self.name
+                    );
+                    return Ok(id);
+                }
+                Err(why) => {
+                    tracing::warn!(
+                        "{}: virtual media {shown}: Glance's web-download import did not \
+                         work ({why}); uploading it instead",
+                        self.name
+                    );
+                    if let Err(e) = delete_image(&self.session, &id).await {
+                        tracing::warn!(
+                            "{}: virtual media: image {id} of a failed import not deleted: {e}",
+                            self.name
+                        );
+                    }
+                }
+            }
+        }
+        let id = self.create_image(&shown).await?;
+        match self.fill(&id, url, &shown).await {
+            Ok(()) => {
+                tracing::info!(
+                    "{}: virtual media {shown} uploaded to Glance image {id}",
+                    self.name
+                );
+                Ok(id)
+            }
+            Err(why) => {
+                if let Err(e) = delete_image(&self.session, &id).await {
+                    tracing::warn!(
+                        "{}: virtual media: image {id} of a failed insert not deleted: {e}",
+                        self.name
+                    );
+                }
+                Err(why)
+            }
+        }
+    }
+
+    /// Glance imports `url` into image `id` itself ("Interoperable image import", method
+    /// `web-download`: `POST /v2/images/{id}/import`), where the cloud offers it (`GET
+    /// /v2/info/import`). Done when the image is `active`; failed when Glance records the
+    /// import as failed (`os_glance_failed_import`, the image back to `queued`), the image is
+    /// `killed` or gone, or the limits are passed (size, `vmedia_timeout`).
+    async fn web_download(&self, id: &str, url: &str, shown: &str) -> Result<(), String> {
+        let info = glance(&self.session, "/info/import")
+            .await
+            .map_err(|e| e.to_string())?;
+        let offered: Value = self
+            .session
+            .call(
+                "Glance import methods",
+                Method::GET,
+                Service::Image,
+                &info,
+                None,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let methods = offered["import-methods"]["value"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if !methods.iter().any(|m| m == "web-download") {
+            return Err(format!(
+                "this Glance does not offer it (import methods: {})",
+                Value::Array(methods)
+            ));
+        }
+        let import = glance(&self.session, &format!("/images/{id}/import"))
+            .await
+            .map_err(|e| e.to_string())?;
+        self.session
+            .call(
+                &format!("Glance image import for {}", self.name),
+                Method::POST,
+                Service::Image,
+                &import,
+                Some(&json!({ "method": { "name": "web-download", "uri": url } })),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let show = glance(&self.session, &format!("/images/{id}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let until = tokio::time::Instant::now() + self.opts.vmedia_timeout;
+        loop {
+            let v: Value = self
+                .session
+                .call("Glance image", Method::GET, Service::Image, &show, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            let failed = v["os_glance_failed_import"].as_str().unwrap_or_default();
+            // Back to (or still) queued: a failed import reverts the image to queued and may
+            // leave `os_glance_failed_import` empty with a single store, so the import task
+            // says (`GET /v2/images/{id}/tasks`, Image API 2.12).
+            if v["status"] == "queued"
+                && let Some(why) = self.import_failed(id).await
+            {
+                return Err(format!("Glance's import task failed ({why})"));
+            }
+            match v["status"].as_str() {
+                _ if !failed.is_empty() => {
+                    return Err(format!("Glance recorded the import as failed ({failed})"));
+                }
+                Some("active") => {
+                    let size = v["size"].as_u64().unwrap_or(0);
+                    let max = self.opts.vmedia_max_bytes;
+                    if size > max {
+                        return Err(too_large(shown, max, Some(size)));
+                    }
+                    return Ok(());
+                }
+                Some(s @ ("killed" | "deleted" | "pending_delete")) => {
+                    return Err(format!("the image is {s}"));
+                }
+                Some(_) | None if tokio::time::Instant::now() >= until => {
+                    return Err(format!(
+                        "not active after {} s (vmedia_timeout)",
+                        self.opts.vmedia_timeout.as_secs()
+                    ));
+                }
+                _ => tokio::time::sleep(IMPORT_POLL).await,
+            }
+        }
+    }
+
+    /// The message of image `id`'s last import task if it failed; None while it runs or
+    /// succeeded, or where Glance has no tasks API for images (older than 2.12).
+    async fn import_failed(&self, id: &str) -> Option<String> {
+        let url = glance(&self.session, &format!("/images/{id}/tasks"))
+            .await
+            .ok()?;
+        let v: Value = self
+            .session
+            .call(
+                "Glance image tasks",
+                Method::GET,
+                Service::Image,
+                &url,
+                None,
+            )
+            .await
+            .ok()?;
+        // The latest by creation (an image imported twice has two).
+        let tasks = v["tasks"].as_array()?;
+        let last = tasks
+            .iter()
+            .max_by_key(|t| t["created_at"].as_str().unwrap_or_default().to_string())?;
+        (last["status"] == "failure").then(|| {
+            last["message"]
+                .as_str()
+                .filter(|m| !m.is_empty())
+                .unwrap_or("no message")
+                .to_string()
+        })
+    }
+
+    /// A new, empty Glance image for virtual media `shown`: its id.
+    async fn create_image(&self, shown: &str) -> Result<String, String> {
         let create = glance(&self.session, "/images")
             .await
             .map_err(|e| e.to_string())?;
@@ -214,29 +386,9 @@ impl Inner {
             )
             .await
             .map_err(|e| format!("virtual media {shown}: {e}"))?;
-        let Some(id) = img["id"].as_str().map(str::to_string) else {
-            return Err(format!(
-                "virtual media {shown}: Glance image create answered without an id"
-            ));
-        };
-        match self.fill(&id, url, &shown).await {
-            Ok(()) => {
-                tracing::info!(
-                    "{}: virtual media {shown} uploaded to Glance image {id}",
-                    self.name
-                );
-                Ok(id)
-            }
-            Err(why) => {
-                if let Err(e) = delete_image(&self.session, &id).await {
-                    tracing::warn!(
-                        "{}: virtual media: image {id} of a failed insert not deleted: {e}",
-                        self.name
-                    );
-                }
-                Err(why)
-            }
-        }
+        img["id"].as_str().map(str::to_string).ok_or_else(|| {
+            format!("virtual media {shown}: Glance image create answered without an id")
+        })
     }
 
     /// Stream the image at `url` into Glance image `id`.

@@ -190,6 +190,14 @@ config_file = $VENV/etc/glance/glance-api-paste.ini
 $(authtoken glance)
 [oslo_concurrency]
 lock_path = $S/glance/lock
+[import_filtering_opts]
+# web-download (ovbmc --vmedia-import web-download) fetches from the tests' HTTP servers on
+# 127.0.0.1, on ports of their own. Glance refuses loopback and link-local hosts unless
+# allowed_hosts names them (glance/common/utils.py resolve_pinned_address), and allows only
+# ports 80 and 443 by default; an empty allowed_ports is no allowlist (then the blocklist,
+# empty): every port (get_validated_address). Both are bounded lists: written in brackets.
+allowed_hosts = [127.0.0.1]
+allowed_ports = []
 EOC
 }
 init_glance() { "$V/glance-manage" --config-file "$S/glance/glance-api.conf" db_sync; }
