@@ -431,6 +431,32 @@ async fn rescue_strategy_clears_an_old_pxe_first() {
     assert_eq!(meta["libvirt:pxe-first"], json!(""), "{meta}");
 }
 
+/// A Redfish face (no listener) on machine `m` as system "a", user admin/secret: the face and
+/// the system's path.
+fn redfish_face(m: &Arc<NovaMachine>) -> (crate::redfish::Offline, String) {
+    let pw = zeroize::Zeroizing::new(b"secret".to_vec());
+    let sys = crate::redfish::System::new(
+        "a",
+        "admin",
+        &pw,
+        ipmi_proto::session::Privilege::Administrator,
+        m.clone(),
+    )
+    .unwrap();
+    let path = format!("/redfish/v1/Systems/{}", sys.id);
+    (crate::redfish::Offline::new(vec![sys]), path)
+}
+
+/// `b` with admin/secret's HTTP Basic credentials, no body.
+fn authed(b: hyper::http::request::Builder) -> hyper::Request<()> {
+    b.header(
+        hyper::header::AUTHORIZATION,
+        crate::redfish::fuzzing::basic("admin", "secret"),
+    )
+    .body(())
+    .unwrap()
+}
+
 /// The wait for a slow Nova server list depends on the face: an IPMI call (budget 700 ms) is
 /// answered busy while the list is still out, and a Redfish GET (budget 2 s here) waits for
 /// that same list and answers 200 — the defect this fixes: Ironic's Redfish boot-device PATCH
@@ -438,7 +464,6 @@ async fn rescue_strategy_clears_an_old_pxe_first() {
 #[tokio::test]
 async fn a_slow_list_is_busy_for_ipmi_and_awaited_by_redfish() {
     use crate::backend::{patience_within, with_patience};
-    use crate::redfish::{Offline, System};
     let f = Fake::start().await;
     f.add_server(A, "a", "ACTIVE");
     let opts = SessionOptions {
@@ -459,24 +484,8 @@ async fn a_slow_list_is_busy_for_ipmi_and_awaited_by_redfish() {
     assert_eq!(e.kind, MachineError::Busy);
     assert!(e.message.contains("no answer in time"), "{}", e.message);
 
-    let pw = zeroize::Zeroizing::new(b"secret".to_vec());
-    let sys = System::new(
-        "a",
-        "admin",
-        &pw,
-        ipmi_proto::session::Privilege::Administrator,
-        m.clone(),
-    )
-    .unwrap();
-    let path = format!("/redfish/v1/Systems/{}", sys.id);
-    let face = Offline::new(vec![sys]);
-    let req = hyper::Request::get(path)
-        .header(
-            hyper::header::AUTHORIZATION,
-            crate::redfish::fuzzing::basic("admin", "secret"),
-        )
-        .body(())
-        .unwrap();
+    let (face, path) = redfish_face(&m);
+    let req = authed(hyper::Request::get(path));
     let r = face.answer(&req, None).await;
     assert_eq!(r.status(), hyper::StatusCode::OK);
     // One list served both: the Redfish request joined the one IPMI gave up on.
@@ -488,7 +497,6 @@ async fn a_slow_list_is_busy_for_ipmi_and_awaited_by_redfish() {
 /// change made), where a budget per call let it run past the budget and answer 200 late.
 #[tokio::test]
 async fn a_redfish_patch_keeps_one_deadline_and_answers_204_when_the_reread_is_late() {
-    use crate::redfish::{Offline, System};
     let f = Fake::start().await;
     f.add_server(A, "a", "ACTIVE");
     let opts = SessionOptions {
@@ -500,38 +508,21 @@ async fn a_redfish_patch_keeps_one_deadline_and_answers_204_when_the_reread_is_l
         .await
         .unwrap()
         .remove(0);
-    let pw = zeroize::Zeroizing::new(b"secret".to_vec());
-    let sys = System::new(
-        "a",
-        "admin",
-        &pw,
-        ipmi_proto::session::Privilege::Administrator,
-        m.clone(),
-    )
-    .unwrap();
-    let path = format!("/redfish/v1/Systems/{}", sys.id);
     // Offline's budget is 2 s: the read before the change (a fresh list, 1.2 s) leaves 0.8 s,
     // and the change makes the view stale, so the read after it needs a list of its own.
-    let face = Offline::new(vec![sys]);
+    let (face, path) = redfish_face(&m);
     s.invalidate();
     f.inject_delay("servers/detail", Duration::from_millis(1200), 2);
-    let auth = crate::redfish::fuzzing::basic("admin", "secret");
-    let req = hyper::Request::patch(&path)
-        .header(hyper::header::AUTHORIZATION, auth.clone())
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(())
-        .unwrap();
+    let req = authed(
+        hyper::Request::patch(&path).header(hyper::header::CONTENT_TYPE, "application/json"),
+    );
     let body = br#"{"Boot":{"BootSourceOverrideTarget":"Pxe","BootSourceOverrideEnabled":"Once"}}"#;
     let r = face
         .answer(&req, Some(bytes::Bytes::from_static(body)))
         .await;
     assert_eq!(r.status(), hyper::StatusCode::NO_CONTENT);
     // The change was made: the next GET (its own deadline) shows it.
-    let req = hyper::Request::get(&path)
-        .header(hyper::header::AUTHORIZATION, auth)
-        .body(())
-        .unwrap();
-    let r = face.answer(&req, None).await;
+    let r = face.answer(&authed(hyper::Request::get(&path)), None).await;
     assert_eq!(r.status(), hyper::StatusCode::OK);
     let b = http_body_util::BodyExt::collect(r.into_body())
         .await

@@ -59,15 +59,22 @@ fn tags(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[test]
-fn plan_apply_again_and_destroy_against_the_lab_neutron() {
-    let Some(clouds) = crate::nova::lab() else {
-        return;
-    };
+/// The lab's clouds.yaml when the lab runs a real Neutron; else None (the test SKIPs, saying
+/// why).
+fn neutron_lab() -> Option<std::path::PathBuf> {
+    let clouds = crate::nova::lab()?;
     if lab_env("openstack", "neutron").as_deref() != Some("real") {
         crate::support::skip("cloudnet", "the lab's Neutron is not the real one");
-        return;
+        return None;
     }
+    Some(clouds)
+}
+
+#[test]
+fn plan_apply_again_and_destroy_against_the_lab_neutron() {
+    let Some(clouds) = neutron_lab() else {
+        return;
+    };
     let id = std::process::id();
     let fleet = format!("it{id}");
     let (bmc, uc) = (format!("it-{id}-bmc"), format!("it-{id}-uc"));
@@ -214,13 +221,9 @@ fn plan_apply_again_and_destroy_against_the_lab_neutron() {
 /// above.
 #[test]
 fn layout_b_with_a_subnet_per_port_against_the_lab() {
-    let Some(clouds) = crate::nova::lab() else {
+    let Some(clouds) = neutron_lab() else {
         return;
     };
-    if lab_env("openstack", "neutron").as_deref() != Some("real") {
-        crate::support::skip("cloudnet", "the lab's Neutron is not the real one");
-        return;
-    }
     let id = std::process::id();
     let fleet = format!("itb{id}");
     let (vm, sg) = (format!("it-{id}-bmcvm"), format!("it-{id}-sg"));

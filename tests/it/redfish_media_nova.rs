@@ -245,14 +245,23 @@ fn start(clouds: &Path, dir: &Path, extra: &[&str]) -> (crate::nova::Bmc, Client
     (bmc, c, system, cd)
 }
 
-#[test]
-fn redfish_virtual_media_on_nova_rescues_from_a_glance_iso() {
-    let Some(clouds) = crate::nova::lab() else {
-        return;
-    };
+/// What each test starts from: the lab, `baremetal_1` held and ACTIVE with disk boot, no
+/// virtual media image of an earlier failed run, a scratch directory with the password file.
+struct Lab {
+    clouds: std::path::PathBuf,
+    _g: std::sync::MutexGuard<'static, ()>,
+    rt: tokio::runtime::Runtime,
+    id: String,
+    session: std::sync::Arc<ovbmc::cloud::session::Session>,
+    dir: ScratchDir,
+}
+
+/// [`Lab`], or None (the test SKIPs, saying why) without the lab or its CLI.
+fn prepare(scratch: &str) -> Option<Lab> {
+    let clouds = crate::nova::lab()?;
     if lab_env("openstack", "openstack").is_none() {
         crate::support::skip("nova", "no openstack CLI in the lab");
-        return;
+        return None;
     }
     let _g = hold(&BAREMETAL_1);
     let rt = runtime();
@@ -261,12 +270,34 @@ fn redfish_virtual_media_on_nova_rescues_from_a_glance_iso() {
         to_active(&m).await;
         (m.instance_id().to_string(), m.session().clone())
     });
-    // Whatever an earlier failed run left.
     for img in media_images(&clouds, &id) {
         openstack_text(&clouds, &["image", "delete", &img]);
     }
-    let dir = ScratchDir::new("redfish-media-nova");
+    let dir = ScratchDir::new(scratch);
     dir.write_secret("pw", PASSWORD);
+    Some(Lab {
+        clouds,
+        _g,
+        rt,
+        id,
+        session,
+        dir,
+    })
+}
+
+#[test]
+fn redfish_virtual_media_on_nova_rescues_from_a_glance_iso() {
+    let Some(Lab {
+        clouds,
+        _g,
+        rt,
+        id,
+        session,
+        dir,
+    }) = prepare("redfish-media-nova")
+    else {
+        return;
+    };
     // An "ISO": Glance does not look inside; the ISO 9660 magic at its offset for the look.
     let mut iso = vec![0u8; 256 * 1024];
     iso[0x8001..0x8006].copy_from_slice(b"CD001");
@@ -370,25 +401,16 @@ fn redfish_virtual_media_on_nova_rescues_from_a_glance_iso() {
 /// falls back to ovbmc's upload.
 #[test]
 fn redfish_virtual_media_on_nova_by_glance_web_download() {
-    let Some(clouds) = crate::nova::lab() else {
+    let Some(Lab {
+        clouds,
+        _g,
+        id,
+        dir,
+        ..
+    }) = prepare("redfish-media-web-download")
+    else {
         return;
     };
-    if lab_env("openstack", "openstack").is_none() {
-        crate::support::skip("nova", "no openstack CLI in the lab");
-        return;
-    }
-    let _g = hold(&BAREMETAL_1);
-    let rt = runtime();
-    let id = rt.block_on(async {
-        let m = crate::nova::machine(&clouds, ovbmc::cloud::BootStrategy::Metadata, INSTANCE).await;
-        to_active(&m).await;
-        m.instance_id().to_string()
-    });
-    for img in media_images(&clouds, &id) {
-        openstack_text(&clouds, &["image", "delete", &img]);
-    }
-    let dir = ScratchDir::new("redfish-media-web-download");
-    dir.write_secret("pw", PASSWORD);
     let mut iso = vec![0u8; 192 * 1024];
     iso[0x8001..0x8006].copy_from_slice(b"CD001");
     // On 127.0.0.1: the one loopback host the lab's Glance may fetch from (allowed_hosts).
