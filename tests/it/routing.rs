@@ -15,7 +15,10 @@
 //! 2001:db8:1::11 never get their replies through; with `--routing auto` all answer. It also
 //! checks that entries already on the host are neither duplicated nor removed, that a reload
 //! with the same fleet changes nothing, and that after SIGTERM the host's addresses, rules and
-//! routes are exactly as before. See `docs/deploy.md`.
+//! routes are exactly as before. A second, flat topology (one bridge, no router) checks
+//! layout B with a subnet per port: the IPMI addresses outside the provisioning subnet, each
+//! added by ovbmc with a prefix that covers the undercloud, answer through their own NICs
+//! ([`Lab::subnet_per_port`]). See `docs/deploy.md`.
 //!
 //! Needs root, iproute2 (`ip netns`), nftables and ipmitool. Otherwise it prints
 //! `SKIP routing tier: <why>` and passes, unless `OVBMC_REQUIRE_LABS=1`.
@@ -86,7 +89,8 @@ impl Drop for Lab {
 }
 
 impl Lab {
-    fn new() -> Self {
+    /// The three namespaces, empty but for `lo`.
+    fn namespaces() -> Self {
         // Pid and a per-process counter: the tests of this file run in parallel in one
         // process, each with its own lab.
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -97,8 +101,7 @@ impl Lab {
             router: format!("{tag}-rtr"),
             client: format!("{tag}-cli"),
         };
-        let (b, r, c) = (lab.bmc.as_str(), lab.router.as_str(), lab.client.as_str());
-        for ns in [b, r, c] {
+        for ns in [&lab.bmc, &lab.router, &lab.client] {
             // A leftover from a killed run of the same pid would make `add` fail.
             let _ = Command::new("ip")
                 .args(["netns", "del", ns])
@@ -107,6 +110,52 @@ impl Lab {
             sh(&["ip", "netns", "add", ns]);
             sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
+        lab
+    }
+
+    /// Load an nftables ruleset into the switch namespace.
+    fn nft(&self, rules: &str) {
+        let nft = Command::new("ip")
+            .args(["netns", "exec", &self.router, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .and_then(|mut ch| {
+                use std::io::Write;
+                ch.stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(rules.as_bytes())?;
+                ch.wait()
+            })
+            .expect("run nft");
+        assert!(nft.success(), "nft -f failed");
+    }
+
+    /// BMC host: each NIC answers ARP only for its own address (arp_ignore=1), as a VM with
+    /// one Neutron port per NIC does; no reverse-path filter on its side.
+    fn bmc_sysctls(&self) {
+        for i in ["all", "default"] {
+            for (k, v) in [
+                ("rp_filter", "0"),
+                ("arp_ignore", "1"),
+                ("arp_announce", "2"),
+            ] {
+                sh(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    &self.bmc,
+                    "sysctl",
+                    "-qw",
+                    &format!("net.ipv4.conf.{i}.{k}={v}"),
+                ]);
+            }
+        }
+    }
+
+    fn new() -> Self {
+        let lab = Self::namespaces();
+        let (b, r, c) = (lab.bmc.as_str(), lab.router.as_str(), lab.client.as_str());
         // veth pairs created straight into their namespaces, so names never clash with the
         // host's or another test run's.
         for (a, an, bside, bn) in [
@@ -154,39 +203,8 @@ impl Lab {
              iifname \"p2\" ether type ip ip saddr != { 198.51.100.11, 198.51.100.12 } drop\n  \
              iifname \"p1\" ether type ip6 ip6 saddr != { 2001:db8:1::10, fe80::/10 } drop\n  \
              iifname \"p2\" ether type ip6 ip6 saddr != { 2001:db8:1::11, fe80::/10 } drop\n }\n}\n";
-        let nft = Command::new("ip")
-            .args(["netns", "exec", r, "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .and_then(|mut ch| {
-                use std::io::Write;
-                ch.stdin
-                    .take()
-                    .expect("stdin")
-                    .write_all(rules.as_bytes())?;
-                ch.wait()
-            })
-            .expect("run nft");
-        assert!(nft.success(), "nft -f failed");
-        // BMC host: each NIC answers ARP only for its own address (arp_ignore=1), as a VM
-        // with one Neutron port per NIC does; no reverse-path filter on its side.
-        for i in ["all", "default"] {
-            for (k, v) in [
-                ("rp_filter", "0"),
-                ("arp_ignore", "1"),
-                ("arp_announce", "2"),
-            ] {
-                sh(&[
-                    "ip",
-                    "netns",
-                    "exec",
-                    b,
-                    "sysctl",
-                    "-qw",
-                    &format!("net.ipv4.conf.{i}.{k}={v}"),
-                ]);
-            }
-        }
+        lab.nft(rules);
+        lab.bmc_sysctls();
         for (dev, addr, addr6) in [
             ("eth1", "198.51.100.10/24", "2001:db8:1::10/64"),
             ("eth2", "198.51.100.11/24", "2001:db8:1::11/64"),
@@ -247,6 +265,78 @@ impl Lab {
             "via",
             "2001:db8:2::1",
         ]);
+        lab
+    }
+
+    /// Layout B with a subnet per port (docs/deploy.md): one L2 network, no router. The BMC
+    /// VM's own port eth1 is on the provisioning subnet (192.0.2.10/24); eth2 and eth3 are the
+    /// ports of 192.0.3.5 and 192.0.3.9, each on a /30 subnet of its own outside it, and come
+    /// with no address (ovbmc adds them, with a /16 prefix that covers the undercloud). The
+    /// undercloud (the client namespace, 192.0.2.2/24) has the on-link route 192.0.3.0/24 dev
+    /// eth0. The switch keeps port security: each port passes only its own address.
+    ///
+    /// ```text
+    ///  BMC VM ns                      switch ns              undercloud ns
+    ///  eth1 192.0.2.10/24 ----- p1 -+
+    ///  eth2 (192.0.3.5)   ----- p2 -+- br0 -+- pu ----- eth0 192.0.2.2/24
+    ///  eth3 (192.0.3.9)   ----- p3 -+                          192.0.3.0/24 dev eth0
+    /// ```
+    fn subnet_per_port() -> Self {
+        let lab = Self::namespaces();
+        let (b, r, c) = (lab.bmc.as_str(), lab.router.as_str(), lab.client.as_str());
+        // IPv4 only: without IPv6 no link-local addresses and routes come and go after the
+        // links are up, so two snapshots of the BMC host compare equal.
+        for k in ["all", "default"] {
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                b,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{k}.disable_ipv6=1"),
+            ]);
+        }
+        for (a, an, bside, bn) in [
+            ("eth1", b, "p1", r),
+            ("eth2", b, "p2", r),
+            ("eth3", b, "p3", r),
+            ("eth0", c, "pu", r),
+        ] {
+            sh(&[
+                "ip", "link", "add", a, "netns", an, "type", "veth", "peer", "name", bside,
+                "netns", bn,
+            ]);
+        }
+        sh(&["ip", "-n", r, "link", "add", "br0", "type", "bridge"]);
+        for p in ["p1", "p2", "p3", "pu"] {
+            sh(&["ip", "-n", r, "link", "set", p, "master", "br0"]);
+            sh(&["ip", "-n", r, "link", "set", p, "up"]);
+        }
+        sh(&["ip", "-n", r, "link", "set", "br0", "up"]);
+        lab.nft(
+            "table bridge portsec {\n chain pre {\n  type filter hook prerouting priority 0; policy accept;\n  \
+             iifname \"p1\" ether type ip ip saddr != 192.0.2.10 drop\n  \
+             iifname \"p2\" ether type ip ip saddr != 192.0.3.5 drop\n  \
+             iifname \"p3\" ether type ip ip saddr != 192.0.3.9 drop\n }\n}\n",
+        );
+        lab.bmc_sysctls();
+        for dev in ["eth1", "eth2", "eth3"] {
+            sh(&["ip", "-n", b, "link", "set", dev, "up"]);
+        }
+        sh(&["ip", "-n", b, "addr", "add", "192.0.2.10/24", "dev", "eth1"]);
+        sh(&["ip", "-n", c, "link", "set", "eth0", "up"]);
+        // A veth's carrier (its operstate in the snapshot) follows its peer's a moment later.
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while sh(&["ip", "-n", b, "-br", "link", "show"]).contains("DOWN") {
+            assert!(
+                std::time::Instant::now() < end,
+                "the BMC host's links stay down"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        sh(&["ip", "-n", c, "addr", "add", "192.0.2.2/24", "dev", "eth0"]);
+        sh(&["ip", "-n", c, "route", "add", "192.0.3.0/24", "dev", "eth0"]);
         lab
     }
 
@@ -618,4 +708,83 @@ fn routes_apply_remove_one_shot() {
     let again = routes("remove", true);
     assert!(again.expect_success().contains(" 0 removed"), "{again}");
     assert_eq!(lab.policy(), pristine);
+}
+
+/// Layout B with a subnet per port, the routing recipe of docs/deploy.md end to end: ovbmc
+/// adds each IPMI address on its own NIC with a prefix covering the undercloud (`interface`,
+/// `prefix = 16`, `add_address`), and `--routing auto` gives each NIC a table with that
+/// on-link route, so the replies leave by the NIC they came in on. Without ovbmc's routing
+/// they leave by eth1 (the provisioning subnet's more specific route) and the switch drops
+/// them. At exit the host is as before.
+#[test]
+fn subnet_per_port_answers_with_on_link_routes() {
+    if !lab_ready() {
+        return;
+    }
+    let dir = ScratchDir::new("routing-subnet-per-port");
+    let pw = dir.write_secret("pw", PASSWORD);
+    let lab = Lab::subnet_per_port();
+    let mut text = format!(
+        "[defaults]\nbackend = \"sim\"\npassword_file = \"{}\"\nsim_power_on_ms = 0\n\n\
+         [routing]\nadd_address = true\n",
+        pw.display()
+    );
+    for (i, (addr, dev)) in [("192.0.3.5", "eth2"), ("192.0.3.9", "eth3")]
+        .iter()
+        .enumerate()
+    {
+        text.push_str(&format!(
+            "\n[[bmc]]\naddress = \"{addr}\"\ninstance = \"n{i}\"\ninterface = \"{dev}\"\n\
+             prefix = 16\n"
+        ));
+    }
+    let cfg = dir.path().join("fleet.toml");
+    fs::write(&cfg, text).expect("write config");
+    let pristine = lab.snapshot();
+
+    // Without ovbmc's routing (the addresses added by hand, as add_address would): no answer.
+    for (addr, dev) in [("192.0.3.5", "eth2"), ("192.0.3.9", "eth3")] {
+        lab.ip(&format!("ip addr add {addr}/16 dev {dev}"));
+    }
+    {
+        let mut p = lab.ovbmc(&dir, &cfg, &["--routing", "off"], "off.log");
+        p.wait_log("serving", 1, Duration::from_secs(30))
+            .unwrap_or_else(|l| panic!("{l}"));
+        lab.power_status("192.0.3.5", &pw).expect_failure();
+        lab.power_status("192.0.3.9", &pw).expect_failure();
+    }
+    for (addr, dev) in [("192.0.3.5", "eth2"), ("192.0.3.9", "eth3")] {
+        lab.ip(&format!("ip addr del {addr}/16 dev {dev}"));
+    }
+    assert_eq!(lab.snapshot(), pristine);
+
+    // --routing auto: ovbmc adds the addresses and the tables; both answer.
+    let mut p = lab.ovbmc(&dir, &cfg, &["--routing", "auto"], "auto.log");
+    p.wait_log("serving", 1, Duration::from_secs(30))
+        .unwrap_or_else(|l| panic!("{l}"));
+    for addr in ["192.0.3.5", "192.0.3.9"] {
+        let r = lab.power_status(addr, &pw);
+        assert!(
+            r.expect_success().contains("Chassis Power is off"),
+            "{addr}: {r}\n{}",
+            p.log()
+        );
+    }
+    let rules = lab.rules();
+    for addr in ["192.0.3.5", "192.0.3.9"] {
+        assert_eq!(
+            rules.matches(&format!("from {addr} lookup")).count(),
+            1,
+            "one rule for {addr}:\n{rules}"
+        );
+    }
+    for l in p.log().lines().filter(|l| l.contains("WARN")) {
+        println!("{l}");
+    }
+    p.signal("TERM");
+    let st = p
+        .wait_exit(Duration::from_secs(30))
+        .expect("ovbmc did not exit on SIGTERM");
+    assert!(st.success(), "exit {st}:\n{}", p.log());
+    assert_eq!(lab.snapshot(), pristine, "the host was left changed");
 }
