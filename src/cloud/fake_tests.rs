@@ -532,3 +532,73 @@ async fn a_redfish_patch_keeps_one_deadline_and_answers_204_when_the_reread_is_l
     assert_eq!(v["Boot"]["BootSourceOverrideTarget"], "Pxe", "{v}");
     assert_eq!(v["Boot"]["BootSourceOverrideEnabled"], "Once", "{v}");
 }
+
+/// Issue 13: the Redfish face answers 503 with `Retry-After` (and a Base message) while Nova
+/// is busy, as the IPMI face answers C0: a Reset and a boot PATCH while a power action is
+/// still waiting for Nova's answer, and a Reset while Nova is still powering the server off.
+#[tokio::test]
+async fn redfish_answers_503_with_retry_after_while_nova_is_busy() {
+    let f = Fake::start().await;
+    f.add_server(A, "a", "ACTIVE");
+    let m = machine(&f, BootStrategy::Metadata).await;
+    let (face, path) = redfish_face(&m);
+    let reset = |kind: &str| {
+        let body = bytes::Bytes::from(format!(r#"{{"ResetType":"{kind}"}}"#));
+        let req = authed(
+            hyper::Request::post(format!("{path}/Actions/ComputerSystem.Reset"))
+                .header(hyper::header::CONTENT_TYPE, "application/json"),
+        );
+        (req, body)
+    };
+    let busy = |r: hyper::Response<_>, what: &str| {
+        assert_eq!(r.status(), hyper::StatusCode::SERVICE_UNAVAILABLE, "{what}");
+        assert!(
+            r.headers().contains_key(hyper::header::RETRY_AFTER),
+            "{what}: no Retry-After: {:?}",
+            r.headers()
+        );
+        r
+    };
+    async fn extended_info(r: hyper::Response<http_body_util::Full<bytes::Bytes>>) -> String {
+        let b = http_body_util::BodyExt::collect(r.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        v["error"]["@Message.ExtendedInfo"][0]["MessageId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    // 1. An action still waiting for Nova's answer.
+    f.inject_delay("/action", Duration::from_millis(800), 1);
+    let m2 = m.clone();
+    let first = tokio::spawn(async move { m2.power(PowerAction::Off).await });
+    eventually(|| f.count("/action") == 1).await;
+    let (req, body) = reset("ForceOff");
+    let r = busy(face.answer(&req, Some(body)).await, "Reset while in flight");
+    let id = extended_info(r).await;
+    assert!(id.starts_with("Base."), "{id}");
+    let patch = authed(
+        hyper::Request::patch(&path).header(hyper::header::CONTENT_TYPE, "application/json"),
+    );
+    let body = br#"{"Boot":{"BootSourceOverrideTarget":"Pxe","BootSourceOverrideEnabled":"Once"}}"#;
+    busy(
+        face.answer(&patch, Some(bytes::Bytes::from_static(body)))
+            .await,
+        "boot PATCH while in flight",
+    );
+    first.await.unwrap().unwrap();
+    assert_eq!(f.count("/action"), 1, "a busy answer sent nothing");
+
+    // 2. Nova transitioning: powering on, the task set for the next lists.
+    f.lock().task_lists = 50;
+    m.power(PowerAction::On).await.unwrap();
+    let (req, body) = reset("ForceOff");
+    busy(
+        face.answer(&req, Some(body)).await,
+        "Reset while Nova powers on",
+    );
+    assert_eq!(f.count("/action"), 2, "a busy answer sent nothing");
+}

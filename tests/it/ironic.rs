@@ -818,6 +818,7 @@ fn redfish_e2e_drives_a_nova_instance_through_ovbmc_redfish() {
             ("E2E_REDFISH_SYSTEM_ID", system.as_str()),
             ("E2E_OOB_POWER", oob_s.as_str()),
             ("E2E_NOVA", nova_s.as_str()),
+            ("E2E_OPENSTACK", openstack.as_str()),
             ("OVBMC_IT_OPENSTACK", openstack.as_str()),
             ("OVBMC_IT_INSTANCE", name),
             ("OVBMC_IT_OOB_LOG", oob_log_s.as_str()),

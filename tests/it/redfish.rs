@@ -223,6 +223,50 @@ pub(crate) fn message_id(v: &Value) -> String {
         .to_string()
 }
 
+/// A session unused for the idle timeout (`--redfish-session-timeout`, 30 s here, its least)
+/// is closed: its token then gets 401 `NoValidSession`, and its Session resource is gone;
+/// one used meanwhile stays open (the timeout is idle time, not age).
+#[test]
+fn redfish_session_expires_after_the_idle_timeout() {
+    let dir = ScratchDir::new("redfish-session-timeout");
+    let f = start(dir.path(), &["--redfish-session-timeout", "30"]);
+    let login = format!("{{\"UserName\":\"{USER}\",\"Password\":\"{PASSWORD}\"}}");
+    let sessions = "/redfish/v1/SessionService/Sessions";
+    let open = || {
+        let (s, h, v) = f.req("POST", sessions, &[], Some(&login));
+        assert_eq!(s, 201, "{v}");
+        let token = h
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(": ")?;
+                k.eq_ignore_ascii_case("x-auth-token")
+                    .then(|| v.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("no X-Auth-Token in {h}"));
+        vec!["-H".to_string(), format!("X-Auth-Token: {token}")]
+    };
+    let idle = open();
+    let busy = open();
+    assert_eq!(f.req("GET", &f.system, &idle, None).0, 200);
+    // Used every 10 s: never idle for 30 s.
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_secs(10));
+        assert_eq!(f.req("GET", &f.system, &busy, None).0, 200);
+    }
+    let (s, _, v) = f.req("GET", &f.system, &idle, None);
+    assert_eq!(
+        (s, message_id(&v).as_str()),
+        (401, "Base.1.22.NoValidSession"),
+        "an idle session still works after 40 s"
+    );
+    let (s, _, v) = f.req("GET", sessions, &basic(), None);
+    assert_eq!(s, 200);
+    assert_eq!(
+        v["Members@odata.count"], 1,
+        "the idle session is still listed: {v}"
+    );
+}
+
 #[test]
 fn redfish_auth_basic_sessions_and_errors() {
     let dir = ScratchDir::new("redfish-auth");

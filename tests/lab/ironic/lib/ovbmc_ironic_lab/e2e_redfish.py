@@ -26,12 +26,18 @@ E2E_KEEP_NODE, E2E_SYNC_WAIT, E2E_FORCE_POWER_SYNC, E2E_API_VERSION, E2E_HTTP_TI
                         VirtualMedia (else it is skipped)
   E2E_NOVA              command printing `openstack server show -f json` of the instance
                         behind the BMC; unset = no Nova cross-checks (noted)
+  E2E_OPENSTACK         the host cloud's `openstack` CLI (with OS_CLOUD, or clouds.yaml's
+                        `lab`), for the vmedia-deploy step's Glance and console-log checks:
+                        the image ovbmc made of Ironic's ISO, Nova's rescue from it, its
+                        deletion at undeploy; unset = not checked (noted)
 """
+import json
 import os
+import subprocess
 import time
 
 from ovbmc_ironic_lab import redfish
-from ovbmc_ironic_lab.e2e import Fail, Run, env
+from ovbmc_ironic_lab.e2e import Fail, Run, Skip, env
 
 # IPMI v2.0 §28.13, boot flags data byte 2 bits 5:2: the device selector as ovbmc stores it
 SELECTOR = {"pxe": 0x04, "disk": 0x08, "cdrom": 0x14, "bios": 0x18, "safe": 0x0c}
@@ -66,6 +72,33 @@ class RedfishRun(Run):
                 raise Fail("Nova: status %s task %s, not %s after %ss" % (
                     n.get("status"), n.get("OS-EXT-STS:task_state"), want_status, limit))
             time.sleep(1)
+
+    def cloud(self, *args, as_json=True):
+        """The host cloud's CLI (E2E_OPENSTACK): its JSON (or text) output, None without it.
+
+        Without the Ironic lab's noauth settings, which are for the baremetal CLI."""
+        cli = env("E2E_OPENSTACK")
+        if not cli:
+            return None
+        e = {k: v for k, v in os.environ.items()
+             if k not in ("OS_AUTH_TYPE", "OS_ENDPOINT", "OS_BAREMETAL_API_VERSION")}
+        cmd = [cli, "--os-cloud", env("OS_CLOUD") or "lab", *args]
+        if as_json:
+            cmd += ["-f", "json"]
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=120, env=e)
+        if p.returncode != 0:
+            raise Fail("openstack %s: %s" % (" ".join(args), p.stderr.strip()[-300:]))
+        return json.loads(p.stdout) if as_json else p.stdout
+
+    def media_images(self):
+        """The ids of the Glance images ovbmc made for this instance (tag ovbmc-vmedia,
+        property ovbmc_instance), or None without E2E_OPENSTACK."""
+        # The ComputerSystem's Id is the instance's UUID (ovbmc's Redfish face).
+        instance = self.bmc.sys().get("Id")
+        v = self.cloud("image", "list", "--tag", "ovbmc-vmedia",
+                       "--property", "ovbmc_instance=%s" % instance)
+        return None if v is None else [i["ID"] for i in v]
 
     def nova_boot(self):
         """ovbmc's ``ovbmc:boot`` metadata on the instance (10 hex digits) or None."""
@@ -300,6 +333,18 @@ class RedfishRun(Run):
             raise Fail("last_error: %s" % self.f("last_error"))
         if not image or target[0] != "Cd" or n.get("status") != "RESCUE":
             raise Fail()
+        # Nova rescued it from the Glance image ovbmc made of Ironic's ISO: one image for
+        # the instance, and the lab hypervisor's console log names it as the rescue image.
+        made = self.media_images()
+        if made is None:
+            self.note("Glance and the rescue image: not checked (E2E_OPENSTACK unset);")
+        else:
+            log = self.cloud("console", "log", "show", self.bmc.sys().get("Id"), as_json=False)
+            rescues = [l for l in log.splitlines() if "rescue from image" in l]
+            self.note("glance images %s; last rescue: %s;" % (
+                made, rescues[-1].strip() if rescues else None))
+            if len(made) != 1 or not rescues or made[0] not in rescues[-1]:
+                raise Fail("not rescued from the one ovbmc-vmedia image")
         a = self.ironic.call("PUT", self.path("/states/provision"), {"target": "deleted"})
         if a.code != 202:
             raise Fail("undeploy -> HTTP %s %s" % (a.code, a.error()))
@@ -312,6 +357,9 @@ class RedfishRun(Run):
             n.get("status")))
         if not ok or image or n.get("status") == "RESCUE":
             raise Fail("last_error: %s" % self.f("last_error"))
+        left = self.media_images()
+        if left:
+            raise Fail("ovbmc-vmedia images left after the eject: %s" % left)
 
     def steps(self):
         yield from self.first_steps()
