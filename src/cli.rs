@@ -209,7 +209,8 @@ pub struct NodesJsonArgs {
 
     /// Only the ports on this Nova network (its name, as `openstack server show` lists it
     /// under `addresses`; repeatable): the provisioning network, so Ironic does not try to
-    /// PXE-boot from the others. [default: every port]
+    /// PXE-boot from the others. [default: `[cloud.network] network` when the fleet file
+    /// names it, else every port]
     #[arg(long, value_name = "NAME")]
     pub network: Vec<String>,
 

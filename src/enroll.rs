@@ -246,9 +246,10 @@ pub async fn nodes_json(cli: &Cli, args: &NodesJsonArgs) -> anyhow::Result<()> {
     let fleet = Fleet::load(&args.config)?;
     let settings = Settings::resolve(cli, Some(&fleet));
     let machines = crate::daemon::fleet_machines(&settings, &args.config, &fleet).await?;
+    let networks = port_networks(args, &fleet);
     let mut nodes = Vec::with_capacity(fleet.bmcs.len());
     for (e, m) in fleet.bmcs.iter().zip(&machines) {
-        nodes.push(facts(&settings, args, e, m).await?);
+        nodes.push(facts(&settings, args, &networks, e, m).await?);
     }
     let text = serde_json::to_string_pretty(&document(args.format, &nodes))? + "\n";
     match &args.output {
@@ -281,9 +282,30 @@ pub async fn nodes_json(cli: &Cli, args: &NodesJsonArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The networks whose ports are the nodes' `ports`: `--network`, else the provisioning
+/// network of `[cloud.network]` (the fleet file says which network the nodes PXE-boot on, and
+/// Ironic tries every port it is given), else all (empty). Nova's `addresses` name networks,
+/// so a network given by its UUID there cannot be matched: all ports, and a line says so.
+fn port_networks(args: &NodesJsonArgs, fleet: &Fleet) -> Vec<String> {
+    if !args.network.is_empty() {
+        return args.network.clone();
+    }
+    let Some(net) = fleet.cloud.network.as_ref().map(|n| n.network.clone()) else {
+        return Vec::new();
+    };
+    if crate::cloud::parse_uuid(&net).is_some() {
+        tracing::info!(
+            "nodes-json: [cloud.network] network is a UUID ({net}), which Nova's addresses do              not show: the ports of every network are listed (--network NAME to choose)"
+        );
+        return Vec::new();
+    }
+    vec![net]
+}
+
 async fn facts(
     settings: &Settings,
     args: &NodesJsonArgs,
+    networks: &[String],
     e: &BmcEntry,
     m: &SharedMachine,
 ) -> anyhow::Result<NodeFacts> {
@@ -305,16 +327,15 @@ async fn facts(
         .ok()
         .flatten();
     if let Some(inv) = inventory.as_mut()
-        && !args.network.is_empty()
+        && !networks.is_empty()
     {
         let all = inv.macs.len();
-        inv.macs = only_on(inv, &args.network);
+        inv.macs = only_on(inv, networks);
         if all > 0 && inv.macs.is_empty() {
             tracing::warn!(
-                "{}: none of the {all} ports of {} is on {:?}: no ports",
+                "{}: none of the {all} ports of {} is on {networks:?}: no ports",
                 at(),
                 m.name(),
-                args.network
             );
         }
     }
@@ -375,6 +396,45 @@ fn write_file(path: &Path, data: &[u8], secret: bool) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use ipmi_proto::machine::BootDevice;
+
+    /// `--network`, else `[cloud.network] network` by name, else every port.
+    #[test]
+    fn port_networks_default_to_the_provisioning_network() {
+        let fleet = |net: &str| {
+            let section = if net.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "[cloud]\nos_cloud = \"c\"\n[cloud.network]\nfleet = \"f\"\n\
+                     network = \"{net}\"\nsubnet = \"s\"\nbmc_port = \"p\"\n"
+                )
+            };
+            let text = format!(
+                "{section}[[bmc]]\naddress = \"192.0.2.1\"\ninstance = \"a\"\n\
+                 password_env = \"X\"\n"
+            );
+            Fleet::parse(&text, Path::new("/etc/ovbmc/fleet.toml")).unwrap()
+        };
+        let args = |extra: &[&str]| {
+            let mut words = vec!["ovbmc", "nodes-json", "--config", "/etc/ovbmc/fleet.toml"];
+            words.extend_from_slice(extra);
+            match Cli::try_from_args(words).unwrap().command {
+                Some(crate::cli::Command::NodesJson(a)) => a,
+                _ => unreachable!(),
+            }
+        };
+        assert_eq!(
+            port_networks(&args(&[]), &fleet("provision")),
+            ["provision"]
+        );
+        assert_eq!(
+            port_networks(&args(&["--network", "ctlplane"]), &fleet("provision")),
+            ["ctlplane"]
+        );
+        assert!(port_networks(&args(&[]), &fleet("")).is_empty());
+        let by_id = fleet("5b0d4a76-1f3e-4c4e-9a8e-2f6e1c0a7d21");
+        assert!(port_networks(&args(&[]), &by_id).is_empty());
+    }
 
     fn sim_facts() -> NodeFacts {
         NodeFacts {

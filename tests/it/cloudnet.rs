@@ -59,6 +59,32 @@ fn tags(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The ingress rules of security group `group` that say they are fleet `fleet`'s (their
+/// description `ovbmc:FLEET`: Neutron cannot tag rules), each as "PROTO PORT REMOTE ETHERTYPE",
+/// sorted; read rule by rule with the CLI.
+fn fleet_rules(clouds: &Path, group: &str, fleet: &str) -> Vec<String> {
+    let list = openstack(clouds, &["security", "group", "rule", "list", group]);
+    let mut out = Vec::new();
+    for r in list.as_array().into_iter().flatten() {
+        let id = r["ID"].as_str().expect("rule ID");
+        let r = openstack(clouds, &["security", "group", "rule", "show", id]);
+        if r["description"] != format!("ovbmc:{fleet}").as_str() {
+            continue;
+        }
+        assert_eq!(r["direction"], "ingress", "{r}");
+        assert_eq!(r["port_range_min"], r["port_range_max"], "{r}");
+        out.push(format!(
+            "{} {} {} {}",
+            r["protocol"].as_str().unwrap_or("any"),
+            r["port_range_min"],
+            r["remote_ip_prefix"].as_str().unwrap_or("anywhere"),
+            r["ether_type"].as_str().unwrap_or("?")
+        ));
+    }
+    out.sort();
+    out
+}
+
 /// The lab's clouds.yaml when the lab runs a real Neutron; else None (the test SKIPs, saying
 /// why).
 fn neutron_lab() -> Option<std::path::PathBuf> {
@@ -84,6 +110,8 @@ fn plan_apply_again_and_destroy_against_the_lab_neutron() {
         .as_str()
         .unwrap()
         .to_string();
+    // The Redfish face's port, its own per run (the rule is matched by port).
+    let redfish_port = 30000 + id % 10000;
     let dir = ScratchDir::new("cloudnet");
     dir.write_secret("ipmi-password", "pw");
     let file = dir.path().join("fleet.toml");
@@ -94,6 +122,7 @@ fn plan_apply_again_and_destroy_against_the_lab_neutron() {
              [cloud.network]\nfleet = \"{fleet}\"\nnetwork = \"provision\"\n\
              subnet = \"provision-subnet\"\nbmc_port = \"{bmc}\"\n\
              undercloud_port = \"{uc}\"\nipxe_file = \"inspector.ipxe\"\n\
+             [redfish]\naddress = \"192.168.24.241:{redfish_port}\"\n\
              [[bmc]]\naddress = \"192.168.24.241\"\ninstance = \"baremetal_3\"\n\
              [[bmc]]\naddress = \"192.168.24.242\"\ninstance = \"baremetal_3\"\nport = 624\n"
         ),
@@ -110,9 +139,11 @@ fn plan_apply_again_and_destroy_against_the_lab_neutron() {
         &format!("add host_route 169.254.169.254/32 via {uc_ip}"),
         "rule ingress udp 623 from",
         "rule ingress udp 624 from",
+        &format!("rule ingress tcp {redfish_port} from"),
     ] {
         assert!(plan.contains(want), "plan lacks {want:?}:\n{plan}");
     }
+    assert!(fleet_rules(&clouds, "default", &fleet).is_empty());
     assert!(pairs(&openstack(&clouds, &["port", "show", &bmc])).is_empty());
     // Apply, then check field by field.
     cloud(&clouds, "apply", &file);
@@ -146,10 +177,51 @@ fn plan_apply_again_and_destroy_against_the_lab_neutron() {
     );
     let port_id = ports[0]["ID"].as_str().unwrap().to_string();
     let bm = openstack(&clouds, &["port", "show", &port_id]);
-    let opts = bm["extra_dhcp_opts"].to_string();
+    // The three DHCP options by name (docs/deploy.md: iPXE's file from the undercloud).
+    let mut opts: Vec<String> = bm["extra_dhcp_opts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| {
+            format!(
+                "{}={}",
+                o["opt_name"].as_str().unwrap_or("?"),
+                o["opt_value"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    opts.sort();
+    for want in [
+        "bootfile-name=inspector.ipxe".to_string(),
+        format!("server-ip-address={uc_ip}"),
+        format!("tftp-server={uc_ip}"),
+    ] {
+        assert!(
+            opts.contains(&want),
+            "extra_dhcp_opts lack {want}: {opts:?}"
+        );
+    }
+    // The faces' rules in the BMC port's group, field by field: UDP 623 and 624 (the two
+    // BMCs' ports) and the Redfish TCP port, from the provisioning subnet.
+    let cidr = sub["cidr"].as_str().unwrap().to_string();
+    let mut want_rules = vec![
+        format!("tcp {redfish_port} {cidr} IPv4"),
+        format!("udp 623 {cidr} IPv4"),
+        format!("udp 624 {cidr} IPv4"),
+    ];
+    want_rules.sort();
+    assert_eq!(fleet_rules(&clouds, "default", &fleet), want_rules);
+    // Every resource ovbmc edited carries the fleet's tag (rules: the description above).
+    for (kind, name) in [("port", uc.as_str()), ("port", port_id.as_str())] {
+        let v = openstack(&clouds, &[kind, "show", name]);
+        assert!(
+            tags(&v).contains(&format!("ovbmc:{fleet}")),
+            "{kind} {name}: {v}"
+        );
+    }
     assert!(
-        opts.contains("inspector.ipxe") && opts.contains(&uc_ip),
-        "{opts}"
+        tags(&sub).contains(&format!("ovbmc:{fleet}")),
+        "provision-subnet: {sub}"
     );
     // Apply again: nothing to do.
     assert!(
@@ -208,6 +280,10 @@ fn plan_apply_again_and_destroy_against_the_lab_neutron() {
     assert!(
         !bm["extra_dhcp_opts"].to_string().contains("inspector.ipxe"),
         "{bm}"
+    );
+    assert!(
+        fleet_rules(&clouds, "default", &fleet).is_empty(),
+        "destroy left the fleet's rules"
     );
     assert!(cloud(&clouds, "destroy", &file).contains("destroy: nothing to do"));
     openstack_do(&clouds, &["security", "group", "rule", "delete", &rule_id]);

@@ -438,6 +438,33 @@ fn inner_in_netns() {
         "IPv4 VIP leaves",
     );
 
+    // The rate: five addresses at once (a failover brings several VIPs) within the settle
+    // time (200 ms) are one change, so one or two PUTs (two if the burst straddles a
+    // settle), never one per address; and gone at once, likewise.
+    let burst: Vec<String> = (20..25).map(|i| format!("192.0.2.{i}")).collect();
+    let puts = || st.lock().unwrap().puts;
+    let before = puts();
+    for a in &burst {
+        sh(&["ip", "addr", "add", &format!("{a}/32"), "dev", "w0"]);
+    }
+    let mut with: Vec<&str> = vec!["198.51.100.99", "2001:db8::10"];
+    with.extend(burst.iter().map(String::as_str));
+    converge(&cloud, &mut w, &with, "a burst of five VIPs arrives");
+    let n = puts() - before;
+    assert!(n <= 2, "{n} PUTs for a burst of five addresses");
+    let before = puts();
+    for a in &burst {
+        sh(&["ip", "addr", "del", &format!("{a}/32"), "dev", "w0"]);
+    }
+    converge(
+        &cloud,
+        &mut w,
+        &["198.51.100.99", "2001:db8::10"],
+        "the burst leaves",
+    );
+    let n = puts() - before;
+    assert!(n <= 2, "{n} PUTs for five addresses leaving");
+
     // The cloud down for 30 s, the host changing meanwhile.
     cloud.stop();
     sh(&["ip", "addr", "add", "192.0.2.11/24", "dev", "w0"]);
