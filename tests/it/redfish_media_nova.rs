@@ -465,3 +465,81 @@ fn redfish_virtual_media_on_nova_by_glance_web_download() {
     assert!(s == 200 || s == 204, "EjectMedia: {s} {v}");
     assert_eq!(media_images(&clouds, &id), Vec::<String>::new());
 }
+
+/// A BMC that leaves the fleet (SIGHUP with it gone from the fleet file) takes its virtual
+/// media image with it: ovbmc deletes the Glance image it made for that BMC (the instance is
+/// no longer ovbmc's to boot from it). A simulator BMC keeps the fleet from being empty.
+#[test]
+fn redfish_virtual_media_image_goes_when_the_bmc_leaves_the_fleet() {
+    let Some(Lab {
+        clouds,
+        _g,
+        id,
+        dir,
+        ..
+    }) = prepare("redfish-media-retire")
+    else {
+        return;
+    };
+    let mut iso = vec![0u8; 128 * 1024];
+    iso[0x8001..0x8006].copy_from_slice(b"CD001");
+    let url = serve_iso(iso);
+    let (a, b, r) = (
+        crate::support::unique_loopback(),
+        crate::support::unique_loopback(),
+        crate::support::unique_loopback(),
+    );
+    let port = crate::support::free_udp_port(a);
+    let rport = crate::redfish::free_tcp_port(r);
+    let head = format!(
+        "[defaults]\npassword_file = \"{}\"\nport = {port}\n\
+         [cloud]\nos_cloud = \"lab\"\nos_client_config_file = \"{}\"\n\
+         boot_strategy = \"metadata\"\n\
+         [redfish]\naddress = \"{r}:{rport}\"\nstate_dir = \"state\"\n\
+         [[bmc]]\naddress = \"{b}\"\ninstance = \"keeper\"\nbackend = \"sim\"\n\
+         user = \"keeper\"\n",
+        dir.path().join("pw").display(),
+        clouds.display()
+    );
+    let nova =
+        format!("[[bmc]]\naddress = \"{a}\"\ninstance = \"{INSTANCE}\"\nbackend = \"nova\"\n");
+    let cfg = dir.path().join("fleet.toml");
+    std::fs::write(&cfg, format!("{head}{nova}")).unwrap();
+    let log_file = dir.path().join("ovbmc.log");
+    let mut p = crate::fleet::FleetProc::spawn(
+        &[],
+        &["--config".into(), cfg.display().to_string()],
+        log_file.clone(),
+    );
+    p.wait_log("serving bmcs=2", 1, Duration::from_secs(60))
+        .unwrap_or_else(|l| panic!("{l}"));
+    let c = Client {
+        base: format!("https://{r}:{rport}"),
+        cert: dir.path().join("state/redfish-cert.pem"),
+        log_file,
+    };
+    let (s, _, v) = req_ready(&c, "GET", "/redfish/v1/Managers", None);
+    assert_eq!(s, 200, "{v}");
+    let manager = v["Members"][0]["@odata.id"].as_str().unwrap().to_string();
+    let cd = format!("{manager}/VirtualMedia/Cd");
+    assert_eq!(insert(&c, &cd, &url), "Completed", "{}", p.log());
+    let imgs = media_images(&clouds, &id);
+    assert_eq!(imgs.len(), 1, "one ovbmc-vmedia image for {id}: {imgs:?}");
+
+    // The Nova BMC leaves the fleet: its image is deleted.
+    std::fs::write(&cfg, &head).unwrap();
+    p.signal("HUP");
+    p.wait_log("reload:", 1, Duration::from_secs(30))
+        .unwrap_or_else(|l| panic!("{l}"));
+    let end = Instant::now() + DEADLINE;
+    while !media_images(&clouds, &id).is_empty() {
+        assert!(
+            Instant::now() < end,
+            "image {} not deleted when its BMC left the fleet:\n{}",
+            imgs[0],
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(p.log().contains(&imgs[0]), "{}", p.log());
+}
