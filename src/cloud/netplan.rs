@@ -26,8 +26,8 @@ use std::fmt;
 use std::net::IpAddr;
 
 use super::neutron::{
-    AddressPair, DhcpOpt, FixedIp, HostRoute, NewPort, NewSubnet, Pool, Port, Resource, Rule,
-    SecurityGroup, Subnet, label, same_address,
+    AddressPair, DhcpOpt, FixedIp, HostRoute, NewPort, NewSubnet, PORT_SUBNET_SERVICE_TYPE, Pool,
+    Port, Resource, Rule, SecurityGroup, Subnet, label, same_address,
 };
 use crate::net::Cidr;
 
@@ -485,6 +485,9 @@ pub fn plan(d: &Desired, a: &Actual) -> Result<Plan, String> {
                         ip_address: ip.to_string(),
                     }],
                     security_groups: d.security_group.clone().map(|g| vec![g]),
+                    device_owner: d
+                        .subnet_per_port
+                        .then(|| PORT_SUBNET_SERVICE_TYPE.to_string()),
                     description: format!("made by ovbmc cloud apply for fleet {fleet}"),
                 },
                 tags: vec![marker(fleet), rec_port.clone()],
@@ -1006,6 +1009,8 @@ fn port_subnets(
                     start: ip.to_string(),
                     end: ip.to_string(),
                 }],
+                // Its address for its port alone (see the constant).
+                service_types: vec![PORT_SUBNET_SERVICE_TYPE.to_string()],
                 description: format!("made by ovbmc cloud apply for fleet {fleet}"),
             },
             tags: vec![marker(fleet), rec_subnet.clone()],

@@ -320,9 +320,25 @@ pub struct NewPort {
     /// `security_groups` (left out: Neutron picks the project's default group).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub security_groups: Option<Vec<String>>,
+    /// `device_owner` (left out: none). A port on a subnet per port carries
+    /// [`PORT_SUBNET_SERVICE_TYPE`], the one owner that subnet gives addresses to; Nova sets
+    /// its own (`compute:<zone>`) when it attaches the port, and the address stays.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_owner: Option<String>,
     /// `description`.
     pub description: String,
 }
+
+/// The subnet service type of a subnet per port ("Subnet service types" extension): Neutron
+/// gives addresses of such a subnet only to ports of that `device_owner`
+/// (neutron/objects/subnet.py, `_query_entity_service_subnets`), never to a port made on the
+/// network without an address. Without it a port made on the provisioning network while
+/// `apply` runs (between a subnet and its port; seen against the lab's Neutron, where the
+/// other cloud test's port took an IPMI address and `apply` then got 409 "already
+/// allocated"), or after `destroy` deleted the port but not yet its subnet, could get the
+/// IPMI address. Neutron accepts only types that begin like a device owner (`compute:`,
+/// `network:`, ...: neutron_lib's `validate_subnet_service_types`).
+pub const PORT_SUBNET_SERVICE_TYPE: &str = "compute:ovbmc-ipmi";
 
 /// One of a subnet's `allocation_pools`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -355,6 +371,9 @@ pub struct NewSubnet {
     /// IPMI address's port holds it the pool is exhausted, and Neutron allocates from the
     /// network's other subnets.
     pub allocation_pools: Vec<Pool>,
+    /// `service_types`: [`PORT_SUBNET_SERVICE_TYPE`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub service_types: Vec<String>,
     /// `description`.
     pub description: String,
 }

@@ -368,6 +368,12 @@ fn layout_b_with_a_subnet_per_port_against_the_lab() {
             "{s}"
         );
         assert!(tags(&s).contains(&format!("ovbmc:{fleet}:subnet")), "{s}");
+        // Its address is for its own port only: no other port gets it.
+        assert_eq!(
+            s["service_types"],
+            serde_json::json!(["compute:ovbmc-ipmi"]),
+            "{s}"
+        );
         let p = openstack(&clouds, &["port", "show", &format!("ovbmc-{fleet}-{addr}")]);
         assert_eq!(p["fixed_ips"][0]["subnet_id"], s["id"], "{p}");
         assert_eq!(p["fixed_ips"][0]["ip_address"], addr.as_str(), "{p}");
@@ -376,12 +382,25 @@ fn layout_b_with_a_subnet_per_port_against_the_lab() {
             sid.as_str(),
             "not attached to the BMC VM: {p}"
         );
+        // Nova took the port over (its own owner), and the address stayed.
+        assert_eq!(p["device_owner"], "compute:nova", "{p}");
     }
+    // The IPMI rule in the group named, from the provisioning subnet.
+    let prov = openstack(&clouds, &["subnet", "show", "provision-subnet"]);
+    let cidr = prov["cidr"].as_str().unwrap();
+    assert_eq!(
+        fleet_rules(&clouds, &sg, &fleet),
+        [format!("udp 623 {cidr} IPv4")]
+    );
     assert!(
         cloud(&clouds, "apply", &file).contains("apply: nothing to do"),
         "second apply did something"
     );
     cloud(&clouds, "destroy", &file);
+    assert!(
+        fleet_rules(&clouds, &sg, &fleet).is_empty(),
+        "destroy left the rule"
+    );
     for kind in ["port", "subnet"] {
         let v = openstack(&clouds, &[kind, "list", "--tags", &tag]);
         assert_eq!(v.as_array().map(Vec::len), Some(0), "{kind}: {v}");
@@ -389,4 +408,77 @@ fn layout_b_with_a_subnet_per_port_against_the_lab() {
     assert!(cloud(&clouds, "destroy", &file).contains("destroy: nothing to do"));
     openstack_do(&clouds, &["server", "delete", "--wait", &vm]);
     openstack_do(&clouds, &["security", "group", "delete", &sg]);
+}
+
+/// TripleO needs an MTU of 1500 on the provisioning network: against the lab's real Neutron,
+/// `plan` on a network made with MTU 1400 fails and says why, and goes ahead with
+/// `--allow-small-mtu`.
+#[test]
+fn a_small_mtu_is_refused_unless_allowed_against_the_lab() {
+    let Some(clouds) = neutron_lab() else {
+        return;
+    };
+    let id = std::process::id();
+    let (net, sub, port) = (
+        format!("it-{id}-mtu"),
+        format!("it-{id}-mtu-subnet"),
+        format!("it-{id}-mtu-bmc"),
+    );
+    openstack(&clouds, &["network", "create", "--mtu", "1400", &net]);
+    let third = 100 + id % 100;
+    openstack(
+        &clouds,
+        &[
+            "subnet",
+            "create",
+            "--network",
+            &net,
+            "--subnet-range",
+            &format!("10.{third}.0.0/24"),
+            &sub,
+        ],
+    );
+    openstack(&clouds, &["port", "create", "--network", &net, &port]);
+    let dir = ScratchDir::new("cloudnet-mtu");
+    dir.write_secret("ipmi-password", "pw");
+    let file = dir.path().join("fleet.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[defaults]\npassword_file = \"ipmi-password\"\n[cloud]\nos_cloud = \"lab\"\n\
+             [cloud.network]\nfleet = \"itm{id}\"\nnetwork = \"{net}\"\nsubnet = \"{sub}\"\n\
+             bmc_port = \"{port}\"\n\
+             [[bmc]]\naddress = \"10.{third}.0.200\"\ninstance = \"baremetal_3\"\n"
+        ),
+    )
+    .unwrap();
+    let plan = |extra: &[&str]| {
+        let mut args: Vec<String> = ["cloud", "plan", "--config"].map(String::from).to_vec();
+        args.push(file.display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        run(
+            &ovbmc_bin(),
+            &args,
+            &[
+                ("OS_CLIENT_CONFIG_FILE", clouds.to_str().unwrap()),
+                ("OVBMC_LOG", "warn"),
+            ],
+            Duration::from_secs(300),
+        )
+    };
+    let refused = plan(&[]);
+    refused.expect_failure();
+    assert!(
+        refused.stderr.contains("1400") && refused.stderr.contains("allow-small-mtu"),
+        "{refused}"
+    );
+    let allowed = plan(&["--allow-small-mtu"]);
+    assert!(
+        allowed
+            .expect_success()
+            .contains("add allowed_address_pair 10."),
+        "{allowed}"
+    );
+    openstack_do(&clouds, &["port", "delete", &port]);
+    openstack_do(&clouds, &["network", "delete", &net]);
 }
