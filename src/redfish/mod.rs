@@ -403,15 +403,17 @@ impl Face {
         body: Option<Bytes>,
         peer: Option<SocketAddr>,
     ) -> Answer {
-        // DSP0266 §8.2.1 (request headers): an OData version other than 4.0 is refused.
+        // DSP0266 §8.2.1 (request headers): an OData version other than 4.0 is refused with
+        // 412. The Base registry's message for it is HeaderInvalid ("Header '%1' is
+        // invalid."); its PreconditionFailed speaks of ETags, which would mislead here.
         if let Some(v) = req.headers().get("odata-version")
             && v.as_bytes() != b"4.0"
         {
             return finish(error(
                 StatusCode::PRECONDITION_FAILED,
-                "PreconditionFailed",
-                "The ETag supplied did not match the ETag required to change this resource.",
-                &[],
+                "HeaderInvalid",
+                "Header 'OData-Version' is invalid.",
+                &["OData-Version"],
             ));
         }
         // [`read_body`] limits what the socket gives; a body handed in whole is held to the

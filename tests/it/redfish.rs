@@ -338,6 +338,15 @@ fn redfish_auth_basic_sessions_and_errors() {
         (s, message_id(&v).as_str()),
         (400, "Base.1.22.MalformedJSON")
     );
+    // DSP0266 §8.2.1: another OData version is refused with 412, naming the header.
+    let mut odata5 = basic();
+    odata5.extend(["-H".to_string(), "OData-Version: 5.0".to_string()]);
+    let (s, _, v) = f.req("GET", &f.system, &odata5, None);
+    assert_eq!(
+        (s, message_id(&v).as_str()),
+        (412, "Base.1.22.HeaderInvalid"),
+        "{v}"
+    );
     let (s, _, v) = f.req("PATCH", &f.system, &basic(), Some(r#"{"Name":"x"}"#));
     assert_eq!(
         (s, message_id(&v).as_str()),
