@@ -952,29 +952,43 @@ fn redfish_nova_validators_find_no_failures() {
         (200, Some("baremetal_0")),
         "{sys}"
     );
-    // EthernetInterfaces: one member per port MAC Nova lists for the instance.
-    let rt = crate::nova::runtime();
-    let macs = rt.block_on(async {
-        let m = crate::nova::machine(&clouds, ovbmc::cloud::BootStrategy::Metadata, "baremetal_0")
-            .await;
-        ovbmc::backend::Machine::inventory(&*m)
-            .await
-            .map(|i| i.macs)
-            .unwrap_or_default()
-    });
+    // What the cloud says, read with its own CLI: the flavor's vCPUs and RAM, the ports' MACs.
+    let cli = crate::support::LabCli::with(&clouds);
+    let flavor = cli.json(&["flavor", "show", "baremetal"]);
+    assert_eq!(
+        sys["ProcessorSummary"]["Count"], flavor["vcpus"],
+        "{sys} vs {flavor}"
+    );
+    let ram = flavor["ram"].as_f64().expect("flavor ram");
+    assert_eq!(
+        sys["MemorySummary"]["TotalSystemMemoryGiB"].as_f64(),
+        Some(ram / 1024.0),
+        "{sys} vs {flavor}"
+    );
+    // EthernetInterfaces: one member per port of the instance.
+    let mut macs: Vec<String> = cli
+        .json(&["port", "list", "--server", "baremetal_0"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["MAC Address"].as_str().unwrap().to_lowercase())
+        .collect();
+    macs.sort();
     let nics = sys["EthernetInterfaces"]["@odata.id"].as_str().unwrap();
     let (s, _, col) = c.req("GET", nics, &admin, None);
     assert_eq!(s, 200, "{col}");
-    let members = col["Members"].as_array().unwrap();
-    assert_eq!(members.len(), macs.len(), "{col} vs {macs:?}");
-    for (m, mac) in members.iter().zip(&macs) {
-        let (s, _, nic) = c.req("GET", m["@odata.id"].as_str().unwrap(), &admin, None);
-        assert_eq!(
-            (s, nic["MACAddress"].as_str()),
-            (200, Some(mac.as_str())),
-            "{nic}"
-        );
-    }
+    let mut got: Vec<String> = col["Members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let (s, _, nic) = c.req("GET", m["@odata.id"].as_str().unwrap(), &admin, None);
+            assert_eq!(s, 200, "{nic}");
+            nic["MACAddress"].as_str().unwrap().to_lowercase()
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, macs, "{col}");
     eprintln!("redfish nova: {} EthernetInterfaces ({macs:?})", macs.len());
     service_validator(&service, &schemas, &c, "admin", dir.path());
     protocol_validator(&protocol, &c, "admin", dir.path());
