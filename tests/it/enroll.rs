@@ -15,12 +15,15 @@
 //! Skips (prints SKIP) without the labs unless `OVBMC_REQUIRE_LABS=1`. No timed assertions:
 //! every wait has a deadline only so a hang fails.
 //!
-//! Known, not yet explained (2026-12-03, load 5-7 on the 2-core machine): the Nova test
-//! passed alone once (190 s), then failed twice: once ovbmc's Redfish face answered 503
-//! ServiceTemporarilyUnavailable on the System for the whole of sushy's retries (run beside
-//! the sim test), once `baremetal node boot device set enroll-it-0 pxe --persistent` failed
-//! over IPMI (run alone). Both look like the Nova backend's server-list wait under load
-//! (tests/lab/README.md "Cost"); the ovbmc logs were gone with the scratch directory.
+//! Seen on 2026-12-03 (load 5-7 on the 2-core machine): the Nova test passed alone once
+//! (190 s), then failed twice: once ovbmc's Redfish face answered 503
+//! ServiceTemporarilyUnavailable on the System for the whole of sushy's retries, once
+//! `baremetal node boot device set enroll-it-0 pxe --persistent` failed over IPMI. Both were
+//! the Nova session's wait for a coalesced server list, then a fixed 500 ms whichever face
+//! asked; since 665a369 each face waits its own budget (Redfish 20 s, IPMI 500 ms, where
+//! Ironic retries a busy answer), the enrollment tests run after the parallel run, one after
+//! the other (scripts/test-all), and they have passed in every CI run since (2026-12-03 and
+//! 2026-12-04).
 
 use std::fs;
 use std::net::Ipv4Addr;
