@@ -457,13 +457,9 @@ fn authed(b: hyper::http::request::Builder) -> hyper::Request<()> {
     .unwrap()
 }
 
-/// The wait for a slow Nova server list depends on the face: an IPMI call (budget 700 ms) is
-/// answered busy while the list is still out, and a Redfish GET (budget 2 s here) waits for
-/// that same list and answers 200 — the defect this fixes: Ironic's Redfish boot-device PATCH
-/// got 503 when one list took over 500 ms, and Ironic does not retry a PATCH.
-#[tokio::test]
-async fn a_slow_list_is_busy_for_ipmi_and_awaited_by_redfish() {
-    use crate::backend::{patience_within, with_patience};
+/// Server "a", ACTIVE, and its machine on a session whose view lasts 10 s (so only an
+/// `invalidate` makes the next read list again).
+async fn slow_view() -> (Fake, Arc<Session>, Arc<NovaMachine>) {
     let f = Fake::start().await;
     f.add_server(A, "a", "ACTIVE");
     let opts = SessionOptions {
@@ -475,6 +471,17 @@ async fn a_slow_list_is_busy_for_ipmi_and_awaited_by_redfish() {
         .await
         .unwrap()
         .remove(0);
+    (f, s, m)
+}
+
+/// The wait for a slow Nova server list depends on the face: an IPMI call (budget 700 ms) is
+/// answered busy while the list is still out, and a Redfish GET (budget 2 s here) waits for
+/// that same list and answers 200 — the defect this fixes: Ironic's Redfish boot-device PATCH
+/// got 503 when one list took over 500 ms, and Ironic does not retry a PATCH.
+#[tokio::test]
+async fn a_slow_list_is_busy_for_ipmi_and_awaited_by_redfish() {
+    use crate::backend::{patience_within, with_patience};
+    let (f, s, m) = slow_view().await;
     // Stale, so the next read lists again (and that one list then serves the rest).
     s.invalidate();
     f.inject_delay("servers/detail", Duration::from_millis(1200), 1);
@@ -497,17 +504,7 @@ async fn a_slow_list_is_busy_for_ipmi_and_awaited_by_redfish() {
 /// change made), where a budget per call let it run past the budget and answer 200 late.
 #[tokio::test]
 async fn a_redfish_patch_keeps_one_deadline_and_answers_204_when_the_reread_is_late() {
-    let f = Fake::start().await;
-    f.add_server(A, "a", "ACTIVE");
-    let opts = SessionOptions {
-        cache_ttl: Duration::from_secs(10),
-        ..fast()
-    };
-    let s = session(&f, opts).await;
-    let m = build_on(&s, &mopts(BootStrategy::Metadata), &[A.to_string()])
-        .await
-        .unwrap()
-        .remove(0);
+    let (f, s, m) = slow_view().await;
     // Offline's budget is 2 s: the read before the change (a fresh list, 1.2 s) leaves 0.8 s,
     // and the change makes the view stale, so the read after it needs a list of its own.
     let (face, path) = redfish_face(&m);

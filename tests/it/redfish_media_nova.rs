@@ -245,6 +245,60 @@ fn start(clouds: &Path, dir: &Path, extra: &[&str]) -> (crate::nova::Bmc, Client
     (bmc, c, system, cd)
 }
 
+/// An "ISO" of `len` bytes: Glance does not look inside; the ISO 9660 magic at its offset for
+/// the look.
+fn fake_iso(len: usize) -> Vec<u8> {
+    let mut iso = vec![0u8; len];
+    iso[0x8001..0x8006].copy_from_slice(b"CD001");
+    iso
+}
+
+/// InsertMedia of `url` (`len` bytes) to completion: Glance then holds one active image of that
+/// size for instance `id`; its `image show`. `log` is shown if the insert fails.
+fn insert_one(
+    clouds: &Path,
+    c: &Client,
+    cd: &str,
+    url: &str,
+    len: usize,
+    id: &str,
+    log: &str,
+) -> Value {
+    assert_eq!(insert(c, cd, url), "Completed", "{log}");
+    let imgs = media_images(clouds, id);
+    assert_eq!(imgs.len(), 1, "one ovbmc-vmedia image for {id}: {imgs:?}");
+    let shown = openstack(clouds, &["image", "show", &imgs[0]]);
+    assert_eq!(shown["status"], "active", "{shown}");
+    assert_eq!(shown["size"], len as u64, "{shown}");
+    shown
+}
+
+/// Wait until no virtual media image is left for instance `id`, and ovbmc's log names
+/// `image` (the one it deleted `when`).
+fn gone(clouds: &Path, id: &str, image: &str, when: &str, log: impl Fn() -> String) {
+    let end = Instant::now() + DEADLINE;
+    while !media_images(clouds, id).is_empty() {
+        assert!(
+            Instant::now() < end,
+            "image {image} not deleted {when}:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(log().contains(image), "{}", log());
+}
+
+/// EjectMedia, which must succeed.
+fn eject(c: &Client, cd: &str) {
+    let (s, _, v) = req_ready(
+        c,
+        "POST",
+        &format!("{cd}/Actions/VirtualMedia.EjectMedia"),
+        Some("{}"),
+    );
+    assert!(s == 200 || s == 204, "EjectMedia: {s} {v}");
+}
+
 /// What each test starts from: the lab, `baremetal_1` held and ACTIVE with disk boot, no
 /// virtual media image of an earlier failed run, a scratch directory with the password file.
 struct Lab {
@@ -298,21 +352,14 @@ fn redfish_virtual_media_on_nova_rescues_from_a_glance_iso() {
     else {
         return;
     };
-    // An "ISO": Glance does not look inside; the ISO 9660 magic at its offset for the look.
-    let mut iso = vec![0u8; 256 * 1024];
-    iso[0x8001..0x8006].copy_from_slice(b"CD001");
+    let iso = fake_iso(256 * 1024);
     let url = serve_iso(iso.clone());
     let (bmc, c, system, cd) = start(&clouds, dir.path(), &[]);
 
     // 1. Insert: one image in Glance, tagged, an active ISO with hw_rescue_device=cdrom.
-    assert_eq!(insert(&c, &cd, &url), "Completed", "{}", bmc.log());
-    let imgs = media_images(&clouds, &id);
-    assert_eq!(imgs.len(), 1, "one ovbmc-vmedia image for {id}: {imgs:?}");
-    let image = imgs[0].clone();
-    let shown = openstack(&clouds, &["image", "show", &image]);
-    assert_eq!(shown["status"], "active", "{shown}");
+    let shown = insert_one(&clouds, &c, &cd, &url, iso.len(), &id, &bmc.log());
+    let image = shown["id"].as_str().unwrap().to_string();
     assert_eq!(shown["disk_format"], "iso", "{shown}");
-    assert_eq!(shown["size"], iso.len() as u64, "{shown}");
     assert_eq!(shown["properties"]["hw_rescue_device"], "cdrom", "{shown}");
     let (_, _, doc) = c.req("GET", &cd, &admin(), None);
     assert_eq!(
@@ -343,13 +390,7 @@ fn redfish_virtual_media_on_nova_rescues_from_a_glance_iso() {
     reset(&c, &system, "ForceRestart");
     rt.block_on(until(&session, &id, "RESCUE", settled("RESCUE")));
     rescued_from(&clouds, &image, before);
-    let (s, _, v) = req_ready(
-        &c,
-        "POST",
-        &format!("{cd}/Actions/VirtualMedia.EjectMedia"),
-        Some("{}"),
-    );
-    assert!(s == 200 || s == 204, "EjectMedia: {s} {v}");
+    eject(&c, &cd);
     rt.block_on(until(&session, &id, "ACTIVE", settled("ACTIVE")));
     assert_eq!(media_images(&clouds, &id), Vec::<String>::new());
     let (_, _, doc) = c.req("GET", &cd, &admin(), None);
@@ -382,16 +423,7 @@ fn redfish_virtual_media_on_nova_rescues_from_a_glance_iso() {
     let stale = stale["id"].as_str().expect("stale image id").to_string();
     assert_eq!(media_images(&clouds, &id), vec![stale.clone()]);
     let (bmc, _c, _, _) = start(&clouds, dir.path(), &[]);
-    let end = Instant::now() + DEADLINE;
-    while !media_images(&clouds, &id).is_empty() {
-        assert!(
-            Instant::now() < end,
-            "stale image {stale} not deleted at start:\n{}",
-            bmc.log()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    assert!(bmc.log().contains(&stale), "{}", bmc.log());
+    gone(&clouds, &id, &stale, "at start", || bmc.log());
 }
 
 /// `--vmedia-import web-download`: Glance fetches the ISO itself (its interoperable image
@@ -411,42 +443,25 @@ fn redfish_virtual_media_on_nova_by_glance_web_download() {
     else {
         return;
     };
-    let mut iso = vec![0u8; 192 * 1024];
-    iso[0x8001..0x8006].copy_from_slice(b"CD001");
+    let iso = fake_iso(192 * 1024);
     // On 127.0.0.1: the one loopback host the lab's Glance may fetch from (allowed_hosts).
     let url = serve_iso_to(Ipv4Addr::LOCALHOST, iso.clone(), None);
     let (bmc, c, _system, cd) = start(&clouds, dir.path(), &["--vmedia-import", "web-download"]);
 
-    assert_eq!(insert(&c, &cd, &url), "Completed", "{}", bmc.log());
-    let imgs = media_images(&clouds, &id);
-    assert_eq!(imgs.len(), 1, "one ovbmc-vmedia image for {id}: {imgs:?}");
-    let shown = openstack(&clouds, &["image", "show", &imgs[0]]);
-    assert_eq!(shown["status"], "active", "{shown}");
-    assert_eq!(shown["size"], iso.len() as u64, "{shown}");
+    let shown = insert_one(&clouds, &c, &cd, &url, iso.len(), &id, &bmc.log());
     assert_eq!(shown["properties"]["hw_rescue_device"], "cdrom", "{shown}");
     assert!(
         bmc.log().contains("imported by Glance (web-download)"),
         "not imported by Glance:\n{}",
         bmc.log()
     );
-    let (s, _, v) = req_ready(
-        &c,
-        "POST",
-        &format!("{cd}/Actions/VirtualMedia.EjectMedia"),
-        Some("{}"),
-    );
-    assert!(s == 200 || s == 204, "EjectMedia: {s} {v}");
+    eject(&c, &cd);
     assert_eq!(media_images(&clouds, &id), Vec::<String>::new());
 
     // A URL Glance cannot fetch (its server answers 404 to all but ovbmc): the import fails
     // in Glance, and the insert falls back to ovbmc's own upload.
     let url = serve_iso_to(Ipv4Addr::LOCALHOST, iso.clone(), Some("ovbmc/"));
-    assert_eq!(insert(&c, &cd, &url), "Completed", "{}", bmc.log());
-    let imgs = media_images(&clouds, &id);
-    assert_eq!(imgs.len(), 1, "one ovbmc-vmedia image for {id}: {imgs:?}");
-    let shown = openstack(&clouds, &["image", "show", &imgs[0]]);
-    assert_eq!(shown["status"], "active", "{shown}");
-    assert_eq!(shown["size"], iso.len() as u64, "{shown}");
+    insert_one(&clouds, &c, &cd, &url, iso.len(), &id, &bmc.log());
     let log = bmc.log();
     // How Glance's failure showed (for the record in the test's output).
     for l in log.lines().filter(|l| l.contains("did not work")) {
@@ -456,13 +471,7 @@ fn redfish_virtual_media_on_nova_by_glance_web_download() {
         log.contains("web-download import did not work") && log.contains("uploading it instead"),
         "no fall-back to an upload:\n{log}"
     );
-    let (s, _, v) = req_ready(
-        &c,
-        "POST",
-        &format!("{cd}/Actions/VirtualMedia.EjectMedia"),
-        Some("{}"),
-    );
-    assert!(s == 200 || s == 204, "EjectMedia: {s} {v}");
+    eject(&c, &cd);
     assert_eq!(media_images(&clouds, &id), Vec::<String>::new());
 }
 
@@ -481,9 +490,8 @@ fn redfish_virtual_media_image_goes_when_the_bmc_leaves_the_fleet() {
     else {
         return;
     };
-    let mut iso = vec![0u8; 128 * 1024];
-    iso[0x8001..0x8006].copy_from_slice(b"CD001");
-    let url = serve_iso(iso);
+    let iso = fake_iso(128 * 1024);
+    let url = serve_iso(iso.clone());
     let (a, b, r) = (
         crate::support::unique_loopback(),
         crate::support::unique_loopback(),
@@ -522,24 +530,15 @@ fn redfish_virtual_media_image_goes_when_the_bmc_leaves_the_fleet() {
     assert_eq!(s, 200, "{v}");
     let manager = v["Members"][0]["@odata.id"].as_str().unwrap().to_string();
     let cd = format!("{manager}/VirtualMedia/Cd");
-    assert_eq!(insert(&c, &cd, &url), "Completed", "{}", p.log());
-    let imgs = media_images(&clouds, &id);
-    assert_eq!(imgs.len(), 1, "one ovbmc-vmedia image for {id}: {imgs:?}");
+    let shown = insert_one(&clouds, &c, &cd, &url, iso.len(), &id, &p.log());
+    let image = shown["id"].as_str().unwrap().to_string();
 
     // The Nova BMC leaves the fleet: its image is deleted.
     std::fs::write(&cfg, &head).unwrap();
     p.signal("HUP");
     p.wait_log("reload:", 1, Duration::from_secs(30))
         .unwrap_or_else(|l| panic!("{l}"));
-    let end = Instant::now() + DEADLINE;
-    while !media_images(&clouds, &id).is_empty() {
-        assert!(
-            Instant::now() < end,
-            "image {} not deleted when its BMC left the fleet:\n{}",
-            imgs[0],
-            p.log()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    assert!(p.log().contains(&imgs[0]), "{}", p.log());
+    gone(&clouds, &id, &image, "when its BMC left the fleet", || {
+        p.log()
+    });
 }
