@@ -77,7 +77,13 @@ fn start_at(state: &Path, extra: &[&str], addr: Ipv4Addr, port: u16) -> Face {
 }
 
 /// [`start_at`] from `base` (the simulator's delays).
-fn start_cfg(state: &Path, extra: &[&str], addr: Ipv4Addr, port: u16, base: BmcConfig) -> Face {
+pub(crate) fn start_cfg(
+    state: &Path,
+    extra: &[&str],
+    addr: Ipv4Addr,
+    port: u16,
+    base: BmcConfig,
+) -> Face {
     let mut cfg = BmcConfig {
         extra_args: vec![
             "--redfish".into(),

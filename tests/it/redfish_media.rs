@@ -421,3 +421,156 @@ fn redfish_media_sushy_insert_and_eject() {
         "two inserts, two fetches"
     );
 }
+
+/// An `openssl s_server -WWW` on a loopback address of its own serving `dir` over HTTPS with
+/// a certificate for that address signed by a CA made here (`dir/ca.pem`); killed on drop.
+struct TlsImageServer {
+    child: std::process::Child,
+    url: String,
+    ca: std::path::PathBuf,
+}
+
+impl TlsImageServer {
+    fn start(dir: &std::path::Path, name: &str, size: usize) -> Option<Self> {
+        let openssl = crate::support::find_program("openssl")?;
+        let addr = crate::support::unique_loopback();
+        let port = crate::redfish::free_tcp_port(addr);
+        std::fs::write(dir.join(name), vec![0x5au8; size]).unwrap();
+        std::fs::write(
+            dir.join("leaf.ext"),
+            format!(
+                "subjectAltName=IP:{addr}\nbasicConstraints=CA:FALSE\n\
+                 extendedKeyUsage=serverAuth\n"
+            ),
+        )
+        .unwrap();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let steps: [Vec<&str>; 3] = [
+            [
+                &["req", "-x509"][..],
+                &ec,
+                &["-keyout", "ca.key", "-out", "ca.pem"],
+            ]
+            .concat()
+            .into_iter()
+            .chain(["-subj", "/CN=ovbmc test CA", "-days", "2"])
+            .collect(),
+            [
+                &["req"][..],
+                &ec,
+                &["-keyout", "leaf.key", "-out", "leaf.csr"],
+            ]
+            .concat()
+            .into_iter()
+            .chain(["-subj", "/CN=ovbmc test image server"])
+            .collect(),
+            vec![
+                "x509",
+                "-req",
+                "-in",
+                "leaf.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "leaf.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "leaf.ext",
+            ],
+        ];
+        for args in &steps {
+            let st = std::process::Command::new(&openssl)
+                .args(args)
+                .current_dir(dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("openssl");
+            assert!(st.success(), "openssl {args:?}");
+        }
+        let child = std::process::Command::new(&openssl)
+            .args([
+                "s_server", "-quiet", "-WWW", "-cert", "leaf.pem", "-key", "leaf.key",
+            ])
+            .arg("-accept")
+            .arg(format!("{addr}:{port}"))
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_server");
+        for _ in 0..200 {
+            if TcpStream::connect((addr, port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        Some(Self {
+            child,
+            url: format!("https://{addr}:{port}/{name}"),
+            ca: dir.join("ca.pem"),
+        })
+    }
+}
+
+impl Drop for TlsImageServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An `https://` image is fetched with its certificate verified: trusted (the image server's
+/// CA in `SSL_CERT_FILE`, which the platform verifier reads on Linux) the insert completes;
+/// not trusted (the system's store) the task ends in Exception naming the certificate.
+#[test]
+fn redfish_media_https_image_is_verified() {
+    let dir = ScratchDir::new("redfish-media-https");
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let Some(srv) = TlsImageServer::start(&www, "tls.iso", 64 * 1024) else {
+        crate::support::skip("redfish", "no openssl for the HTTPS image server");
+        return;
+    };
+    let body = format!(r#"{{"Image":"{}"}}"#, srv.url);
+    let insert = |f: &Face| {
+        let cd = cd(f);
+        let (s, h, v) = f.req("POST", &insert_action(&cd), &basic(), Some(&body));
+        assert_eq!(s, 202, "{v}");
+        (cd, follow(f, &h))
+    };
+
+    let addr = crate::support::unique_loopback();
+    let trusting = crate::redfish::start_cfg(
+        &dir.path().join("a"),
+        &[],
+        addr,
+        crate::redfish::free_tcp_port(addr),
+        crate::support::BmcConfig {
+            env: vec![("SSL_CERT_FILE".to_string(), srv.ca.display().to_string())],
+            ..Default::default()
+        },
+    );
+    let (cd_a, t) = insert(&trusting);
+    assert_eq!(t["TaskState"], "Completed", "{t}\n{}", trusting.bmc.log());
+    assert_eq!(trusting.get(&cd_a)["Image"], srv.url.as_str());
+
+    let distrusting = start(&dir.path().join("b"), &[]);
+    let (cd_b, t) = insert(&distrusting);
+    assert_eq!(t["TaskState"], "Exception", "{t}");
+    let text = t["Messages"].to_string().to_lowercase();
+    println!("untrusted https image: {}", t["Messages"]);
+    assert!(text.contains("certificate"), "{t}");
+    assert_eq!(distrusting.get(&cd_b)["Image"], Value::Null);
+}
