@@ -530,11 +530,12 @@ async fn a_redfish_patch_keeps_one_deadline_and_answers_204_when_the_reread_is_l
     assert_eq!(v["Boot"]["BootSourceOverrideEnabled"], "Once", "{v}");
 }
 
-/// Issue 13: the Redfish face answers 503 with `Retry-After` (and a Base message) while Nova
-/// is busy, as the IPMI face answers C0: a Reset and a boot PATCH while a power action is
-/// still waiting for Nova's answer, and a Reset while Nova is still powering the server off.
+/// Issue 13: a Redfish change asks a busy machine again until its deadline (Offline's budget,
+/// 2 s) rather than answering 503 at once: Ironic's reboot sends ForceOff, then On while Nova
+/// is still powering off, and sushy does not retry a POST. Past the deadline: 503 with
+/// `Retry-After` and a Base message, and nothing sent to Nova.
 #[tokio::test]
-async fn redfish_answers_503_with_retry_after_while_nova_is_busy() {
+async fn redfish_changes_wait_for_a_busy_nova_then_answer_503_with_retry_after() {
     let f = Fake::start().await;
     f.add_server(A, "a", "ACTIVE");
     let m = machine(&f, BootStrategy::Metadata).await;
@@ -556,7 +557,7 @@ async fn redfish_answers_503_with_retry_after_while_nova_is_busy() {
         );
         r
     };
-    async fn extended_info(r: hyper::Response<http_body_util::Full<bytes::Bytes>>) -> String {
+    async fn message_id(r: hyper::Response<http_body_util::Full<bytes::Bytes>>) -> String {
         let b = http_body_util::BodyExt::collect(r.into_body())
             .await
             .unwrap()
@@ -568,14 +569,14 @@ async fn redfish_answers_503_with_retry_after_while_nova_is_busy() {
             .to_string()
     }
 
-    // 1. An action still waiting for Nova's answer.
-    f.inject_delay("/action", Duration::from_millis(800), 1);
+    // 1. An action waiting for Nova's answer (4.5 s) past both deadlines: 503, nothing sent.
+    f.inject_delay("/action", Duration::from_millis(4500), 1);
     let m2 = m.clone();
     let first = tokio::spawn(async move { m2.power(PowerAction::Off).await });
     eventually(|| f.count("/action") == 1).await;
     let (req, body) = reset("ForceOff");
     let r = busy(face.answer(&req, Some(body)).await, "Reset while in flight");
-    let id = extended_info(r).await;
+    let id = message_id(r).await;
     assert!(id.starts_with("Base."), "{id}");
     let patch = authed(
         hyper::Request::patch(&path).header(hyper::header::CONTENT_TYPE, "application/json"),
@@ -589,13 +590,35 @@ async fn redfish_answers_503_with_retry_after_while_nova_is_busy() {
     first.await.unwrap().unwrap();
     assert_eq!(f.count("/action"), 1, "a busy answer sent nothing");
 
-    // 2. Nova transitioning: powering on, the task set for the next lists.
-    f.lock().task_lists = 50;
+    // 2. Ironic's reboot, turned around: a change made while Nova still carries out the one
+    //    before (the task set for three more lists) waits for it, then is made.
+    f.lock().task_lists = 3;
+    m.power(PowerAction::On).await.unwrap();
+    let (req, body) = reset("ForceOff");
+    let r = face.answer(&req, Some(body)).await;
+    assert_eq!(
+        r.status(),
+        hyper::StatusCode::NO_CONTENT,
+        "Reset after a short transition"
+    );
+    assert_eq!(f.count("/action"), 3, "os-start, then os-stop");
+    // The fake finishes a transition after that many server lists: read until it has.
+    for _ in 0..100 {
+        if f.server(A)["status"] == "SHUTOFF" && f.server(A)["OS-EXT-STS:task_state"].is_null() {
+            break;
+        }
+        let _ = m.power_state().await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    assert_eq!(f.server(A)["status"], "SHUTOFF");
+
+    // 3. A transition longer than the deadline: 503, nothing sent.
+    f.lock().task_lists = 1000;
     m.power(PowerAction::On).await.unwrap();
     let (req, body) = reset("ForceOff");
     busy(
         face.answer(&req, Some(body)).await,
         "Reset while Nova powers on",
     );
-    assert_eq!(f.count("/action"), 2, "a busy answer sent nothing");
+    assert_eq!(f.count("/action"), 4, "a busy answer sent nothing");
 }

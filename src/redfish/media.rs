@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use super::{Answer, Deadline, Face, System, Who, busy, error, forbidden, json_ok, json_response};
-use super::{no_content, not_found, parse_json, stale, tasks, within};
+use super::{change, no_content, not_found, parse_json, stale, tasks};
 use crate::backend::{InsertOptions, MediaState};
 
 /// The one slot's `Id`.
@@ -457,8 +457,12 @@ impl Face {
 
     async fn eject(&self, who: &Who, s: &System, due: Deadline) -> Result<(), Answer> {
         let had = s.machine.media_state().and_then(|m| m.image);
-        let m = s.machine.clone();
-        within(due, async move { m.eject_media().await }).await?;
+        let m = &s.machine;
+        let attempt = || {
+            let m = m.clone();
+            async move { m.eject_media().await }
+        };
+        change(due, "eject", &s.name, attempt).await?;
         if let Some(url) = had {
             info!(system = %s.name, user = %who.user, image = %shown(&url),
                   "redfish: virtual media ejected");

@@ -722,8 +722,12 @@ impl Face {
             Err(e) => return e.answer(),
         };
         if new != flags {
-            let m = s.machine.clone();
-            if let Err(a) = within(due, async move { m.set_boot_flags(new).await }).await {
+            let m = &s.machine;
+            let attempt = || {
+                let m = m.clone();
+                async move { m.set_boot_flags(new).await }
+            };
+            if let Err(a) = change(due, "boot override", &s.name, attempt).await {
                 return a;
             }
             info!(system = %s.name, user = %who.user, boot = %new, "redfish: boot override set");
@@ -757,8 +761,12 @@ impl Face {
             Ok(a) => a,
             Err(e) => return e.answer(),
         };
-        let m = s.machine.clone();
-        match within(due, async move { m.power(action).await }).await {
+        let m = &s.machine;
+        let attempt = || {
+            let m = m.clone();
+            async move { m.power(action).await }
+        };
+        match change(due, "reset", &s.name, attempt).await {
             Ok(()) => {
                 info!(system = %s.name, user = %who.user, ?action, "redfish: reset");
                 no_content()
@@ -892,6 +900,64 @@ async fn within<T: Send + 'static>(
         Ok(Ok(Err(e))) => Err(machine_error(&e)),
         Ok(Err(_)) => Err(internal()),
         Err(_) => Err(busy()),
+    }
+}
+
+/// How long a change waits before it asks a busy machine again.
+const BUSY_PAUSE: Duration = Duration::from_millis(250);
+
+/// Run a change (`f` makes one attempt) by `due`, asking again while the machine answers busy:
+/// Nova still on an earlier action, or in a transition. The IPMI face answers C0 at once and
+/// its clients retry; Ironic's sushy retries only GETs, and Ironic's Redfish reboot sends
+/// ForceOff, sees PowerState Off at once (an accepted off is reported off), then sends On
+/// while Nova is still powering off: answered 503, the reboot failed (seen in the lab's CI
+/// run, 2026-12-04; ironic/drivers/modules/redfish/power.py `reboot`). A real BMC carries
+/// such a sequence out. A busy answer sent nothing to Nova, so asking again is safe; a
+/// timeout (sent, not confirmed) is not retried. At the deadline: 503 with `Retry-After`, and
+/// a log line that says what was busy.
+pub(super) async fn change<T, F, Fut>(
+    due: Deadline,
+    what: &str,
+    system: &str,
+    f: F,
+) -> Result<T, Answer>
+where
+    T: Send + 'static,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, BackendError>> + Send + 'static,
+{
+    let t0 = tokio::time::Instant::now();
+    loop {
+        let task = tokio::spawn(due.patient(f()));
+        let e = match tokio::time::timeout_at(due.0, task).await {
+            Ok(Ok(Ok(v))) => {
+                let waited = t0.elapsed();
+                if waited >= BUSY_PAUSE {
+                    info!(
+                        system,
+                        waited_ms = waited.as_millis() as u64,
+                        "redfish: {what} waited for the machine to finish what it was doing"
+                    );
+                }
+                return Ok(v);
+            }
+            Ok(Ok(Err(e))) => e,
+            Ok(Err(_)) => return Err(internal()),
+            Err(_) => {
+                info!(system, "redfish: {what}: no answer by the deadline: 503");
+                return Err(busy());
+            }
+        };
+        if e.kind != MachineError::Busy || due.left() < BUSY_PAUSE * 2 {
+            if e.kind == MachineError::Busy {
+                info!(
+                    system,
+                    "redfish: {what}: still busy at the deadline ({e}): 503"
+                );
+            }
+            return Err(machine_error(&e));
+        }
+        tokio::time::sleep(BUSY_PAUSE).await;
     }
 }
 

@@ -554,35 +554,61 @@ fn redfish_boot_override_is_the_ipmi_boot_setting() {
     assert_eq!(f.get(&f.system)["Boot"]["BootSourceOverrideTarget"], "Pxe");
 }
 
-/// A machine that is busy (in a power transition) or slower than `--redfish-backend-timeout-ms` is
-/// answered 503 with `Retry-After`, as the IPMI face answers C0.
+/// A change while the machine is busy (in a power transition) waits for it until the
+/// request's deadline (`--redfish-backend-timeout-ms`): within it the change is made, past it
+/// 503 with `Retry-After`, as the IPMI face answers C0; a machine slower than the budget gets
+/// 503 too.
 #[test]
 fn redfish_busy_machine_is_503_with_retry_after() {
-    let dir = ScratchDir::new("redfish-busy");
-    let addr = crate::support::unique_loopback();
-    let slow_on = BmcConfig {
+    let slow_on = || BmcConfig {
         power_on_ms: 3000,
         ..BmcConfig::default()
     };
-    let f = start_cfg(dir.path(), &[], addr, free_tcp_port(addr), slow_on);
-    let reset = format!("{}/Actions/ComputerSystem.Reset", f.system);
-    assert_eq!(
-        f.req("POST", &reset, &basic(), Some(r#"{"ResetType":"On"}"#))
-            .0,
-        204
-    );
-    let (s, h, v) = f.req(
-        "POST",
-        &reset,
-        &basic(),
-        Some(r#"{"ResetType":"ForceOff"}"#),
-    );
+    let on_then_off = |f: &Face| {
+        let reset = format!("{}/Actions/ComputerSystem.Reset", f.system);
+        assert_eq!(
+            f.req("POST", &reset, &basic(), Some(r#"{"ResetType":"On"}"#))
+                .0,
+            204
+        );
+        f.req(
+            "POST",
+            &reset,
+            &basic(),
+            Some(r#"{"ResetType":"ForceOff"}"#),
+        )
+    };
+    // A budget (1 s) shorter than the power-on (3 s): 503.
+    let dir = ScratchDir::new("redfish-busy");
+    let addr = crate::support::unique_loopback();
+    let short = ["--redfish-backend-timeout-ms", "1000"];
+    let f = start_cfg(dir.path(), &short, addr, free_tcp_port(addr), slow_on());
+    let (s, h, v) = on_then_off(&f);
     assert_eq!(
         (s, message_id(&v).as_str()),
         (503, "Base.1.22.ServiceTemporarilyUnavailable"),
         "{h}"
     );
     assert!(h.to_lowercase().contains("retry-after: 2"), "{h}");
+    assert!(
+        f.bmc.log().contains("still busy at the deadline"),
+        "no log line for the 503:\n{}",
+        f.bmc.log()
+    );
+    drop(f);
+    // The default budget (20 s): the ForceOff waits for the power-on, then is carried out
+    // (Ironic's reboot sends On right after ForceOff, and sushy does not retry a POST).
+    let dir = ScratchDir::new("redfish-busy-waits");
+    let addr = crate::support::unique_loopback();
+    let f = start_cfg(dir.path(), &[], addr, free_tcp_port(addr), slow_on());
+    let (s, h, _) = on_then_off(&f);
+    assert_eq!(s, 204, "{h}");
+    assert_eq!(f.get(&f.system)["PowerState"], "Off");
+    assert!(
+        f.bmc.log().contains("waited for the machine"),
+        "{}",
+        f.bmc.log()
+    );
     drop(f);
     // A machine slower than the budget: the GET is answered 503 at the budget.
     let dir = ScratchDir::new("redfish-slow");
