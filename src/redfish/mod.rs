@@ -894,12 +894,33 @@ async fn within<T: Send + 'static>(
     due: Deadline,
     f: impl Future<Output = Result<T, BackendError>> + Send + 'static,
 ) -> Result<T, Answer> {
+    match attempt(due, f).await {
+        Attempt::Done(v) => Ok(v),
+        Attempt::Refused(e) => Err(machine_error(&e)),
+        Attempt::Answer(a) => Err(a),
+    }
+}
+
+/// How one machine call in its own task ended by its deadline.
+enum Attempt<T> {
+    /// Its value.
+    Done(T),
+    /// The machine's error.
+    Refused(BackendError),
+    /// What to answer: the task died (500) or the deadline passed (503; the call goes on).
+    Answer(Answer),
+}
+
+async fn attempt<T: Send + 'static>(
+    due: Deadline,
+    f: impl Future<Output = Result<T, BackendError>> + Send + 'static,
+) -> Attempt<T> {
     let task = tokio::spawn(due.patient(f));
     match tokio::time::timeout_at(due.0, task).await {
-        Ok(Ok(Ok(v))) => Ok(v),
-        Ok(Ok(Err(e))) => Err(machine_error(&e)),
-        Ok(Err(_)) => Err(internal()),
-        Err(_) => Err(busy()),
+        Ok(Ok(Ok(v))) => Attempt::Done(v),
+        Ok(Ok(Err(e))) => Attempt::Refused(e),
+        Ok(Err(_)) => Attempt::Answer(internal()),
+        Err(_) => Attempt::Answer(busy()),
     }
 }
 
@@ -927,25 +948,25 @@ where
     Fut: Future<Output = Result<T, BackendError>> + Send + 'static,
 {
     let t0 = tokio::time::Instant::now();
+    let mut busy_answers = 0u32;
     loop {
-        let task = tokio::spawn(due.patient(f()));
-        let e = match tokio::time::timeout_at(due.0, task).await {
-            Ok(Ok(Ok(v))) => {
-                let waited = t0.elapsed();
-                if waited >= BUSY_PAUSE {
+        let e = match attempt(due, f()).await {
+            Attempt::Done(v) => {
+                if busy_answers > 0 {
                     info!(
                         system,
-                        waited_ms = waited.as_millis() as u64,
+                        waited_ms = t0.elapsed().as_millis() as u64,
                         "redfish: {what} waited for the machine to finish what it was doing"
                     );
                 }
                 return Ok(v);
             }
-            Ok(Ok(Err(e))) => e,
-            Ok(Err(_)) => return Err(internal()),
-            Err(_) => {
-                info!(system, "redfish: {what}: no answer by the deadline: 503");
-                return Err(busy());
+            Attempt::Refused(e) => e,
+            Attempt::Answer(a) => {
+                if a.status() == StatusCode::SERVICE_UNAVAILABLE {
+                    info!(system, "redfish: {what}: no answer by the deadline: 503");
+                }
+                return Err(a);
             }
         };
         if e.kind != MachineError::Busy || due.left() < BUSY_PAUSE * 2 {
@@ -957,6 +978,7 @@ where
             }
             return Err(machine_error(&e));
         }
+        busy_answers += 1;
         tokio::time::sleep(BUSY_PAUSE).await;
     }
 }
