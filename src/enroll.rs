@@ -295,7 +295,8 @@ fn port_networks(args: &NodesJsonArgs, fleet: &Fleet) -> Vec<String> {
     };
     if crate::cloud::parse_uuid(&net).is_some() {
         tracing::info!(
-            "nodes-json: [cloud.network] network is a UUID ({net}), which Nova's addresses do              not show: the ports of every network are listed (--network NAME to choose)"
+            "nodes-json: [cloud.network] network is a UUID ({net}), which Nova's addresses do \
+             not show: the ports of every network are listed (--network NAME to choose)"
         );
         return Vec::new();
     }
