@@ -85,6 +85,22 @@ fn fleet_rules(clouds: &Path, group: &str, fleet: &str) -> Vec<String> {
     out
 }
 
+/// A scratch directory `name` with an IPMI password file and a fleet file: the lab cloud's
+/// `[defaults]` and `[cloud]`, then `rest` (its `[cloud.network]` and BMCs).
+fn fleet_file(name: &str, rest: &str) -> (ScratchDir, std::path::PathBuf) {
+    let dir = ScratchDir::new(name);
+    dir.write_secret("ipmi-password", "pw");
+    let file = dir.path().join("fleet.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[defaults]\npassword_file = \"ipmi-password\"\n[cloud]\nos_cloud = \"lab\"\n{rest}"
+        ),
+    )
+    .unwrap();
+    (dir, file)
+}
+
 /// The lab's clouds.yaml when the lab runs a real Neutron; else None (the test SKIPs, saying
 /// why).
 fn neutron_lab() -> Option<std::path::PathBuf> {
@@ -112,22 +128,17 @@ fn plan_apply_again_and_destroy_against_the_lab_neutron() {
         .to_string();
     // The Redfish face's port, its own per run (the rule is matched by port).
     let redfish_port = 30000 + id % 10000;
-    let dir = ScratchDir::new("cloudnet");
-    dir.write_secret("ipmi-password", "pw");
-    let file = dir.path().join("fleet.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[defaults]\npassword_file = \"ipmi-password\"\n[cloud]\nos_cloud = \"lab\"\n\
-             [cloud.network]\nfleet = \"{fleet}\"\nnetwork = \"provision\"\n\
+    let (_dir, file) = fleet_file(
+        "cloudnet",
+        &format!(
+            "[cloud.network]\nfleet = \"{fleet}\"\nnetwork = \"provision\"\n\
              subnet = \"provision-subnet\"\nbmc_port = \"{bmc}\"\n\
              undercloud_port = \"{uc}\"\nipxe_file = \"inspector.ipxe\"\n\
              [redfish]\naddress = \"192.168.24.241:{redfish_port}\"\n\
              [[bmc]]\naddress = \"192.168.24.241\"\ninstance = \"baremetal_3\"\n\
              [[bmc]]\naddress = \"192.168.24.242\"\ninstance = \"baremetal_3\"\nport = 624\n"
         ),
-    )
-    .unwrap();
+    );
     // Plan on a clean project: every change listed, exit 0, nothing made.
     let plan = cloud(&clouds, "plan", &file);
     for want in [
@@ -323,21 +334,16 @@ fn layout_b_with_a_subnet_per_port_against_the_lab() {
     // Outside the provisioning subnet (192.168.24.0/24), which the subnets must not overlap.
     let net = 32 + id % 200;
     let (a1, a2) = (format!("192.168.{net}.5"), format!("192.168.{net}.9"));
-    let dir = ScratchDir::new("cloudnet-b");
-    dir.write_secret("ipmi-password", "pw");
-    let file = dir.path().join("fleet.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[defaults]\npassword_file = \"ipmi-password\"\n[cloud]\nos_cloud = \"lab\"\n\
-             [cloud.network]\nfleet = \"{fleet}\"\nlayout = \"B\"\nnetwork = \"provision\"\n\
+    let (_dir, file) = fleet_file(
+        "cloudnet-b",
+        &format!(
+            "[cloud.network]\nfleet = \"{fleet}\"\nlayout = \"B\"\nnetwork = \"provision\"\n\
              subnet = \"provision-subnet\"\nbmc_server = \"{vm}\"\nsecurity_group = \"{sg}\"\n\
              subnet_per_port = true\n\
              [[bmc]]\naddress = \"{a1}\"\ninstance = \"baremetal_3\"\n\
              [[bmc]]\naddress = \"{a2}\"\ninstance = \"baremetal_3\"\n"
         ),
-    )
-    .unwrap();
+    );
     let plan = cloud(&clouds, "plan", &file);
     for want in [
         format!("create subnet ovbmc-{fleet}-{a1} 192.168.{net}.4/30"),
@@ -439,19 +445,14 @@ fn a_small_mtu_is_refused_unless_allowed_against_the_lab() {
         ],
     );
     openstack(&clouds, &["port", "create", "--network", &net, &port]);
-    let dir = ScratchDir::new("cloudnet-mtu");
-    dir.write_secret("ipmi-password", "pw");
-    let file = dir.path().join("fleet.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[defaults]\npassword_file = \"ipmi-password\"\n[cloud]\nos_cloud = \"lab\"\n\
-             [cloud.network]\nfleet = \"itm{id}\"\nnetwork = \"{net}\"\nsubnet = \"{sub}\"\n\
+    let (_dir, file) = fleet_file(
+        "cloudnet-mtu",
+        &format!(
+            "[cloud.network]\nfleet = \"itm{id}\"\nnetwork = \"{net}\"\nsubnet = \"{sub}\"\n\
              bmc_port = \"{port}\"\n\
              [[bmc]]\naddress = \"10.{third}.0.200\"\ninstance = \"baremetal_3\"\n"
         ),
-    )
-    .unwrap();
+    );
     let plan = |extra: &[&str]| {
         let mut args: Vec<String> = ["cloud", "plan", "--config"].map(String::from).to_vec();
         args.push(file.display().to_string());

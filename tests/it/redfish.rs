@@ -241,13 +241,7 @@ fn redfish_session_expires_after_the_idle_timeout() {
     let open = || {
         let (s, h, v) = f.req("POST", sessions, &[], Some(&login));
         assert_eq!(s, 201, "{v}");
-        let token = h
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(": ")?;
-                k.eq_ignore_ascii_case("x-auth-token")
-                    .then(|| v.trim().to_string())
-            })
+        let token = crate::redfish_media::header(&h, "x-auth-token")
             .unwrap_or_else(|| panic!("no X-Auth-Token in {h}"));
         vec!["-H".to_string(), format!("X-Auth-Token: {token}")]
     };

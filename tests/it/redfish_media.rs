@@ -88,7 +88,8 @@ pub(crate) fn cd(f: &Face) -> String {
     c["Members"][0]["@odata.id"].as_str().unwrap().to_string()
 }
 
-fn header(head: &str, name: &str) -> Option<String> {
+/// Header `name` (any case) of a response head, trimmed.
+pub(crate) fn header(head: &str, name: &str) -> Option<String> {
     head.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
         k.trim()

@@ -183,14 +183,8 @@ fn insert(c: &Client, cd: &str, url: &str) -> String {
         Some(&body.to_string()),
     );
     assert_eq!(s, 202, "InsertMedia: {head}\n{v}");
-    let monitor = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("location")
-                .then(|| v.trim().to_string())
-        })
-        .expect("a task monitor in Location");
+    let monitor =
+        crate::redfish_media::header(&head, "location").expect("a task monitor in Location");
     let monitor = monitor
         .strip_prefix(&c.base)
         .map(str::to_string)
